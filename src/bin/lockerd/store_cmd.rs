@@ -1,0 +1,285 @@
+//! `lockerd store ...`, `lockerd audit ...`, `lockerd bench store`.
+
+use crate::Ctx;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use lockerd::store::{self, key, AuditEntry, Create, Db, DbKey, Method, Outcome};
+use lockerd::timefmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Create a new, empty encrypted store.
+    Init {
+        /// Generate a new random key into this owner-only file (must not exist) and use it.
+        #[arg(long, value_name = "FILE")]
+        generate_key: Option<PathBuf>,
+    },
+    /// Open the store and check the key, schema version and integrity.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-encrypt the store under a new key read from an owner-only file.
+    Rekey {
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Walk the hash chain and report the first broken link.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List audit rows, oldest first.
+    List {
+        /// Only rows since: a duration back from now (15m, 2h, 7d) or a UTC date/time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Store open time (key derivation included) and durable audit-write rate.
+    Store {
+        /// Audit rows to append (method "bench").
+        #[arg(long, default_value_t = 200)]
+        rows: u64,
+        /// Print `committed SEQ` after each durable write (used by the crash test).
+        #[arg(long)]
+        progress: bool,
+    },
+}
+
+/// Open the configured store directly (CLI use: no store thread needed).
+pub fn open_db(
+    ctx: &Ctx,
+    create: Create,
+) -> anyhow::Result<(Db, store::OpenInfo, store::KeySource)> {
+    let (k, source) =
+        store::resolve_key(&ctx.config.store.key_file, &ctx.config.store.path, ctx.demo)?;
+    let (db, info) = Db::open(
+        &ctx.config.store.path,
+        &k,
+        create,
+        Duration::from_millis(ctx.config.store.busy_timeout_ms),
+    )?;
+    Ok((db, info, source))
+}
+
+pub fn store(ctx: &Ctx, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        StoreCmd::Init { generate_key } => {
+            let path = &ctx.config.store.path;
+            if path.exists() {
+                bail!("a database already exists at {}", path.display());
+            }
+            let (db, info, source) = if let Some(kf) = generate_key {
+                if kf.exists() {
+                    bail!(
+                        "{} already exists; refusing to overwrite a key file",
+                        kf.display()
+                    );
+                }
+                let k = DbKey::generate();
+                key::write_key_file(&kf, &k)?;
+                let (db, info) = Db::open(
+                    path,
+                    &k,
+                    Create::MustBeNew,
+                    Duration::from_millis(ctx.config.store.busy_timeout_ms),
+                )?;
+                (db, info, store::KeySource::KeyFile(kf))
+            } else {
+                open_db(ctx, Create::MustBeNew)?
+            };
+            let mut db = db;
+            db.audit_append(&AuditEntry::new(
+                Method::Admin,
+                Outcome::Info,
+                "store created",
+            ))?;
+            println!(
+                "created {} (schema v{}, key from {source}, {:.0} ms)",
+                path.display(),
+                info.schema_version,
+                info.open_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCmd::Check { json } => {
+            let (db, info, source) = open_db(ctx, Create::MustExist)?;
+            let rep = db.check(info.open_ms)?;
+            if json {
+                println!("{}", serde_json::to_string(&rep)?);
+            } else {
+                println!(
+                    "store {}: {}",
+                    rep.path.display(),
+                    if rep.ok { "ok" } else { "PROBLEMS FOUND" }
+                );
+                println!(
+                    "  key: {source} (opened in {:.0} ms, key derivation included)",
+                    rep.open_ms
+                );
+                println!(
+                    "  schema: v{} ({})",
+                    rep.schema_version,
+                    if rep.schema_version == store::schema::SCHEMA_VERSION {
+                        "current"
+                    } else {
+                        "outdated"
+                    }
+                );
+                println!(
+                    "  integrity: {}; cipher (HMAC) integrity: {}",
+                    rep.integrity, rep.cipher_integrity
+                );
+                println!(
+                    "  users {}, face templates {}, audit rows {}",
+                    rep.users, rep.templates, rep.audit_rows
+                );
+            }
+            Ok(if rep.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        StoreCmd::Rekey { new_key_file } => {
+            let new_key = key::load_key_file(&new_key_file)?;
+            let (mut db, _, source) = open_db(ctx, Create::MustExist)?;
+            db.rekey(&new_key)
+                .context("rekey failed; the database still opens with the old key")?;
+            let mut db2 = drop_and_reopen(db, ctx, &new_key)?;
+            db2.audit_append(&AuditEntry::new(
+                Method::Admin,
+                Outcome::Info,
+                "store rekeyed",
+            ))?;
+            println!(
+                "rekeyed {}; it now opens with {} (was {source}). Update store.key_file or the db-key credential.",
+                ctx.config.store.path.display(),
+                new_key_file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn drop_and_reopen(db: Db, ctx: &Ctx, k: &DbKey) -> anyhow::Result<Db> {
+    drop(db);
+    let (db, _) = Db::open(
+        &ctx.config.store.path,
+        k,
+        Create::MustExist,
+        Duration::from_millis(ctx.config.store.busy_timeout_ms),
+    )
+    .context("the database does not open with the new key after the rekey")?;
+    Ok(db)
+}
+
+pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    let (db, _, _) = open_db(ctx, Create::MustExist)?;
+    match cmd {
+        AuditCmd::Verify { json } => {
+            let rep = db.audit_verify()?;
+            if json {
+                println!("{}", serde_json::to_string(&rep)?);
+            } else if rep.ok {
+                println!(
+                    "audit chain ok: {} rows, head {}",
+                    rep.rows,
+                    hex::encode(&rep.head_hash)
+                );
+            } else {
+                println!(
+                    "audit chain BROKEN at row {}: {}",
+                    rep.first_broken_seq.unwrap_or(0),
+                    rep.problem.as_deref().unwrap_or("")
+                );
+            }
+            Ok(if rep.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AuditCmd::List { since, limit, json } => {
+            let since_ms = match since {
+                Some(s) => timefmt::parse_since(&s, lockerd::types::now_ms()).with_context(|| {
+                    format!("--since {s:?}: use a duration (15m, 2h, 7d) or a UTC date/time (2026-11-21, 2026-11-21T07:00)")
+                })?,
+                None => i64::MIN,
+            };
+            let rows = db.audit_list(since_ms, limit)?;
+            let mut out = std::io::stdout().lock();
+            for r in rows {
+                if json {
+                    let mut v = serde_json::to_value(&r)?;
+                    v["time"] = serde_json::Value::String(timefmt::iso_utc(r.ts_ms));
+                    v["evidence"] = serde_json::from_str(&r.evidence)
+                        .unwrap_or(serde_json::Value::String(r.evidence.clone()));
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6}  {}  {:<6} {:<5} {:<16} {}  {}",
+                        r.seq,
+                        timefmt::iso_utc(r.ts_ms),
+                        r.method,
+                        r.outcome,
+                        r.user_name.as_deref().unwrap_or("-"),
+                        r.reason,
+                        r.evidence
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCmd::Store { rows, progress } => {
+            let (mut db, info, _) = open_db(ctx, Create::IfMissing)?;
+            let t0 = Instant::now();
+            let mut out = std::io::stdout().lock();
+            for i in 0..rows {
+                let seq = db.audit_append(
+                    &AuditEntry::new(Method::Bench, Outcome::Info, "bench write")
+                        .evidence(serde_json::json!({ "i": i })),
+                )?;
+                if progress {
+                    writeln!(out, "committed {seq}")?;
+                    out.flush()?;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let summary = serde_json::json!({
+                "open_ms": info.open_ms,
+                "created": info.created,
+                "rows": rows,
+                "write_s": secs,
+                "rows_per_s": if secs > 0.0 { rows as f64 / secs } else { 0.0 },
+                "ms_per_row": if rows > 0 { secs * 1000.0 / rows as f64 } else { 0.0 },
+            });
+            writeln!(out, "{summary}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

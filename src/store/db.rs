@@ -1,0 +1,539 @@
+//! `Db`: one open SQLCipher connection and the typed operations on it.
+//!
+//! Only the store thread holds a `Db` in the daemon; the CLI holds one directly. Every
+//! method is synchronous and returns a typed [`StoreError`].
+
+use super::audit::{AuditEntry, AuditRow, ChainVerifier, VerifyReport, GENESIS};
+use super::key::DbKey;
+use super::schema;
+use super::StoreError;
+use crate::types::{now_ms, Embedding, Role, User, UserId};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Whether opening may create the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// The file must exist (`store check`, admin commands).
+    MustExist,
+    /// Create an empty store when the file is absent (`run`).
+    IfMissing,
+    /// The file must not exist yet (`store init`).
+    MustBeNew,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenInfo {
+    pub created: bool,
+    /// Wall time of open + key derivation + first read + migrations.
+    pub open_ms: f64,
+    pub schema_version: i64,
+}
+
+/// A stored face template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub id: i64,
+    pub user_id: UserId,
+    pub embedding: Embedding,
+    pub quality: f32,
+    pub source: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub path: PathBuf,
+    pub schema_version: i64,
+    pub integrity: String,
+    pub cipher_integrity: String,
+    pub users: i64,
+    pub templates: i64,
+    pub audit_rows: i64,
+    pub open_ms: f64,
+    pub ok: bool,
+}
+
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn is_not_a_db(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase)
+}
+
+impl Db {
+    /// Open (or create) the encrypted database with `key`. A wrong key is
+    /// [`StoreError::WrongKey`]; SQLCipher's own stderr logging is silenced first.
+    pub fn open(
+        path: &Path,
+        key: &DbKey,
+        create: Create,
+        busy_timeout: Duration,
+    ) -> Result<(Db, OpenInfo), StoreError> {
+        let t0 = Instant::now();
+        let exists = path.exists();
+        match (create, exists) {
+            (Create::MustExist, false) => return Err(StoreError::Missing(path.to_owned())),
+            (Create::MustBeNew, true) => return Err(StoreError::AlreadyExists(path.to_owned())),
+            _ => {}
+        }
+        if !exists {
+            if let Some(parent) = path.parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !exists {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        if !exists {
+            // Owner-only from the start; SQLite gives -wal/-shm the same mode.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                },
+            )?;
+        }
+        // Must come before the key, or SQLCipher prints its HMAC failure on stderr.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+        conn.pragma_update(None, "key", key.as_str())?;
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => {}
+            Err(e) if is_not_a_db(&e) => return Err(StoreError::WrongKey(path.to_owned())),
+            Err(e) => return Err(e.into()),
+        }
+        conn.busy_timeout(busy_timeout)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA secure_delete = ON;",
+        )?;
+        schema::migrate(&mut conn)?;
+        let schema_version = schema::version(&conn)?;
+        let info = OpenInfo {
+            created: !exists,
+            open_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            schema_version,
+        };
+        Ok((
+            Db {
+                conn,
+                path: path.to_owned(),
+            },
+            info,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Raw connection, for tests and the few maintenance paths that need it.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Cheap liveness probe used by the watchdog.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// `store check`: key, schema version, SQLite and SQLCipher integrity.
+    pub fn check(&self, open_ms: f64) -> Result<CheckReport, StoreError> {
+        let integrity: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare("PRAGMA cipher_integrity_check")?;
+        let problems: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        let cipher_integrity = if problems.is_empty() {
+            "ok".to_string()
+        } else {
+            problems.join("; ")
+        };
+        let count = |t: &str| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)
+        };
+        let schema_version = schema::version(&self.conn)?;
+        let ok = integrity == "ok"
+            && cipher_integrity == "ok"
+            && schema_version == schema::SCHEMA_VERSION;
+        Ok(CheckReport {
+            path: self.path.clone(),
+            schema_version,
+            integrity,
+            cipher_integrity,
+            users: count("users")?,
+            templates: count("face_templates")?,
+            audit_rows: count("audit")?,
+            open_ms,
+            ok,
+        })
+    }
+
+    /// Change the passphrase. SQLCipher cannot rekey in WAL mode, so the journal is
+    /// switched to DELETE for the rekey and back afterwards.
+    pub fn rekey(&mut self, new_key: &DbKey) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+        if mode != "delete" {
+            return Err(StoreError::Invalid(format!(
+                "cannot leave WAL mode for the rekey (journal_mode is {mode}); is another process using the database?"
+            )));
+        }
+        self.conn.pragma_update(None, "rekey", new_key.as_str())?;
+        self.conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
+        Ok(())
+    }
+
+    // ----- users -----
+
+    pub fn add_user(&mut self, name: &str, role: Role) -> Result<User, StoreError> {
+        validate_name(name)?;
+        let created_ms = now_ms();
+        let res = self.conn.execute(
+            "INSERT INTO users (name, role, enabled, created_ms) VALUES (?1, ?2, 1, ?3)",
+            params![name, role.as_str(), created_ms],
+        );
+        match res {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ErrorCode::ConstraintViolation =>
+            {
+                return Err(StoreError::Conflict(format!(
+                    "user '{name}' already exists"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(User {
+            id: self.conn.last_insert_rowid(),
+            name: name.to_owned(),
+            role,
+            enabled: true,
+            created_ms,
+        })
+    }
+
+    fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+        let role: String = r.get(2)?;
+        Ok(User {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role: Role::parse(&role).unwrap_or(Role::Banned),
+            enabled: r.get::<_, i64>(3)? != 0,
+            created_ms: r.get(4)?,
+        })
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, name, role, enabled, created_ms FROM users WHERE name = ?1",
+                [name],
+                Self::user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, name, role, enabled, created_ms FROM users WHERE id = ?1",
+                [id],
+                Self::user_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The user or a [`StoreError::NotFound`] naming it.
+    pub fn require_user(&self, name: &str) -> Result<User, StoreError> {
+        self.user_by_name(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("no user named '{name}'")))
+    }
+
+    pub fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, role, enabled, created_ms FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], Self::user_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_role(&mut self, name: &str, role: Role) -> Result<User, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE users SET role = ?1 WHERE name = ?2",
+            params![role.as_str(), name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no user named '{name}'")));
+        }
+        self.require_user(name)
+    }
+
+    pub fn set_enabled(&mut self, name: &str, enabled: bool) -> Result<User, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE users SET enabled = ?1 WHERE name = ?2",
+            params![enabled as i64, name],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no user named '{name}'")));
+        }
+        self.require_user(name)
+    }
+
+    /// Remove a user and (by cascade) their templates and OTP material.
+    pub fn remove_user(&mut self, name: &str) -> Result<User, StoreError> {
+        let user = self.require_user(name)?;
+        self.conn
+            .execute("DELETE FROM users WHERE id = ?1", [user.id])?;
+        Ok(user)
+    }
+
+    // ----- face templates -----
+
+    pub fn add_template(
+        &mut self,
+        user_id: UserId,
+        embedding: &Embedding,
+        quality: f32,
+        source: &str,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                user_id,
+                embedding.to_bytes(),
+                quality as f64,
+                source,
+                now_ms()
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Add several templates for one user in one transaction (all or nothing).
+    pub fn add_templates(
+        &mut self,
+        user_id: UserId,
+        items: &[(Embedding, f32, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut ids = Vec::with_capacity(items.len());
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (e, q, src) in items {
+                stmt.execute(params![user_id, e.to_bytes(), *q as f64, src, now_ms()])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    pub fn templates(&self) -> Result<Vec<Template>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, user_id, embedding, quality, source, created_ms FROM face_templates ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, user_id, blob, quality, source, created_ms) = row?;
+            let embedding = Embedding::from_bytes(&blob).ok_or_else(|| {
+                StoreError::Corrupt(format!("face template {id} has a malformed embedding"))
+            })?;
+            out.push(Template {
+                id,
+                user_id,
+                embedding,
+                quality: quality as f32,
+                source,
+                created_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn template_count(&self, user_id: UserId) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM face_templates WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    // ----- settings -----
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    // ----- audit -----
+
+    /// Append one record to the hash chain. Durable (synchronous=FULL) when it returns.
+    pub fn audit_append(&mut self, entry: &AuditEntry) -> Result<i64, StoreError> {
+        let evidence = serde_json::to_string(&entry.evidence)
+            .map_err(|e| StoreError::Invalid(format!("audit evidence: {e}")))?;
+        let ts_ms = now_ms();
+        // IMMEDIATE: take the write lock before reading the head, so two processes
+        // (daemon and CLI) can never fork the chain.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (seq, prev) = match head {
+            Some((s, h)) => (s + 1, h),
+            None => (1, GENESIS.to_vec()),
+        };
+        let hash = super::audit::row_hash(
+            seq,
+            ts_ms,
+            entry.method.as_str(),
+            entry.outcome.as_str(),
+            entry.user_id,
+            entry.user_name.as_deref(),
+            &entry.reason,
+            &evidence,
+            &prev,
+        );
+        tx.execute(
+            "INSERT INTO audit (seq, ts_ms, method, outcome, user_id, user_name, reason, evidence, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                seq,
+                ts_ms,
+                entry.method.as_str(),
+                entry.outcome.as_str(),
+                entry.user_id,
+                entry.user_name,
+                entry.reason,
+                evidence,
+                prev,
+                hash.to_vec()
+            ],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+        Ok(AuditRow {
+            seq: r.get(0)?,
+            ts_ms: r.get(1)?,
+            method: r.get(2)?,
+            outcome: r.get(3)?,
+            user_id: r.get(4)?,
+            user_name: r.get(5)?,
+            reason: r.get(6)?,
+            evidence: r.get(7)?,
+            prev_hash: r.get(8)?,
+            hash: r.get(9)?,
+        })
+    }
+
+    /// Rows with `ts_ms >= since_ms`, oldest first, at most `limit` (newest kept).
+    pub fn audit_list(&self, since_ms: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, ts_ms, method, outcome, user_id, user_name, reason, evidence, prev_hash, hash
+             FROM audit WHERE ts_ms >= ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since_ms, limit as i64], Self::audit_from_row)?;
+        let mut out: Vec<AuditRow> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn audit_count(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?)
+    }
+
+    /// Walk the whole chain and report the first broken link.
+    pub fn audit_verify(&self) -> Result<VerifyReport, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, ts_ms, method, outcome, user_id, user_name, reason, evidence, prev_hash, hash
+             FROM audit ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut v = ChainVerifier::default();
+        while let Some(r) = rows.next()? {
+            if !v.push(&Self::audit_from_row(r)?) {
+                break;
+            }
+        }
+        Ok(v.finish())
+    }
+}
+
+/// User names: 1-64 characters, no control characters, no leading/trailing space.
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(StoreError::Invalid(format!(
+            "user name must be 1-64 printable characters without surrounding spaces (got {name:?})"
+        )));
+    }
+    Ok(())
+}

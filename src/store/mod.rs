@@ -1,0 +1,158 @@
+//! The encrypted store: users, face templates, OTP material, settings and the
+//! hash-chained audit log in one SQLCipher database.
+//!
+//! In the daemon a single OS thread owns the connection ([`Store::open`]); other parts
+//! send it closures over a channel and await the typed result ([`Store::call`]), so the
+//! async runtime never blocks on disk and there is exactly one writer in the process.
+//! The CLI may open a [`Db`] directly. Key handling lives in [`key`], the schema in
+//! [`schema`], the hash chain in [`audit`].
+
+pub mod audit;
+pub mod db;
+pub mod key;
+pub mod schema;
+
+pub use audit::{AuditEntry, AuditRow, Method, Outcome, VerifyReport};
+pub use db::{CheckReport, Create, Db, OpenInfo, Template};
+pub use key::{resolve_key, DbKey, KeySource};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no database key: provide the systemd credential `db-key` (LoadCredential=), or set store.key_file / --key-file to an owner-only file (or use --demo for a throw-away key)")]
+    NoKey,
+    #[error("key file {path} is readable by group or others (mode {mode:04o}); refusing to use it: run `chmod 600 {path}`")]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("cannot read key file {path}: {source}")]
+    KeyFileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {path} is not usable: {reason}")]
+    KeyInvalid { path: PathBuf, reason: String },
+    #[error("the key does not open the database {0} (wrong key, or not a lockerd database)")]
+    WrongKey(PathBuf),
+    #[error("no database at {0} (create it with `lockerd store init`)")]
+    Missing(PathBuf),
+    #[error("a database already exists at {0}")]
+    AlreadyExists(PathBuf),
+    #[error("database schema version {found} is newer than this lockerd supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("database is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store thread has stopped")]
+    Closed,
+}
+
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// Handle to the store thread. Cheap to clone; the thread ends when the last handle
+/// is dropped (after finishing the jobs already queued).
+#[derive(Clone)]
+pub struct Store {
+    tx: std::sync::mpsc::Sender<Job>,
+    path: std::sync::Arc<PathBuf>,
+}
+
+impl Store {
+    /// Open the database on a new thread. Errors (wrong key, missing file, ...) are
+    /// returned here, before any handle exists.
+    pub fn open(
+        path: &Path,
+        key: DbKey,
+        create: Create,
+        busy_timeout: Duration,
+    ) -> Result<(Store, OpenInfo), StoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let owned = path.to_owned();
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                let mut db = match Db::open(&owned, &key, create, busy_timeout) {
+                    Ok((db, info)) => {
+                        drop(key);
+                        let _ = ready_tx.send(Ok(info));
+                        db
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    job(&mut db);
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let info = ready_rx.recv().map_err(|_| StoreError::Closed)??;
+        Ok((
+            Store {
+                tx,
+                path: std::sync::Arc::new(path.to_owned()),
+            },
+            info,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<R, F>(
+        &self,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<R, StoreError>>, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (rtx, rrx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Box::new(move |db: &mut Db| {
+                let _ = rtx.send(f(db));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rrx)
+    }
+
+    /// Run `f` on the store thread and await its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Same as [`Store::call`] for synchronous callers (not from inside the runtime).
+    pub fn call_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit(f)?
+            .blocking_recv()
+            .map_err(|_| StoreError::Closed)?
+    }
+}

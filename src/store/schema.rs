@@ -1,0 +1,100 @@
+//! Versioned schema migrations, applied in order inside one transaction each.
+//!
+//! The schema version is SQLite's `user_version`. A database newer than this binary is
+//! refused rather than guessed at. Append new migrations; never edit a released one.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v1: users, face templates, OTP material, audit log, settings.
+    r#"
+    CREATE TABLE users (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+        role        TEXT    NOT NULL CHECK (role IN ('user', 'admin', 'banned')),
+        enabled     INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+        keypad_no   INTEGER UNIQUE CHECK (keypad_no BETWEEN 1 AND 999),
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE face_templates (
+        id          INTEGER PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        embedding   BLOB    NOT NULL CHECK (length(embedding) = 512),
+        quality     REAL    NOT NULL,
+        source      TEXT    NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX face_templates_user ON face_templates(user_id);
+    -- Per-user TOTP (RFC 6238). last_step is the highest time step ever accepted, so a
+    -- code is never accepted twice. The keypad PIN is stored as a salted hash.
+    CREATE TABLE totp_secrets (
+        user_id     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        secret      BLOB    NOT NULL,
+        pin_salt    BLOB    NOT NULL,
+        pin_hash    BLOB    NOT NULL,
+        last_step   INTEGER NOT NULL DEFAULT -1,
+        created_ms  INTEGER NOT NULL
+    );
+    -- Admin-issued one-time codes: only a salted hash is stored; single use via used_ms.
+    CREATE TABLE one_time_codes (
+        id          INTEGER PRIMARY KEY,
+        slot        INTEGER NOT NULL CHECK (slot BETWEEN 1 AND 99),
+        user_id     INTEGER REFERENCES users(id) ON DELETE CASCADE,
+        salt        BLOB    NOT NULL,
+        code_hash   BLOB    NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        used_ms     INTEGER
+    );
+    CREATE INDEX one_time_codes_slot ON one_time_codes(slot);
+    -- Append-only, hash-chained audit log (see store/audit.rs for the hash).
+    CREATE TABLE audit (
+        seq         INTEGER PRIMARY KEY,
+        ts_ms       INTEGER NOT NULL,
+        method      TEXT    NOT NULL,
+        outcome     TEXT    NOT NULL,
+        user_id     INTEGER,
+        user_name   TEXT,
+        reason      TEXT    NOT NULL,
+        evidence    TEXT    NOT NULL,
+        prev_hash   BLOB    NOT NULL,
+        hash        BLOB    NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE settings (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Bring the schema up to [`SCHEMA_VERSION`]. Returns the version found before.
+pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
+    let found = version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        log::info!("store schema migrated to version {}", i + 1);
+    }
+    Ok(found)
+}

@@ -1,0 +1,186 @@
+//! Domain types shared by the store, vision and access modules.
+//!
+//! Kept free of any I/O so every module can depend on it without pulling in another
+//! module's resources (the store's SQLite thread, the vision thread's dlib models).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Dimension of a dlib ResNet face embedding.
+pub const EMBEDDING_DIM: usize = 128;
+
+/// A 128-d face embedding. `Debug` deliberately prints no values: embeddings are
+/// biometric data and must not reach logs.
+#[derive(Clone, PartialEq)]
+pub struct Embedding(pub [f32; EMBEDDING_DIM]);
+
+impl fmt::Debug for Embedding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Embedding(<128 values redacted>)")
+    }
+}
+
+impl Embedding {
+    pub fn from_f64(values: &[f64]) -> Option<Self> {
+        if values.len() != EMBEDDING_DIM {
+            return None;
+        }
+        let mut out = [0f32; EMBEDDING_DIM];
+        for (o, v) in out.iter_mut().zip(values) {
+            if !v.is_finite() {
+                return None;
+            }
+            *o = *v as f32;
+        }
+        Some(Self(out))
+    }
+
+    /// Euclidean distance, the metric the dlib model was trained for.
+    pub fn distance(&self, other: &Embedding) -> f32 {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt()
+    }
+
+    /// Little-endian f32 bytes, the storage form (512 bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != EMBEDDING_DIM * 4 {
+            return None;
+        }
+        let mut out = [0f32; EMBEDDING_DIM];
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if !o.is_finite() {
+                return None;
+            }
+        }
+        Some(Self(out))
+    }
+
+    /// Mean of several embeddings (used to fuse frames of one track).
+    pub fn mean(items: &[Embedding]) -> Option<Embedding> {
+        if items.is_empty() {
+            return None;
+        }
+        let mut out = [0f32; EMBEDDING_DIM];
+        for e in items {
+            for (o, v) in out.iter_mut().zip(e.0.iter()) {
+                *o += v;
+            }
+        }
+        let n = items.len() as f32;
+        for o in out.iter_mut() {
+            *o /= n;
+        }
+        Some(Embedding(out))
+    }
+}
+
+/// A user's role. `Banned` users are kept (so a match can raise an alert) but never
+/// granted access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+    Banned,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::Banned => "banned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            "banned" => Some(Role::Banned),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub type UserId = i64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub role: Role,
+    pub enabled: bool,
+    pub created_ms: i64,
+}
+
+impl User {
+    /// May this user be granted access at all?
+    pub fn may_enter(&self) -> bool {
+        self.enabled && self.role != Role::Banned
+    }
+}
+
+/// Milliseconds since the Unix epoch from the wall clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_bytes_round_trip_and_reject_bad_input() {
+        let mut v = [0f32; EMBEDDING_DIM];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = i as f32 * 0.01 - 0.5;
+        }
+        let e = Embedding(v);
+        let b = e.to_bytes();
+        assert_eq!(b.len(), 512);
+        assert_eq!(Embedding::from_bytes(&b), Some(e.clone()));
+        assert_eq!(Embedding::from_bytes(&b[..511]), None);
+        let mut nan = b.clone();
+        nan[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(Embedding::from_bytes(&nan), None);
+        assert_eq!(e.distance(&e), 0.0);
+    }
+
+    #[test]
+    fn debug_never_prints_values() {
+        let e = Embedding([0.123_456; EMBEDDING_DIM]);
+        assert!(!format!("{e:?}").contains("0.123"));
+    }
+
+    #[test]
+    fn distance_and_mean() {
+        let a = Embedding([0.0; EMBEDDING_DIM]);
+        let mut bv = [0.0; EMBEDDING_DIM];
+        bv[0] = 3.0;
+        bv[1] = 4.0;
+        let b = Embedding(bv);
+        assert!((a.distance(&b) - 5.0).abs() < 1e-6);
+        let m = Embedding::mean(&[a, b]).unwrap();
+        assert!((m.0[0] - 1.5).abs() < 1e-6 && (m.0[1] - 2.0).abs() < 1e-6);
+        assert!(Embedding::mean(&[]).is_none());
+    }
+}

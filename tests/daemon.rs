@@ -1,0 +1,141 @@
+//! The daemon under a harness that plays systemd: it provides NOTIFY_SOCKET and
+//! WATCHDOG_USEC, expects READY=1 and regular WATCHDOG=1, then sends SIGTERM and expects
+//! a clean exit 0 within a second with the lock left locked (audited).
+
+mod common;
+use common::*;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn recv_all(
+    sock: &UnixDatagram,
+    until: Instant,
+    mut stop: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = stop(&msg);
+            got.push(msg);
+            if done {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn notify_ready_watchdog_and_clean_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let sock_path = d.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let db = d.path().join("daemon.db");
+    let mut child = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(default_config())
+        .arg("--demo")
+        .arg("--db")
+        .arg(&db)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // READY=1 (with a STATUS=) must come.
+    let msgs = recv_all(&sock, Instant::now() + Duration::from_secs(30), |m| {
+        m.contains("READY=1")
+    });
+    let ready = msgs
+        .iter()
+        .find(|m| m.contains("READY=1"))
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("no READY=1; got {msgs:?}")
+        });
+    assert!(ready.contains("STATUS=ready"), "{ready}");
+
+    // Watchdog pings at half of 200 ms: expect several in 1.2 s.
+    let msgs = recv_all(&sock, Instant::now() + Duration::from_millis(1200), |_| {
+        false
+    });
+    let pings = msgs.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 3, "only {pings} watchdog pings: {msgs:?}");
+
+    let t0 = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?} to stop");
+    let msgs = recv_all(&sock, Instant::now() + Duration::from_millis(200), |_| {
+        false
+    });
+    assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("lock locked"), "{err}");
+
+    // The start and the stop are in the audit log, chain intact.
+    let o = lockerd(
+        &db,
+        Some(&lockerd::store::key::demo_key_path(&db)),
+        &["audit", "list", "--json"],
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("daemon started") && out.contains("daemon stopped"),
+        "{out}"
+    );
+}
+
+#[test]
+fn daemon_without_notify_socket_still_runs_and_stops() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("plain.db");
+    let mut child = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(default_config())
+        .args(["--demo", "--db"])
+        .arg(&db)
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    let t0 = Instant::now();
+    while !seen.contains("ready:") && t0.elapsed() < Duration::from_secs(30) {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("ready:"), "{seen}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+}

@@ -1,0 +1,354 @@
+//! The encrypted store against real SQLCipher files: round trip, keys, no plaintext on
+//! disk, crash safety under SIGKILL, and tamper detection in the audit chain.
+
+mod common;
+use common::*;
+use lockerd::store::{AuditEntry, Create, Db, DbKey, Method, Outcome, Store};
+use lockerd::types::{Embedding, Role, EMBEDDING_DIM};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const KEY: &str = "correct horse battery staple 42";
+
+fn open(path: &Path, key: &str, create: Create) -> Db {
+    let k = DbKey::from_text(key, Path::new("test")).unwrap();
+    Db::open(path, &k, create, Duration::from_secs(5))
+        .unwrap()
+        .0
+}
+
+fn emb(seed: f32) -> Embedding {
+    let mut v = [0f32; EMBEDDING_DIM];
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = ((i as f32 + 1.0) * seed).sin() * 0.1;
+    }
+    Embedding(v)
+}
+
+#[test]
+fn round_trip_users_templates_settings_audit() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.db");
+    {
+        let mut db = open(&p, KEY, Create::MustBeNew);
+        let alice = db.add_user("alice", Role::User).unwrap();
+        db.add_user("bob", Role::Admin).unwrap();
+        assert!(
+            db.add_user("alice", Role::User).is_err(),
+            "duplicate name refused"
+        );
+        assert!(db.add_user("", Role::User).is_err(), "empty name refused");
+        db.add_templates(
+            alice.id,
+            &[
+                (emb(1.0), 0.9, "photo:a.jpg".into()),
+                (emb(2.0), 0.8, "clip:b.mp4".into()),
+            ],
+        )
+        .unwrap();
+        db.set_setting("k", "v1").unwrap();
+        db.set_setting("k", "v2").unwrap();
+        db.audit_append(
+            &AuditEntry::new(Method::Face, Outcome::Grant, "match")
+                .user(alice.id, "alice")
+                .evidence(serde_json::json!({"distance": 0.31, "blink": true})),
+        )
+        .unwrap();
+        db.set_role("bob", Role::Banned).unwrap();
+    }
+    let mut db = open(&p, KEY, Create::MustExist);
+    let users = db.list_users().unwrap();
+    assert_eq!(
+        users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    assert_eq!(users[1].role, Role::Banned);
+    assert!(!users[1].may_enter());
+    let t = db.templates().unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].embedding, emb(1.0));
+    assert_eq!(t[1].source, "clip:b.mp4");
+    assert_eq!(db.setting("k").unwrap().as_deref(), Some("v2"));
+    let rows = db.audit_list(i64::MIN, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].user_name.as_deref(), Some("alice"));
+    assert!(rows[0].evidence.contains("0.31"));
+    // Removing a user removes their templates (cascade).
+    db.remove_user("alice").unwrap();
+    assert!(db.templates().unwrap().is_empty());
+    assert!(db.audit_verify().unwrap().ok);
+}
+
+#[test]
+fn store_thread_serves_async_and_blocking_callers() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.db");
+    let k = DbKey::from_text(KEY, Path::new("test")).unwrap();
+    let (st, info) = Store::open(&p, k, Create::IfMissing, Duration::from_secs(5)).unwrap();
+    assert!(info.created);
+    st.call_blocking(|db| db.add_user("carol", Role::User))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let n = rt
+        .block_on(st.call(|db| Ok(db.list_users()?.len())))
+        .unwrap();
+    assert_eq!(n, 1);
+    // Errors come back typed.
+    let e = st
+        .call_blocking(|db| db.require_user("nobody"))
+        .unwrap_err();
+    assert!(e.to_string().contains("nobody"));
+}
+
+#[test]
+fn wrong_key_is_a_clear_one_line_error_and_no_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("w.db");
+    let good = key_file(d.path(), "good", KEY);
+    let bad = key_file(d.path(), "bad", "not the right key at all");
+    let o = lockerd(&db, Some(&good), &["store", "init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lockerd(&db, Some(&bad), &["store", "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("the key does not open the database"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert!(
+        !err.to_lowercase().contains("hmac"),
+        "SQLCipher noise leaked: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // The library says the same with a typed error.
+    let k = DbKey::from_text("not the right key at all", Path::new("t")).unwrap();
+    let e = Db::open(&db, &k, Create::MustExist, Duration::from_secs(1))
+        .err()
+        .unwrap();
+    assert!(matches!(e, lockerd::store::StoreError::WrongKey(_)));
+}
+
+#[test]
+fn missing_key_is_refused_and_loose_key_file_too() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("m.db");
+    let o = lockerd(&db, None, &["store", "init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no database key"), "{}", stderr(&o));
+    assert!(!db.exists(), "nothing created without a key");
+    // Daemon refuses to start without a key too (no --demo).
+    let o = lockerd(&db, None, &["run"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no database key"));
+    let loose = key_file(d.path(), "loose", KEY);
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = lockerd(&db, Some(&loose), &["store", "init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("readable by group or others"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn files_on_disk_hold_no_plaintext() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("plain.db");
+    let marker_user = "Zebulon_Plaintextcheck";
+    let marker_reason = "reason-marker-7f3a9c";
+    let check_files = |when: &str| {
+        for suffix in ["", "-wal", "-shm"] {
+            let f = d.path().join(format!("plain.db{suffix}"));
+            let Ok(bytes) = std::fs::read(&f) else {
+                continue;
+            };
+            let hay = String::from_utf8_lossy(&bytes);
+            for needle in [
+                "SQLite format 3",
+                marker_user,
+                marker_reason,
+                "face_templates",
+                "CREATE TABLE",
+            ] {
+                assert!(
+                    !hay.contains(needle),
+                    "{when}: {needle:?} found in {}",
+                    f.display()
+                );
+            }
+            // The embedding's exact bytes must not appear either.
+            let e = emb(3.0).to_bytes();
+            assert!(
+                !bytes.windows(64).any(|w| w == &e[..64]),
+                "{when}: embedding bytes in {}",
+                f.display()
+            );
+        }
+    };
+    {
+        let mut db = open(&p, KEY, Create::MustBeNew);
+        let u = db.add_user(marker_user, Role::User).unwrap();
+        db.add_template(u.id, &emb(3.0), 1.0, "photo").unwrap();
+        db.audit_append(&AuditEntry::new(Method::Face, Outcome::Deny, marker_reason))
+            .unwrap();
+        check_files("while open (WAL)");
+    }
+    check_files("after close");
+}
+
+#[test]
+fn sigkill_during_audit_writes_loses_no_committed_row() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("crash.db");
+    let k = key_file(d.path(), "k", KEY);
+    let mut child = Command::new(lockerd_bin())
+        .args(["--config"])
+        .arg(default_config())
+        .arg("--db")
+        .arg(&db)
+        .arg("--key-file")
+        .arg(&k)
+        .args(["bench", "store", "--rows", "1000000", "--progress"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut last = 0i64;
+    for line in BufReader::new(out).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("committed ") {
+            last = n.parse().unwrap();
+            if last >= 300 {
+                // Kill while it is in the middle of the stream.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                break;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed");
+    assert!(last >= 300);
+    // Opens, passes `store check`, and holds every row whose write had returned.
+    let o = lockerd(&db, Some(&k), &["store", "check", "--json"]);
+    assert!(
+        o.status.success(),
+        "store check after SIGKILL: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let rep: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(rep["ok"], true);
+    let rows = rep["audit_rows"].as_i64().unwrap();
+    assert!(rows >= last, "{rows} rows on disk, {last} acknowledged");
+    let o = lockerd(&db, Some(&k), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    let db2 = open(&db, KEY, Create::MustExist);
+    let listed = db2.audit_list(i64::MIN, usize::MAX >> 1).unwrap();
+    for seq in 1..=last {
+        assert_eq!(listed[(seq - 1) as usize].seq, seq);
+    }
+}
+
+#[test]
+fn editing_an_audit_row_is_caught_by_audit_verify() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tamper.db");
+    let k = key_file(d.path(), "k", KEY);
+    {
+        let mut db = open(&p, KEY, Create::MustBeNew);
+        for i in 0..6 {
+            db.audit_append(&AuditEntry::new(
+                Method::Face,
+                Outcome::Deny,
+                format!("no match {i}"),
+            ))
+            .unwrap();
+        }
+        // The schema itself refuses edits...
+        let e = db
+            .conn()
+            .execute("UPDATE audit SET reason = 'x' WHERE seq = 2", []);
+        assert!(e.is_err(), "append-only trigger");
+        assert!(db
+            .conn()
+            .execute("DELETE FROM audit WHERE seq = 2", [])
+            .is_err());
+    }
+    let o = lockerd(&p, Some(&k), &["audit", "verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("ok: 6 rows"));
+    {
+        // ...but someone holding the key can drop the trigger and edit by hand.
+        let db = open(&p, KEY, Create::MustExist);
+        db.conn()
+            .execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET outcome = 'grant', reason = 'match' WHERE seq = 4;")
+            .unwrap();
+    }
+    let o = lockerd(&p, Some(&k), &["audit", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let rep: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(rep["ok"], false);
+    assert_eq!(rep["first_broken_seq"], 4);
+    let o = lockerd(&p, Some(&k), &["audit", "verify"]);
+    assert!(stdout(&o).contains("BROKEN at row 4"), "{}", stdout(&o));
+}
+
+#[test]
+fn rekey_switches_keys() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("rk.db");
+    let k1 = key_file(d.path(), "k1", KEY);
+    let k2 = key_file(d.path(), "k2", "a brand new passphrase 0987");
+    assert!(lockerd(&db, Some(&k1), &["store", "init"]).status.success());
+    let o = lockerd(
+        &db,
+        Some(&k1),
+        &["store", "rekey", "--new-key-file", k2.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!lockerd(&db, Some(&k1), &["store", "check"])
+        .status
+        .success());
+    let o = lockerd(&db, Some(&k2), &["store", "check"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lockerd(&db, Some(&k2), &["audit", "verify"]);
+    assert!(stdout(&o).contains("ok: 2 rows"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_config_is_refused_naming_key_and_file() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "[store]\nbusy_timeout_ms = 100000\n").unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("store.busy_timeout_ms") && e.contains("bad.toml"),
+        "{e}"
+    );
+    std::fs::write(&cfg, "[vision]\nmodel = \"/x\"\n").unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(
+        e.contains("unknown key `vision.model`") && e.contains("bad.toml"),
+        "{e}"
+    );
+}
