@@ -89,12 +89,104 @@ impl Default for StoreConfig {
 pub struct VisionConfig {
     /// Directory holding the dlib model files fetched by `scripts/setup.sh`.
     pub models: PathBuf,
+    pub camera_device: String,
+    pub camera_width: u32,
+    pub camera_height: u32,
+    pub camera_fps: u32,
+    pub camera_format: String,
+    pub detect_width: u32,
+    pub roi_check_every: u32,
+    pub full_detect_every: u32,
+    pub min_face_px: f32,
+    pub max_yaw: f32,
+    pub min_sharpness: f32,
+    pub match_threshold: f32,
+    pub match_margin: f32,
+    pub strict_threshold: f32,
+    pub strict_margin: f32,
+    pub min_cohort: u32,
+    pub liveness_window_s: f32,
+    pub identity_break: f32,
+    pub post_blink_frames: u32,
+    pub blink: crate::vision::blink::BlinkConfig,
 }
 
 impl Default for VisionConfig {
     fn default() -> Self {
         Self {
             models: PathBuf::from("/usr/share/lockerd/models"),
+            camera_device: "/dev/video0".into(),
+            camera_width: 640,
+            camera_height: 480,
+            camera_fps: 15,
+            camera_format: "mjpeg".into(),
+            detect_width: 320,
+            roi_check_every: 5,
+            full_detect_every: 30,
+            min_face_px: 80.0,
+            max_yaw: 0.4,
+            min_sharpness: 15.0,
+            match_threshold: 0.56,
+            match_margin: 0.12,
+            strict_threshold: 0.40,
+            strict_margin: 0.04,
+            min_cohort: 5,
+            liveness_window_s: 5.0,
+            identity_break: 0.55,
+            post_blink_frames: 3,
+            blink: Default::default(),
+        }
+    }
+}
+
+impl VisionConfig {
+    pub fn policy(&self) -> crate::vision::matcher::MatchPolicy {
+        crate::vision::matcher::MatchPolicy {
+            threshold: self.match_threshold,
+            margin: self.match_margin,
+            strict_threshold: self.strict_threshold,
+            strict_margin: self.strict_margin,
+            min_cohort: self.min_cohort as usize,
+        }
+    }
+
+    pub fn gates(&self) -> crate::vision::quality::QualityGates {
+        crate::vision::quality::QualityGates {
+            min_face_px: self.min_face_px,
+            max_yaw: self.max_yaw,
+            min_pitch: 0.05,
+            max_pitch: 1.2,
+            max_roll_deg: 30.0,
+            min_sharpness: self.min_sharpness,
+        }
+    }
+
+    pub fn pipeline(&self) -> crate::vision::pipeline::PipelineConfig {
+        crate::vision::pipeline::PipelineConfig {
+            detect_width: self.detect_width,
+            roi_check_every: self.roi_check_every,
+            full_detect_every: self.full_detect_every,
+            gates: self.gates(),
+            policy: self.policy(),
+            liveness_window: std::time::Duration::from_secs_f32(self.liveness_window_s),
+            early_encodings: 3,
+            encode_gap_frames: 2,
+            refresh_every_frames: 15,
+            fuse_last: 5,
+            max_encodings: 12,
+            identity_break: self.identity_break,
+            post_blink_frames: self.post_blink_frames,
+            blink: self.blink.clone(),
+        }
+    }
+
+    pub fn camera(&self) -> crate::vision::camera::CameraSettings {
+        crate::vision::camera::CameraSettings {
+            device: self.camera_device.clone(),
+            width: self.camera_width,
+            height: self.camera_height,
+            fps: self.camera_fps,
+            format: self.camera_format.clone(),
         }
     }
 }

@@ -112,6 +112,8 @@ pub async fn run(
     if let Err(e) = &audit {
         log::error!("could not write the shutdown audit row: {e}");
     }
+    let closing = store.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     lock_result?;
     log::info!("stopped; lock locked");
     Ok(())

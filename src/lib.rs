@@ -9,6 +9,7 @@
 //! - [`safety`]: emergency locking from the panic hook.
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
 
+pub mod access;
 pub mod config;
 pub mod daemon;
 pub mod hw;
@@ -17,3 +18,4 @@ pub mod safety;
 pub mod store;
 pub mod timefmt;
 pub mod types;
+pub mod vision;

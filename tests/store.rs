@@ -352,3 +352,23 @@ fn bad_config_is_refused_naming_key_and_file() {
         "{e}"
     );
 }
+
+#[test]
+fn closed_store_refuses_calls_and_joins_its_thread() {
+    let d = tempfile::tempdir().unwrap();
+    let k = DbKey::from_text(KEY, Path::new("test")).unwrap();
+    let (st, _) = Store::open(
+        &d.path().join("c.db"),
+        k,
+        Create::IfMissing,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let other = st.clone();
+    st.close();
+    assert!(matches!(
+        other.call_blocking(|db| db.ping()),
+        Err(lockerd::store::StoreError::Closed)
+    ));
+    st.close(); // idempotent
+}

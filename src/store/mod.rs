@@ -63,12 +63,20 @@ pub enum StoreError {
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
+enum Msg {
+    Job(Job),
+    Close,
+}
+
 /// Handle to the store thread. Cheap to clone; the thread ends when the last handle
-/// is dropped (after finishing the jobs already queued).
+/// is dropped (after finishing the jobs already queued) or at [`Store::close`], which the
+/// daemon calls so the connection is closed before the process exits (SQLCipher's
+/// crypto library must not be torn down under a live connection).
 #[derive(Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: std::sync::mpsc::Sender<Msg>,
     path: std::sync::Arc<PathBuf>,
+    thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -80,10 +88,10 @@ impl Store {
         create: Create,
         busy_timeout: Duration,
     ) -> Result<(Store, OpenInfo), StoreError> {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let owned = path.to_owned();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
                 let mut db = match Db::open(&owned, &key, create, busy_timeout) {
@@ -97,9 +105,13 @@ impl Store {
                         return;
                     }
                 };
-                while let Ok(job) = rx.recv() {
-                    job(&mut db);
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        Msg::Job(job) => job(&mut db),
+                        Msg::Close => break,
+                    }
                 }
+                drop(db);
             })
             .map_err(|source| StoreError::Io {
                 path: path.to_owned(),
@@ -110,9 +122,23 @@ impl Store {
             Store {
                 tx,
                 path: std::sync::Arc::new(path.to_owned()),
+                thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
             },
             info,
         ))
+    }
+
+    /// Finish the queued jobs, close the database and wait for the thread. Calls made
+    /// after this fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Close);
+        let handle = match self.thread.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -129,9 +155,9 @@ impl Store {
     {
         let (rtx, rrx) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Box::new(move |db: &mut Db| {
+            .send(Msg::Job(Box::new(move |db: &mut Db| {
                 let _ = rtx.send(f(db));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         Ok(rrx)
     }

@@ -1,7 +1,9 @@
 //! `lockerd`: the daemon (`lockerd run`) and its maintenance commands.
 //! Thin: parses arguments, sets up logging, calls the library, prints results.
 
+mod admin_cmd;
 mod store_cmd;
+mod vision_cmd;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -44,6 +46,24 @@ enum Command {
     /// Measurements.
     #[command(subcommand)]
     Bench(store_cmd::BenchCmd),
+    /// Accuracy and liveness evaluations (one JSON object with --json).
+    #[command(subcommand)]
+    Eval(vision_cmd::EvalCmd),
+    /// Run the real pipeline and access decision over a clip (simulated lock).
+    Replay {
+        clip: PathBuf,
+        /// Enroll this gallery (DIR/<person>/ photos or clips) into a temporary store first.
+        #[arg(long, value_name = "DIR")]
+        gallery: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users and enrollment, directly on the store.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCmd),
+    /// Test-clip tools.
+    #[command(subcommand)]
+    Tools(vision_cmd::ToolsCmd),
 }
 
 /// Everything a subcommand needs from the global flags.
@@ -87,6 +107,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(c) => store_cmd::store(&ctx, c),
         Command::Audit(c) => store_cmd::audit(&ctx, c),
         Command::Bench(c) => store_cmd::bench(&ctx, c),
+        Command::Eval(c) => vision_cmd::eval_cmd(&ctx, c),
+        Command::Replay {
+            clip,
+            gallery,
+            json,
+        } => vision_cmd::replay_cmd(&ctx, clip, gallery, json),
+        Command::Admin(c) => admin_cmd::admin(&ctx, c),
+        Command::Tools(c) => vision_cmd::tools_cmd(c),
     }
 }
 

@@ -1,0 +1,185 @@
+//! The face rule: grant only a live (blinked) track matched to an enabled, non-banned
+//! user. Everything else is a denial with a reason; a match on a banned user is an alert.
+
+use crate::types::Role;
+use crate::vision::matcher::Verdict;
+use crate::vision::pipeline::Attempt;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum FaceDecision {
+    Grant {
+        user_id: i64,
+        user: String,
+    },
+    Deny {
+        reason: DenyReason,
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The face matched but never blinked (a photo, or someone who did not blink).
+    NoBlink,
+    /// Live, but nobody under the threshold.
+    NoMatch,
+    /// Live, under the threshold, but another user too close behind.
+    Ambiguous,
+    /// Matched a banned user (also an alert).
+    Banned,
+    /// Matched a disabled user.
+    Disabled,
+    /// Nobody is enrolled.
+    NoTemplates,
+    /// A face was seen but never good enough to encode.
+    NoFace,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoBlink => "no_blink",
+            DenyReason::NoMatch => "no_match",
+            DenyReason::Ambiguous => "ambiguous",
+            DenyReason::Banned => "banned",
+            DenyReason::Disabled => "disabled",
+            DenyReason::NoTemplates => "no_templates",
+            DenyReason::NoFace => "no_face",
+        }
+    }
+}
+
+impl FaceDecision {
+    pub fn is_grant(&self) -> bool {
+        matches!(self, FaceDecision::Grant { .. })
+    }
+
+    /// A banned user's face at the door is worth an alert, live or not.
+    pub fn is_alert(&self) -> bool {
+        matches!(
+            self,
+            FaceDecision::Deny {
+                reason: DenyReason::Banned,
+                ..
+            }
+        )
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FaceDecision::Grant { .. } => "match",
+            FaceDecision::Deny { reason, .. } => reason.as_str(),
+        }
+    }
+}
+
+pub fn decide(a: &Attempt) -> FaceDecision {
+    let who = a.result.best_user.clone();
+    let deny = |reason| FaceDecision::Deny {
+        reason,
+        user: who.clone(),
+    };
+    match a.result.verdict {
+        Verdict::Empty => deny(DenyReason::NoTemplates),
+        Verdict::NoMatch => deny(if a.live {
+            DenyReason::NoMatch
+        } else {
+            DenyReason::NoBlink
+        }),
+        Verdict::Ambiguous => deny(if a.live {
+            DenyReason::Ambiguous
+        } else {
+            DenyReason::NoBlink
+        }),
+        Verdict::Match => {
+            if a.role == Some(Role::Banned) {
+                deny(DenyReason::Banned)
+            } else if !a.live {
+                deny(DenyReason::NoBlink)
+            } else if a.enabled != Some(true) {
+                deny(DenyReason::Disabled)
+            } else {
+                match (a.user_id, who.clone()) {
+                    (Some(user_id), Some(user)) => FaceDecision::Grant { user_id, user },
+                    // A match without a user id cannot be granted: fail closed.
+                    _ => deny(DenyReason::NoMatch),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::matcher::MatchResult;
+
+    fn attempt(verdict: Verdict, live: bool, role: Role, enabled: bool) -> Attempt {
+        Attempt {
+            track: 1,
+            frame: 10,
+            at_s: 0.3,
+            live,
+            blinks: live as u32,
+            blink_frame: None,
+            frames_after_blink: None,
+            result: MatchResult {
+                verdict,
+                best_index: Some(0),
+                best_user: Some("alice".into()),
+                distance: Some(0.3),
+                second_user: None,
+                second_distance: None,
+                probes: 3,
+            },
+            user_id: (verdict == Verdict::Match).then_some(7),
+            role: (verdict == Verdict::Match).then_some(role),
+            enabled: (verdict == Verdict::Match).then_some(enabled),
+        }
+    }
+
+    #[test]
+    fn only_live_enabled_unbanned_matches_are_granted() {
+        let g = decide(&attempt(Verdict::Match, true, Role::User, true));
+        assert_eq!(
+            g,
+            FaceDecision::Grant {
+                user_id: 7,
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            decide(&attempt(Verdict::Match, false, Role::User, true)).reason(),
+            "no_blink"
+        );
+        assert_eq!(
+            decide(&attempt(Verdict::Match, true, Role::User, false)).reason(),
+            "disabled"
+        );
+        assert_eq!(
+            decide(&attempt(Verdict::NoMatch, true, Role::User, true)).reason(),
+            "no_match"
+        );
+        assert_eq!(
+            decide(&attempt(Verdict::Ambiguous, true, Role::User, true)).reason(),
+            "ambiguous"
+        );
+        assert_eq!(
+            decide(&attempt(Verdict::Empty, true, Role::User, true)).reason(),
+            "no_templates"
+        );
+        assert!(decide(&attempt(Verdict::Match, true, Role::Admin, true)).is_grant());
+    }
+
+    #[test]
+    fn banned_match_is_denied_and_alerts_live_or_not() {
+        for live in [true, false] {
+            let d = decide(&attempt(Verdict::Match, live, Role::Banned, true));
+            assert!(!d.is_grant());
+            assert!(d.is_alert());
+        }
+    }
+}

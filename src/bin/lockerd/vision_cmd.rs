@@ -1,0 +1,238 @@
+//! `lockerd eval ...` and `lockerd replay`: measurement commands, one JSON object out.
+
+use crate::Ctx;
+use anyhow::Context;
+use clap::Subcommand;
+use lockerd::store::Create;
+use lockerd::vision::{enroll, eval, models::Models, pipeline::Pipeline};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCmd {
+    /// Face-match accuracy on a photo gallery (DIR/<person>/<photos>) with a threshold sweep.
+    Faces {
+        #[arg(long, value_name = "DIR")]
+        gallery: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        impostors: Option<PathBuf>,
+        /// Photos per person enrolled (the first K by name); the rest are probes.
+        #[arg(long, default_value_t = 2)]
+        enroll_per_person: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kiosk conditions: enroll each person from DIR/<person>_FNN.mp4, replay the rest,
+    /// the no-blink clips and a photo attack per person.
+    Kiosk {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        noblink: Option<PathBuf>,
+        /// Also make and replay a photo attack of each enrolled person.
+        #[arg(long)]
+        photo_attacks: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Blink counts of the pipeline against a manifest's annotations.
+    Blinks {
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// Write a per-frame CSV trace (eye aspect ratios, open level, blinks) here.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_models(ctx: &Ctx) -> anyhow::Result<Models> {
+    Models::load(&ctx.config.vision.models).context("loading the face models")
+}
+
+fn print(json: bool, v: &impl serde::Serialize, human: impl FnOnce()) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(v)?);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
+pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
+    let models = load_models(ctx)?;
+    match cmd {
+        EvalCmd::Faces {
+            gallery,
+            impostors,
+            enroll_per_person,
+            json,
+        } => {
+            let r = eval::eval_faces(
+                &models,
+                &ctx.config.vision,
+                &gallery,
+                impostors.as_deref(),
+                enroll_per_person,
+            )?;
+            print(json, &r, || {
+                let d = &r.at_default;
+                println!(
+                    "threshold {:.2} margin {:.2}: genuine {} (rejected {}, misidentified {}), impostors {} (accepted {}); FRR {:.1}%, FAR {:.2}%",
+                    d.threshold, d.margin, d.genuine_probes, d.false_rejects, d.misidentified,
+                    d.impostor_probes, d.false_accepts, d.frr * 100.0, d.far * 100.0
+                );
+            })?;
+        }
+        EvalCmd::Kiosk {
+            dir,
+            noblink,
+            photo_attacks,
+            json,
+        } => {
+            let r = eval::eval_kiosk(
+                models,
+                &ctx.config.vision,
+                &dir,
+                noblink.as_deref(),
+                photo_attacks,
+            )?;
+            print(json, &r, || {
+                for c in &r.clips {
+                    let ok = match c.kind.as_str() {
+                        "genuine" => c.decision == "grant" && c.user.as_deref() == Some(&c.person),
+                        _ => c.decision == "deny",
+                    };
+                    println!(
+                        "{:<60} {:<12} {:<5} {:<10} {}",
+                        c.file,
+                        c.kind,
+                        c.decision,
+                        c.reason,
+                        if ok { "" } else { "WRONG" }
+                    );
+                }
+                println!(
+                    "enrolled {}/{}; granted {}/{} ({:.1}%), as someone else {}; no-blink granted {}/{}; photo attacks granted {}/{}",
+                    r.enrolled, r.people, r.granted, r.genuine_clips, r.grant_rate * 100.0, r.granted_as_someone_else,
+                    r.noblink_granted, r.noblink_clips, r.photo_attacks_granted, r.photo_attacks
+                );
+            })?;
+        }
+        EvalCmd::Blinks {
+            manifest,
+            trace,
+            json,
+        } => {
+            let r = eval::eval_blinks(models, &ctx.config.vision, &manifest, trace.as_deref())?;
+            print(json, &r, || {
+                for c in &r.per_clip {
+                    println!(
+                        "{:<55} found {:>2} (live {:>2})  annotated {:>2} (merged {:>2}) {}",
+                        c.file,
+                        c.found,
+                        c.live,
+                        c.annotated,
+                        c.annotated_merged,
+                        if c.within_one || c.annotated == 0 {
+                            ""
+                        } else {
+                            "OFF"
+                        }
+                    );
+                }
+                println!(
+                    "{} of {} clips within one ({:.1}%); {} had a liveness-grade blink; {} of {} no-blink clips had a blink ({} liveness-grade)",
+                    r.within_one, r.clips, r.within_one_rate * 100.0, r.clips_with_live_blink, r.no_blink_clips_with_blinks, r.no_blink_clips, r.no_blink_clips_with_live_blinks
+                );
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay_cmd(
+    ctx: &Ctx,
+    clip: PathBuf,
+    gallery: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let models = load_models(ctx)?;
+    let cfg = &ctx.config.vision;
+    let gal = match gallery {
+        Some(dir) => {
+            let mut tmp = eval::TempStore::new()?;
+            eval::enroll_gallery_dir(&models, cfg, &mut tmp.db, &dir)
+                .with_context(|| format!("enrolling the gallery {}", dir.display()))?;
+            enroll::load_gallery(&tmp.db)?
+        }
+        None => {
+            let (db, _, _) = crate::store_cmd::open_db(ctx, Create::MustExist)?;
+            enroll::load_gallery(&db)?
+        }
+    };
+    let mut pipe = Pipeline::new(models, gal, cfg.pipeline());
+    let r = eval::replay(&mut pipe, &clip)?;
+    print(json, &r, || {
+        println!(
+            "{}: {} ({}){} after {} frames; blinks {}, distance {}; frame CPU p50 {:.1} ms",
+            r.clip,
+            r.decision,
+            r.reason,
+            r.user
+                .as_deref()
+                .map(|u| format!(" as {u}"))
+                .unwrap_or_default(),
+            r.decision_frame.map(|f| f + 1).unwrap_or(r.frames),
+            r.blinks,
+            r.distance
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            r.frame_cpu_ms.p50
+        );
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ToolsCmd {
+    /// Make a photo-attack clip (.avi): the photo moved like a hand-held print.
+    PhotoAttack {
+        image: PathBuf,
+        out: PathBuf,
+        #[arg(long, default_value_t = 90)]
+        frames: u32,
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output width (0 = the photo's own).
+        #[arg(long, default_value_t = 0)]
+        width: u32,
+    },
+}
+
+pub fn tools_cmd(cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ToolsCmd::PhotoAttack {
+            image,
+            out,
+            frames,
+            fps,
+            seed,
+            width,
+        } => {
+            let p = lockerd::vision::synth::HandHeld {
+                frames,
+                fps,
+                seed,
+                width,
+                ..Default::default()
+            };
+            lockerd::vision::synth::photo_attack_clip(&image, &out, &p)?;
+            println!("wrote {} ({frames} frames at {fps} fps)", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

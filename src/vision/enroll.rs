@@ -1,0 +1,293 @@
+//! Enrollment: photos and clips in, face templates out.
+//!
+//! A photo gives one template (the largest face). A clip (or a folder of frames, or later
+//! the live camera) must show one person who blinks: good, eyes-open frames are encoded,
+//! frames that disagree with the rest are dropped, and up to `max_templates` varied ones
+//! are kept (farthest-first). A clip with no blink is refused, so a printed photo held up
+//! to the camera cannot be enrolled this way.
+
+use super::blink::BlinkTracker;
+use super::frame::Frame;
+use super::matcher::{Gallery, GalleryUser};
+use super::models::Models;
+use super::pipeline::{face_at_scale, still_face};
+use super::quality::{self, QualityGates, Reject};
+use super::source::{is_image, load_image, open_path};
+use super::VisionError;
+use crate::config::VisionConfig;
+use crate::store::{Db, StoreError};
+use crate::types::Embedding;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One template ready to store.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub embedding: Embedding,
+    pub quality: f32,
+    pub source: String,
+}
+
+/// What a photo gave, with the gates it failed (if any).
+#[derive(Debug, Clone)]
+pub struct PhotoResult {
+    pub sample: Sample,
+    pub faces: usize,
+    pub rejected: Option<Reject>,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// Embed the largest face of a photo.
+pub fn from_photo(
+    models: &Models,
+    gates: &QualityGates,
+    path: &Path,
+) -> Result<PhotoResult, VisionError> {
+    let frame = load_image(path)?;
+    from_frame(models, gates, &frame, &format!("photo:{}", file_name(path))).and_then(|r| {
+        r.ok_or_else(|| VisionError::Enroll(format!("no face found in {}", path.display())))
+    })
+}
+
+/// Embed the largest face in a frame; `Ok(None)` when there is none.
+pub fn from_frame(
+    models: &Models,
+    gates: &QualityGates,
+    frame: &Frame,
+    source: &str,
+) -> Result<Option<PhotoResult>, VisionError> {
+    let Some(face) = still_face(models, frame)? else {
+        return Ok(None);
+    };
+    let q = quality::measure(frame, &face.shape.points)?;
+    let Some(embedding) = models.encode(&face.patch, &face.shape) else {
+        return Ok(None);
+    };
+    Ok(Some(PhotoResult {
+        sample: Sample {
+            embedding,
+            quality: q.score(gates),
+            source: source.to_owned(),
+        },
+        faces: face.faces,
+        rejected: q.check(gates).err(),
+    }))
+}
+
+/// What a clip gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipReport {
+    pub frames: u64,
+    pub frames_with_face: u64,
+    pub frames_with_several_faces: u64,
+    pub blinks: u32,
+    pub candidates: usize,
+    pub outliers_dropped: usize,
+    pub kept: usize,
+}
+
+/// Enroll from a clip or folder of frames: needs one person and a blink.
+pub fn from_clip(
+    models: &Models,
+    cfg: &VisionConfig,
+    path: &Path,
+    max_templates: usize,
+) -> Result<(Vec<Sample>, ClipReport), VisionError> {
+    let gates = cfg.gates();
+    let mut src = open_path(path)?;
+    let mut blink = BlinkTracker::new(cfg.blink.clone());
+    let mut cands: Vec<(Embedding, f32)> = Vec::new();
+    let mut rep = ClipReport {
+        frames: 0,
+        frames_with_face: 0,
+        frames_with_several_faces: 0,
+        blinks: 0,
+        candidates: 0,
+        outliers_dropped: 0,
+        kept: 0,
+    };
+    let mut last_encoded: Option<u64> = None;
+    while let Some(frame) = src.next_frame()? {
+        rep.frames += 1;
+        let scale = (cfg.detect_width as f32 / frame.width as f32).min(1.0);
+        let Some(face) = face_at_scale(models, &frame, scale)? else {
+            continue;
+        };
+        rep.frames_with_face += 1;
+        if face.faces > 1 {
+            rep.frames_with_several_faces += 1;
+        }
+        let (l, r) = face.shape.points.ears();
+        let ear = (l + r) / 2.0;
+        blink.push(frame.ts, ear);
+        let open = blink.relative(ear).is_some_and(|x| x >= 0.9) && !blink.is_closing();
+        let spaced = last_encoded.is_none_or(|f| frame.index >= f + 3);
+        if !open || !spaced || cands.len() >= 40 {
+            continue;
+        }
+        let q = quality::measure(&frame, &face.shape.points)?;
+        if q.check(&gates).is_err() {
+            continue;
+        }
+        if let Some(e) = models.encode(&face.patch, &face.shape) {
+            cands.push((e, q.score(&gates)));
+            last_encoded = Some(frame.index);
+        }
+    }
+    rep.blinks = blink.blinks();
+    rep.candidates = cands.len();
+    let what = path.display();
+    if rep.frames_with_several_faces * 5 > rep.frames_with_face.max(1) {
+        return Err(VisionError::Enroll(format!(
+            "{what}: more than one face in {} of {} frames; enroll one person at a time",
+            rep.frames_with_several_faces, rep.frames_with_face
+        )));
+    }
+    if rep.blinks == 0 {
+        return Err(VisionError::Enroll(format!(
+            "{what}: no blink seen in {} frames with a face; a clip must show a live person blinking",
+            rep.frames_with_face
+        )));
+    }
+    if cands.len() < 2 {
+        return Err(VisionError::Enroll(format!(
+            "{what}: only {} good frame(s) (face too small, turned, blurred or eyes closed)",
+            cands.len()
+        )));
+    }
+    // Drop frames that disagree with the rest (another person passing, a bad frame).
+    let all: Vec<Embedding> = cands.iter().map(|c| c.0.clone()).collect();
+    let mean = Embedding::mean(&all).expect("non-empty");
+    let before = cands.len();
+    cands.retain(|c| c.0.distance(&mean) <= 0.45);
+    rep.outliers_dropped = before - cands.len();
+    if cands.len() * 3 < before * 2 {
+        return Err(VisionError::Enroll(format!(
+            "{what}: the face changes during the clip ({} of {before} frames disagree)",
+            rep.outliers_dropped
+        )));
+    }
+    let chosen = farthest_first(&cands, max_templates);
+    rep.kept = chosen.len();
+    let name = file_name(path);
+    Ok((
+        chosen
+            .into_iter()
+            .map(|i| Sample {
+                embedding: cands[i].0.clone(),
+                quality: cands[i].1,
+                source: format!("clip:{name}#{i}"),
+            })
+            .collect(),
+        rep,
+    ))
+}
+
+/// Pick up to `k` items: the best quality first, then each time the one farthest from
+/// those already picked (varied pose and expression).
+fn farthest_first(c: &[(Embedding, f32)], k: usize) -> Vec<usize> {
+    if c.is_empty() || k == 0 {
+        return Vec::new();
+    }
+    let first = (0..c.len())
+        .max_by(|&a, &b| c[a].1.total_cmp(&c[b].1))
+        .unwrap_or(0);
+    let mut chosen = vec![first];
+    while chosen.len() < k.min(c.len()) {
+        let next = (0..c.len())
+            .filter(|i| !chosen.contains(i))
+            .max_by(|&a, &b| {
+                let da = chosen
+                    .iter()
+                    .map(|&j| c[a].0.distance(&c[j].0))
+                    .fold(f32::MAX, f32::min);
+                let db = chosen
+                    .iter()
+                    .map(|&j| c[b].0.distance(&c[j].0))
+                    .fold(f32::MAX, f32::min);
+                da.total_cmp(&db)
+            });
+        match next {
+            Some(n) => chosen.push(n),
+            None => break,
+        }
+    }
+    chosen
+}
+
+/// Templates for one path given to `enroll --from`: a photo, or a clip/folder.
+pub fn samples_from_path(
+    models: &Models,
+    cfg: &VisionConfig,
+    path: &Path,
+    allow_poor_photo: bool,
+) -> Result<Vec<Sample>, VisionError> {
+    if is_image(path) {
+        let r = from_photo(models, &cfg.gates(), path)?;
+        if let (Some(rej), false) = (r.rejected, allow_poor_photo) {
+            return Err(VisionError::Enroll(format!(
+                "{}: photo fails the quality gate ({rej:?}); use a sharper, frontal, larger photo",
+                path.display()
+            )));
+        }
+        Ok(vec![r.sample])
+    } else {
+        Ok(from_clip(models, cfg, path, 5)?.0)
+    }
+}
+
+/// Build the in-memory gallery from the store: every user with their templates.
+pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
+    let users = db.list_users()?;
+    let mut by_user: HashMap<i64, Vec<Embedding>> = HashMap::new();
+    for t in db.templates()? {
+        by_user.entry(t.user_id).or_default().push(t.embedding);
+    }
+    Ok(Gallery {
+        users: users
+            .into_iter()
+            .map(|u| GalleryUser {
+                templates: by_user.remove(&u.id).unwrap_or_default(),
+                user_id: u.id,
+                name: u.name,
+                role: u.role,
+                enabled: u.enabled,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::EMBEDDING_DIM;
+
+    fn e(x: f32, y: f32) -> Embedding {
+        let mut v = [0f32; EMBEDDING_DIM];
+        v[0] = x;
+        v[1] = y;
+        Embedding(v)
+    }
+
+    #[test]
+    fn farthest_first_starts_with_best_quality_and_spreads() {
+        let c = vec![
+            (e(0.0, 0.0), 0.5),
+            (e(0.01, 0.0), 0.9),
+            (e(0.3, 0.0), 0.4),
+            (e(0.0, 0.3), 0.4),
+            (e(0.02, 0.0), 0.8),
+        ];
+        let got = farthest_first(&c, 3);
+        assert_eq!(got[0], 1);
+        assert!(got.contains(&2) && got.contains(&3), "{got:?}");
+        assert_eq!(farthest_first(&c, 10).len(), 5);
+        assert!(farthest_first(&[], 3).is_empty());
+    }
+}

@@ -1,0 +1,828 @@
+//! Measurement commands: `eval faces` (accuracy on photo galleries, with a threshold
+//! sweep), `eval blinks` (blink counts against annotations) and `replay` (the real
+//! pipeline and access decision over a clip, with timings). Each returns a serialisable
+//! report; the CLI prints it as one JSON object.
+
+use super::enroll::{self, load_gallery};
+use super::matcher::{Gallery, MatchPolicy, Verdict};
+use super::models::Models;
+use super::pipeline::{Attempt, FaceEvent, Pipeline};
+use super::source::{is_image, is_video, list_images, open_path, FrameSource};
+use super::VisionError;
+use crate::access::face::{self, FaceDecision};
+use crate::config::VisionConfig;
+use crate::store::{Create, Db, DbKey};
+use crate::types::Role;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// n / mean / p50 / p95 of a sample (linear-interpolated percentiles, like numpy).
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Summary {
+    pub n: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = p * (sorted.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+}
+
+pub fn summarize(v: &[f64]) -> Summary {
+    if v.is_empty() {
+        return Summary::default();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    Summary {
+        n: s.len(),
+        mean: r(s.iter().sum::<f64>() / s.len() as f64),
+        p50: r(percentile(&s, 0.5)),
+        p95: r(percentile(&s, 0.95)),
+    }
+}
+
+/// Peak resident set size of this process, MiB.
+pub fn peak_rss_mib() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct we own.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    (ru.ru_maxrss as f64 / 1024.0 * 10.0).round() / 10.0
+}
+
+/// A throw-away encrypted store in a temp dir (evaluation galleries go through the real
+/// store, as enrollment does).
+pub struct TempStore {
+    pub db: Db,
+    _dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    pub fn new() -> Result<Self, VisionError> {
+        let dir = tempfile::tempdir().map_err(|e| VisionError::Io(std::env::temp_dir(), e))?;
+        let (db, _) = Db::open(
+            &dir.path().join("eval.db"),
+            &DbKey::generate(),
+            Create::MustBeNew,
+            Duration::from_secs(5),
+        )?;
+        Ok(Self { db, _dir: dir })
+    }
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+// ----- eval faces -------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FacesTally {
+    pub threshold: f32,
+    pub margin: f32,
+    pub genuine_probes: u32,
+    pub true_accepts: u32,
+    pub false_rejects: u32,
+    pub misidentified: u32,
+    pub impostor_probes: u32,
+    pub false_accepts: u32,
+    /// (false_rejects + misidentified) / genuine_probes.
+    pub frr: f64,
+    /// (false_accepts + misidentified) / (impostor_probes + genuine_probes).
+    pub far: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FacesReport {
+    #[serde(flatten)]
+    pub at_default: FacesTally,
+    pub enroll_per_person: usize,
+    pub people: usize,
+    pub templates: usize,
+    pub enroll_failures: Vec<String>,
+    pub no_face_genuine: u32,
+    pub no_face_impostor: u32,
+    pub genuine_distance: Summary,
+    pub impostor_best_distance: Summary,
+    pub sweep: Vec<FacesTally>,
+    pub model_load_s: f64,
+    pub elapsed_s: f64,
+}
+
+struct Probe {
+    person: Option<String>,
+    scores: Vec<(usize, f32)>,
+}
+
+fn tally(
+    gallery: &Gallery,
+    probes: &[Probe],
+    no_face: (u32, u32),
+    policy: MatchPolicy,
+) -> FacesTally {
+    let mut t = FacesTally {
+        threshold: policy.threshold,
+        margin: policy.margin,
+        genuine_probes: no_face.0,
+        true_accepts: 0,
+        false_rejects: no_face.0,
+        misidentified: 0,
+        impostor_probes: no_face.1,
+        false_accepts: 0,
+        frr: 0.0,
+        far: 0.0,
+    };
+    for p in probes {
+        let r = Gallery::decide(&gallery.users, &p.scores, 1, policy);
+        let matched = (r.verdict == Verdict::Match)
+            .then_some(r.best_user.as_deref())
+            .flatten();
+        match (&p.person, matched) {
+            (Some(who), Some(m)) if m == who => t.true_accepts += 1,
+            (Some(_), Some(_)) => t.misidentified += 1,
+            (Some(_), None) => t.false_rejects += 1,
+            (None, Some(_)) => t.false_accepts += 1,
+            (None, None) => {}
+        }
+        if p.person.is_some() {
+            t.genuine_probes += 1;
+        } else {
+            t.impostor_probes += 1;
+        }
+    }
+    let r = |x: f64| (x * 10000.0).round() / 10000.0;
+    t.frr = r((t.false_rejects + t.misidentified) as f64 / t.genuine_probes.max(1) as f64);
+    t.far = r((t.false_accepts + t.misidentified) as f64
+        / (t.impostor_probes + t.genuine_probes).max(1) as f64);
+    t
+}
+
+/// `eval faces`: enroll the first `k` photos of each `gallery/<person>/` into a temporary
+/// store, probe with every other photo and every impostor photo.
+pub fn eval_faces(
+    models: &Models,
+    cfg: &VisionConfig,
+    gallery_dir: &Path,
+    impostors: Option<&Path>,
+    k: usize,
+) -> Result<FacesReport, VisionError> {
+    let t0 = Instant::now();
+    let gates = cfg.gates();
+    let mut store = TempStore::new()?;
+    let people = subdirs(gallery_dir)?;
+    if people.is_empty() {
+        return Err(VisionError::BadInput(format!(
+            "{}: expected one folder per person",
+            gallery_dir.display()
+        )));
+    }
+    let mut enroll_failures = Vec::new();
+    let mut held_out: Vec<(String, PathBuf)> = Vec::new();
+    for dir in &people {
+        let person = name_of(dir);
+        let photos = list_images(dir)?;
+        let user = store.db.add_user(&person, Role::User)?;
+        for (i, p) in photos.iter().enumerate() {
+            if i < k {
+                match enroll::from_photo(models, &gates, p) {
+                    Ok(r) => {
+                        store.db.add_template(
+                            user.id,
+                            &r.sample.embedding,
+                            r.sample.quality,
+                            &r.sample.source,
+                        )?;
+                    }
+                    Err(e) => enroll_failures.push(e.to_string()),
+                }
+            } else {
+                held_out.push((person.clone(), p.clone()));
+            }
+        }
+    }
+    let gallery = load_gallery(&store.db)?;
+    let mut probes = Vec::new();
+    let mut no_face = (0u32, 0u32);
+    let mut probe = |person: Option<String>, p: &Path| -> Result<(), VisionError> {
+        match enroll::from_photo(models, &gates, p) {
+            Ok(r) => probes.push(Probe {
+                person,
+                scores: gallery.scores(std::slice::from_ref(&r.sample.embedding)),
+            }),
+            Err(VisionError::Enroll(_)) => {
+                if person.is_some() {
+                    no_face.0 += 1
+                } else {
+                    no_face.1 += 1
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    };
+    for (person, p) in &held_out {
+        probe(Some(person.clone()), p)?;
+    }
+    if let Some(dir) = impostors {
+        for p in list_images(dir)? {
+            probe(None, &p)?;
+        }
+    }
+    let genuine: Vec<f64> = probes
+        .iter()
+        .filter_map(|p| {
+            let who = p.person.as_ref()?;
+            p.scores
+                .iter()
+                .find(|(i, _)| &gallery.users[*i].name == who)
+                .map(|s| s.1 as f64)
+        })
+        .collect();
+    let impostor_best: Vec<f64> = probes
+        .iter()
+        .filter(|p| p.person.is_none())
+        .filter_map(|p| p.scores.first().map(|s| s.1 as f64))
+        .collect();
+    let policy = cfg.policy();
+    // Threshold x margin grid for the margin tier (the strict tier stays as configured).
+    let mut sweep = Vec::new();
+    for margin in [0.0f32, 0.04, 0.08, 0.10, 0.11, 0.12, 0.14, 0.16] {
+        for i in 0..=15 {
+            let th = ((0.30 + 0.02 * i as f32) * 100.0).round() / 100.0;
+            let p = MatchPolicy {
+                threshold: th,
+                margin,
+                ..policy
+            };
+            sweep.push(tally(&gallery, &probes, no_face, p));
+        }
+    }
+    Ok(FacesReport {
+        at_default: tally(&gallery, &probes, no_face, policy),
+        enroll_per_person: k,
+        people: people.len(),
+        templates: gallery.template_count(),
+        enroll_failures,
+        no_face_genuine: no_face.0,
+        no_face_impostor: no_face.1,
+        genuine_distance: summarize(&genuine),
+        impostor_best_distance: summarize(&impostor_best),
+        sweep,
+        model_load_s: models.load_s,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+// ----- eval blinks ------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlinkClip {
+    pub file: String,
+    pub found: u32,
+    /// Of those, strong enough to prove liveness.
+    pub live: u32,
+    /// The strongest blink's depth in noise units (0 if none).
+    pub max_snr: f32,
+    /// Every blink's depth in noise units, in order.
+    pub snrs: Vec<f32>,
+    pub annotated: u32,
+    pub annotated_merged: u32,
+    pub within_one: bool,
+    pub frames: u64,
+    pub frames_with_face: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlinksReport {
+    pub clips: usize,
+    pub within_one: usize,
+    pub within_one_rate: f64,
+    pub exact: usize,
+    pub found_total: u32,
+    pub annotated_total: u32,
+    pub annotated_merged_total: u32,
+    /// Clips with annotated blinks in which at least one liveness-grade blink was found.
+    pub clips_with_live_blink: usize,
+    pub no_blink_clips: usize,
+    pub no_blink_clips_with_blinks: usize,
+    /// No-blink clips in which a liveness-grade blink was (wrongly) found.
+    pub no_blink_clips_with_live_blinks: usize,
+    pub per_clip: Vec<BlinkClip>,
+}
+
+/// Blinks found in one clip by the real pipeline (no gallery, no encoding).
+pub struct BlinkCount {
+    pub all: u32,
+    pub live: u32,
+    pub max_snr: f32,
+    pub snrs: Vec<f32>,
+    pub frames: u64,
+    pub frames_with_face: u64,
+}
+
+pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, VisionError> {
+    let mut src = open_path(path)?;
+    pipe.stats = Default::default();
+    let (mut all, mut live, mut max_snr) = (0, 0, 0f32);
+    let mut snrs = Vec::new();
+    let mut count = |ev: Vec<FaceEvent>| {
+        for e in ev {
+            if let FaceEvent::Blink { live: l, snr, .. } = e {
+                all += 1;
+                live += l as u32;
+                max_snr = max_snr.max(snr);
+                snrs.push((snr * 100.0).round() / 100.0);
+            }
+        }
+    };
+    while let Some(f) = src.next_frame()? {
+        count(pipe.process(&f)?);
+    }
+    count(pipe.finish());
+    Ok(BlinkCount {
+        all,
+        live,
+        max_snr,
+        snrs,
+        frames: pipe.stats.frames,
+        frames_with_face: pipe.stats.frames_with_face,
+    })
+}
+
+/// `eval blinks`: every clip in a manifest shaped like `shared/data/manifest.json`
+/// (`clips[].file`, `blinks`, `blinks_if_adjacent_ids_merged`), paths relative to it.
+pub fn eval_blinks(
+    models: Models,
+    cfg: &VisionConfig,
+    manifest: &Path,
+    trace: Option<&Path>,
+) -> Result<BlinksReport, VisionError> {
+    let text =
+        std::fs::read_to_string(manifest).map_err(|e| VisionError::Io(manifest.to_owned(), e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| VisionError::BadInput(format!("{}: {e}", manifest.display())))?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let clips = json["clips"].as_array().ok_or_else(|| {
+        VisionError::BadInput(format!("{}: no \"clips\" array", manifest.display()))
+    })?;
+    let mut pc = cfg.pipeline();
+    pc.early_encodings = 0;
+    pc.refresh_every_frames = u64::MAX;
+    pc.post_blink_frames = 0;
+    let mut pipe = Pipeline::new(models, Gallery::default(), pc);
+    let mut per_clip = Vec::new();
+    let mut csv = String::from("file,frame,track,detection,ear_left,ear_right,level,blink,lid_left,lid_right,patch_left,patch_right\n");
+    for c in clips {
+        let (Some(file), Some(ann)) = (c["file"].as_str(), c["blinks"].as_u64()) else {
+            continue;
+        };
+        if c["attack"].as_bool().is_none_or(|a| a) {
+            continue;
+        }
+        let merged = c["blinks_if_adjacent_ids_merged"].as_u64().unwrap_or(ann) as u32;
+        if trace.is_some() {
+            pipe.trace = Some(Vec::new());
+        }
+        let n = count_blinks(&mut pipe, &base.join(file))?;
+        for r in pipe.trace.take().unwrap_or_default() {
+            csv.push_str(&format!(
+                "{file},{},{},{},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4}\n",
+                r.frame,
+                r.track,
+                r.detection,
+                r.ear_left,
+                r.ear_right,
+                r.level.map(|l| format!("{l:.4}")).unwrap_or_default(),
+                r.blink as u8,
+                r.lid_left,
+                r.lid_right,
+                r.patch_left,
+                r.patch_right
+            ));
+        }
+        let ann = ann as u32;
+        per_clip.push(BlinkClip {
+            file: file.to_owned(),
+            found: n.all,
+            live: n.live,
+            max_snr: (n.max_snr * 100.0).round() / 100.0,
+            snrs: n.snrs,
+            annotated: ann,
+            annotated_merged: merged,
+            within_one: n.all.abs_diff(merged) <= 1,
+            frames: n.frames,
+            frames_with_face: n.frames_with_face,
+        });
+    }
+    if let Some(t) = trace {
+        std::fs::write(t, csv).map_err(|e| VisionError::Io(t.to_owned(), e))?;
+    }
+    let with_blinks: Vec<&BlinkClip> = per_clip.iter().filter(|c| c.annotated > 0).collect();
+    let within = with_blinks.iter().filter(|c| c.within_one).count();
+    let no_blink: Vec<&BlinkClip> = per_clip.iter().filter(|c| c.annotated == 0).collect();
+    Ok(BlinksReport {
+        clips: with_blinks.len(),
+        within_one: within,
+        within_one_rate: (within as f64 / with_blinks.len().max(1) as f64 * 10000.0).round()
+            / 10000.0,
+        exact: with_blinks
+            .iter()
+            .filter(|c| c.found == c.annotated_merged)
+            .count(),
+        found_total: with_blinks.iter().map(|c| c.found).sum(),
+        annotated_total: with_blinks.iter().map(|c| c.annotated).sum(),
+        annotated_merged_total: with_blinks.iter().map(|c| c.annotated_merged).sum(),
+        clips_with_live_blink: with_blinks.iter().filter(|c| c.live > 0).count(),
+        no_blink_clips: no_blink.len(),
+        no_blink_clips_with_blinks: no_blink.iter().filter(|c| c.found > 0).count(),
+        no_blink_clips_with_live_blinks: no_blink.iter().filter(|c| c.live > 0).count(),
+        per_clip,
+    })
+}
+
+// ----- replay -----------------------------------------------------------------------
+
+/// Enroll a gallery folder into `db`: `DIR/<person>/` holding photos and/or clips, or
+/// `DIR/<person>.jpg|.mp4` files. Returns the number of templates stored.
+pub fn enroll_gallery_dir(
+    models: &Models,
+    cfg: &VisionConfig,
+    db: &mut Db,
+    dir: &Path,
+) -> Result<usize, VisionError> {
+    let mut entries: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for p in subdirs(dir)? {
+        let files: Vec<PathBuf> = std::fs::read_dir(&p)
+            .map_err(|e| VisionError::Io(p.clone(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| is_image(f) || is_video(f))
+            .collect();
+        entries.push((name_of(&p), files));
+    }
+    let mut loose: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.is_file() && (is_image(f) || is_video(f)))
+        .collect();
+    loose.sort();
+    for f in loose {
+        entries.push((name_of(&f), vec![f]));
+    }
+    let mut n = 0;
+    for (person, mut files) in entries {
+        files.sort();
+        let user = match db.user_by_name(&person)? {
+            Some(u) => u,
+            None => db.add_user(&person, Role::User)?,
+        };
+        let mut samples = Vec::new();
+        for f in &files {
+            samples.extend(enroll::samples_from_path(models, cfg, f, true)?);
+        }
+        let items: Vec<_> = samples
+            .into_iter()
+            .map(|s| (s.embedding, s.quality, s.source))
+            .collect();
+        n += db.add_templates(user.id, &items)?.len();
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptOutcome {
+    #[serde(flatten)]
+    pub attempt: Attempt,
+    pub decision: String,
+    pub reason: String,
+    pub alert: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub clip: String,
+    pub decision: String,
+    pub user: Option<String>,
+    pub reason: String,
+    pub distance: Option<f32>,
+    pub margin: Option<f32>,
+    pub blinks: u32,
+    pub frames: u64,
+    pub frames_with_face: u64,
+    pub decision_frame: Option<u64>,
+    pub frames_after_blink: Option<u64>,
+    pub alert: bool,
+    pub attempts: Vec<AttemptOutcome>,
+    pub fps: Option<f64>,
+    pub model_load_s: f64,
+    pub gallery_templates: usize,
+    pub ms: ReplayStages,
+    pub frame_cpu_ms: Summary,
+    pub frame_wall_ms: Summary,
+    pub full_detects: u64,
+    pub roi_detects: u64,
+    pub wall_s: f64,
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayStages {
+    pub detect: Summary,
+    pub landmarks: Summary,
+    pub encode: Summary,
+}
+
+/// Run the pipeline and the access decision over every frame of `clip`.
+pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, VisionError> {
+    let t0 = Instant::now();
+    let mut src = open_path(clip)?;
+    pipe.stats = Default::default();
+    let mut attempts = Vec::new();
+    let mut blinks = 0u32;
+    let mut handle = |ev: Vec<FaceEvent>| {
+        for e in ev {
+            match e {
+                FaceEvent::Blink { .. } => blinks += 1,
+                FaceEvent::Attempt(a) => {
+                    let d = face::decide(&a);
+                    attempts.push(AttemptOutcome {
+                        decision: if d.is_grant() { "grant" } else { "deny" }.into(),
+                        reason: d.reason().into(),
+                        alert: d.is_alert(),
+                        attempt: a,
+                    });
+                }
+                _ => {}
+            }
+        }
+    };
+    while let Some(f) = src.next_frame()? {
+        handle(pipe.process(&f)?);
+    }
+    handle(pipe.finish());
+    let st = &pipe.stats;
+    // The outcome: the first grant if any; else the last denial.
+    let decisive = attempts
+        .iter()
+        .find(|a| a.decision == "grant")
+        .or_else(|| attempts.last());
+    let (decision, reason, user, distance, margin, frame, after) = match decisive {
+        Some(a) => (
+            a.decision.clone(),
+            a.reason.clone(),
+            a.attempt.result.best_user.clone(),
+            a.attempt.result.distance,
+            a.attempt.result.margin(),
+            Some(a.attempt.frame),
+            a.attempt.frames_after_blink.filter(|_| a.attempt.live),
+        ),
+        None => (
+            "deny".into(),
+            "no_face".into(),
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    };
+    let user = if decision == "grant" { user } else { None };
+    Ok(ReplayReport {
+        clip: clip.display().to_string(),
+        decision,
+        user,
+        reason,
+        distance,
+        margin,
+        blinks,
+        frames: st.frames,
+        frames_with_face: st.frames_with_face,
+        decision_frame: frame,
+        frames_after_blink: after,
+        alert: attempts.iter().any(|a| a.alert),
+        attempts,
+        fps: src.fps(),
+        model_load_s: pipe.models().load_s,
+        gallery_templates: pipe.gallery().template_count(),
+        ms: ReplayStages {
+            detect: summarize(&st.detect_ms),
+            landmarks: summarize(&st.landmarks_ms),
+            encode: summarize(&st.encode_ms),
+        },
+        frame_cpu_ms: summarize(&st.frame_cpu_ms),
+        frame_wall_ms: summarize(&st.frame_wall_ms),
+        full_detects: st.full_detects,
+        roi_detects: st.roi_detects,
+        wall_s: t0.elapsed().as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Decide what a face attempt means (re-exported for tools).
+pub fn decision_of(a: &Attempt) -> FaceDecision {
+    face::decide(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let s = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&s, 0.5), 2.5);
+        assert!((percentile(&s, 0.95) - 3.85).abs() < 1e-9);
+        let sm = summarize(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((sm.n, sm.mean, sm.p50), (4, 2.5, 2.5));
+        assert_eq!(summarize(&[]).n, 0);
+    }
+}
+
+// ----- eval kiosk -------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KioskClip {
+    pub file: String,
+    pub person: String,
+    pub kind: String,
+    pub decision: String,
+    pub user: Option<String>,
+    pub reason: String,
+    pub distance: Option<f32>,
+    pub frames_after_blink: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KioskReport {
+    pub people: usize,
+    pub enrolled: usize,
+    pub enroll_failures: Vec<String>,
+    pub genuine_clips: usize,
+    pub granted: usize,
+    pub granted_as_someone_else: usize,
+    pub grant_rate: f64,
+    pub noblink_clips: usize,
+    pub noblink_granted: usize,
+    pub photo_attacks: usize,
+    pub photo_attacks_granted: usize,
+    pub max_frames_after_blink: Option<u64>,
+    pub clips: Vec<KioskClip>,
+    pub elapsed_s: f64,
+}
+
+/// `eval kiosk`: enroll each person from `<person>_FNN.mp4` in `dir`, replay their other
+/// clips (must grant them, never someone else), every clip in `noblink` (must deny), and
+/// a photo attack made from a still of each enrolled person (must deny).
+pub fn eval_kiosk(
+    models: Models,
+    cfg: &VisionConfig,
+    dir: &Path,
+    noblink: Option<&Path>,
+    photo_attacks: bool,
+) -> Result<KioskReport, VisionError> {
+    let t0 = Instant::now();
+    let mut clips: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_video(p))
+        .collect();
+    clips.sort();
+    let person_of = |p: &Path| name_of(p).split('_').next().unwrap_or_default().to_string();
+    let mut store = TempStore::new()?;
+    let mut people: Vec<String> = clips.iter().map(|p| person_of(p)).collect();
+    people.dedup();
+    let mut enroll_failures = Vec::new();
+    for person in &people {
+        let Some(fnn) = clips.iter().find(|p| name_of(p) == format!("{person}_FNN")) else {
+            enroll_failures.push(format!("{person}: no FNN clip"));
+            continue;
+        };
+        match enroll::from_clip(&models, cfg, fnn, 5) {
+            Ok((samples, _)) => {
+                let u = store.db.add_user(person, Role::User)?;
+                let items: Vec<_> = samples
+                    .into_iter()
+                    .map(|s| (s.embedding, s.quality, s.source))
+                    .collect();
+                store.db.add_templates(u.id, &items)?;
+            }
+            Err(e) => enroll_failures.push(e.to_string()),
+        }
+    }
+    let gallery = load_gallery(&store.db)?;
+    let enrolled: Vec<String> = gallery.users.iter().map(|u| u.name.clone()).collect();
+    let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
+    let mut out = Vec::new();
+    let mut run =
+        |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), VisionError> {
+            let r = replay(pipe, file)?;
+            out.push(KioskClip {
+                file: file.display().to_string(),
+                person: person.to_string(),
+                kind: kind.to_string(),
+                decision: r.decision,
+                user: r.user,
+                reason: r.reason,
+                distance: r.distance,
+                frames_after_blink: r.frames_after_blink,
+            });
+            Ok(())
+        };
+    for c in &clips {
+        let person = person_of(c);
+        if name_of(c).ends_with("_FNN") {
+            continue;
+        }
+        run(&mut pipe, c, &person, "genuine")?;
+    }
+    if let Some(nb) = noblink {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(nb)
+            .map_err(|e| VisionError::Io(nb.to_owned(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_video(p))
+            .collect();
+        v.sort();
+        for c in v {
+            let person = person_of(&c);
+            run(&mut pipe, &c, &person, "noblink")?;
+        }
+    }
+    if photo_attacks {
+        let tmp = tempfile::tempdir().map_err(|e| VisionError::Io(std::env::temp_dir(), e))?;
+        for (i, person) in enrolled.iter().enumerate() {
+            // A still of the enrolled person from another session (not the enrollment clip).
+            let Some(src) = clips
+                .iter()
+                .find(|p| person_of(p) == *person && !name_of(p).ends_with("_FNN"))
+            else {
+                continue;
+            };
+            let mut s = super::source::VideoFileSource::open(src)?;
+            let mut still = None;
+            for _ in 0..15 {
+                still = s.next_frame()?;
+            }
+            let Some(still) = still else { continue };
+            let out_clip = tmp.path().join(format!("{person}_photo_attack.avi"));
+            let p = super::synth::HandHeld {
+                frames: 120,
+                seed: 1000 + i as u64,
+                ..Default::default()
+            };
+            super::synth::photo_attack_from_frame(&still, &out_clip, &p)?;
+            run(&mut pipe, &out_clip, person, "photo_attack")?;
+        }
+    }
+    let genuine: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "genuine").collect();
+    let granted = genuine
+        .iter()
+        .filter(|c| c.decision == "grant" && c.user.as_deref() == Some(&c.person))
+        .count();
+    let wrong = out
+        .iter()
+        .filter(|c| c.decision == "grant" && c.user.as_deref() != Some(&c.person))
+        .count();
+    let noblink: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "noblink").collect();
+    let attacks: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "photo_attack").collect();
+    Ok(KioskReport {
+        people: people.len(),
+        enrolled: enrolled.len(),
+        enroll_failures,
+        genuine_clips: genuine.len(),
+        granted,
+        granted_as_someone_else: wrong,
+        grant_rate: (granted as f64 / genuine.len().max(1) as f64 * 10000.0).round() / 10000.0,
+        noblink_clips: noblink.len(),
+        noblink_granted: noblink.iter().filter(|c| c.decision == "grant").count(),
+        photo_attacks: attacks.len(),
+        photo_attacks_granted: attacks.iter().filter(|c| c.decision == "grant").count(),
+        max_frames_after_blink: out
+            .iter()
+            .filter(|c| c.decision == "grant")
+            .filter_map(|c| c.frames_after_blink)
+            .max(),
+        clips: out,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,47 @@
+//! Vision: frames in, face events out.
+//!
+//! Runs on its own OS thread (CPU-bound, blocking C++). A [`source::FrameSource`] yields
+//! frames (live camera with newest-frame-wins, or a replayed file); the
+//! [`pipeline::Pipeline`] detects the face (HOG on a downscaled frame, then in a region
+//! around the tracked face), finds 68 landmarks every frame, tracks blinks per face track
+//! ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
+//! 1:N against templates held in memory ([`matcher`]), and emits [`pipeline::FaceEvent`]s.
+//! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
+//! into templates; [`eval`] holds the measurement commands.
+
+pub mod blink;
+pub mod camera;
+pub mod enroll;
+pub mod eval;
+pub mod frame;
+pub mod geometry;
+pub mod matcher;
+pub mod models;
+pub mod pipeline;
+pub mod quality;
+pub mod source;
+pub mod synth;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VisionError {
+    #[error("models: {0}")]
+    Models(String),
+    #[error("{0}: no such file or directory")]
+    NotFound(PathBuf),
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("OpenCV: {0}")]
+    OpenCv(String),
+    #[error("camera: {0}")]
+    Camera(String),
+    #[error("no frame from the camera yet")]
+    NoFrame,
+    #[error("enrollment refused: {0}")]
+    Enroll(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}

@@ -1,0 +1,672 @@
+//! The per-frame pipeline: find the face, follow it as a track, measure blinks, encode
+//! good frames, match, and say when a track has made an attempt.
+//!
+//! Detection: HOG on the whole frame (downscaled to `detect_width`) when there is no
+//! track and every `full_detect_every` frames; between those, HOG only in a region around
+//! the tracked face every `roi_check_every` frames; on the other frames the face box
+//! follows the previous frame's landmarks. Landmarks (68 points) run on every frame.
+//!
+//! Liveness is bound to identity: a track's blink only counts with encodings of the same
+//! track, and after a blink the next good frame (at most `post_blink_frames` later) is
+//! encoded so the face that blinked is the face that is matched. A new encoding far from
+//! the track's earlier ones (someone swapped a photo in) ends the track and starts a new
+//! one with no blink. An attempt is emitted when a live track has been matched (or
+//! failed to match), or when a track ends without ever blinking (`live = false`).
+
+use super::blink::{BlinkConfig, BlinkTracker};
+use super::frame::{BBox, Frame, Patch};
+use super::matcher::{Gallery, MatchPolicy, MatchResult, Verdict};
+use super::models::{Landmarks, Models, Shape};
+use super::quality::{self, QualityGates};
+use super::VisionError;
+use crate::types::{Embedding, Role, UserId};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub detect_width: u32,
+    pub roi_check_every: u32,
+    pub full_detect_every: u32,
+    pub gates: QualityGates,
+    pub policy: MatchPolicy,
+    pub liveness_window: Duration,
+    /// Encodings gathered as soon as a track starts (so a blink can be decided at once).
+    pub early_encodings: usize,
+    /// Frames between early encodings.
+    pub encode_gap_frames: u64,
+    /// Frames between refresh encodings once the early ones exist.
+    pub refresh_every_frames: u64,
+    /// Most recent encodings fused for a decision.
+    pub fuse_last: usize,
+    /// Encodings kept per track.
+    pub max_encodings: usize,
+    /// Distance from the track's own mean that means "a different face".
+    pub identity_break: f32,
+    /// Frames after a blink within which a post-blink encoding is sought.
+    pub post_blink_frames: u32,
+    pub blink: BlinkConfig,
+}
+
+/// Something the pipeline has to say.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum FaceEvent {
+    TrackStarted {
+        track: u64,
+        frame: u64,
+    },
+    Blink {
+        track: u64,
+        frame: u64,
+        depth: f32,
+        snr: f32,
+        /// Strong enough to prove liveness.
+        live: bool,
+    },
+    Attempt(Attempt),
+    TrackEnded {
+        track: u64,
+        frame: u64,
+        reason: String,
+    },
+}
+
+/// A decision-ready observation of one track: liveness plus a match result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub track: u64,
+    pub frame: u64,
+    pub at_s: f64,
+    /// A blink was seen on this track within the liveness window of the encodings.
+    pub live: bool,
+    /// Blinks strong enough to prove liveness, on this track so far.
+    pub blinks: u32,
+    pub blink_frame: Option<u64>,
+    /// Frames between the blink completing and this attempt.
+    pub frames_after_blink: Option<u64>,
+    #[serde(flatten)]
+    pub result: MatchResult,
+    #[serde(skip)]
+    pub user_id: Option<UserId>,
+    #[serde(skip)]
+    pub role: Option<Role>,
+    #[serde(skip)]
+    pub enabled: Option<bool>,
+}
+
+/// Timings gathered while processing (milliseconds).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub frames: u64,
+    pub frames_with_face: u64,
+    pub detect_ms: Vec<f64>,
+    pub landmarks_ms: Vec<f64>,
+    pub encode_ms: Vec<f64>,
+    pub frame_wall_ms: Vec<f64>,
+    pub frame_cpu_ms: Vec<f64>,
+    pub full_detects: u64,
+    pub roi_detects: u64,
+}
+
+/// How this frame's face box was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Det {
+    Full,
+    Roi,
+    Tracked,
+}
+
+struct Track {
+    id: u64,
+    bbox: BBox,
+    /// HOG box expressed relative to the landmarks' bounding box (x, y, w, h).
+    rel: [f32; 4],
+    blink: BlinkTracker,
+    encodings: VecDeque<(Duration, u64, Embedding)>,
+    last_encode_frame: Option<u64>,
+    since_roi: u32,
+    since_full: u32,
+    roi_misses: u32,
+    last_blink: Option<(Duration, u64)>,
+    /// Frames left to find a post-blink encoding; Some(0) = waiting for any encoding.
+    post_blink_wait: Option<u32>,
+    post_blink_encoded: bool,
+    granted: bool,
+    attempted: bool,
+    last_frame: u64,
+}
+
+impl Track {
+    fn new(id: u64, bbox: BBox, blink: &BlinkConfig, frame: u64) -> Self {
+        Self {
+            id,
+            bbox,
+            rel: [0.0, 0.0, 1.0, 1.0],
+            blink: BlinkTracker::new(blink.clone()),
+            encodings: VecDeque::new(),
+            last_encode_frame: None,
+            since_roi: 0,
+            since_full: 0,
+            roi_misses: 0,
+            last_blink: None,
+            post_blink_wait: None,
+            post_blink_encoded: false,
+            granted: false,
+            attempted: false,
+            last_frame: frame,
+        }
+    }
+
+    fn mean_encoding(&self) -> Option<Embedding> {
+        let v: Vec<Embedding> = self.encodings.iter().map(|e| e.2.clone()).collect();
+        Embedding::mean(&v)
+    }
+}
+
+/// One row of the optional per-frame trace (`eval blinks --trace`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceRow {
+    pub frame: u64,
+    pub track: u64,
+    pub detection: &'static str,
+    pub ear_left: f32,
+    pub ear_right: f32,
+    pub level: Option<f32>,
+    pub blink: bool,
+    /// Extra openness measures for analysis: lid gap / inter-ocular distance, and the
+    /// grey-level standard deviation of a patch at each eye centre.
+    pub lid_left: f32,
+    pub lid_right: f32,
+    pub patch_left: f32,
+    pub patch_right: f32,
+}
+
+pub struct Pipeline {
+    models: Models,
+    gallery: Gallery,
+    cfg: PipelineConfig,
+    track: Option<Track>,
+    next_track: u64,
+    pub stats: Stats,
+    /// When set, one row per frame with a face is appended.
+    pub trace: Option<Vec<TraceRow>>,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Process CPU time (all threads), for per-frame CPU accounting.
+pub fn process_cpu_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+impl Pipeline {
+    pub fn new(models: Models, gallery: Gallery, cfg: PipelineConfig) -> Self {
+        Self {
+            models,
+            gallery,
+            cfg,
+            track: None,
+            next_track: 1,
+            stats: Stats::default(),
+            trace: None,
+        }
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    pub fn set_gallery(&mut self, g: Gallery) {
+        self.gallery = g;
+    }
+
+    pub fn gallery(&self) -> &Gallery {
+        &self.gallery
+    }
+
+    /// Current track's blink count (for tools).
+    pub fn current_blinks(&self) -> Option<u32> {
+        self.track.as_ref().map(|t| t.blink.blinks())
+    }
+
+    fn detect(
+        &mut self,
+        frame: &Frame,
+        roi: Option<BBox>,
+        scale: f32,
+    ) -> Result<Vec<BBox>, VisionError> {
+        let t0 = Instant::now();
+        let faces = match frame.patch(roi, scale)? {
+            Some(p) => self.models.detect(&p),
+            None => Vec::new(),
+        };
+        self.stats.detect_ms.push(ms_since(t0));
+        if roi.is_some() {
+            self.stats.roi_detects += 1;
+        } else {
+            self.stats.full_detects += 1;
+        }
+        Ok(faces)
+    }
+
+    fn full_scale(&self, frame: &Frame) -> f32 {
+        (self.cfg.detect_width as f32 / frame.width as f32).min(1.0)
+    }
+
+    /// Process one frame; returns what happened.
+    pub fn process(&mut self, frame: &Frame) -> Result<Vec<FaceEvent>, VisionError> {
+        let (c0, w0) = (process_cpu_ms(), Instant::now());
+        let mut ev = Vec::new();
+        let r = self.process_inner(frame, &mut ev);
+        self.stats.frames += 1;
+        self.stats.frame_cpu_ms.push(process_cpu_ms() - c0);
+        self.stats.frame_wall_ms.push(ms_since(w0));
+        r.map(|_| ev)
+    }
+
+    fn start_track(&mut self, bbox: BBox, frame: u64, ev: &mut Vec<FaceEvent>) {
+        let id = self.next_track;
+        self.next_track += 1;
+        self.track = Some(Track::new(id, bbox, &self.cfg.blink, frame));
+        ev.push(FaceEvent::TrackStarted { track: id, frame });
+    }
+
+    fn end_track(&mut self, frame: u64, at: Duration, reason: &str, ev: &mut Vec<FaceEvent>) {
+        let Some(t) = self.track.take() else { return };
+        if !t.attempted && !t.granted && !t.encodings.is_empty() {
+            let a = self.attempt(&t, frame, at, false, None);
+            ev.push(FaceEvent::Attempt(a));
+        }
+        ev.push(FaceEvent::TrackEnded {
+            track: t.id,
+            frame,
+            reason: reason.into(),
+        });
+    }
+
+    /// End of a finite stream: close the open track.
+    pub fn finish(&mut self) -> Vec<FaceEvent> {
+        let mut ev = Vec::new();
+        if let Some(t) = &self.track {
+            let (f, at) = (
+                t.last_frame,
+                t.encodings.back().map(|e| e.0).unwrap_or_default(),
+            );
+            self.end_track(f, at, "end_of_stream", &mut ev);
+        }
+        ev
+    }
+
+    fn pick(faces: &[BBox], near: Option<&BBox>) -> Option<BBox> {
+        match near {
+            Some(n) => faces
+                .iter()
+                .map(|f| (f.iou(n), *f))
+                .filter(|(iou, _)| *iou >= 0.2)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|x| x.1),
+            None => faces
+                .iter()
+                .copied()
+                .max_by(|a, b| a.area().total_cmp(&b.area())),
+        }
+    }
+
+    fn process_inner(&mut self, frame: &Frame, ev: &mut Vec<FaceEvent>) -> Result<(), VisionError> {
+        // 1. Where is the face?
+        let full_scale = self.full_scale(frame);
+        let (bbox, det) = match self.track.as_ref() {
+            None => {
+                let faces = self.detect(frame, None, full_scale)?;
+                match Self::pick(&faces, None) {
+                    Some(b) => {
+                        self.start_track(b, frame.index, ev);
+                        (b, Det::Full)
+                    }
+                    None => return Ok(()),
+                }
+            }
+            Some(t) if t.since_full + 1 >= self.cfg.full_detect_every => {
+                let prev = t.bbox;
+                let faces = self.detect(frame, None, full_scale)?;
+                match Self::pick(&faces, Some(&prev)) {
+                    Some(b) => (b, Det::Full),
+                    None => {
+                        self.end_track(frame.index, frame.ts, "lost", ev);
+                        match Self::pick(&faces, None) {
+                            Some(b) => {
+                                self.start_track(b, frame.index, ev);
+                                (b, Det::Full)
+                            }
+                            None => return Ok(()),
+                        }
+                    }
+                }
+            }
+            Some(t) if t.since_roi + 1 >= self.cfg.roi_check_every => {
+                let prev = t.bbox;
+                let roi = prev.expand(0.4);
+                let scale = (100.0 / prev.w.max(1.0)).min(1.0);
+                let faces = self.detect(frame, Some(roi), scale)?;
+                match Self::pick(&faces, Some(&prev)) {
+                    Some(b) => (b, Det::Roi),
+                    None => {
+                        let t = self.track.as_mut().expect("track");
+                        t.roi_misses += 1;
+                        t.since_roi = 0;
+                        if t.roi_misses >= 2 {
+                            self.end_track(frame.index, frame.ts, "lost", ev);
+                            return Ok(());
+                        }
+                        (prev, Det::Tracked)
+                    }
+                }
+            }
+            Some(t) => (t.bbox, Det::Tracked),
+        };
+        let detected = det != Det::Tracked;
+
+        // 2. Landmarks on a patch around the face (scaled so big faces stay cheap).
+        let lscale = (220.0 / bbox.w.max(1.0)).min(2.0);
+        let Some(patch) = frame.patch(Some(bbox.expand(0.3)), lscale)? else {
+            self.end_track(frame.index, frame.ts, "left_frame", ev);
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        let shape = self.models.landmarks(&patch, &bbox);
+        self.stats.landmarks_ms.push(ms_since(t0));
+        let Some(shape) = shape else {
+            self.end_track(frame.index, frame.ts, "no_landmarks", ev);
+            return Ok(());
+        };
+        let lb = shape.points.bbox();
+        if !detected && lb.iou(&bbox) < 0.15 {
+            // The landmarks wandered off: re-detect on the next frame.
+            self.end_track(frame.index, frame.ts, "lost", ev);
+            return Ok(());
+        }
+        self.stats.frames_with_face += 1;
+
+        // 3. Update the track's geometry.
+        {
+            let t = self.track.as_mut().expect("track");
+            t.last_frame = frame.index;
+            if detected {
+                t.rel = [
+                    (bbox.x - lb.x) / lb.w.max(1.0),
+                    (bbox.y - lb.y) / lb.h.max(1.0),
+                    bbox.w / lb.w.max(1.0),
+                    bbox.h / lb.h.max(1.0),
+                ];
+                t.roi_misses = 0;
+                t.since_roi = 0;
+                if det == Det::Full {
+                    t.since_full = 0;
+                }
+            }
+            t.since_roi += 1;
+            t.since_full += 1;
+            t.bbox = BBox {
+                x: lb.x + t.rel[0] * lb.w,
+                y: lb.y + t.rel[1] * lb.h,
+                w: t.rel[2] * lb.w,
+                h: t.rel[3] * lb.h,
+            };
+        }
+
+        // 4. Blinks.
+        let (el, er) = shape.points.ears();
+        let ear = (el + er) / 2.0;
+        {
+            let t = self.track.as_mut().expect("track");
+            let blinked = t.blink.push(frame.ts, ear);
+            if let Some(tr) = self.trace.as_mut() {
+                let (lid_left, lid_right) = shape.points.lid_gaps();
+                let (patch_left, patch_right) = (
+                    quality::eye_contrast(frame, &shape.points, true).unwrap_or(0.0),
+                    quality::eye_contrast(frame, &shape.points, false).unwrap_or(0.0),
+                );
+                tr.push(TraceRow {
+                    lid_left,
+                    lid_right,
+                    patch_left,
+                    patch_right,
+                    frame: frame.index,
+                    track: t.id,
+                    detection: match det {
+                        Det::Full => "full",
+                        Det::Roi => "roi",
+                        Det::Tracked => "tracked",
+                    },
+                    ear_left: el,
+                    ear_right: er,
+                    level: t.blink.level(),
+                    blink: blinked.is_some(),
+                });
+            }
+            if let Some(b) = blinked {
+                if b.live {
+                    t.last_blink = Some((frame.ts, frame.index));
+                    if !t.granted {
+                        t.post_blink_wait = Some(self.cfg.post_blink_frames);
+                        t.post_blink_encoded = false;
+                    }
+                }
+                ev.push(FaceEvent::Blink {
+                    track: t.id,
+                    frame: frame.index,
+                    depth: b.depth,
+                    snr: b.snr,
+                    live: b.live,
+                });
+            }
+        }
+
+        // 5. Encode this frame?
+        if self.wants_encoding(frame.index, ear) {
+            self.maybe_encode(frame, &patch, &shape, ev)?;
+        }
+
+        // 6. Decide.
+        self.maybe_attempt(frame, ev);
+        Ok(())
+    }
+
+    fn wants_encoding(&self, frame: u64, ear: f32) -> bool {
+        let Some(t) = self.track.as_ref() else {
+            return false;
+        };
+        if t.granted || t.blink.is_closing() {
+            return false;
+        }
+        if t.blink.relative(ear).is_some_and(|r| r < 0.85) {
+            return false;
+        }
+        let since = t.last_encode_frame.map(|f| frame.saturating_sub(f));
+        let post_blink = t.post_blink_wait.is_some() && !t.post_blink_encoded;
+        let early = t.encodings.len() < self.cfg.early_encodings
+            && since.is_none_or(|s| s >= self.cfg.encode_gap_frames);
+        let refresh = since.is_some_and(|s| s >= self.cfg.refresh_every_frames);
+        post_blink || early || refresh
+    }
+
+    fn maybe_encode(
+        &mut self,
+        frame: &Frame,
+        patch: &Patch,
+        shape: &Shape,
+        ev: &mut Vec<FaceEvent>,
+    ) -> Result<(), VisionError> {
+        let q = quality::measure(frame, &shape.points)?;
+        if q.check(&self.cfg.gates).is_err() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let emb = self.models.encode(patch, shape);
+        self.stats.encode_ms.push(ms_since(t0));
+        let Some(emb) = emb else { return Ok(()) };
+        let identity_break = self.cfg.identity_break;
+        let t = self.track.as_mut().expect("track");
+        if let Some(mean) = t.mean_encoding() {
+            if t.encodings.len() >= 2 && mean.distance(&emb) > identity_break {
+                // A different face in the same place: a new track, with no blink.
+                let bbox = t.bbox;
+                self.end_track(frame.index, frame.ts, "identity_changed", ev);
+                self.start_track(bbox, frame.index, ev);
+            }
+        }
+        let max = self.cfg.max_encodings;
+        let t = self.track.as_mut().expect("track");
+        t.encodings.push_back((frame.ts, frame.index, emb));
+        while t.encodings.len() > max {
+            t.encodings.pop_front();
+        }
+        t.last_encode_frame = Some(frame.index);
+        if t.post_blink_wait.is_some() {
+            t.post_blink_encoded = true;
+        }
+        Ok(())
+    }
+
+    fn maybe_attempt(&mut self, frame: &Frame, ev: &mut Vec<FaceEvent>) {
+        let window = self.cfg.liveness_window;
+        let Some(t) = self.track.as_mut() else { return };
+        let Some(wait) = t.post_blink_wait else {
+            return;
+        };
+        let Some((blink_t, _)) = t.last_blink else {
+            t.post_blink_wait = None;
+            return;
+        };
+        if frame.ts.saturating_sub(blink_t) > window {
+            t.post_blink_wait = None;
+            return;
+        }
+        let in_window = t
+            .encodings
+            .iter()
+            .any(|e| e.0 + window >= blink_t && e.0 <= frame.ts);
+        let ready = (t.post_blink_encoded || wait == 0) && in_window;
+        if !ready {
+            t.post_blink_wait = Some(wait.saturating_sub(1));
+            return;
+        }
+        t.post_blink_wait = None;
+        let t = self.track.take().expect("track");
+        let a = self.attempt(&t, frame.index, frame.ts, true, Some(blink_t));
+        let mut t = t;
+        t.attempted = true;
+        if a.result.verdict == Verdict::Match {
+            t.granted = true;
+        }
+        self.track = Some(t);
+        ev.push(FaceEvent::Attempt(a));
+    }
+
+    fn attempt(
+        &self,
+        t: &Track,
+        frame: u64,
+        at: Duration,
+        live: bool,
+        blink_t: Option<Duration>,
+    ) -> Attempt {
+        let window = self.cfg.liveness_window;
+        let probes: Vec<Embedding> = t
+            .encodings
+            .iter()
+            .rev()
+            .filter(|e| blink_t.is_none_or(|b| e.0 + window >= b))
+            .take(self.cfg.fuse_last)
+            .map(|e| e.2.clone())
+            .collect();
+        let result = self.gallery.identify(&probes, self.cfg.policy);
+        let user = result.best_index.map(|i| &self.gallery.users[i]);
+        let matched = result.verdict == Verdict::Match;
+        Attempt {
+            track: t.id,
+            frame,
+            at_s: at.as_secs_f64(),
+            live,
+            blinks: t.blink.live_blinks(),
+            blink_frame: t.last_blink.map(|b| b.1),
+            frames_after_blink: t.last_blink.map(|b| frame.saturating_sub(b.1)),
+            user_id: user.filter(|_| matched).map(|u| u.user_id),
+            role: user.filter(|_| matched).map(|u| u.role),
+            enabled: user.filter(|_| matched).map(|u| u.enabled),
+            result,
+        }
+    }
+}
+
+/// Landmarks of the most prominent face in a still image, with the patch they were
+/// found on (for enrollment and photo evaluation).
+pub struct StillFace {
+    pub patch: Patch,
+    pub shape: Shape,
+    pub bbox: BBox,
+    pub faces: usize,
+}
+
+/// Find the largest face in a still image: HOG on the image (downscaled to at most 1024
+/// px wide; small images are upsampled 2x first so faces under 80 px are found).
+pub fn still_face(models: &Models, frame: &Frame) -> Result<Option<StillFace>, VisionError> {
+    let scale = if frame.width < 400 {
+        2.0
+    } else {
+        (1024.0 / frame.width as f32).min(1.0)
+    };
+    face_at_scale(models, frame, scale)
+}
+
+/// The largest face with HOG run at `scale` (video frames: no upsampling).
+pub fn face_at_scale(
+    models: &Models,
+    frame: &Frame,
+    scale: f32,
+) -> Result<Option<StillFace>, VisionError> {
+    let Some(p) = frame.patch(None, scale)? else {
+        return Ok(None);
+    };
+    let faces = models.detect(&p);
+    let Some(bbox) = faces
+        .iter()
+        .copied()
+        .max_by(|a, b| a.area().total_cmp(&b.area()))
+    else {
+        return Ok(None);
+    };
+    let lscale = (220.0 / bbox.w.max(1.0)).min(2.0);
+    let Some(patch) = frame.patch(Some(bbox.expand(0.3)), lscale)? else {
+        return Ok(None);
+    };
+    let Some(shape) = models.landmarks(&patch, &bbox) else {
+        return Ok(None);
+    };
+    Ok(Some(StillFace {
+        patch,
+        shape,
+        bbox,
+        faces: faces.len(),
+    }))
+}
+
+/// Convenience: landmarks type re-export for tools.
+pub type FaceLandmarks68 = Landmarks;
