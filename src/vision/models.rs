@@ -78,6 +78,12 @@ impl Models {
         let detector = FaceDetector::new();
         let predictor = joined(predictor.join(), "landmark model")?;
         let encoder = joined(encoder.join(), "encoder model")?;
+        // The loader threads' scratch memory stays in their malloc arenas otherwise.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free pages to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Ok(Models {
             detector,
             predictor,
