@@ -43,6 +43,92 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub store: StoreConfig,
     pub vision: VisionConfig,
+    pub access: AccessConfig,
+    pub hardware: HardwareConfig,
+}
+
+/// Access policy: unlock pulse, door alarms, keypad codes and lockouts, face rate limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    pub unlock_pulse_s: f64,
+    pub door_held_open_s: f64,
+    pub door_grace_s: f64,
+    pub keypad_max_strikes: u32,
+    pub keypad_lockout_s: u64,
+    pub keypad_lockout_factor: u32,
+    pub keypad_entry_timeout_s: f64,
+    pub otp_digits: u32,
+    pub otp_default_ttl_s: u64,
+    pub otp_max_ttl_s: u64,
+    pub totp_pin_digits: u32,
+    pub face_fail_limit: u32,
+    pub face_fail_window_s: f64,
+    pub face_cooldown_s: f64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            unlock_pulse_s: 5.0,
+            door_held_open_s: 30.0,
+            door_grace_s: 10.0,
+            keypad_max_strikes: 3,
+            keypad_lockout_s: 120,
+            keypad_lockout_factor: 2,
+            keypad_entry_timeout_s: 10.0,
+            otp_digits: 8,
+            otp_default_ttl_s: 3600,
+            otp_max_ttl_s: 7 * 86400,
+            totp_pin_digits: 4,
+            face_fail_limit: 5,
+            face_fail_window_s: 60.0,
+            face_cooldown_s: 30.0,
+        }
+    }
+}
+
+/// Which hardware, and where it is wired (BCM GPIO numbers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HardwareConfig {
+    pub mode: String,
+    pub keypad_rows: Vec<u8>,
+    pub keypad_cols: Vec<u8>,
+    pub keypad_scan_ms: u64,
+    pub keypad_debounce_scans: u32,
+    pub relay_pin: u8,
+    pub relay_active_high: bool,
+    pub fail_secure: bool,
+    pub door_pin: u8,
+    pub door_open_high: bool,
+    pub led_green_pin: u8,
+    pub led_red_pin: u8,
+    pub buzzer_pin: u8,
+    pub lcd_i2c_bus: u8,
+    pub lcd_address: u8,
+}
+
+impl Default for HardwareConfig {
+    fn default() -> Self {
+        Self {
+            mode: "sim".into(),
+            keypad_rows: vec![5, 6, 13, 19],
+            keypad_cols: vec![12, 16, 20, 21],
+            keypad_scan_ms: 5,
+            keypad_debounce_scans: 4,
+            relay_pin: 17,
+            relay_active_high: false,
+            fail_secure: true,
+            door_pin: 27,
+            door_open_high: true,
+            led_green_pin: 22,
+            led_red_pin: 23,
+            buzzer_pin: 24,
+            lcd_i2c_bus: 1,
+            lcd_address: 0x27,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,6 +381,180 @@ impl Config {
             0,
             60_000,
         )?;
+        self.validate_vision(&v)?;
+        self.validate_access(&v)?;
+        self.validate_hardware(&v)?;
+        Ok(())
+    }
+
+    fn validate_vision(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        let vi = &self.vision;
+        v.check(
+            "vision.camera_device",
+            &vi.camera_device,
+            crate::vision::camera::device_index(&vi.camera_device).is_ok(),
+            "/dev/videoN",
+        )?;
+        v.range("vision.camera_width", vi.camera_width, 160, 4096)?;
+        v.range("vision.camera_height", vi.camera_height, 120, 4096)?;
+        v.range("vision.camera_fps", vi.camera_fps, 5, 60)?;
+        v.one_of(
+            "vision.camera_format",
+            &vi.camera_format,
+            &["mjpeg", "yuyv"],
+        )?;
+        v.range("vision.detect_width", vi.detect_width, 160, 1920)?;
+        v.range("vision.roi_check_every", vi.roi_check_every, 1, 30)?;
+        v.range("vision.full_detect_every", vi.full_detect_every, 1, 300)?;
+        v.range("vision.min_face_px", vi.min_face_px, 40.0, 1000.0)?;
+        v.range("vision.max_yaw", vi.max_yaw, 0.05, 1.0)?;
+        v.range("vision.min_sharpness", vi.min_sharpness, 0.0, 10_000.0)?;
+        v.range("vision.match_threshold", vi.match_threshold, 0.2, 0.6)?;
+        v.range("vision.match_margin", vi.match_margin, 0.0, 0.3)?;
+        v.range(
+            "vision.strict_threshold",
+            vi.strict_threshold,
+            0.2,
+            vi.match_threshold,
+        )?;
+        v.range("vision.strict_margin", vi.strict_margin, 0.0, 0.3)?;
+        v.range("vision.min_cohort", vi.min_cohort, 1, 1000)?;
+        v.range("vision.liveness_window_s", vi.liveness_window_s, 0.5, 30.0)?;
+        v.range("vision.identity_break", vi.identity_break, 0.3, 1.0)?;
+        v.range("vision.post_blink_frames", vi.post_blink_frames, 0, 10)?;
+        let b = &vi.blink;
+        v.range("vision.blink.close_ratio", b.close_ratio, 0.3, 0.99)?;
+        v.range("vision.blink.open_ratio", b.open_ratio, 0.3, 1.2)?;
+        v.check(
+            "vision.blink.open_ratio",
+            &b.open_ratio,
+            b.open_ratio > b.close_ratio,
+            "greater than vision.blink.close_ratio",
+        )?;
+        v.range(
+            "vision.blink.depth_ratio",
+            b.depth_ratio,
+            0.1,
+            b.close_ratio,
+        )?;
+        v.range(
+            "vision.blink.baseline_window_s",
+            b.baseline_window_s,
+            0.1,
+            10.0,
+        )?;
+        v.range(
+            "vision.blink.baseline_percentile",
+            b.baseline_percentile,
+            0.0,
+            1.0,
+        )?;
+        v.range("vision.blink.warmup_frames", b.warmup_frames, 1, 100)?;
+        v.range("vision.blink.max_closed_s", b.max_closed_s, 0.1, 3.0)?;
+        v.range("vision.blink.merge_gap_s", b.merge_gap_s, 0.0, 1.0)?;
+        v.range("vision.blink.smooth_window_s", b.smooth_window_s, 0.0, 0.5)?;
+        v.range("vision.blink.noise_window_s", b.noise_window_s, 0.2, 10.0)?;
+        v.range(
+            "vision.blink.liveness_min_snr",
+            b.liveness_min_snr,
+            1.0,
+            100.0,
+        )?;
+        Ok(())
+    }
+
+    fn validate_access(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        let a = &self.access;
+        v.range("access.unlock_pulse_s", a.unlock_pulse_s, 0.5, 60.0)?;
+        v.range("access.door_held_open_s", a.door_held_open_s, 5.0, 3600.0)?;
+        v.range("access.door_grace_s", a.door_grace_s, 0.0, 120.0)?;
+        v.range("access.keypad_max_strikes", a.keypad_max_strikes, 1, 10)?;
+        v.range("access.keypad_lockout_s", a.keypad_lockout_s, 10, 86_400)?;
+        v.range(
+            "access.keypad_lockout_factor",
+            a.keypad_lockout_factor,
+            1,
+            10,
+        )?;
+        v.range(
+            "access.keypad_entry_timeout_s",
+            a.keypad_entry_timeout_s,
+            2.0,
+            120.0,
+        )?;
+        v.range("access.otp_digits", a.otp_digits, 6, 8)?;
+        v.range("access.otp_max_ttl_s", a.otp_max_ttl_s, 60, 30 * 86_400)?;
+        v.range(
+            "access.otp_default_ttl_s",
+            a.otp_default_ttl_s,
+            60,
+            a.otp_max_ttl_s,
+        )?;
+        v.range("access.totp_pin_digits", a.totp_pin_digits, 4, 8)?;
+        v.range("access.face_fail_limit", a.face_fail_limit, 1, 100)?;
+        v.range(
+            "access.face_fail_window_s",
+            a.face_fail_window_s,
+            1.0,
+            3600.0,
+        )?;
+        v.range("access.face_cooldown_s", a.face_cooldown_s, 0.0, 3600.0)?;
+        Ok(())
+    }
+
+    fn validate_hardware(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        let h = &self.hardware;
+        v.one_of("hardware.mode", &h.mode, &["sim", "rpi"])?;
+        let n = |x: &Vec<u8>| format!("{x:?}");
+        v.check(
+            "hardware.keypad_rows",
+            &n(&h.keypad_rows),
+            h.keypad_rows.len() == 4,
+            "4 pins",
+        )?;
+        v.check(
+            "hardware.keypad_cols",
+            &n(&h.keypad_cols),
+            h.keypad_cols.len() == 4,
+            "4 pins",
+        )?;
+        v.range("hardware.keypad_scan_ms", h.keypad_scan_ms, 1, 100)?;
+        v.range(
+            "hardware.keypad_debounce_scans",
+            h.keypad_debounce_scans,
+            1,
+            50,
+        )?;
+        let pins: Vec<(&str, u8)> = [
+            ("hardware.relay_pin", h.relay_pin),
+            ("hardware.door_pin", h.door_pin),
+            ("hardware.led_green_pin", h.led_green_pin),
+            ("hardware.led_red_pin", h.led_red_pin),
+            ("hardware.buzzer_pin", h.buzzer_pin),
+        ]
+        .into_iter()
+        .chain(h.keypad_rows.iter().map(|p| ("hardware.keypad_rows", *p)))
+        .chain(h.keypad_cols.iter().map(|p| ("hardware.keypad_cols", *p)))
+        .collect();
+        for (i, (key, pin)) in pins.iter().enumerate() {
+            // GPIO 2 and 3 are the display's I2C bus.
+            v.check(
+                key,
+                pin,
+                (4..=27).contains(pin),
+                "BCM GPIO 4-27 (2 and 3 are the display's I2C)",
+            )?;
+            if let Some((other, _)) = pins[..i].iter().find(|(_, p)| p == pin) {
+                v.check(
+                    key,
+                    pin,
+                    false,
+                    &format!("a pin not already used by {other}"),
+                )?;
+            }
+        }
+        v.range("hardware.lcd_i2c_bus", h.lcd_i2c_bus, 0, 22)?;
+        v.range("hardware.lcd_address", h.lcd_address, 0x03, 0x77)?;
         Ok(())
     }
 }
@@ -420,6 +680,36 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/etc/test.toml"), "{msg}");
         assert!(msg.contains("busy_timeout_ms"), "{msg}");
+    }
+
+    #[test]
+    fn pin_conflicts_and_i2c_pins_are_refused() {
+        let err = parse("[hardware]\nrelay_pin = 27\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`hardware.door_pin`")
+                || err.to_string().contains("`hardware.relay_pin`"),
+            "{err}"
+        );
+        let err = parse("[hardware]\nbuzzer_pin = 3\n").unwrap_err();
+        assert!(err.to_string().contains("`hardware.buzzer_pin`"), "{err}");
+        let err = parse("[access]\notp_digits = 4\n").unwrap_err();
+        assert!(err.to_string().contains("`access.otp_digits`"), "{err}");
+    }
+
+    #[test]
+    fn vision_values_are_range_checked() {
+        let err = parse("[vision]\nmatch_threshold = 0.9\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`vision.match_threshold`"),
+            "{err}"
+        );
+        let err = parse("[vision.blink]\nclose_ratio = 0.95\nopen_ratio = 0.9\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`vision.blink.open_ratio`"),
+            "{err}"
+        );
+        let err = parse("[vision]\ncamera_device = \"/dev/sda\"\n").unwrap_err();
+        assert!(err.to_string().contains("`vision.camera_device`"), "{err}");
     }
 
     #[test]

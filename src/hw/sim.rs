@@ -1,16 +1,18 @@
 //! Simulated devices for the demo, `lockerd simulate` and tests. Their state is shared
-//! through `Arc`s so a test or the simulator can observe what the controller did.
+//! through `Arc`s so a test or the simulator can observe (and, for the door, drive) it.
 
-use super::{HwError, LockActuator};
+use super::{Display, DoorSensor, HwError, Indicator, LockActuator, Signal};
 use crate::safety;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Observable state of a simulated lock.
 #[derive(Debug, Default)]
 pub struct SimLockState {
     unlocked: AtomicBool,
     unlock_count: AtomicU64,
+    /// Set to make every write fail (fail-closed tests).
+    pub fail: AtomicBool,
 }
 
 impl SimLockState {
@@ -52,6 +54,9 @@ impl Default for SimLock {
 
 impl LockActuator for SimLock {
     fn set_locked(&mut self, locked: bool) -> Result<(), HwError> {
+        if self.state.fail.load(Ordering::SeqCst) {
+            return Err(HwError::Gpio("simulated relay failure".into()));
+        }
         let was_unlocked = self.state.unlocked.swap(!locked, Ordering::SeqCst);
         if !locked && !was_unlocked {
             self.state.unlock_count.fetch_add(1, Ordering::SeqCst);
@@ -62,6 +67,75 @@ impl LockActuator for SimLock {
     fn is_locked(&self) -> bool {
         self.state.is_locked()
     }
+}
+
+/// A door the simulator opens and closes.
+#[derive(Clone, Default)]
+pub struct SimDoor(pub Arc<AtomicBool>);
+
+impl DoorSensor for SimDoor {
+    fn is_open(&mut self) -> Result<bool, HwError> {
+        Ok(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// A display that remembers what it shows.
+#[derive(Clone, Default)]
+pub struct SimDisplay(pub Arc<Mutex<(String, String)>>);
+
+impl Display for SimDisplay {
+    fn show(&mut self, l1: &str, l2: &str) -> Result<(), HwError> {
+        if let Ok(mut g) = self.0.lock() {
+            *g = (super::lcd_text(l1), super::lcd_text(l2));
+        }
+        Ok(())
+    }
+}
+
+/// An indicator that remembers the last signal.
+#[derive(Clone)]
+pub struct SimIndicator(pub Arc<Mutex<Signal>>);
+
+impl Default for SimIndicator {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Signal::Off)))
+    }
+}
+
+impl Indicator for SimIndicator {
+    fn signal(&mut self, s: Signal) -> Result<(), HwError> {
+        if let Ok(mut g) = self.0.lock() {
+            *g = s;
+        }
+        Ok(())
+    }
+}
+
+/// All simulated devices plus the handles to observe and drive them.
+pub struct SimKit {
+    pub lock: Arc<SimLockState>,
+    pub door: SimDoor,
+    pub display: SimDisplay,
+    pub indicator: SimIndicator,
+}
+
+pub fn devices() -> (super::Devices, SimKit) {
+    let lock = SimLock::new();
+    let kit = SimKit {
+        lock: lock.state(),
+        door: SimDoor::default(),
+        display: SimDisplay::default(),
+        indicator: SimIndicator::default(),
+    };
+    (
+        super::Devices {
+            lock: Box::new(lock),
+            door: Box::new(kit.door.clone()),
+            display: Box::new(kit.display.clone()),
+            indicator: Box::new(kit.indicator.clone()),
+        },
+        kit,
+    )
 }
 
 #[cfg(test)]
