@@ -144,19 +144,17 @@ async fn watchdog_loop(store: Store, period: Duration) {
     }
 }
 
-/// A future that resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Register SIGTERM and SIGINT handlers now (so a signal that arrives right after
+/// `READY=1` is not lost to the default action) and return a future that resolves on
+/// either. Must be called inside the runtime.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot listen for SIGTERM: {e}");
-            std::future::pending::<()>().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received"),
+            _ = int.recv() => log::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
-    }
+    })
 }

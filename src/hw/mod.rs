@@ -79,12 +79,17 @@ pub trait Indicator: Send {
     fn signal(&mut self, s: Signal) -> Result<(), HwError>;
 }
 
-/// Every device the controller drives.
+/// The outputs the controller drives.
 pub struct Devices {
     pub lock: Box<dyn LockActuator>,
-    pub door: Box<dyn DoorSensor>,
     pub display: Box<dyn Display>,
     pub indicator: Box<dyn Indicator>,
+}
+
+/// The inputs an input thread polls (keys and door changes become controller inputs).
+pub struct InputDevices {
+    pub keypad: Box<dyn Keypad>,
+    pub door: Box<dyn DoorSensor>,
 }
 
 /// Display text limited to what an HD44780 can show: ASCII, at most 16 columns.

@@ -10,7 +10,7 @@ use super::indicator::LedBuzzer;
 use super::keypad::MatrixKeypad;
 use super::lcd::Hd44780;
 use super::lock::RelayLock;
-use super::{Devices, HwError, I2cBus, InputPin, Keypad, OutputPin};
+use super::{Devices, HwError, I2cBus, InputDevices, InputPin, OutputPin};
 use crate::config::HardwareConfig;
 use rppal::gpio::Gpio;
 use rppal::i2c::I2c;
@@ -56,7 +56,7 @@ fn gpio_err(e: rppal::gpio::Error) -> HwError {
 }
 
 /// Claim every pin from the config. The relay is driven to its locked level first.
-pub fn build(cfg: &HardwareConfig) -> Result<(Devices, Box<dyn Keypad>), HwError> {
+pub fn build(cfg: &HardwareConfig) -> Result<(Devices, InputDevices), HwError> {
     let gpio = Gpio::new().map_err(|e| HwError::Unavailable(format!("GPIO not available: {e}")))?;
     let out = |pin: u8, high: bool| -> Result<rppal::gpio::OutputPin, HwError> {
         let p = gpio.get(pin).map_err(gpio_err)?;
@@ -100,11 +100,13 @@ pub fn build(cfg: &HardwareConfig) -> Result<(Devices, Box<dyn Keypad>), HwError
     Ok((
         Devices {
             lock: Box::new(lock),
-            door: Box::new(door),
             display: Box::new(display),
             indicator: Box::new(indicator),
         },
-        Box::new(keypad),
+        InputDevices {
+            keypad: Box::new(keypad),
+            door: Box::new(door),
+        },
     ))
 }
 

@@ -130,7 +130,6 @@ pub fn devices() -> (super::Devices, SimKit) {
     (
         super::Devices {
             lock: Box::new(lock),
-            door: Box::new(kit.door.clone()),
             display: Box::new(kit.display.clone()),
             indicator: Box::new(kit.indicator.clone()),
         },

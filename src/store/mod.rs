@@ -10,11 +10,13 @@
 pub mod audit;
 pub mod db;
 pub mod key;
+pub mod otp;
 pub mod schema;
 
 pub use audit::{AuditEntry, AuditRow, Method, Outcome, VerifyReport};
 pub use db::{CheckReport, Create, Db, OpenInfo, Template};
 pub use key::{resolve_key, DbKey, KeySource};
+pub use otp::{CodeRow, LockoutState, TotpRow};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -169,6 +171,22 @@ impl Store {
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` on the store thread and block until it is done. Usable from any thread,
+    /// including one that runs an async runtime (the access controller's own thread).
+    pub fn call_sync<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        self.tx
+            .send(Msg::Job(Box::new(move |db: &mut Db| {
+                let _ = rtx.send(f(db));
+            })))
+            .map_err(|_| StoreError::Closed)?;
+        rrx.recv().map_err(|_| StoreError::Closed)?
     }
 
     /// Same as [`Store::call`] for synchronous callers (not from inside the runtime).

@@ -133,10 +133,16 @@ fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
         .thread_name("lockerd-rt")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(lockerd::daemon::run(
-        ctx.config,
-        lockerd::daemon::RunOptions { demo: ctx.demo },
-        lockerd::daemon::shutdown_signal(),
-    ))?;
+    rt.block_on(async {
+        let shutdown =
+            lockerd::daemon::shutdown_signal().context("cannot install signal handlers")?;
+        lockerd::daemon::run(
+            ctx.config,
+            lockerd::daemon::RunOptions { demo: ctx.demo },
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,874 @@
+//! The access controller: one state machine that owns the lock, the keypad entry, the
+//! door alarms, the face rate limit and the keypad lockout.
+//!
+//! Pure with respect to time: every call gets `now_ms` (wall-clock ms) and returns the
+//! [`Event`]s it caused; [`Controller::next_deadline`] says when it wants a
+//! [`Input::Tick`]. The [`super::driver`] task feeds it. Storage goes through [`DbAccess`]
+//! (the store thread in the daemon, a `Db` in tests and the simulator).
+//!
+//! Fail closed: the grant's audit row is written before the lock opens; if that write, or
+//! any store read on the way to a decision, fails, the lock stays locked and an alert says
+//! why. A relay that cannot be driven is an alert too, and re-locking is retried.
+
+use super::credentials::{self, Entry, Verdict};
+use super::face::{self, FaceDecision};
+use super::lockout::LockoutPolicy;
+use crate::config::AccessConfig;
+use crate::hw::{Devices, Signal};
+use crate::store::{AuditEntry, Db, LockoutState, Method, Outcome, StoreError};
+use crate::types::User;
+use crate::vision::pipeline::Attempt;
+use serde::Serialize;
+use serde_json::json;
+use std::collections::VecDeque;
+
+/// Storage as the controller needs it: run a closure on the database.
+pub trait DbAccess {
+    fn with<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError>;
+}
+
+impl DbAccess for Db {
+    fn with<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        f(self)
+    }
+}
+
+impl DbAccess for crate::store::Store {
+    fn with<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.call_sync(f)
+    }
+}
+
+/// What the controller reacts to.
+#[derive(Debug)]
+pub enum Input {
+    Face(Box<Attempt>),
+    Key(char),
+    Door { open: bool },
+    Admin(AdminRequest),
+    Tick,
+}
+
+/// Requests from the admin interfaces (CLI now; D-Bus and MQTT later).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminRequest {
+    /// Open the lock for one pulse.
+    Unlock { by: String, via: Method },
+    /// Issue a one-time code (optionally bound to a user).
+    IssueCode {
+        user: Option<String>,
+        ttl_s: Option<u64>,
+    },
+    /// Clear the keypad lockout and its escalation.
+    LockoutReset { by: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Unlock,
+    Relock,
+    Deny,
+    Lockout,
+    LockoutReset,
+    Alert,
+    DoorOpen,
+    DoorClosed,
+    CodeIssued,
+    Ignored,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    KeypadLockout,
+    BannedUser,
+    DoorForced,
+    DoorHeldOpen,
+    FaceRateLimited,
+    Fault,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub message: String,
+}
+
+/// Something that happened, for the simulator, the logs and (later) D-Bus and MQTT.
+/// Never carries a secret, except `code` on `CodeIssued`, which goes only to the admin
+/// who asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+impl Event {
+    fn new(event: EventKind) -> Self {
+        Self {
+            event,
+            user: None,
+            method: None,
+            reason: None,
+            alert: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+    fn user(mut self, u: Option<String>) -> Self {
+        self.user = u;
+        self
+    }
+    fn method(mut self, m: Method) -> Self {
+        self.method = Some(m);
+        self
+    }
+    fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    fn detail(mut self, d: serde_json::Value) -> Self {
+        self.detail = d;
+        self
+    }
+}
+
+const MAX_ENTRY: usize = 24;
+const SIGNAL_MS: i64 = 1500;
+const MESSAGE_MS: i64 = 3000;
+
+pub struct Controller<S: DbAccess> {
+    cfg: AccessConfig,
+    policy: LockoutPolicy,
+    store: S,
+    dev: Devices,
+    /// The lock re-locks at this time.
+    unlocked_until: Option<i64>,
+    /// The door may open until this time without counting as forced.
+    authorized_until: i64,
+    door_open: bool,
+    door_opened_at: i64,
+    held_alerted: bool,
+    entry: String,
+    last_key_ms: i64,
+    lockout: LockoutState,
+    face_fails: VecDeque<i64>,
+    face_cooldown_until: i64,
+    signal_off_at: Option<i64>,
+    idle_at: Option<i64>,
+    /// When a failed re-lock is tried again.
+    relock_retry_at: Option<i64>,
+}
+
+fn minutes_seconds(ms: i64) -> String {
+    let s = (ms.max(0) + 999) / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+impl<S: DbAccess> Controller<S> {
+    /// Build the controller: the lock is locked at once and the persisted lockout loaded
+    /// (a store that cannot be read is an error: the daemon does not start half-blind).
+    pub fn new(
+        cfg: AccessConfig,
+        mut store: S,
+        mut dev: Devices,
+        now_ms: i64,
+    ) -> Result<(Self, Vec<Event>), StoreError> {
+        let lockout = store.with(|db| db.lockout_load())?;
+        let mut events = Vec::new();
+        if let Err(e) = dev.lock.set_locked(true) {
+            events.push(Self::alert_event(
+                AlertKind::Fault,
+                format!("cannot drive the lock to locked: {e}"),
+            ));
+        }
+        let policy = LockoutPolicy {
+            max_strikes: cfg.keypad_max_strikes,
+            base_s: cfg.keypad_lockout_s,
+            factor: cfg.keypad_lockout_factor,
+        };
+        let mut c = Self {
+            cfg,
+            policy,
+            store,
+            dev,
+            unlocked_until: None,
+            authorized_until: 0,
+            door_open: false,
+            door_opened_at: 0,
+            held_alerted: false,
+            entry: String::new(),
+            last_key_ms: 0,
+            lockout,
+            face_fails: VecDeque::new(),
+            face_cooldown_until: 0,
+            signal_off_at: None,
+            idle_at: None,
+            relock_retry_at: None,
+        };
+        c.show_idle(now_ms);
+        Ok((c, events))
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.dev.lock.is_locked()
+    }
+
+    /// Lock now (shutdown): whatever happens next, the door is locked.
+    pub fn lock_now(&mut self) {
+        if let Err(e) = self.dev.lock.set_locked(true) {
+            log::error!("cannot lock at shutdown: {e}");
+        }
+        self.unlocked_until = None;
+    }
+
+    pub fn lockout(&self) -> LockoutState {
+        self.lockout
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Take the store back (the devices are dropped).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The earliest time a [`Input::Tick`] is needed.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let mut d: Vec<i64> = Vec::new();
+        d.extend(self.unlocked_until);
+        d.extend(self.relock_retry_at);
+        if self.door_open && !self.held_alerted {
+            d.push(self.door_opened_at + (self.cfg.door_held_open_s * 1000.0) as i64);
+        }
+        if !self.entry.is_empty() {
+            d.push(self.last_key_ms + (self.cfg.keypad_entry_timeout_s * 1000.0) as i64);
+        }
+        if self.lockout.until_ms > 0 {
+            d.push(self.lockout.until_ms);
+        }
+        d.extend(self.signal_off_at);
+        d.extend(self.idle_at);
+        d.into_iter().min()
+    }
+
+    pub fn handle(&mut self, now: i64, input: Input) -> Vec<Event> {
+        let mut ev = Vec::new();
+        match input {
+            Input::Face(a) => self.on_face(now, &a, &mut ev),
+            Input::Key(k) => self.on_key(now, k, &mut ev),
+            Input::Door { open } => self.on_door(now, open, &mut ev),
+            Input::Admin(r) => self.on_admin(now, r, &mut ev),
+            Input::Tick => {}
+        }
+        self.on_tick(now, &mut ev);
+        ev
+    }
+
+    // ----- outputs --------------------------------------------------------------------
+
+    fn alert_event(kind: AlertKind, message: String) -> Event {
+        let mut e = Event::new(EventKind::Alert);
+        e.alert = Some(Alert { kind, message });
+        e
+    }
+
+    /// Raise an alert: event (for the admin channel), audit row (best effort), log.
+    fn alert(&mut self, kind: AlertKind, message: String, ev: &mut Vec<Event>) {
+        log::warn!("alert {kind:?}: {message}");
+        let entry = AuditEntry::new(Method::System, Outcome::Alert, format!("{kind:?}"))
+            .evidence(json!({ "message": message }));
+        if let Err(e) = self.store.with(move |db| db.audit_append(&entry)) {
+            log::error!("could not audit an alert: {e}");
+        }
+        ev.push(Self::alert_event(kind, message));
+    }
+
+    fn audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.store
+            .with(move |db| db.audit_append(&entry).map(|_| ()))
+    }
+
+    fn signal(&mut self, now: i64, s: Signal) {
+        if let Err(e) = self.dev.indicator.signal(s) {
+            log::warn!("indicator: {e}");
+        }
+        self.signal_off_at = (s != Signal::Off).then_some(now + SIGNAL_MS);
+    }
+
+    fn show(&mut self, now: i64, l1: &str, l2: &str) {
+        if let Err(e) = self.dev.display.show(l1, l2) {
+            log::warn!("display: {e}");
+        }
+        self.idle_at = Some(now + MESSAGE_MS);
+    }
+
+    fn show_idle(&mut self, now: i64) {
+        self.idle_at = None;
+        let r = if self.policy.is_locked(&self.lockout, now) {
+            self.dev.display.show(
+                "Keypad locked",
+                &format!("Face only {}", minutes_seconds(self.lockout.until_ms - now)),
+            )
+        } else if self.unlocked_until.is_some() {
+            self.dev.display.show("Door unlocked", "")
+        } else {
+            self.dev.display.show("Look and blink", "or type a code")
+        };
+        if let Err(e) = r {
+            log::warn!("display: {e}");
+        }
+    }
+
+    /// Grant: audit first, then open. Any failure leaves the lock locked.
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &mut self,
+        now: i64,
+        user: Option<&User>,
+        label: String,
+        method: Method,
+        reason: &str,
+        evidence: serde_json::Value,
+        ev: &mut Vec<Event>,
+    ) {
+        let mut entry = AuditEntry::new(method, Outcome::Grant, reason).evidence(evidence.clone());
+        if let Some(u) = user {
+            entry = entry.user(u.id, &u.name);
+        } else {
+            entry.user_name = Some(label.clone());
+        }
+        if let Err(e) = self.audit(entry) {
+            self.fail_closed(now, &label, method, &format!("audit write failed: {e}"), ev);
+            return;
+        }
+        if let Err(e) = self.dev.lock.set_locked(false) {
+            let _ = self.dev.lock.set_locked(true);
+            self.fail_closed(now, &label, method, &format!("lock did not open: {e}"), ev);
+            return;
+        }
+        let pulse = (self.cfg.unlock_pulse_s * 1000.0) as i64;
+        self.unlocked_until = Some(now + pulse);
+        self.authorized_until = now + pulse + (self.cfg.door_grace_s * 1000.0) as i64;
+        self.signal(now, Signal::Granted);
+        self.show(now, "Welcome", &label);
+        ev.push(
+            Event::new(EventKind::Unlock)
+                .user(Some(label))
+                .method(method)
+                .reason(reason)
+                .detail(evidence),
+        );
+    }
+
+    fn fail_closed(&mut self, now: i64, who: &str, method: Method, why: &str, ev: &mut Vec<Event>) {
+        log::error!("fail closed ({method:?}, {who}): {why}");
+        self.signal(now, Signal::Denied);
+        self.show(now, "Out of order", "Lock stays shut");
+        ev.push(
+            Event::new(EventKind::Deny)
+                .user(Some(who.to_owned()))
+                .method(method)
+                .reason("fault")
+                .detail(json!({ "error": why })),
+        );
+        self.alert(
+            AlertKind::Fault,
+            format!("{method:?} grant for {who} not carried out: {why}"),
+            ev,
+        );
+    }
+
+    fn deny(
+        &mut self,
+        now: i64,
+        method: Method,
+        user: Option<String>,
+        reason: &str,
+        evidence: serde_json::Value,
+        ev: &mut Vec<Event>,
+    ) {
+        let mut entry = AuditEntry::new(method, Outcome::Deny, reason).evidence(evidence.clone());
+        entry.user_name = user.clone();
+        if let Err(e) = self.audit(entry) {
+            log::error!("could not audit a denial: {e}");
+        }
+        self.signal(now, Signal::Denied);
+        ev.push(
+            Event::new(EventKind::Deny)
+                .user(user)
+                .method(method)
+                .reason(reason)
+                .detail(evidence),
+        );
+    }
+
+    // ----- face -----------------------------------------------------------------------
+
+    fn on_face(&mut self, now: i64, a: &Attempt, ev: &mut Vec<Event>) {
+        let d = face::decide(a);
+        let evidence = json!({
+            "track": a.track,
+            "live": a.live,
+            "blinks": a.blinks,
+            "distance": a.result.distance,
+            "margin": a.result.margin(),
+            "second": a.result.second_user,
+            "verdict": a.result.verdict,
+            "probes": a.result.probes,
+        });
+        if now < self.face_cooldown_until && a.live {
+            ev.push(
+                Event::new(EventKind::Ignored)
+                    .method(Method::Face)
+                    .reason("face_rate_limited"),
+            );
+            return;
+        }
+        let alert = d.is_alert();
+        match d {
+            FaceDecision::Grant { user_id, user } => {
+                let u = match self.store.with(move |db| db.user_by_id(user_id)) {
+                    Ok(Some(u)) => u,
+                    Ok(None) => {
+                        self.deny(now, Method::Face, Some(user), "user_removed", evidence, ev);
+                        return;
+                    }
+                    Err(e) => {
+                        self.fail_closed(
+                            now,
+                            &user,
+                            Method::Face,
+                            &format!("user lookup failed: {e}"),
+                            ev,
+                        );
+                        return;
+                    }
+                };
+                if !u.may_enter() {
+                    self.deny(now, Method::Face, Some(u.name), "disabled", evidence, ev);
+                    return;
+                }
+                let name = u.name.clone();
+                self.grant(now, Some(&u), name, Method::Face, "match", evidence, ev);
+            }
+            FaceDecision::Deny { reason, user } => {
+                let r = reason.as_str();
+                let shown = if alert { user.clone() } else { None };
+                self.deny(now, Method::Face, shown.clone(), r, evidence, ev);
+                if a.live {
+                    self.show(now, "Not recognised", "Try again or code");
+                }
+                if alert {
+                    let who = shown.unwrap_or_default();
+                    self.alert(
+                        AlertKind::BannedUser,
+                        format!("banned user {who} at the door"),
+                        ev,
+                    );
+                }
+                if a.live {
+                    self.face_fails.push_back(now);
+                    let window = (self.cfg.face_fail_window_s * 1000.0) as i64;
+                    while self.face_fails.front().is_some_and(|t| now - t > window) {
+                        self.face_fails.pop_front();
+                    }
+                    if self.face_fails.len() as u32 >= self.cfg.face_fail_limit {
+                        self.face_fails.clear();
+                        self.face_cooldown_until = now + (self.cfg.face_cooldown_s * 1000.0) as i64;
+                        self.alert(
+                            AlertKind::FaceRateLimited,
+                            format!(
+                                "{} failed faces within {} s: faces ignored for {} s",
+                                self.cfg.face_fail_limit,
+                                self.cfg.face_fail_window_s,
+                                self.cfg.face_cooldown_s
+                            ),
+                            ev,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- keypad ---------------------------------------------------------------------
+
+    fn on_key(&mut self, now: i64, k: char, ev: &mut Vec<Event>) {
+        if self.policy.is_locked(&self.lockout, now) {
+            self.show(
+                now,
+                "Keypad locked",
+                &format!("Face only {}", minutes_seconds(self.lockout.until_ms - now)),
+            );
+            return;
+        }
+        if !self.entry.is_empty()
+            && now - self.last_key_ms > (self.cfg.keypad_entry_timeout_s * 1000.0) as i64
+        {
+            self.entry.clear();
+        }
+        self.last_key_ms = now;
+        match k {
+            '0'..='9' => {
+                if self.entry.len() >= MAX_ENTRY {
+                    self.entry.clear();
+                    self.show(now, "Too long", "Entry cleared");
+                    return;
+                }
+                self.entry.push(k);
+            }
+            '*' if self.entry.is_empty() => self.entry.push('*'),
+            '#' if !self.entry.is_empty() && !self.entry.contains('#') => self.entry.push('#'),
+            '#' if self.entry.contains('#') => {
+                let buf = std::mem::take(&mut self.entry);
+                self.submit(now, &buf, ev);
+                return;
+            }
+            'C' | 'D' | '*' | '#' => {
+                self.entry.clear();
+                self.show(now, "Entry cleared", "");
+                return;
+            }
+            _ => return, // A, B: reserved
+        }
+        let masked: String = self
+            .entry
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '*' } else { c })
+            .collect();
+        let _ = self.dev.display.show("Code:", &masked);
+        self.idle_at = None;
+    }
+
+    fn submit(&mut self, now: i64, buf: &str, ev: &mut Vec<Event>) {
+        let entry = credentials::parse_entry(buf, &self.cfg);
+        let method = match entry {
+            Entry::Totp { .. } => Method::Totp,
+            Entry::Code { .. } => Method::Otp,
+            Entry::Malformed => Method::Keypad,
+        };
+        let e2 = entry.clone();
+        let verdict = match self.store.with(move |db| credentials::verify(db, &e2, now)) {
+            Ok(v) => v,
+            Err(e) => {
+                // Cannot check: deny, but do not count it against the user.
+                self.fail_closed(
+                    now,
+                    "keypad",
+                    method,
+                    &format!("cannot check the code: {e}"),
+                    ev,
+                );
+                return;
+            }
+        };
+        match verdict {
+            Verdict::TotpOk { user, step } => {
+                if !user.may_enter() {
+                    let banned = user.role == crate::types::Role::Banned;
+                    self.deny(
+                        now,
+                        Method::Totp,
+                        Some(user.name.clone()),
+                        if banned { "banned" } else { "disabled" },
+                        json!({}),
+                        ev,
+                    );
+                    if banned {
+                        self.alert(
+                            AlertKind::BannedUser,
+                            format!("banned user {} used the keypad", user.name),
+                            ev,
+                        );
+                    }
+                    return;
+                }
+                let name = user.name.clone();
+                self.grant(
+                    now,
+                    Some(&user),
+                    name,
+                    Method::Totp,
+                    "totp",
+                    json!({ "step": step }),
+                    ev,
+                );
+            }
+            Verdict::CodeOk { slot, user } => match user {
+                Some(u) if !u.may_enter() => {
+                    self.deny(
+                        now,
+                        Method::Otp,
+                        Some(u.name.clone()),
+                        "disabled",
+                        json!({ "slot": slot }),
+                        ev,
+                    );
+                }
+                Some(u) => {
+                    let name = u.name.clone();
+                    self.grant(
+                        now,
+                        Some(&u),
+                        name,
+                        Method::Otp,
+                        "one_time_code",
+                        json!({ "slot": slot }),
+                        ev,
+                    );
+                }
+                None => {
+                    let label = format!("code #{slot}");
+                    self.grant(
+                        now,
+                        None,
+                        label,
+                        Method::Otp,
+                        "one_time_code",
+                        json!({ "slot": slot }),
+                        ev,
+                    );
+                }
+            },
+            Verdict::Wrong(reason) => self.wrong_entry(now, method, reason, ev),
+        }
+    }
+
+    fn wrong_entry(&mut self, now: i64, method: Method, reason: &str, ev: &mut Vec<Event>) {
+        let mut s = self.lockout;
+        let locked = self.policy.wrong(&mut s, now);
+        let saved = {
+            let s2 = s;
+            self.store.with(move |db| db.lockout_save(&s2))
+        };
+        if let Err(e) = saved {
+            // Keep counting in memory; the alert says the lockout may not survive a restart.
+            self.alert(
+                AlertKind::Fault,
+                format!("cannot persist the keypad lockout: {e}"),
+                ev,
+            );
+        }
+        self.lockout = s;
+        self.deny(
+            now,
+            method,
+            None,
+            reason,
+            json!({ "strikes": s.strikes, "level": s.level }),
+            ev,
+        );
+        self.show(now, "Wrong code", "");
+        if let Some(until) = locked {
+            let secs = (until - now) / 1000;
+            ev.push(
+                Event::new(EventKind::Lockout)
+                    .method(method)
+                    .reason("too_many_wrong_codes")
+                    .detail(json!({ "level": s.level, "seconds": secs })),
+            );
+            self.alert(
+                AlertKind::KeypadLockout,
+                format!(
+                    "{} wrong codes: keypad locked for {} (lockout {} since the last reset)",
+                    self.cfg.keypad_max_strikes,
+                    minutes_seconds(until - now),
+                    s.level
+                ),
+                ev,
+            );
+            self.signal(now, Signal::Locked);
+            self.show_idle(now);
+        }
+    }
+
+    // ----- door -----------------------------------------------------------------------
+
+    fn on_door(&mut self, now: i64, open: bool, ev: &mut Vec<Event>) {
+        if open == self.door_open {
+            return;
+        }
+        self.door_open = open;
+        if open {
+            self.door_opened_at = now;
+            self.held_alerted = false;
+            ev.push(Event::new(EventKind::DoorOpen).method(Method::Door));
+            if now > self.authorized_until {
+                let _ = self.audit(AuditEntry::new(Method::Door, Outcome::Alert, "door_forced"));
+                self.alert(
+                    AlertKind::DoorForced,
+                    "door opened without a grant".into(),
+                    ev,
+                );
+            } else {
+                let _ = self.audit(AuditEntry::new(Method::Door, Outcome::Info, "door_opened"));
+            }
+        } else {
+            let held = (now - self.door_opened_at) / 1000;
+            let _ = self.audit(
+                AuditEntry::new(Method::Door, Outcome::Info, "door_closed")
+                    .evidence(json!({ "open_s": held })),
+            );
+            ev.push(Event::new(EventKind::DoorClosed).method(Method::Door));
+        }
+    }
+
+    // ----- admin ----------------------------------------------------------------------
+
+    fn on_admin(&mut self, now: i64, r: AdminRequest, ev: &mut Vec<Event>) {
+        match r {
+            AdminRequest::Unlock { by, via } => {
+                let label = format!("admin {by}");
+                self.grant(
+                    now,
+                    None,
+                    label,
+                    via,
+                    "remote_unlock",
+                    json!({ "by": by }),
+                    ev,
+                );
+            }
+            AdminRequest::LockoutReset { by } => {
+                self.policy.reset(&mut self.lockout);
+                let s = self.lockout;
+                if let Err(e) = self.store.with(move |db| db.lockout_save(&s)) {
+                    self.alert(
+                        AlertKind::Fault,
+                        format!("cannot persist the lockout reset: {e}"),
+                        ev,
+                    );
+                }
+                let _ = self.audit(
+                    AuditEntry::new(Method::Admin, Outcome::Info, "keypad_lockout_reset")
+                        .evidence(json!({ "by": by })),
+                );
+                ev.push(
+                    Event::new(EventKind::LockoutReset)
+                        .method(Method::Admin)
+                        .detail(json!({ "by": by })),
+                );
+                self.show_idle(now);
+            }
+            AdminRequest::IssueCode { user, ttl_s } => {
+                let cfg = self.cfg.clone();
+                let u2 = user.clone();
+                let res = self.store.with(move |db| {
+                    let u = match &u2 {
+                        Some(n) => Some(db.require_user(n)?),
+                        None => None,
+                    };
+                    let issued = credentials::issue_code(db, &cfg, u.as_ref(), ttl_s, now)?;
+                    let mut entry =
+                        AuditEntry::new(Method::Admin, Outcome::Info, "one_time_code_issued")
+                            .evidence(
+                                json!({ "slot": issued.slot, "expires_ms": issued.expires_ms }),
+                            );
+                    if let Some(u) = &u {
+                        entry = entry.user(u.id, &u.name);
+                    }
+                    db.audit_append(&entry)?;
+                    Ok(issued)
+                });
+                match res {
+                    Ok(issued) => ev.push(
+                        Event::new(EventKind::CodeIssued)
+                            .user(issued.user.clone())
+                            .method(Method::Admin)
+                            .detail(json!({ "slot": issued.slot, "code": issued.code, "keys": issued.keys, "expires_ms": issued.expires_ms })),
+                    ),
+                    Err(e) => ev.push(Event::new(EventKind::Deny).method(Method::Admin).reason(format!("code not issued: {e}"))),
+                }
+            }
+        }
+    }
+
+    // ----- time -----------------------------------------------------------------------
+
+    fn on_tick(&mut self, now: i64, ev: &mut Vec<Event>) {
+        if self.unlocked_until.is_some_and(|t| now >= t)
+            || self.relock_retry_at.is_some_and(|t| now >= t)
+        {
+            match self.dev.lock.set_locked(true) {
+                Ok(()) => {
+                    let was = self.unlocked_until.take();
+                    if was.is_some() {
+                        ev.push(Event::new(EventKind::Relock));
+                    }
+                    self.relock_retry_at = None;
+                    if self.idle_at.is_none() {
+                        self.show_idle(now);
+                    }
+                }
+                Err(e) => {
+                    if self.relock_retry_at.is_none() {
+                        self.alert(
+                            AlertKind::Fault,
+                            format!("cannot re-lock: {e}; retrying"),
+                            ev,
+                        );
+                    }
+                    self.unlocked_until = None;
+                    self.relock_retry_at = Some(now + 500);
+                }
+            }
+        }
+        if self.door_open
+            && !self.held_alerted
+            && now - self.door_opened_at >= (self.cfg.door_held_open_s * 1000.0) as i64
+        {
+            self.held_alerted = true;
+            self.alert(
+                AlertKind::DoorHeldOpen,
+                format!("door open for more than {} s", self.cfg.door_held_open_s),
+                ev,
+            );
+        }
+        if !self.entry.is_empty()
+            && now - self.last_key_ms >= (self.cfg.keypad_entry_timeout_s * 1000.0) as i64
+        {
+            self.entry.clear();
+            self.show_idle(now);
+        }
+        if self.lockout.until_ms > 0 && now >= self.lockout.until_ms {
+            // The lockout is over; the level stays until an admin resets it.
+            self.lockout.until_ms = 0;
+            let s = self.lockout;
+            if let Err(e) = self.store.with(move |db| db.lockout_save(&s)) {
+                log::error!("cannot persist the end of the lockout: {e}");
+            }
+            self.show_idle(now);
+        }
+        if self.signal_off_at.is_some_and(|t| now >= t) {
+            self.signal(now, Signal::Off);
+        }
+        if self.idle_at.is_some_and(|t| now >= t) {
+            self.show_idle(now);
+        }
+    }
+}

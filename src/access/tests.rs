@@ -1,0 +1,532 @@
+//! Controller tests on paused tokio time with a real (temporary) SQLCipher store and
+//! simulated hardware: the driver runs as a task, the test sends inputs, advances time
+//! and watches the events and the simulated lock.
+
+use super::controller::{AdminRequest, Controller, DbAccess, EventKind, Input};
+use super::driver::{self, Timed, TokioClock};
+use super::{credentials, otp, AlertKind};
+use crate::config::AccessConfig;
+use crate::hw::sim::{self, SimLockState};
+use crate::store::{Create, Db, DbKey, Method, StoreError};
+use crate::types::{Role, User};
+use crate::vision::matcher::{MatchResult, Verdict};
+use crate::vision::pipeline::Attempt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+const BASE_MS: i64 = 1_800_000_000_000; // a fixed wall-clock start (2027-01-15)
+const KEY: &str = "controller test key 0123456789";
+
+fn open_db(path: &Path) -> Db {
+    let k = DbKey::from_text(KEY, Path::new("t")).unwrap();
+    Db::open(path, &k, Create::IfMissing, Duration::from_secs(5))
+        .unwrap()
+        .0
+}
+
+/// A store wrapper whose calls fail while `fail` is set (fail-closed tests).
+struct Flaky {
+    db: Db,
+    fail: Arc<AtomicBool>,
+}
+
+impl DbAccess for Flaky {
+    fn with<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Invalid("injected store failure".into()));
+        }
+        f(&mut self.db)
+    }
+}
+
+struct Rig {
+    tx: mpsc::Sender<Input>,
+    rx: broadcast::Receiver<Timed>,
+    lock: Arc<SimLockState>,
+    fail: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Controller<Flaky>>,
+}
+
+impl Rig {
+    fn start(db: Db, cfg: AccessConfig) -> Rig {
+        let (devices, kit) = sim::devices();
+        let fail = Arc::new(AtomicBool::new(false));
+        let store = Flaky {
+            db,
+            fail: fail.clone(),
+        };
+        let clock = TokioClock::starting_at(BASE_MS);
+        let now = BASE_MS + clock.start.elapsed().as_millis() as i64;
+        let (ctl, _) = Controller::new(cfg, store, devices, now).unwrap();
+        let (tx, inputs) = mpsc::channel(64);
+        let (etx, rx) = broadcast::channel(1024);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(driver::run(ctl, clock, inputs, etx, async {
+            let _ = stopped.await;
+        }));
+        Rig {
+            tx,
+            rx,
+            lock: kit.lock,
+            fail,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn send(&self, i: Input) {
+        self.tx.send(i).await.unwrap();
+        settle().await;
+    }
+
+    async fn keys(&self, s: &str) {
+        for k in s.chars() {
+            self.send(Input::Key(k)).await;
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Timed> {
+        let mut v = Vec::new();
+        while let Ok(e) = self.rx.try_recv() {
+            v.push(e);
+        }
+        v
+    }
+
+    fn kinds(&mut self) -> Vec<EventKind> {
+        self.drain().into_iter().map(|t| t.event.event).collect()
+    }
+
+    async fn stop(mut self) -> Db {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().into_store().db
+    }
+}
+
+/// Let the driver task run (no virtual time passes).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+    settle().await;
+}
+
+fn temp() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("ctl.db");
+    (d, p)
+}
+
+fn issue(db: &mut Db, user: Option<&User>, ttl: u64, now: i64) -> credentials::IssuedCode {
+    credentials::issue_code(db, &AccessConfig::default(), user, Some(ttl), now).unwrap()
+}
+
+fn wrong_code_keys(right: &credentials::IssuedCode) -> String {
+    let mut c: Vec<char> = right.code.chars().collect();
+    c[0] = if c[0] == '9' {
+        '0'
+    } else {
+        ((c[0] as u8) + 1) as char
+    };
+    credentials::code_keys(right.slot, &c.into_iter().collect::<String>())
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_time_code_unlocks_once_and_relocks_after_the_pulse() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 600, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    assert!(rig.lock.is_locked());
+    rig.keys(&c.keys).await;
+    let ev = rig.drain();
+    assert_eq!(ev.last().unwrap().event.event, EventKind::Unlock, "{ev:?}");
+    assert_eq!(ev.last().unwrap().event.method, Some(Method::Otp));
+    assert!(!rig.lock.is_locked());
+    advance(Duration::from_millis(4900)).await;
+    assert!(!rig.lock.is_locked(), "still within the 5 s pulse");
+    advance(Duration::from_millis(200)).await;
+    assert!(rig.lock.is_locked(), "re-locked after the pulse");
+    assert!(rig.kinds().contains(&EventKind::Relock));
+    // Single use.
+    rig.keys(&c.keys).await;
+    let ev = rig.drain();
+    let deny = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Deny)
+        .unwrap();
+    assert_eq!(deny.event.reason.as_deref(), Some("wrong_code"));
+    assert!(rig.lock.is_locked());
+    let db = rig.stop().await;
+    assert!(db.audit_verify().unwrap().ok);
+    // The audit log never holds the code itself.
+    let rows = db.audit_list(i64::MIN, 100).unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| !r.evidence.contains(&c.code) && !r.reason.contains(&c.code)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_code_is_refused() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 60, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    advance(Duration::from_secs(61)).await;
+    rig.keys(&c.keys).await;
+    assert!(rig.kinds().contains(&EventKind::Deny));
+    assert!(rig.lock.is_locked());
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_wrong_codes_lock_the_keypad_for_two_minutes_then_four() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let bad = wrong_code_keys(&c);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    rig.keys(&bad).await;
+    rig.keys(&bad).await;
+    assert!(!rig.kinds().contains(&EventKind::Lockout));
+    rig.keys(&bad).await;
+    let ev = rig.drain();
+    assert!(ev.iter().any(|e| e.event.event == EventKind::Lockout));
+    let alert = ev.iter().find_map(|e| e.event.alert.clone()).unwrap();
+    assert_eq!(alert.kind, AlertKind::KeypadLockout);
+    // Locked: even the right code is ignored, and not counted.
+    rig.keys(&c.keys).await;
+    assert!(rig.lock.is_locked());
+    assert!(!rig.kinds().contains(&EventKind::Deny));
+    advance(Duration::from_secs(119)).await;
+    rig.keys(&c.keys).await;
+    assert!(rig.lock.is_locked(), "still locked at 1:59");
+    advance(Duration::from_secs(2)).await;
+    // Second round: three more wrong codes lock for 4 minutes.
+    for _ in 0..3 {
+        rig.keys(&bad).await;
+    }
+    let ev = rig.drain();
+    let lo = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Lockout)
+        .unwrap();
+    assert_eq!(lo.event.detail["seconds"], 240);
+    assert_eq!(lo.event.detail["level"], 2);
+    advance(Duration::from_secs(241)).await;
+    rig.keys(&c.keys).await;
+    assert!(
+        rig.kinds().contains(&EventKind::Unlock),
+        "the right code works after the lockout"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lockout_survives_a_restart_and_an_admin_reset_clears_it() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let bad = wrong_code_keys(&c);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    for _ in 0..3 {
+        rig.keys(&bad).await;
+    }
+    assert!(rig.kinds().contains(&EventKind::Lockout));
+    let db = rig.stop().await;
+    drop(db);
+    // "Restart": a new controller on the same database file, 30 s later.
+    advance(Duration::from_secs(30)).await;
+    let db = open_db(&p);
+    assert_eq!(db.lockout_load().unwrap().level, 1);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    // The new rig's clock starts at BASE again; the stored lockout ends BASE + 120 s.
+    rig.keys(&c.keys).await;
+    assert!(rig.lock.is_locked(), "still locked after the restart");
+    rig.send(Input::Admin(AdminRequest::LockoutReset {
+        by: "test".into(),
+    }))
+    .await;
+    assert!(rig.kinds().contains(&EventKind::LockoutReset));
+    rig.keys(&c.keys).await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    let db = rig.stop().await;
+    assert_eq!(db.lockout_load().unwrap(), Default::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn totp_with_pin_one_step_of_drift_never_twice() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let u = db.add_user("alice", Role::User).unwrap();
+    let cfg = AccessConfig::default();
+    let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
+    let secret_b32 = en
+        .uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(secret_b32.as_bytes())
+        .unwrap();
+    let mut rig = Rig::start(db, cfg);
+    let step = otp::totp_step(BASE_MS / 1000);
+    let entry = |s: i64| format!("{}#4821{}#", en.keypad_no, otp::totp_code(&secret, s));
+    // The previous step's code (clock drift) is accepted.
+    rig.keys(&entry(step - 1)).await;
+    let ev = rig.drain();
+    let un = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Unlock)
+        .expect("unlock");
+    assert_eq!(un.event.user.as_deref(), Some("alice"));
+    assert_eq!(un.event.method, Some(Method::Totp));
+    // The same code again: replay, refused.
+    rig.keys(&entry(step - 1)).await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter()
+            .find(|e| e.event.event == EventKind::Deny)
+            .unwrap()
+            .event
+            .reason
+            .as_deref(),
+        Some("totp_replayed")
+    );
+    // Two steps ahead: outside the window.
+    rig.keys(&entry(step + 2)).await;
+    assert_eq!(
+        rig.drain()
+            .iter()
+            .find(|e| e.event.event == EventKind::Deny)
+            .unwrap()
+            .event
+            .reason
+            .as_deref(),
+        Some("wrong_totp")
+    );
+    // Right TOTP, wrong PIN: the third wrong entry, so the keypad locks too.
+    rig.keys(&format!(
+        "{}#1111{}#",
+        en.keypad_no,
+        otp::totp_code(&secret, step + 1)
+    ))
+    .await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter()
+            .find(|e| e.event.event == EventKind::Deny)
+            .unwrap()
+            .event
+            .reason
+            .as_deref(),
+        Some("wrong_pin")
+    );
+    assert!(ev.iter().any(|e| e.event.event == EventKind::Lockout));
+    // After the lockout, the code of the moment works.
+    advance(Duration::from_secs(121)).await;
+    rig.keys(&entry(step + 4)).await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn entry_times_out_and_clear_key_cancels() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    // Half an entry, then silence: it is dropped, so the full code typed later works.
+    rig.keys("*12").await;
+    advance(Duration::from_secs(11)).await;
+    rig.keys(&c.keys).await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    advance(Duration::from_secs(6)).await;
+    rig.keys("123C").await;
+    rig.keys(&c.keys).await; // already used now
+    let ev = rig.drain();
+    assert!(ev
+        .iter()
+        .any(|e| e.event.reason.as_deref() == Some("wrong_code")));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_door_and_door_held_open_raise_alerts() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    rig.send(Input::Door { open: true }).await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter().find_map(|e| e.event.alert.clone()).unwrap().kind,
+        AlertKind::DoorForced
+    );
+    rig.send(Input::Door { open: false }).await;
+    rig.drain();
+    // With a grant, opening is fine; held open past 30 s is an alert.
+    rig.keys(&c.keys).await;
+    advance(Duration::from_secs(2)).await;
+    rig.send(Input::Door { open: true }).await;
+    assert!(rig.drain().iter().all(|e| e.event.alert.is_none()));
+    advance(Duration::from_secs(31)).await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter().find_map(|e| e.event.alert.clone()).unwrap().kind,
+        AlertKind::DoorHeldOpen
+    );
+    assert!(
+        rig.lock.is_locked(),
+        "re-locked after the pulse even with the door open"
+    );
+    rig.stop().await;
+}
+
+fn attempt(live: bool, verdict: Verdict, user: Option<(&User, Role)>) -> Input {
+    Input::Face(Box::new(Attempt {
+        track: 1,
+        frame: 30,
+        at_s: 1.0,
+        live,
+        blinks: live as u32,
+        blink_frame: live.then_some(29),
+        frames_after_blink: live.then_some(1),
+        result: MatchResult {
+            verdict,
+            best_index: Some(0),
+            best_user: user.map(|u| u.0.name.clone()),
+            distance: Some(0.3),
+            second_user: None,
+            second_distance: None,
+            probes: 3,
+        },
+        user_id: user.map(|u| u.0.id),
+        role: user.map(|u| u.1),
+        enabled: user.map(|_| true),
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn faces_grant_deny_alert_and_rate_limit() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let alice = db.add_user("alice", Role::User).unwrap();
+    let eve = db.add_user("eve", Role::Banned).unwrap();
+    let mut rig = Rig::start(db, AccessConfig::default());
+    rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
+        .await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    advance(Duration::from_secs(6)).await;
+    rig.drain();
+    // A photo of alice (no blink): denied.
+    rig.send(attempt(false, Verdict::Match, Some((&alice, Role::User))))
+        .await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter()
+            .find(|e| e.event.event == EventKind::Deny)
+            .unwrap()
+            .event
+            .reason
+            .as_deref(),
+        Some("no_blink")
+    );
+    assert!(rig.lock.is_locked());
+    // A banned user: denied with an alert.
+    rig.send(attempt(true, Verdict::Match, Some((&eve, Role::Banned))))
+        .await;
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter().find_map(|e| e.event.alert.clone()).unwrap().kind,
+        AlertKind::BannedUser
+    );
+    // Strangers: after 5 failed live faces in a minute, faces are ignored for 30 s.
+    for _ in 0..4 {
+        rig.send(attempt(true, Verdict::NoMatch, None)).await;
+    }
+    let ev = rig.drain();
+    assert_eq!(
+        ev.iter().find_map(|e| e.event.alert.clone()).unwrap().kind,
+        AlertKind::FaceRateLimited
+    );
+    rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
+        .await;
+    assert_eq!(rig.kinds(), vec![EventKind::Ignored]);
+    advance(Duration::from_secs(31)).await;
+    rig.drain();
+    rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
+        .await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_failure_on_the_way_to_a_grant_keeps_the_lock_locked() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let alice = db.add_user("alice", Role::User).unwrap();
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    rig.fail.store(true, Ordering::SeqCst);
+    rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
+        .await;
+    let ev = rig.drain();
+    assert!(rig.lock.is_locked());
+    assert!(ev
+        .iter()
+        .any(|e| e.event.reason.as_deref() == Some("fault")));
+    rig.keys(&c.keys).await;
+    assert!(rig.lock.is_locked(), "cannot check the code: stays locked");
+    // The failed check did not burn the code or count a strike.
+    rig.fail.store(false, Ordering::SeqCst);
+    rig.keys(&c.keys).await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn relay_failure_is_an_alert_and_relock_is_retried() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 86_400, BASE_MS);
+    let c2 = issue(&mut db, None, 86_400, BASE_MS);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    rig.lock.fail.store(true, Ordering::SeqCst);
+    rig.keys(&c.keys).await;
+    let ev = rig.drain();
+    assert!(rig.lock.is_locked());
+    assert_eq!(
+        ev.iter().find_map(|e| e.event.alert.clone()).unwrap().kind,
+        AlertKind::Fault
+    );
+    rig.lock.fail.store(false, Ordering::SeqCst);
+    rig.keys(&c2.keys).await;
+    assert!(!rig.lock.is_locked());
+    rig.lock.fail.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(6)).await;
+    let ev = rig.drain();
+    assert!(ev.iter().any(|e| e
+        .event
+        .alert
+        .as_ref()
+        .is_some_and(|a| a.kind == AlertKind::Fault)));
+    rig.lock.fail.store(false, Ordering::SeqCst);
+    advance(Duration::from_millis(600)).await;
+    assert!(rig.lock.is_locked(), "re-lock retried until it worked");
+    rig.stop().await;
+}
