@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod hw;
 pub mod logging;
 pub mod safety;
+pub mod sim;
 pub mod store;
 pub mod timefmt;
 pub mod types;

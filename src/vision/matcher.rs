@@ -9,7 +9,8 @@
 //!   other users are enrolled (with fewer, "far from the others" means little, so a
 //!   small gallery only gets the strict tier).
 //!
-//! Otherwise the result is `NoMatch` (nobody under `threshold`) or `Ambiguous`. Banned
+//! Otherwise the result is `Ambiguous` when another user is what stands in the way (too
+//! close behind), else `NoMatch`. Banned
 //! and disabled users stay in the gallery so that a match on them can raise an alert;
 //! the access policy refuses them.
 
@@ -127,9 +128,14 @@ impl Gallery {
                 let strict = d <= policy.strict_threshold && margin >= policy.strict_margin;
                 let by_margin =
                     d <= policy.threshold && margin >= policy.margin && cohort >= policy.min_cohort;
+                // Ambiguous only when another user is what stands in the way.
+                let crowded = (d <= policy.strict_threshold && margin < policy.strict_margin)
+                    || (d <= policy.threshold
+                        && cohort >= policy.min_cohort
+                        && margin < policy.margin);
                 if strict || by_margin {
                     Verdict::Match
-                } else if d <= policy.threshold.max(policy.strict_threshold) {
+                } else if crowded {
                     Verdict::Ambiguous
                 } else {
                     Verdict::NoMatch
@@ -221,7 +227,11 @@ mod tests {
                            // 0.35 from alice, 0.55 from bob: passes the margin tier's numbers, but the cohort
                            // is too small, and it is not under the strict threshold.
         let r = g.identify(&[e(-0.25)], p);
-        assert_eq!(r.verdict, Verdict::Ambiguous, "{r:?}");
+        assert_eq!(
+            r.verdict,
+            Verdict::NoMatch,
+            "not close enough for the strict tier: {r:?}"
+        );
         // Strict tier: close enough on its own.
         assert_eq!(g.identify(&[e(-0.1)], p).verdict, Verdict::Match);
         // With a larger cohort, the margin tier applies.
@@ -232,7 +242,7 @@ mod tests {
         let one = Gallery {
             users: vec![g.users[0].clone()],
         };
-        assert_eq!(one.identify(&[e(-0.25)], p).verdict, Verdict::Ambiguous);
+        assert_eq!(one.identify(&[e(-0.25)], p).verdict, Verdict::NoMatch);
         assert_eq!(one.identify(&[e(-0.05)], p).verdict, Verdict::Match);
         assert_eq!(one.identify(&[e(-0.9)], p).verdict, Verdict::NoMatch);
     }

@@ -61,6 +61,17 @@ enum Command {
     /// Users and enrollment, directly on the store.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCmd),
+    /// Run a scenario (JSON lines of timed inputs) on virtual time with simulated
+    /// hardware and a temporary store; print what happened.
+    Simulate {
+        scenario: PathBuf,
+        /// One JSON object per event instead of a readable timeline.
+        #[arg(long)]
+        json: bool,
+        /// Virtual seconds to keep running after the last input.
+        #[arg(long, default_value_t = 10.0)]
+        tail: f64,
+    },
     /// Test-clip tools.
     #[command(subcommand)]
     Tools(vision_cmd::ToolsCmd),
@@ -122,6 +133,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => vision_cmd::replay_cmd(&ctx, clip, gallery, json),
         Command::Admin(c) => admin_cmd::admin(&ctx, c),
         Command::Tools(c) => vision_cmd::tools_cmd(c),
+        Command::Simulate {
+            scenario,
+            json,
+            tail,
+        } => simulate(&ctx, &scenario, json, tail),
     }
 }
 
@@ -145,4 +161,64 @@ fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::from)
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(
+    ctx: &Ctx,
+    scenario: &std::path::Path,
+    json: bool,
+    tail: f64,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(scenario)
+        .with_context(|| format!("cannot read {}", scenario.display()))?;
+    let steps = lockerd::sim::parse(&text, scenario)?;
+    let opts = lockerd::sim::SimOptions {
+        tail_s: tail,
+        ..Default::default()
+    };
+    lockerd::sim::run(steps, &ctx.config, &opts, |line| {
+        if json {
+            println!("{}", serde_json::to_string(&line).unwrap_or_default());
+        } else {
+            println!("{}", timeline_line(&line));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One readable timeline line, e.g. `   12.30 s  unlock       alice (face: match)`.
+fn timeline_line(l: &lockerd::sim::OutLine) -> String {
+    let b = &l.body;
+    let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+    let ev = s("event");
+    let who = if s("user").is_empty() {
+        String::new()
+    } else {
+        format!(" {}", s("user"))
+    };
+    let what = match ev.as_str() {
+        "unlock" => format!("{} ({}: {})", s("user"), s("method"), s("reason")),
+        "deny" => format!("{}{} ({})", s("method"), who, s("reason")),
+        "alert" => format!("{}: {}", s("kind"), s("message")),
+        "lockout" => format!(
+            "keypad locked for {} s (lockout {})",
+            b["detail"]["seconds"], b["detail"]["level"]
+        ),
+        "code_issued" => format!(
+            "one-time code{who}: {}",
+            b["detail"]["keys"].as_str().unwrap_or_default()
+        ),
+        "clip" => format!(
+            "{} ({} frames, {} liveness-grade blinks)",
+            s("file"),
+            b["frames"],
+            b["live_blinks"]
+        ),
+        "keys" => format!("{} keys typed", b["count"]),
+        "user_added" | "banned" => s("user"),
+        "enrolled" => format!("{} ({} templates)", s("user"), b["templates"]),
+        "ignored" => s("reason"),
+        _ => String::new(),
+    };
+    format!("{:>8.2} s  {:<12} {}", l.at_s, ev, what)
 }

@@ -1,0 +1,484 @@
+//! `lockerd simulate`: the whole local appliance on virtual time. The real access
+//! controller (through its driver task), simulated lock, door, display and indicator, a
+//! temporary encrypted store, and the real vision pipeline on replayed clips; a scenario
+//! of timed inputs drives it and every resulting event comes out as a JSON line.
+//!
+//! Scenario: JSON lines, each `{"at_s": T, ...}` with exactly one of
+//! `"keys": "12#345678#"`, `"clip": "path.mp4"`, `"door": "open"|"closed"`, or
+//! `"admin": "user_add"|"enroll"|"otp_issue"|"lockout_reset"|"ban"|"unlock"` (with
+//! `"user"`, `"role"`, `"from": [paths]`, `"ttl_s"` as the action needs). In `keys`,
+//! `{otp}` is the full key sequence of the last issued one-time code and `{bad_otp}` the
+//! same with a wrong code. Paths are relative to the scenario file. Blank lines and
+//! lines starting with `#` are skipped.
+
+use crate::access::controller::{AdminRequest, Controller, EventKind, Input};
+use crate::access::credentials::code_keys;
+use crate::access::driver::{self, Timed, TokioClock};
+use crate::config::Config;
+use crate::store::{Create, Db, DbKey, Method, StoreError};
+use crate::types::Role;
+use crate::vision::pipeline::{FaceEvent, Pipeline};
+use crate::vision::{enroll, models::Models, source::open_path, VisionError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("{file}:{line}: {message}")]
+    Scenario {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error("at {at_s} s: {message}")]
+    Step { at_s: f64, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    at_s: f64,
+    keys: Option<String>,
+    clip: Option<PathBuf>,
+    door: Option<String>,
+    admin: Option<String>,
+    user: Option<String>,
+    role: Option<String>,
+    from: Option<Vec<PathBuf>>,
+    ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Keys(String),
+    Clip(PathBuf),
+    Door(bool),
+    UserAdd {
+        user: String,
+        role: Role,
+    },
+    Enroll {
+        user: String,
+        from: Vec<PathBuf>,
+    },
+    OtpIssue {
+        user: Option<String>,
+        ttl_s: Option<u64>,
+    },
+    LockoutReset,
+    Ban {
+        user: String,
+    },
+    Unlock,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at_s: f64,
+    pub line: usize,
+    pub action: Action,
+}
+
+/// Parse a scenario; every error names the file and line.
+pub fn parse(text: &str, file: &Path) -> Result<Vec<Step>, SimError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let fname = file.display().to_string();
+    let mut steps = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let err = |m: String| SimError::Scenario {
+            file: fname.clone(),
+            line: line_no,
+            message: m,
+        };
+        let raw: RawStep = serde_json::from_str(t).map_err(|e| err(e.to_string()))?;
+        if !raw.at_s.is_finite() || raw.at_s < 0.0 || raw.at_s > 86_400.0 {
+            return Err(err(format!("at_s = {} must be 0 to 86400", raw.at_s)));
+        }
+        let given = [
+            raw.keys.is_some(),
+            raw.clip.is_some(),
+            raw.door.is_some(),
+            raw.admin.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if given != 1 {
+            return Err(err(
+                "each line needs exactly one of keys, clip, door, admin".into(),
+            ));
+        }
+        let resolve = |p: &PathBuf| -> Result<PathBuf, SimError> {
+            let full = if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            };
+            if full.exists() {
+                Ok(full)
+            } else {
+                Err(err(format!("{}: no such file", full.display())))
+            }
+        };
+        let need_user = || {
+            raw.user
+                .clone()
+                .ok_or_else(|| err("this admin action needs \"user\"".into()))
+        };
+        let action = if let Some(k) = &raw.keys {
+            let stripped = k.replace("{otp}", "").replace("{bad_otp}", "");
+            if let Some(c) = stripped.chars().find(|c| !"0123456789ABCD*#".contains(*c)) {
+                return Err(err(format!(
+                    "key {c:?} is not on a 4x4 keypad (0-9 A-D * #)"
+                )));
+            }
+            Action::Keys(k.clone())
+        } else if let Some(c) = &raw.clip {
+            Action::Clip(resolve(c)?)
+        } else if let Some(d) = &raw.door {
+            match d.as_str() {
+                "open" => Action::Door(true),
+                "closed" | "close" => Action::Door(false),
+                other => {
+                    return Err(err(format!(
+                        "door must be \"open\" or \"closed\", not {other:?}"
+                    )))
+                }
+            }
+        } else {
+            match raw.admin.as_deref().unwrap_or_default() {
+                "user_add" => Action::UserAdd {
+                    user: need_user()?,
+                    role: match raw.role.as_deref().unwrap_or("user") {
+                        "user" => Role::User,
+                        "admin" => Role::Admin,
+                        other => return Err(err(format!("role must be user or admin, not {other:?}"))),
+                    },
+                },
+                "enroll" => Action::Enroll {
+                    user: need_user()?,
+                    from: raw
+                        .from
+                        .as_ref()
+                        .ok_or_else(|| err("enroll needs \"from\": [paths]".into()))?
+                        .iter()
+                        .map(&resolve)
+                        .collect::<Result<_, _>>()?,
+                },
+                "otp_issue" => Action::OtpIssue {
+                    user: raw.user.clone(),
+                    ttl_s: raw.ttl_s,
+                },
+                "lockout_reset" => Action::LockoutReset,
+                "ban" => Action::Ban { user: need_user()? },
+                "unlock" => Action::Unlock,
+                other => return Err(err(format!("unknown admin action {other:?} (user_add, enroll, otp_issue, lockout_reset, ban, unlock)"))),
+            }
+        };
+        steps.push(Step {
+            at_s: raw.at_s,
+            line: line_no,
+            action,
+        });
+    }
+    steps.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    Ok(steps)
+}
+
+/// One line of simulator output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutLine {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Virtual seconds between two key presses.
+    pub key_spacing_s: f64,
+    /// Virtual seconds to keep running after the last step (re-locks, alarms).
+    pub tail_s: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            key_spacing_s: 0.15,
+            tail_s: 10.0,
+        }
+    }
+}
+
+const BASE_MS: i64 = 1_800_000_000_000;
+
+struct Vision {
+    pipe: Option<Pipeline>,
+}
+
+impl Vision {
+    fn pipe(&mut self, cfg: &Config, db: &Db) -> Result<&mut Pipeline, SimError> {
+        if self.pipe.is_none() {
+            let models = Models::load(&cfg.vision.models)?;
+            let gallery = enroll::load_gallery(db)?;
+            self.pipe = Some(Pipeline::new(models, gallery, cfg.vision.pipeline()));
+        }
+        Ok(self.pipe.as_mut().expect("just set"))
+    }
+}
+
+/// Run a scenario. `out` gets every line as it happens (in virtual-time order).
+pub fn run(
+    steps: Vec<Step>,
+    config: &Config,
+    opts: &SimOptions,
+    mut out: impl FnMut(OutLine),
+) -> Result<(), SimError> {
+    let dir = tempfile::tempdir().map_err(|e| SimError::Read(std::env::temp_dir(), e))?;
+    let path = dir.path().join("sim.db");
+    let key = DbKey::generate();
+    let (ctl_db, _) = Db::open(&path, &key, Create::MustBeNew, Duration::from_secs(5))?;
+    let (mut admin_db, _) = Db::open(&path, &key, Create::MustExist, Duration::from_secs(5))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| SimError::Read(PathBuf::from("tokio runtime"), e))?;
+    let lines: Arc<Mutex<Vec<OutLine>>> = Arc::default();
+    let result = rt.block_on(async {
+        let (devices, _kit) = crate::hw::sim::devices();
+        let clock = TokioClock::starting_at(BASE_MS);
+        let (ctl, _) = Controller::new(config.access.clone(), ctl_db, devices, BASE_MS)?;
+        let (tx, inputs) = mpsc::channel::<Input>(256);
+        let (etx, mut erx) = broadcast::channel::<Timed>(4096);
+        let last_code: Arc<Mutex<Option<(u32, String)>>> = Arc::default();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let driver = tokio::spawn(driver::run(ctl, clock, inputs, etx, async {
+            let _ = stop_rx.await;
+        }));
+        // Collect controller events as they happen.
+        let (l2, code2) = (lines.clone(), last_code.clone());
+        let collector = tokio::spawn(async move {
+            while let Ok(t) = erx.recv().await {
+                let at_s = (t.at_ms - BASE_MS) as f64 / 1000.0;
+                let mut body = serde_json::to_value(&t.event).unwrap_or_default();
+                if t.event.event == EventKind::CodeIssued {
+                    if let (Some(slot), Some(code)) = (t.event.detail["slot"].as_u64(), t.event.detail["code"].as_str()) {
+                        *code2.lock().expect("code") = Some((slot as u32, code.to_string()));
+                    }
+                }
+                if let Some(a) = &t.event.alert {
+                    body["kind"] = serde_json::to_value(a.kind).unwrap_or_default();
+                    body["message"] = a.message.clone().into();
+                    if let Some(o) = body.as_object_mut() {
+                        o.remove("alert");
+                    }
+                }
+                l2.lock().expect("lines").push(OutLine { at_s, body });
+            }
+        });
+        let start = tokio::time::Instant::now();
+        let at = |s: f64| start + Duration::from_secs_f64(s);
+        let note = |lines: &Arc<Mutex<Vec<OutLine>>>, at_s: f64, body: serde_json::Value| {
+            lines.lock().expect("lines").push(OutLine { at_s, body });
+        };
+        let mut vision = Vision { pipe: None };
+        let mut last_at = 0.0f64;
+        for step in steps {
+            tokio::time::sleep_until(at(step.at_s)).await;
+            settle().await;
+            last_at = step.at_s;
+            let step_err = |m: String| SimError::Step { at_s: step.at_s, message: m };
+            match step.action {
+                Action::Keys(k) => {
+                    let code = last_code.lock().expect("code").clone();
+                    let expand = |k: &str| -> Result<String, SimError> {
+                        if !k.contains("{otp}") && !k.contains("{bad_otp}") {
+                            return Ok(k.to_string());
+                        }
+                        let (slot, code) = code
+                            .clone()
+                            .ok_or_else(|| step_err("{otp} used before any otp_issue".into()))?;
+                        let bad: String = code
+                            .chars()
+                            .enumerate()
+                            .map(|(i, c)| if i == 0 { if c == '9' { '0' } else { (c as u8 + 1) as char } } else { c })
+                            .collect();
+                        Ok(k.replace("{otp}", &code_keys(slot, &code)).replace("{bad_otp}", &code_keys(slot, &bad)))
+                    };
+                    let keys = expand(&k)?;
+                    note(&lines, step.at_s, serde_json::json!({ "event": "keys", "count": keys.len() }));
+                    for (i, c) in keys.chars().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(Duration::from_secs_f64(opts.key_spacing_s)).await;
+                        }
+                        let _ = tx.send(Input::Key(c)).await;
+                        settle().await;
+                    }
+                }
+                Action::Door(open) => {
+                    let _ = tx.send(Input::Door { open }).await;
+                }
+                Action::Clip(path) => {
+                    // The pipeline runs now (virtual time stands still); its attempts are
+                    // delivered at their frame times from the step's start.
+                    let pipe = vision.pipe(config, &admin_db)?;
+                    let mut src = open_path(&path)?;
+                    let mut attempts = Vec::new();
+                    let (mut frames, mut blinks) = (0u64, 0u32);
+                    let mut take = |evs: Vec<FaceEvent>| {
+                        for e in evs {
+                            match e {
+                                FaceEvent::Attempt(a) => attempts.push(a),
+                                FaceEvent::Blink { live: true, .. } => blinks += 1,
+                                _ => {}
+                            }
+                        }
+                    };
+                    while let Some(f) = src.next_frame()? {
+                        frames += 1;
+                        take(pipe.process(&f)?);
+                    }
+                    take(pipe.finish());
+                    note(
+                        &lines,
+                        step.at_s,
+                        serde_json::json!({ "event": "clip", "file": path.file_name().map(|f| f.to_string_lossy().into_owned()), "frames": frames, "live_blinks": blinks, "attempts": attempts.len() }),
+                    );
+                    for a in attempts {
+                        let when = at(step.at_s + a.at_s);
+                        let tx2 = tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep_until(when).await;
+                            let _ = tx2.send(Input::Face(Box::new(a))).await;
+                        });
+                    }
+                }
+                Action::UserAdd { user, role } => {
+                    let u = admin_db.add_user(&user, role)?;
+                    note(&lines, step.at_s, serde_json::json!({ "event": "user_added", "user": u.name, "role": u.role }));
+                    reload(&mut vision, &admin_db)?;
+                }
+                Action::Enroll { user, from } => {
+                    let u = admin_db.require_user(&user)?;
+                    let pipe = vision.pipe(config, &admin_db)?;
+                    let mut items = Vec::new();
+                    for p in &from {
+                        let samples = enroll::samples_from_path(pipe.models(), &config.vision, p, true)
+                            .map_err(|e| step_err(e.to_string()))?;
+                        items.extend(samples.into_iter().map(|s| (s.embedding, s.quality, s.source)));
+                    }
+                    let n = admin_db.add_templates(u.id, &items)?.len();
+                    note(&lines, step.at_s, serde_json::json!({ "event": "enrolled", "user": u.name, "templates": n }));
+                    reload(&mut vision, &admin_db)?;
+                }
+                Action::Ban { user } => {
+                    let u = admin_db.set_role(&user, Role::Banned)?;
+                    note(&lines, step.at_s, serde_json::json!({ "event": "banned", "user": u.name }));
+                    reload(&mut vision, &admin_db)?;
+                }
+                Action::OtpIssue { user, ttl_s } => {
+                    let _ = tx.send(Input::Admin(AdminRequest::IssueCode { user, ttl_s })).await;
+                }
+                Action::LockoutReset => {
+                    let _ = tx.send(Input::Admin(AdminRequest::LockoutReset { by: "simulator".into() })).await;
+                }
+                Action::Unlock => {
+                    let _ = tx
+                        .send(Input::Admin(AdminRequest::Unlock { by: "simulator".into(), via: Method::Admin }))
+                        .await;
+                }
+            }
+            settle().await;
+        }
+        tokio::time::sleep_until(at(last_at + opts.tail_s)).await;
+        settle().await;
+        let _ = stop_tx.send(());
+        let _ = driver.await;
+        settle().await;
+        collector.abort();
+        Ok::<(), SimError>(())
+    });
+    let mut v = std::mem::take(&mut *lines.lock().expect("lines"));
+    v.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    for l in v {
+        out(l);
+    }
+    result
+}
+
+fn reload(vision: &mut Vision, db: &Db) -> Result<(), SimError> {
+    if let Some(p) = vision.pipe.as_mut() {
+        p.set_gallery(enroll::load_gallery(db)?);
+    }
+    Ok(())
+}
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Vec<Step>, SimError> {
+        parse(text, Path::new("/tmp/s.jsonl"))
+    }
+
+    #[test]
+    fn parses_the_documented_lines_in_time_order() {
+        let s = p(r#"{"at_s": 2.0, "door": "open"}
+# comment
+{"at_s": 1.0, "keys": "12#345678#"}
+{"at_s": 4.0, "admin": "otp_issue", "user": "alice"}
+{"at_s": 5.0, "admin": "lockout_reset"}
+{"at_s": 6.0, "keys": "{otp}"}"#)
+        .unwrap();
+        assert_eq!(s[0].action, Action::Keys("12#345678#".into()));
+        assert_eq!(s[1].action, Action::Door(true));
+        assert_eq!(
+            s[2].action,
+            Action::OtpIssue {
+                user: Some("alice".into()),
+                ttl_s: None
+            }
+        );
+        assert_eq!(s[3].action, Action::LockoutReset);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e =
+            p("{\"at_s\": 1.0, \"keys\": \"1\"}\n{\"at_s\": 2.0, \"door\": \"ajar\"}").unwrap_err();
+        assert!(e.to_string().contains("s.jsonl:2:"), "{e}");
+        let e = p("{\"at_s\": 1.0}").unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let e = p("{\"at_s\": 1.0, \"keys\": \"12x\"}").unwrap_err();
+        assert!(e.to_string().contains("not on a 4x4 keypad"), "{e}");
+        let e = p("{\"at_s\": 1.0, \"clip\": \"missing.mp4\"}").unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let e = p("{\"at_s\": 1.0, \"admin\": \"reboot\"}").unwrap_err();
+        assert!(e.to_string().contains("unknown admin action"), "{e}");
+        let e = p("{\"at_s\": 1.0, \"keys\": \"1\", \"colour\": 3}").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = p("not json").unwrap_err();
+        assert!(e.to_string().contains("s.jsonl:1:"), "{e}");
+    }
+}

@@ -1,0 +1,180 @@
+//! `lockerd simulate` end to end: scenario files in, JSON lines out.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn simulate(dir: &std::path::Path, scenario: &str) -> Vec<serde_json::Value> {
+    let f = dir.join("scenario.jsonl");
+    std::fs::write(&f, scenario).unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(default_config())
+        .arg("--models")
+        .arg(models_dir())
+        .arg("simulate")
+        .arg(&f)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn events<'a>(v: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    v.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn one_time_code_then_three_wrong_codes_lock_out_with_an_alert() {
+    let d = tempfile::tempdir().unwrap();
+    let out = simulate(
+        d.path(),
+        r#"{"at_s": 0.0, "admin": "user_add", "user": "alice"}
+{"at_s": 1.0, "admin": "otp_issue", "user": "alice"}
+{"at_s": 2.0, "keys": "{otp}"}
+{"at_s": 10.0, "admin": "otp_issue"}
+{"at_s": 11.0, "keys": "{bad_otp}"}
+{"at_s": 15.0, "keys": "{bad_otp}"}
+{"at_s": 20.0, "keys": "{bad_otp}"}
+{"at_s": 25.0, "keys": "{otp}"}
+{"at_s": 150.0, "keys": "{otp}"}
+"#,
+    );
+    let unlocks = events(&out, "unlock");
+    assert_eq!(unlocks.len(), 2, "{out:#?}");
+    assert_eq!(unlocks[0]["user"], "alice");
+    assert_eq!(unlocks[0]["method"], "otp");
+    assert!(
+        unlocks[1]["at_s"].as_f64().unwrap() > 150.0,
+        "the right code only works after the lockout"
+    );
+    let denies = events(&out, "deny");
+    assert_eq!(denies.len(), 3);
+    assert!(denies.iter().all(|d| d["reason"] == "wrong_code"));
+    let lockout = events(&out, "lockout");
+    assert_eq!(lockout.len(), 1);
+    assert_eq!(lockout[0]["detail"]["seconds"], 120);
+    let alerts = events(&out, "alert");
+    assert!(alerts.iter().any(|a| a["kind"] == "keypad_lockout"));
+    assert_eq!(events(&out, "relock").len(), 2);
+}
+
+#[test]
+fn door_forced_and_held_open() {
+    let d = tempfile::tempdir().unwrap();
+    let out = simulate(
+        d.path(),
+        r#"{"at_s": 1.0, "door": "open"}
+{"at_s": 2.0, "door": "closed"}
+{"at_s": 3.0, "admin": "unlock"}
+{"at_s": 4.0, "door": "open"}
+"#,
+    );
+    let kinds: Vec<&str> = events(&out, "alert")
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    // Tail of 10 s is not enough for the 30 s held-open alarm: only the forced door.
+    assert_eq!(kinds, ["door_forced"], "{out:#?}");
+    let out = simulate(
+        d.path(),
+        r#"{"at_s": 3.0, "admin": "unlock"}
+{"at_s": 4.0, "door": "open"}
+{"at_s": 40.0, "door": "closed"}
+"#,
+    );
+    let kinds: Vec<&str> = events(&out, "alert")
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["door_held_open"], "{out:#?}");
+}
+
+#[test]
+fn face_unlock_from_a_real_clip_and_a_photo_of_the_same_person_is_denied() {
+    let Some(data) = shared_data() else { return };
+    let d = tempfile::tempdir().unwrap();
+    // A photo of the enrolled person (a frame of another session), moved like a print.
+    let still = d.path().join("still.png");
+    assert!(Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-ss", "2.0", "-i"])
+        .arg(data.join("blink/zju/000001M_UNN.mp4"))
+        .args(["-frames:v", "1"])
+        .arg(&still)
+        .status()
+        .unwrap()
+        .success());
+    let attack = d.path().join("attack.avi");
+    let o = Command::new(lockerd_bin())
+        .args(["tools", "photo-attack"])
+        .arg(&still)
+        .arg(&attack)
+        .args(["--frames", "120"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let z = data.join("blink/zju");
+    let out = simulate(
+        d.path(),
+        &format!(
+            r#"{{"at_s": 0.0, "admin": "user_add", "user": "alice"}}
+{{"at_s": 0.5, "admin": "enroll", "user": "alice", "from": ["{}"]}}
+{{"at_s": 2.0, "clip": "{}"}}
+{{"at_s": 20.0, "clip": "{}"}}
+{{"at_s": 40.0, "clip": "{}"}}
+"#,
+            z.join("000001M_FNN.mp4").display(),
+            z.join("000001M_FTN.mp4").display(),
+            attack.display(),
+            z.join("000010M_FNN.mp4").display(),
+        ),
+    );
+    let unlocks = events(&out, "unlock");
+    assert_eq!(unlocks.len(), 1, "{out:#?}");
+    assert_eq!(unlocks[0]["user"], "alice");
+    assert_eq!(unlocks[0]["method"], "face");
+    let t = unlocks[0]["at_s"].as_f64().unwrap();
+    assert!(
+        (2.0..7.0).contains(&t),
+        "unlocked during the walk-up clip: {t}"
+    );
+    let denies = events(&out, "deny");
+    assert!(
+        denies.iter().any(|d| d["reason"] == "no_blink"
+            && d["at_s"].as_f64().unwrap() >= 20.0
+            && d["at_s"].as_f64().unwrap() < 40.0),
+        "photo denied: {out:#?}"
+    );
+    assert!(
+        denies
+            .iter()
+            .any(|d| d["reason"] == "no_match" && d["at_s"].as_f64().unwrap() >= 40.0),
+        "stranger denied: {out:#?}"
+    );
+}
+
+#[test]
+fn bad_scenarios_are_refused_with_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("bad.jsonl");
+    std::fs::write(
+        &f,
+        "{\"at_s\": 1, \"keys\": \"1\"}\n{\"at_s\": 2, \"clip\": \"nope.mp4\"}\n",
+    )
+    .unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("simulate")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad.jsonl:2:") && stderr(&o).contains("no such file"),
+        "{}",
+        stderr(&o)
+    );
+}
