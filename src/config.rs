@@ -175,6 +175,8 @@ impl Default for StoreConfig {
 pub struct VisionConfig {
     /// Directory holding the dlib model files fetched by `scripts/setup.sh`.
     pub models: PathBuf,
+    /// "camera", or a video file / image folder replayed at its own frame rate.
+    pub source: String,
     pub camera_device: String,
     pub camera_width: u32,
     pub camera_height: u32,
@@ -201,6 +203,7 @@ impl Default for VisionConfig {
     fn default() -> Self {
         Self {
             models: PathBuf::from("/usr/share/lockerd/models"),
+            source: "camera".into(),
             camera_device: "/dev/video0".into(),
             camera_width: 640,
             camera_height: 480,

@@ -2,15 +2,24 @@
 //! keeps the watchdog fed while the parts are healthy, and on shutdown stops them in
 //! order and leaves the lock locked.
 //!
-//! Parts talk over channels: the store thread is reached through [`Store`]; later parts
-//! (vision thread, access controller, D-Bus, MQTT) are started here the same way.
+//! Parts and channels: the store thread ([`Store`]); the access controller on its own
+//! thread (its driver task, fed by an input channel, publishing events on a broadcast
+//! channel: the seam for D-Bus and MQTT); the vision thread (camera or replay) sending
+//! face attempts into the input channel; on a Pi, an input thread polling the keypad and
+//! the door contact; a task that reloads the gallery when enrollments change.
 
+use crate::access::controller::{Controller, Input};
+use crate::access::driver::{self, Timed, WallClock};
 use crate::config::Config;
-use crate::hw::{self, HwError, LockActuator};
+use crate::hw::{self, HwError};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
+use crate::vision::{camera::NokhwaCamera, enroll, models::Models, runner, source};
 use sd_notify::NotifyState;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -18,6 +27,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("hardware: {0}")]
     Hw(#[from] HwError),
+    #[error("{0}")]
+    Start(String),
 }
 
 /// Options that are not configuration (they come from the command line).
@@ -49,6 +60,59 @@ pub fn open_store(
     Ok((st, info, source))
 }
 
+/// A cheap fingerprint of everything the gallery depends on.
+fn gallery_fingerprint(db: &store::Db) -> Result<String, StoreError> {
+    Ok(db.conn().query_row(
+        "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) FROM face_templates) || '/' ||
+                (SELECT coalesce(group_concat(id || role || enabled), '') FROM users)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Start vision, or say why not (the daemon then runs keypad-only).
+fn start_vision(
+    config: &Config,
+    store: &Store,
+    inputs: mpsc::Sender<Input>,
+) -> Result<runner::VisionHandle, String> {
+    let models = Models::load(&config.vision.models).map_err(|e| e.to_string())?;
+    log::info!("face models loaded in {:.2} s", models.load_s);
+    let gallery = store
+        .call_sync(|db| enroll::load_gallery(db))
+        .map_err(|e| e.to_string())?;
+    let src: Box<dyn source::FrameSource> = if config.vision.source == "camera" {
+        let settings = config.vision.camera();
+        let what = format!("camera {}", settings.device);
+        Box::new(
+            source::LiveSource::start(
+                what,
+                settings.fps as f64,
+                move || NokhwaCamera::open(&settings),
+                source::Backoff {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(30),
+                },
+                |status| match status {
+                    source::CameraStatus::Opened(d) => log::info!("camera opened: {d}"),
+                    source::CameraStatus::Lost(e) => log::error!("camera lost: {e}; re-opening"),
+                    source::CameraStatus::OpenFailed { error, retry_in } => {
+                        log::error!("{error}; retrying in {} s", retry_in.as_secs())
+                    }
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        source::open_path(std::path::Path::new(&config.vision.source)).map_err(|e| e.to_string())?
+    };
+    log::info!("vision source: {}", src.describe());
+    runner::spawn(models, gallery, config.vision.pipeline(), src, move |a| {
+        inputs.blocking_send(Input::Face(Box::new(a))).is_ok()
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Run the daemon until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -64,12 +128,6 @@ pub async fn run(
         info.schema_version,
         if info.created { ", newly created" } else { "" }
     );
-
-    // The lock starts, and always ends, locked.
-    let mut lock: Box<dyn LockActuator> = Box::new(hw::sim::SimLock::new());
-    lock.set_locked(true)?;
-
-    let users = store.call(|db| Ok(db.list_users()?.len())).await?;
     store
         .call(|db| {
             db.audit_append(&AuditEntry::new(
@@ -80,14 +138,117 @@ pub async fn run(
         })
         .await?;
 
-    let watchdog = sd_notify::watchdog_enabled().map(|period| {
-        let store = store.clone();
-        tokio::spawn(watchdog_loop(store, period))
+    // Hardware: the lock is driven to locked as soon as it exists.
+    let (devices, input_devices) = match config.hardware.mode.as_str() {
+        "rpi" => {
+            let (d, i) = hw::rpi::build(&config.hardware)?;
+            (d, Some(i))
+        }
+        _ => (hw::sim::devices().0, None),
+    };
+
+    // The access controller on its own thread (its store calls block only that thread).
+    let (in_tx, in_rx) = mpsc::channel::<Input>(256);
+    let (ev_tx, _) = broadcast::channel::<Timed>(1024);
+    let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
+    let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
+    let (cfg2, store2, ev2) = (config.access.clone(), store.clone(), ev_tx.clone());
+    let controller = std::thread::Builder::new()
+        .name("access".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ctl_ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let (ctl, events) =
+                    match Controller::new(cfg2, store2, devices, crate::types::now_ms()) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ctl_ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                for e in events {
+                    let _ = ev2.send(Timed {
+                        at_ms: crate::types::now_ms(),
+                        event: e,
+                    });
+                }
+                let _ = ctl_ready_tx.send(Ok(()));
+                driver::run(ctl, WallClock, in_rx, ev2, async {
+                    let _ = ctl_stopped.await;
+                })
+                .await;
+            });
+        })
+        .map_err(|e| DaemonError::Start(format!("cannot start the access thread: {e}")))?;
+    match ctl_ready.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DaemonError::Start(format!("access controller: {e}"))),
+        Err(_) => return Err(DaemonError::Start("access controller thread died".into())),
+    }
+
+    // Keypad and door polling on a Pi.
+    let stop_inputs = Arc::new(AtomicBool::new(false));
+    let input_thread = input_devices.map(|dev| {
+        let (tx, stop, scan) = (
+            in_tx.clone(),
+            stop_inputs.clone(),
+            Duration::from_millis(config.hardware.keypad_scan_ms),
+        );
+        std::thread::Builder::new()
+            .name("inputs".into())
+            .spawn(move || driver::poll_inputs(dev, tx, stop, scan))
     });
 
+    // Vision (keypad-only if it cannot start).
+    let (store3, cfg3, tx3) = (store.clone(), config.clone(), in_tx.clone());
+    let vision = tokio::task::spawn_blocking(move || start_vision(&cfg3, &store3, tx3))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let vision_status = match &vision {
+        Ok(_) => "vision on".to_string(),
+        Err(e) => {
+            log::error!("vision unavailable, keypad only: {e}");
+            "vision UNAVAILABLE (keypad only)".to_string()
+        }
+    };
+    let mut vision = vision.ok();
+
+    // Reload the gallery when enrollments change (CLI writes to the same store).
+    let gallery_task = vision.as_ref().map(|v| {
+        let (store, tx) = (store.clone(), v.gallery.clone());
+        tokio::spawn(async move {
+            let mut last = store.call(|db| gallery_fingerprint(db)).await.ok();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let now = store.call(|db| gallery_fingerprint(db)).await.ok();
+                if now.is_some() && now != last {
+                    if let Ok(g) = store.call(|db| enroll::load_gallery(db)).await {
+                        let _ = tx.send(g);
+                    }
+                    last = now;
+                }
+            }
+        })
+    });
+
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        let (store, tx) = (store.clone(), in_tx.clone());
+        tokio::spawn(watchdog_loop(store, tx, period))
+    });
+
+    let users = store.call(|db| Ok(db.list_users()?.len())).await?;
     let status = format!(
-        "ready: kiosk {}, {} user(s), lock locked",
-        config.daemon.kiosk_name, users
+        "ready: kiosk {}, {} user(s), {}, hardware {}, lock locked",
+        config.daemon.kiosk_name, users, vision_status, config.hardware.mode
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     log::info!("{status}");
@@ -99,7 +260,20 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
-    let lock_result = lock.set_locked(true);
+    if let Some(g) = gallery_task {
+        g.abort();
+    }
+    if let Some(mut v) = vision.take() {
+        let _ = tokio::task::spawn_blocking(move || v.stop()).await;
+    }
+    stop_inputs.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(Ok(t)) = input_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    // The driver locks the lock as it ends.
+    let _ = stop_ctl.send(());
+    let _ = tokio::task::spawn_blocking(move || controller.join()).await;
+    drop(in_tx);
     let audit = store
         .call(|db| {
             db.audit_append(&AuditEntry::new(
@@ -114,14 +288,13 @@ pub async fn run(
     }
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
-    lock_result?;
     log::info!("stopped; lock locked");
     Ok(())
 }
 
-/// Ping systemd at half the watchdog period, but only while the parts answer: a hung
-/// store thread stops the pings and systemd restarts us.
-async fn watchdog_loop(store: Store, period: Duration) {
+/// Ping systemd at half the watchdog period, but only while the store thread and the
+/// access controller answer: a hung part stops the pings and systemd restarts us.
+async fn watchdog_loop(store: Store, ctl: mpsc::Sender<Input>, period: Duration) {
     let every = period / 2;
     log::info!(
         "watchdog enabled: {} ms, pinging every {} ms",
@@ -132,14 +305,21 @@ async fn watchdog_loop(store: Store, period: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let healthy = matches!(
+        let store_ok = matches!(
             tokio::time::timeout(every, store.call(|db| db.ping())).await,
             Ok(Ok(()))
         );
-        if healthy {
+        let (tx, rx) = oneshot::channel();
+        let ctl_ok = ctl.send(Input::Ping(tx)).await.is_ok()
+            && matches!(tokio::time::timeout(every, rx).await, Ok(Ok(())));
+        if store_ok && ctl_ok {
             notify(&[NotifyState::Watchdog]);
         } else {
-            log::error!("store did not answer the health check; withholding the watchdog ping");
+            log::error!(
+                "health check failed (store {}, access controller {}); withholding the watchdog ping",
+                if store_ok { "ok" } else { "NOT answering" },
+                if ctl_ok { "ok" } else { "NOT answering" }
+            );
         }
     }
 }

@@ -139,3 +139,89 @@ fn daemon_without_notify_socket_still_runs_and_stops() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn daemon_grants_an_enrolled_face_from_a_replayed_camera_and_audits_it() {
+    let Some(data) = shared_data() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("e2e.db");
+    let key = key_file(d.path(), "k", "end to end daemon test key 42");
+    let cfg = d.path().join("lockerd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[vision]\nmodels = \"{}\"\nsource = \"{}\"\n",
+            models_dir().display(),
+            data.join("blink/zju/000001M_FTN.mp4").display()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let o = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--db")
+            .arg(&db)
+            .arg("--key-file")
+            .arg(&key)
+            .args(args)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    cli(&["store", "init"]);
+    cli(&["admin", "user", "add", "alice"]);
+    let fnn = data.join("blink/zju/000001M_FNN.mp4");
+    cli(&["admin", "enroll", "alice", "--from", fnn.to_str().unwrap()]);
+    let mut child = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--db")
+        .arg(&db)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The clip is replayed at its real 30 fps (about 5 s); wait for the grant.
+    let err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+            let line = line.unwrap_or_default();
+            s.push_str(&line);
+            s.push('\n');
+            if line.contains("\"event\":\"unlock\"") || line.contains("ended") {
+                break;
+            }
+        }
+        s
+    });
+    let t0 = Instant::now();
+    while !reader.is_finished() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("\"event\":\"unlock\""),
+        "no unlock in the daemon log:\n{log}"
+    );
+    let audit = cli(&["audit", "list", "--json"]);
+    let grant = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["method"] == "face" && r["outcome"] == "grant")
+        .unwrap_or_else(|| panic!("no face grant audited:\n{audit}"));
+    assert_eq!(grant["user_name"], "alice");
+    assert!(grant["evidence"]["live"].as_bool().unwrap());
+    assert!(grant["evidence"]["distance"].as_f64().unwrap() < 0.56);
+    assert!(cli(&["audit", "verify"]).contains("ok"));
+}

@@ -53,9 +53,13 @@ impl DbAccess for crate::store::Store {
 pub enum Input {
     Face(Box<Attempt>),
     Key(char),
-    Door { open: bool },
+    Door {
+        open: bool,
+    },
     Admin(AdminRequest),
     Tick,
+    /// Health check: the driver answers at once (the watchdog uses it).
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Requests from the admin interfaces (CLI now; D-Bus and MQTT later).
@@ -284,6 +288,9 @@ impl<S: DbAccess> Controller<S> {
             Input::Door { open } => self.on_door(now, open, &mut ev),
             Input::Admin(r) => self.on_admin(now, r, &mut ev),
             Input::Tick => {}
+            Input::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
         self.on_tick(now, &mut ev);
         ev

@@ -19,6 +19,7 @@ pub mod matcher;
 pub mod models;
 pub mod pipeline;
 pub mod quality;
+pub mod runner;
 pub mod source;
 pub mod synth;
 

@@ -401,7 +401,19 @@ impl LiveSource {
         let thread = std::thread::Builder::new()
             .name("camera".into())
             .spawn(move || {
-                capture_loop(open, &s2, &st2, backoff, status, std::thread::sleep);
+                // Back-off sleeps wake up when asked to stop, so shutdown stays quick.
+                let st3 = st2.clone();
+                let sleep = move |d: Duration| {
+                    let end = std::time::Instant::now() + d;
+                    while !st3.load(Ordering::SeqCst) {
+                        let left = end.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(Duration::from_millis(50)));
+                    }
+                };
+                capture_loop(open, &s2, &st2, backoff, status, sleep);
                 s2.close();
             })
             .map_err(|e| VisionError::Camera(format!("cannot start capture thread: {e}")))?;
