@@ -4,3 +4,4 @@ export LOCKERD_MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd
 export LOCKERD_DATA="${LOCKERD_DATA:-$REPO/../shared/data}"
 [[ -d "$HOME/.cargo/bin" ]] && export PATH="$HOME/.cargo/bin:$PATH"
 LOCKERD_BIN="$REPO/target/release/lockerd"
+export LOCKERD_DEMO_ASSETS="${LOCKERD_DEMO_ASSETS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/demo-assets}"

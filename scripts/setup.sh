@@ -106,4 +106,37 @@ else
     log "models: installed and verified in $MODELS"
 fi
 
+# --- 4. demo photos --------------------------------------------------------------------
+# Three photos of one person and one of another, from the face_recognition sdist's tests.
+ASSETS="${LOCKERD_DEMO_ASSETS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/demo-assets}"
+declare -A ASHA=(
+    [obama.jpg]=0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6
+    [obama2.jpg]=a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6
+    [obama3.jpg]=76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3
+    [biden.jpg]=3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c
+)
+assets_ok() {
+    local f
+    for f in "${!ASHA[@]}"; do
+        echo "${ASHA[$f]}  $ASSETS/$f" | sha256sum -c --status - 2>/dev/null || return 1
+    done
+}
+if assets_ok; then
+    log "demo photos: present and verified in $ASSETS"
+else
+    log "fetching face_recognition==1.3.0 (sdist) for its test photos"
+    mkdir -p "$ASSETS"
+    tmp2=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --no-binary :all: --disable-pip-version-check \
+        -d "$tmp2" "face_recognition==1.3.0"
+    tar -xzf "$tmp2"/face_recognition-1.3.0.tar.gz -C "$tmp2" --wildcards '*/tests/test_images/*.jpg'
+    for f in "${!ASHA[@]}"; do
+        src="$tmp2/face_recognition-1.3.0/tests/test_images/$f"
+        echo "${ASHA[$f]}  $src" | sha256sum -c --status - || { log "ERROR: sha256 mismatch for $f"; exit 1; }
+        cp "$src" "$ASSETS/$f"
+    done
+    rm -rf "$tmp2"
+    log "demo photos: installed and verified in $ASSETS"
+fi
+
 log "done in $(( $(date +%s) - start )) s"

@@ -187,3 +187,185 @@ mod tests {
         assert!(moved, "frames differ (the print moves)");
     }
 }
+
+/// A clip of a still photo in which the person blinks (twice): each eye region is
+/// squeezed vertically toward its centre line over a few frames, the way lids close.
+/// Used by the demo when no real blink clips are available; it is synthetic and the demo
+/// says so.
+pub fn blink_clip(
+    models: &super::models::Models,
+    photo: &Frame,
+    out: &Path,
+    frames: u32,
+    fps: f64,
+) -> Result<(), VisionError> {
+    // Frame the face as a kiosk camera would: head and shoulders, 640x480.
+    let found = super::pipeline::still_face(models, photo)?
+        .ok_or_else(|| VisionError::BadInput("no face in the photo".into()))?;
+    let b = found.shape.points.bbox();
+    let cw = (b.w * 3.2)
+        .min(photo.width as f32)
+        .min(photo.height as f32 * 4.0 / 3.0);
+    let ch = cw * 3.0 / 4.0;
+    let crop = super::frame::BBox {
+        x: (b.cx() - cw / 2.0).clamp(0.0, photo.width as f32 - cw),
+        y: (b.cy() - ch * 0.45).clamp(0.0, photo.height as f32 - ch),
+        w: cw,
+        h: ch,
+    };
+    let patch_rgb = {
+        let full = photo.as_mat()?;
+        let (x, y, w, h) = crop
+            .clip_px(photo.width, photo.height)
+            .ok_or_else(|| VisionError::BadInput("face at the edge of the photo".into()))?;
+        let view = Mat::roi(&full, opencv::core::Rect::new(x, y, w, h)).map_err(cv)?;
+        let mut out = Mat::default();
+        opencv::imgproc::resize(
+            &view,
+            &mut out,
+            Size::new(640, 480),
+            0.0,
+            0.0,
+            opencv::imgproc::INTER_AREA,
+        )
+        .map_err(cv)?;
+        out
+    };
+    let framed = Frame::from_rgb(
+        patch_rgb.data_bytes().map_err(cv)?.to_vec(),
+        640,
+        480,
+        0,
+        std::time::Duration::ZERO,
+    )?;
+    let photo = &framed;
+    let face = super::pipeline::still_face(models, photo)?
+        .ok_or_else(|| VisionError::BadInput("no face after framing the photo".into()))?;
+    let lm = face.shape.points;
+    let rgb = photo.as_mat()?;
+    let mut bgr = Mat::default();
+    opencv::imgproc::cvt_color_def(&rgb, &mut bgr, opencv::imgproc::COLOR_RGB2BGR).map_err(cv)?;
+    let (w, h) = ((photo.width & !1) as i32, (photo.height & !1) as i32);
+    let base = Mat::roi(&bgr, opencv::core::Rect::new(0, 0, w, h))
+        .map_err(cv)?
+        .try_clone()
+        .map_err(cv)?;
+    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').map_err(cv)?;
+    let mut vw = VideoWriter::new(out, fourcc, fps, Size::new(w, h), true).map_err(cv)?;
+    if !vw.is_opened().map_err(cv)? {
+        return Err(VisionError::BadInput(format!(
+            "cannot write video {}",
+            out.display()
+        )));
+    }
+    // How hard to squeeze for the landmark model to read "closed" depends on the face:
+    // try a few warps and keep the one whose eye aspect ratio drops the most.
+    let open_ear = {
+        let (l, r) = lm.ears();
+        (l + r) / 2.0
+    };
+    let mut best: Option<(f32, f32, f32)> = None;
+    for strength in [1.5f32, 2.5, 4.0, 6.0] {
+        for ry_factor in [0.35f32, 0.5, 0.7] {
+            let warped = squeeze_eyes(&base, &lm, strength, ry_factor)?;
+            let mut rgbm = Mat::default();
+            opencv::imgproc::cvt_color_def(&warped, &mut rgbm, opencv::imgproc::COLOR_BGR2RGB)
+                .map_err(cv)?;
+            let f = Frame::from_rgb(
+                rgbm.data_bytes().map_err(cv)?.to_vec(),
+                w as u32,
+                h as u32,
+                0,
+                std::time::Duration::ZERO,
+            )?;
+            if let Some(fc) = super::pipeline::still_face(models, &f)? {
+                let (l, r) = fc.shape.points.ears();
+                let ear = (l + r) / 2.0;
+                if best.is_none_or(|b| ear < b.0) {
+                    best = Some((ear, strength, ry_factor));
+                }
+            }
+        }
+    }
+    let (closed_ear, strength, ry_factor) =
+        best.ok_or_else(|| VisionError::BadInput("the face is lost under every eye warp".into()))?;
+    if closed_ear > open_ear * 0.7 {
+        return Err(VisionError::BadInput(format!(
+            "no eye warp closes these eyes for the landmark model (EAR {open_ear:.2} -> {closed_ear:.2})"
+        )));
+    }
+    // Closure profile of one blink (fraction of the lid gap closed), at 30 fps.
+    let profile = [0.35f32, 0.75, 1.0, 1.0, 0.7, 0.3];
+    let blink_starts = [frames / 3, (2 * frames) / 3];
+    for i in 0..frames {
+        let c = blink_starts
+            .iter()
+            .find_map(|&s| {
+                i.checked_sub(s)
+                    .and_then(|k| profile.get(k as usize))
+                    .copied()
+            })
+            .unwrap_or(0.0);
+        let img = if c > 0.0 {
+            squeeze_eyes(&base, &lm, c * strength, ry_factor)?
+        } else {
+            base.try_clone().map_err(cv)?
+        };
+        vw.write(&img).map_err(cv)?;
+    }
+    vw.release().map_err(cv)?;
+    Ok(())
+}
+
+/// Compress the rows around each eye toward its centre line (strength 0 = unchanged):
+/// the lids appear to close. The weight fades to zero at the region's edge (no seams).
+fn squeeze_eyes(
+    base: &Mat,
+    lm: &super::models::Landmarks,
+    strength: f32,
+    ry_factor: f32,
+) -> Result<Mat, VisionError> {
+    let (w, h) = (base.cols(), base.rows());
+    let mut map_x = Mat::new_rows_cols_with_default(h, w, opencv::core::CV_32FC1, Scalar::all(0.0))
+        .map_err(cv)?;
+    let mut map_y = Mat::new_rows_cols_with_default(h, w, opencv::core::CV_32FC1, Scalar::all(0.0))
+        .map_err(cv)?;
+    for y in 0..h {
+        for x in 0..w {
+            *map_x.at_2d_mut::<f32>(y, x).map_err(cv)? = x as f32;
+            *map_y.at_2d_mut::<f32>(y, x).map_err(cv)? = y as f32;
+        }
+    }
+    for left in [true, false] {
+        let ((cx, cy), ew) = lm.eye_box(left);
+        let (rx, ry) = (0.8 * ew, ry_factor * ew);
+        let (x0, x1) = (
+            (cx - rx).floor().max(0.0) as i32,
+            (cx + rx).ceil().min(w as f32 - 1.0) as i32,
+        );
+        let (y0, y1) = (
+            (cy - ry).floor().max(0.0) as i32,
+            (cy + ry).ceil().min(h as f32 - 1.0) as i32,
+        );
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let (dx, dy) = ((x as f32 - cx) / rx, (y as f32 - cy) / ry);
+                let wgt = ((1.0 - dx * dx).max(0.0) * (1.0 - dy * dy).max(0.0)).powf(0.5);
+                *map_y.at_2d_mut::<f32>(y, x).map_err(cv)? =
+                    cy + (y as f32 - cy) * (1.0 + strength * wgt);
+            }
+        }
+    }
+    let mut warped = Mat::default();
+    opencv::imgproc::remap(
+        base,
+        &mut warped,
+        &map_x,
+        &map_y,
+        opencv::imgproc::INTER_LINEAR,
+        BORDER_REPLICATE,
+        Scalar::default(),
+    )
+    .map_err(cv)?;
+    Ok(warped)
+}

@@ -132,7 +132,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => vision_cmd::replay_cmd(&ctx, clip, gallery, json),
         Command::Admin(c) => admin_cmd::admin(&ctx, c),
-        Command::Tools(c) => vision_cmd::tools_cmd(c),
+        Command::Tools(c) => vision_cmd::tools_cmd(&ctx, c),
         Command::Simulate {
             scenario,
             json,

@@ -197,6 +197,16 @@ pub fn replay_cmd(
 
 #[derive(Subcommand, Debug)]
 pub enum ToolsCmd {
+    /// Make a clip (.avi) of a photo in which the person blinks twice (synthetic: the eye
+    /// regions are squeezed shut). For demos without real blink clips.
+    BlinkClip {
+        image: PathBuf,
+        out: PathBuf,
+        #[arg(long, default_value_t = 90)]
+        frames: u32,
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+    },
     /// Make a photo-attack clip (.avi): the photo moved like a hand-held print.
     PhotoAttack {
         image: PathBuf,
@@ -213,8 +223,22 @@ pub enum ToolsCmd {
     },
 }
 
-pub fn tools_cmd(cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
+pub fn tools_cmd(ctx: &Ctx, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        ToolsCmd::BlinkClip {
+            image,
+            out,
+            frames,
+            fps,
+        } => {
+            let models = load_models(ctx)?;
+            let photo = lockerd::vision::source::load_image(&image)?;
+            lockerd::vision::synth::blink_clip(&models, &photo, &out, frames, fps)?;
+            println!(
+                "wrote {} ({frames} frames at {fps} fps, two synthetic blinks)",
+                out.display()
+            );
+        }
         ToolsCmd::PhotoAttack {
             image,
             out,
