@@ -150,44 +150,6 @@ pub fn photo_attack_from_frame(frame: &Frame, out: &Path, p: &HandHeld) -> Resul
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vision::source::{FrameSource, VideoFileSource};
-    use std::time::Duration;
-
-    #[test]
-    fn writes_a_moving_clip_of_the_requested_length() {
-        let (w, h) = (64u32, 48u32);
-        let mut px = vec![0u8; (w * h * 3) as usize];
-        for (i, v) in px.iter_mut().enumerate() {
-            *v = ((i * 7) % 251) as u8;
-        }
-        let f = Frame::from_rgb(px, w, h, 0, Duration::ZERO).unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let out = d.path().join("a.avi");
-        let p = HandHeld {
-            frames: 12,
-            ..Default::default()
-        };
-        photo_attack_from_frame(&f, &out, &p).unwrap();
-        let mut src = VideoFileSource::open(&out).unwrap();
-        let mut n = 0;
-        let mut prev: Option<Frame> = None;
-        let mut moved = false;
-        while let Some(fr) = src.next_frame().unwrap() {
-            assert_eq!((fr.width, fr.height), (w, h));
-            if let Some(p) = &prev {
-                moved |= p.rgb != fr.rgb;
-            }
-            prev = Some(fr);
-            n += 1;
-        }
-        assert_eq!(n, 12);
-        assert!(moved, "frames differ (the print moves)");
-    }
-}
-
 /// A clip of a still photo in which the person blinks (twice): each eye region is
 /// squeezed vertically toward its centre line over a few frames, the way lids close.
 /// Used by the demo when no real blink clips are available; it is synthetic and the demo
@@ -368,4 +330,42 @@ fn squeeze_eyes(
     )
     .map_err(cv)?;
     Ok(warped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::source::{FrameSource, VideoFileSource};
+    use std::time::Duration;
+
+    #[test]
+    fn writes_a_moving_clip_of_the_requested_length() {
+        let (w, h) = (64u32, 48u32);
+        let mut px = vec![0u8; (w * h * 3) as usize];
+        for (i, v) in px.iter_mut().enumerate() {
+            *v = ((i * 7) % 251) as u8;
+        }
+        let f = Frame::from_rgb(px, w, h, 0, Duration::ZERO).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("a.avi");
+        let p = HandHeld {
+            frames: 12,
+            ..Default::default()
+        };
+        photo_attack_from_frame(&f, &out, &p).unwrap();
+        let mut src = VideoFileSource::open(&out).unwrap();
+        let mut n = 0;
+        let mut prev: Option<Frame> = None;
+        let mut moved = false;
+        while let Some(fr) = src.next_frame().unwrap() {
+            assert_eq!((fr.width, fr.height), (w, h));
+            if let Some(p) = &prev {
+                moved |= p.rgb != fr.rgb;
+            }
+            prev = Some(fr);
+            n += 1;
+        }
+        assert_eq!(n, 12);
+        assert!(moved, "frames differ (the print moves)");
+    }
 }
