@@ -702,7 +702,7 @@ impl<S: DbAccess> Controller<S> {
             self.alert(
                 AlertKind::KeypadLockout,
                 format!(
-                    "{} wrong codes: keypad locked for {} (lockout {} since the last reset)",
+                    "{} wrong codes: keypad locked for {} (lockout {} since the last reset; check who is at the door before resetting)",
                     self.cfg.keypad_max_strikes,
                     minutes_seconds(until - now),
                     s.level
