@@ -344,7 +344,7 @@ pub struct BlinkCount {
 
 pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, VisionError> {
     let mut src = open_path(path)?;
-    pipe.stats = Default::default();
+    pipe.stats = super::pipeline::Stats::recording();
     let (mut all, mut live, mut max_snr) = (0, 0, 0f32);
     let mut snrs = Vec::new();
     let mut count = |ev: Vec<FaceEvent>| {
@@ -557,7 +557,7 @@ pub struct ReplayStages {
 pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, VisionError> {
     let t0 = Instant::now();
     let mut src = open_path(clip)?;
-    pipe.stats = Default::default();
+    pipe.stats = super::pipeline::Stats::recording();
     let mut attempts = Vec::new();
     let mut blinks = 0u32;
     let mut handle = |ev: Vec<FaceEvent>| {

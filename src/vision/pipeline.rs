@@ -96,9 +96,13 @@ pub struct Attempt {
     pub enabled: Option<bool>,
 }
 
-/// Timings gathered while processing (milliseconds).
+/// Timings gathered while processing (milliseconds). The per-frame sample vectors are
+/// for measurement runs (replay, evals); a long-running daemon turns them off with
+/// [`Pipeline::keep_samples`] so they do not grow for ever. The counters always count.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// When false, the `*_ms` vectors stay empty.
+    pub keep_samples: bool,
     pub frames: u64,
     pub frames_with_face: u64,
     pub detect_ms: Vec<f64>,
@@ -116,6 +120,22 @@ enum Det {
     Full,
     Roi,
     Tracked,
+}
+
+impl Stats {
+    fn sample(&mut self, field: impl FnOnce(&mut Stats) -> &mut Vec<f64>, v: f64) {
+        if self.keep_samples {
+            field(self).push(v);
+        }
+    }
+
+    /// Empty, recording samples.
+    pub fn recording() -> Stats {
+        Stats {
+            keep_samples: true,
+            ..Default::default()
+        }
+    }
 }
 
 struct Track {
@@ -220,8 +240,16 @@ impl Pipeline {
             cfg,
             track: None,
             next_track: 1,
-            stats: Stats::default(),
+            stats: Stats::recording(),
             trace: None,
+        }
+    }
+
+    /// Keep per-frame timing samples (measurement runs) or only counters (the daemon).
+    pub fn keep_samples(&mut self, keep: bool) {
+        self.stats.keep_samples = keep;
+        if !keep {
+            self.stats = Stats::default();
         }
     }
 
@@ -257,7 +285,7 @@ impl Pipeline {
             Some(p) => self.models.detect(&p),
             None => Vec::new(),
         };
-        self.stats.detect_ms.push(ms_since(t0));
+        self.stats.sample(|s| &mut s.detect_ms, ms_since(t0));
         if roi.is_some() {
             self.stats.roi_detects += 1;
         } else {
@@ -276,8 +304,9 @@ impl Pipeline {
         let mut ev = Vec::new();
         let r = self.process_inner(frame, &mut ev);
         self.stats.frames += 1;
-        self.stats.frame_cpu_ms.push(process_cpu_ms() - c0);
-        self.stats.frame_wall_ms.push(ms_since(w0));
+        let cpu = process_cpu_ms() - c0;
+        self.stats.sample(|s| &mut s.frame_cpu_ms, cpu);
+        self.stats.sample(|s| &mut s.frame_wall_ms, ms_since(w0));
         r.map(|_| ev)
     }
 
@@ -391,7 +420,7 @@ impl Pipeline {
         };
         let t0 = Instant::now();
         let shape = self.models.landmarks(&patch, &bbox);
-        self.stats.landmarks_ms.push(ms_since(t0));
+        self.stats.sample(|s| &mut s.landmarks_ms, ms_since(t0));
         let Some(shape) = shape else {
             self.end_track(frame.index, frame.ts, "no_landmarks", ev);
             return Ok(());
@@ -520,7 +549,7 @@ impl Pipeline {
         }
         let t0 = Instant::now();
         let emb = self.models.encode(patch, shape);
-        self.stats.encode_ms.push(ms_since(t0));
+        self.stats.sample(|s| &mut s.encode_ms, ms_since(t0));
         let Some(emb) = emb else { return Ok(()) };
         let identity_break = self.cfg.identity_break;
         let t = self.track.as_mut().expect("track");
@@ -670,3 +699,25 @@ pub fn face_at_scale(
 
 /// Convenience: landmarks type re-export for tools.
 pub type FaceLandmarks68 = Landmarks;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_kept_only_when_asked() {
+        let mut on = Stats::recording();
+        let mut off = Stats::default();
+        for i in 0..1000 {
+            on.sample(|s| &mut s.frame_cpu_ms, i as f64);
+            off.sample(|s| &mut s.frame_cpu_ms, i as f64);
+            off.frames += 1;
+        }
+        assert_eq!(on.frame_cpu_ms.len(), 1000);
+        assert!(
+            off.frame_cpu_ms.is_empty(),
+            "a daemon's stats must not grow per frame"
+        );
+        assert_eq!(off.frames, 1000);
+    }
+}

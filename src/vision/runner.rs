@@ -50,6 +50,8 @@ pub fn spawn(
         .name("vision".into())
         .spawn(move || {
             let mut pipe = Pipeline::new(models, gallery, cfg);
+            // Runs for months: counters only, no per-frame samples.
+            pipe.keep_samples(false);
             let pace = source
                 .is_replay()
                 .then(|| {
