@@ -88,8 +88,7 @@ fn store_thread_serves_async_and_blocking_callers() {
     let k = DbKey::from_text(KEY, Path::new("test")).unwrap();
     let (st, info) = Store::open(&p, k, Create::IfMissing, Duration::from_secs(5)).unwrap();
     assert!(info.created);
-    st.call_blocking(|db| db.add_user("carol", Role::User))
-        .unwrap();
+    st.call_sync(|db| db.add_user("carol", Role::User)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -98,9 +97,7 @@ fn store_thread_serves_async_and_blocking_callers() {
         .unwrap();
     assert_eq!(n, 1);
     // Errors come back typed.
-    let e = st
-        .call_blocking(|db| db.require_user("nobody"))
-        .unwrap_err();
+    let e = st.call_sync(|db| db.require_user("nobody")).unwrap_err();
     assert!(e.to_string().contains("nobody"));
 }
 
@@ -367,7 +364,7 @@ fn closed_store_refuses_calls_and_joins_its_thread() {
     let other = st.clone();
     st.close();
     assert!(matches!(
-        other.call_blocking(|db| db.ping()),
+        other.call_sync(|db| db.ping()),
         Err(lockerd::store::StoreError::Closed)
     ));
     st.close(); // idempotent

@@ -188,15 +188,4 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         rrx.recv().map_err(|_| StoreError::Closed)?
     }
-
-    /// Same as [`Store::call`] for synchronous callers (not from inside the runtime).
-    pub fn call_blocking<R, F>(&self, f: F) -> Result<R, StoreError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
-    {
-        self.submit(f)?
-            .blocking_recv()
-            .map_err(|_| StoreError::Closed)?
-    }
 }
