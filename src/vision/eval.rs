@@ -9,7 +9,7 @@ use super::models::Models;
 use super::pipeline::{Attempt, FaceEvent, Pipeline};
 use super::source::{is_image, is_video, list_images, open_path, FrameSource};
 use super::VisionError;
-use crate::access::face::{self, FaceDecision};
+use crate::access::face;
 use crate::config::VisionConfig;
 use crate::store::{Create, Db, DbKey};
 use crate::types::Role;
@@ -393,7 +393,7 @@ pub fn eval_blinks(
     pc.post_blink_frames = 0;
     let mut pipe = Pipeline::new(models, Gallery::default(), pc);
     let mut per_clip = Vec::new();
-    let mut csv = String::from("file,frame,track,detection,ear_left,ear_right,level,blink,lid_left,lid_right,patch_left,patch_right\n");
+    let mut csv = String::from("file,frame,track,detection,ear_left,ear_right,level,blink\n");
     for c in clips {
         let (Some(file), Some(ann)) = (c["file"].as_str(), c["blinks"].as_u64()) else {
             continue;
@@ -408,18 +408,14 @@ pub fn eval_blinks(
         let n = count_blinks(&mut pipe, &base.join(file))?;
         for r in pipe.trace.take().unwrap_or_default() {
             csv.push_str(&format!(
-                "{file},{},{},{},{:.4},{:.4},{},{},{:.4},{:.4},{:.4},{:.4}\n",
+                "{file},{},{},{},{:.4},{:.4},{},{}\n",
                 r.frame,
                 r.track,
                 r.detection,
                 r.ear_left,
                 r.ear_right,
                 r.level.map(|l| format!("{l:.4}")).unwrap_or_default(),
-                r.blink as u8,
-                r.lid_left,
-                r.lid_right,
-                r.patch_left,
-                r.patch_right
+                r.blink as u8
             ));
         }
         let ann = ann as u32;
@@ -637,11 +633,6 @@ pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, VisionEr
         wall_s: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
     })
-}
-
-/// Decide what a face attempt means (re-exported for tools).
-pub fn decision_of(a: &Attempt) -> FaceDecision {
-    face::decide(a)
 }
 
 #[cfg(test)]

@@ -32,13 +32,6 @@ impl Landmarks {
         (ear(self.eye(LEFT_EYE)), ear(self.eye(RIGHT_EYE)))
     }
 
-    /// Lid gaps (mean of the two vertical pairs) over the inter-ocular distance.
-    pub fn lid_gaps(&self) -> (f32, f32) {
-        let iod = self.inter_ocular().max(1e-3);
-        let gap = |e: [(f32, f32); 6]| (dist(e[1], e[5]) + dist(e[2], e[4])) / 2.0 / iod;
-        (gap(self.eye(LEFT_EYE)), gap(self.eye(RIGHT_EYE)))
-    }
-
     /// Centre and width of one eye.
     pub fn eye_box(&self, left: bool) -> ((f32, f32), f32) {
         let idx = if left { LEFT_EYE } else { RIGHT_EYE };

@@ -43,13 +43,6 @@ pub struct Shape {
     raw: FaceLandmarks,
 }
 
-impl Shape {
-    /// dlib's landmark object (for tools that call dlib directly).
-    pub fn shape_raw(&self) -> FaceLandmarks {
-        self.raw.clone()
-    }
-}
-
 extern "C" {
     /// From libopenblas, which dlib links for the encoder's matrix maths.
     fn openblas_set_num_threads(n: std::os::raw::c_int);

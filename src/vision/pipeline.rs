@@ -16,7 +16,7 @@
 use super::blink::{BlinkConfig, BlinkTracker};
 use super::frame::{BBox, Frame, Patch};
 use super::matcher::{Gallery, MatchPolicy, MatchResult, Verdict};
-use super::models::{Landmarks, Models, Shape};
+use super::models::{Models, Shape};
 use super::quality::{self, QualityGates};
 use super::VisionError;
 use crate::types::{Embedding, Role, UserId};
@@ -195,12 +195,6 @@ pub struct TraceRow {
     pub ear_right: f32,
     pub level: Option<f32>,
     pub blink: bool,
-    /// Extra openness measures for analysis: lid gap / inter-ocular distance, and the
-    /// grey-level standard deviation of a patch at each eye centre.
-    pub lid_left: f32,
-    pub lid_right: f32,
-    pub patch_left: f32,
-    pub patch_right: f32,
 }
 
 pub struct Pipeline {
@@ -267,11 +261,6 @@ impl Pipeline {
 
     pub fn gallery(&self) -> &Gallery {
         &self.gallery
-    }
-
-    /// Current track's blink count (for tools).
-    pub fn current_blinks(&self) -> Option<u32> {
-        self.track.as_ref().map(|t| t.blink.blinks())
     }
 
     fn detect(
@@ -467,16 +456,7 @@ impl Pipeline {
             let t = self.track.as_mut().expect("track");
             let blinked = t.blink.push(frame.ts, ear);
             if let Some(tr) = self.trace.as_mut() {
-                let (lid_left, lid_right) = shape.points.lid_gaps();
-                let (patch_left, patch_right) = (
-                    quality::eye_contrast(frame, &shape.points, true).unwrap_or(0.0),
-                    quality::eye_contrast(frame, &shape.points, false).unwrap_or(0.0),
-                );
                 tr.push(TraceRow {
-                    lid_left,
-                    lid_right,
-                    patch_left,
-                    patch_right,
                     frame: frame.index,
                     track: t.id,
                     detection: match det {
@@ -696,9 +676,6 @@ pub fn face_at_scale(
         faces: faces.len(),
     }))
 }
-
-/// Convenience: landmarks type re-export for tools.
-pub type FaceLandmarks68 = Landmarks;
 
 #[cfg(test)]
 mod tests {

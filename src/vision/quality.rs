@@ -103,43 +103,6 @@ pub fn sharpness(frame: &Frame, region: BBox) -> Result<f32, VisionError> {
     Ok((std[0] * std[0]) as f32)
 }
 
-fn grey_mean(frame: &Frame, b: BBox) -> Result<f32, VisionError> {
-    let cv = |e: opencv::Error| VisionError::OpenCv(e.to_string());
-    let Some(grey) = frame.grey_crop(b)? else {
-        return Ok(0.0);
-    };
-    let mut mean = Scalar::default();
-    let mut std = Scalar::default();
-    opencv::core::mean_std_dev_def(&grey, &mut mean, &mut std).map_err(cv)?;
-    Ok(mean[0] as f32)
-}
-
-/// Brightness at the iris (a box 0.5 x 0.35 eye widths at the eye centre) over the
-/// brightness of the nose bridge: rises when the lid covers the dark iris.
-pub fn eye_contrast(frame: &Frame, lm: &Landmarks, left: bool) -> Result<f32, VisionError> {
-    let ((cx, cy), w) = lm.eye_box(left);
-    let iris = grey_mean(
-        frame,
-        BBox {
-            x: cx - 0.25 * w,
-            y: cy - 0.175 * w,
-            w: 0.5 * w,
-            h: 0.35 * w,
-        },
-    )?;
-    let (nx, ny) = lm.0[28];
-    let nose = grey_mean(
-        frame,
-        BBox {
-            x: nx - 0.3 * w,
-            y: ny - 0.3 * w,
-            w: 0.6 * w,
-            h: 0.6 * w,
-        },
-    )?;
-    Ok(iris / nose.max(1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
