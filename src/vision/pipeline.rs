@@ -309,7 +309,7 @@ impl Pipeline {
     fn end_track(&mut self, frame: u64, at: Duration, reason: &str, ev: &mut Vec<FaceEvent>) {
         let Some(t) = self.track.take() else { return };
         if !t.attempted && !t.granted && !t.encodings.is_empty() {
-            let a = self.attempt(&t, frame, at, false, None);
+            let a = attempt(&self.gallery, &self.cfg, &t, frame, at, false, None);
             ev.push(FaceEvent::Attempt(a));
         }
         ev.push(FaceEvent::TrackEnded {
@@ -578,50 +578,56 @@ impl Pipeline {
             return;
         }
         t.post_blink_wait = None;
-        let t = self.track.take().expect("track");
-        let a = self.attempt(&t, frame.index, frame.ts, true, Some(blink_t));
-        let mut t = t;
+        let a = attempt(
+            &self.gallery,
+            &self.cfg,
+            t,
+            frame.index,
+            frame.ts,
+            true,
+            Some(blink_t),
+        );
         t.attempted = true;
-        if a.result.verdict == Verdict::Match {
-            t.granted = true;
-        }
-        self.track = Some(t);
+        t.granted = a.result.verdict == Verdict::Match;
         ev.push(FaceEvent::Attempt(a));
     }
+}
 
-    fn attempt(
-        &self,
-        t: &Track,
-        frame: u64,
-        at: Duration,
-        live: bool,
-        blink_t: Option<Duration>,
-    ) -> Attempt {
-        let window = self.cfg.liveness_window;
-        let probes: Vec<Embedding> = t
-            .encodings
-            .iter()
-            .rev()
-            .filter(|e| blink_t.is_none_or(|b| e.0 + window >= b))
-            .take(self.cfg.fuse_last)
-            .map(|e| e.2.clone())
-            .collect();
-        let result = self.gallery.identify(&probes, self.cfg.policy);
-        let user = result.best_index.map(|i| &self.gallery.users[i]);
-        let matched = result.verdict == Verdict::Match;
-        Attempt {
-            track: t.id,
-            frame,
-            at_s: at.as_secs_f64(),
-            live,
-            blinks: t.blink.live_blinks(),
-            blink_frame: t.last_blink.map(|b| b.1),
-            frames_after_blink: t.last_blink.map(|b| frame.saturating_sub(b.1)),
-            user_id: user.filter(|_| matched).map(|u| u.user_id),
-            role: user.filter(|_| matched).map(|u| u.role),
-            enabled: user.filter(|_| matched).map(|u| u.enabled),
-            result,
-        }
+/// The attempt a track makes now: fused match over its recent encodings (those within the
+/// liveness window of the blink, when there is one).
+fn attempt(
+    gallery: &Gallery,
+    cfg: &PipelineConfig,
+    t: &Track,
+    frame: u64,
+    at: Duration,
+    live: bool,
+    blink_t: Option<Duration>,
+) -> Attempt {
+    let window = cfg.liveness_window;
+    let probes: Vec<Embedding> = t
+        .encodings
+        .iter()
+        .rev()
+        .filter(|e| blink_t.is_none_or(|b| e.0 + window >= b))
+        .take(cfg.fuse_last)
+        .map(|e| e.2.clone())
+        .collect();
+    let result = gallery.identify(&probes, cfg.policy);
+    let user = result.best_index.map(|i| &gallery.users[i]);
+    let matched = result.verdict == Verdict::Match;
+    Attempt {
+        track: t.id,
+        frame,
+        at_s: at.as_secs_f64(),
+        live,
+        blinks: t.blink.live_blinks(),
+        blink_frame: t.last_blink.map(|b| b.1),
+        frames_after_blink: t.last_blink.map(|b| frame.saturating_sub(b.1)),
+        user_id: user.filter(|_| matched).map(|u| u.user_id),
+        role: user.filter(|_| matched).map(|u| u.role),
+        enabled: user.filter(|_| matched).map(|u| u.enabled),
+        result,
     }
 }
 
