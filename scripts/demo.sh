@@ -69,9 +69,8 @@ cat <<'TXT'
 TXT
 echo
 "${L[@]}" simulate "$DEMO/story.jsonl" --tail 8 2>/dev/null | grep -v "  keys  " | sed 's/^/   /'
-"${L[@]}" simulate "$DEMO/story.jsonl" --tail 8 --json 2>/dev/null > "$DEMO/timeline.jsonl"
 echo
-echo "   (JSON lines of the same run: $DEMO/timeline.jsonl)"
+echo "   (the scenario is $DEMO/story.jsonl; add --json to \`lockerd simulate\` for JSON lines)"
 
 echo
 echo "== the daemon itself starts on its embedded defaults (demo key, simulated hardware)"
