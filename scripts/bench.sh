@@ -35,8 +35,8 @@ KEY="$OUT/bench.key"; DB="$OUT/bench.db"
 L=("$LOCKERD_BIN" --models "$LOCKERD_MODELS" --db "$DB" --key-file "$KEY")
 "${L[@]}" store init --generate-key "$KEY" >/dev/null 2>&1
 for p in "${PEOPLE[@]}"; do
-    "${L[@]}" admin user add "$p" >/dev/null 2>&1
-    "${L[@]}" admin enroll "$p" --from "$OUT/gallery/$p/enroll.jpg" --allow-poor-photos >/dev/null 2>&1
+    "${L[@]}" admin users add "$p" >/dev/null 2>&1
+    "${L[@]}" admin enroll "$p" "$OUT/gallery/$p/enroll.jpg" --allow-poor-photos >/dev/null 2>&1
 done
 
 for r in $(seq "$ROUNDS"); do

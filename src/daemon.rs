@@ -3,23 +3,28 @@
 //! order and leaves the lock locked.
 //!
 //! Parts and channels: the store thread ([`Store`]); the access controller on its own
-//! thread (its driver task, fed by an input channel, publishing events on a broadcast
-//! channel: the seam for D-Bus and MQTT); the vision thread (camera or replay) sending
-//! face attempts into the input channel; on a Pi, an input thread polling the keypad and
-//! the door contact; a task that reloads the gallery when enrollments change.
+//! thread (its driver task, fed by an input channel, publishing secret-free events on a
+//! broadcast channel and its state on a watch channel); the vision thread (camera or
+//! replay) sending face attempts into the input channel; on a Pi, an input thread
+//! polling the keypad and the door contact; the request API's serving task
+//! ([`crate::api::service`]), through which the D-Bus service ([`crate::dbus`]) and
+//! every other way in reach the parts. One daemon per database: an exclusive lock on
+//! `<db>.lock` is held for the daemon's life.
 
-use crate::access::controller::{Controller, Input};
-use crate::access::driver::{self, Timed, WallClock};
+use crate::access::controller::{Controller, Input, Snapshot};
+use crate::access::driver::{self, WallClock};
+use crate::api::service::{self as api_service, Backends, ControllerLink, Service};
+use crate::api::Timed;
 use crate::config::Config;
 use crate::hw::{self, HwError};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
-use crate::vision::{camera::NokhwaCamera, enroll, models::Models, runner, source};
+use crate::vision::{camera::NokhwaCamera, models::Models, runner, source};
 use sd_notify::NotifyState;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -29,6 +34,8 @@ pub enum DaemonError {
     Hw(#[from] HwError),
     #[error("{0}")]
     Start(String),
+    #[error("request API: {0}")]
+    Api(#[from] crate::api::ApiError),
 }
 
 /// Options that are not configuration (they come from the command line).
@@ -60,16 +67,6 @@ pub fn open_store(
     Ok((st, info, source))
 }
 
-/// A cheap fingerprint of everything the gallery depends on.
-fn gallery_fingerprint(db: &store::Db) -> Result<String, StoreError> {
-    Ok(db.conn().query_row(
-        "SELECT (SELECT count(*) || ':' || coalesce(max(id), 0) FROM face_templates) || '/' ||
-                (SELECT coalesce(group_concat(id || role || enabled), '') FROM users)",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
 /// Start vision, or say why not (the daemon then runs keypad-only).
 fn start_vision(
     config: &Config,
@@ -79,7 +76,7 @@ fn start_vision(
     let models = Models::load(&config.vision.models).map_err(|e| e.to_string())?;
     log::info!("face models loaded in {:.2} s", models.load_s);
     let gallery = store
-        .call_sync(|db| enroll::load_gallery(db))
+        .call_sync(|db| api_service::load_gallery(db))
         .map_err(|e| e.to_string())?;
     let src: Box<dyn source::FrameSource> = if config.vision.source == "camera" {
         let settings = config.vision.camera();
@@ -107,7 +104,8 @@ fn start_vision(
         source::open_path(std::path::Path::new(&config.vision.source)).map_err(|e| e.to_string())?
     };
     log::info!("vision source: {}", src.describe());
-    runner::spawn(models, gallery, config.vision.pipeline(), src, move |a| {
+    let shared = runner::VisionShared::new(models, gallery, &config.vision);
+    runner::spawn(shared, src, move |a| {
         inputs.blocking_send(Input::Face(Box::new(a))).is_ok()
     })
     .map_err(|e| e.to_string())
@@ -120,6 +118,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     notify(&[NotifyState::Status("opening store")]);
+    let _instance = store::InstanceLock::acquire(&config.store.path)?;
     let (store, info, source) = open_store(&config, opts.demo, Create::IfMissing)?;
     log::info!(
         "store {} open in {:.0} ms (key from {source}, schema v{}{})",
@@ -150,6 +149,7 @@ pub async fn run(
     // The access controller on its own thread (its store calls block only that thread).
     let (in_tx, in_rx) = mpsc::channel::<Input>(256);
     let (ev_tx, _) = broadcast::channel::<Timed>(1024);
+    let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
     let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
     let (cfg2, store2, ev2) = (config.access.clone(), store.clone(), ev_tx.clone());
@@ -182,7 +182,7 @@ pub async fn run(
                     });
                 }
                 let _ = ctl_ready_tx.send(Ok(()));
-                driver::run(ctl, WallClock, in_rx, ev2, async {
+                driver::run(ctl, WallClock, in_rx, ev2, state_tx, async {
                     let _ = ctl_stopped.await;
                 })
                 .await;
@@ -222,23 +222,33 @@ pub async fn run(
     };
     let mut vision = vision.ok();
 
-    // Reload the gallery when enrollments change (CLI writes to the same store).
-    let gallery_task = vision.as_ref().map(|v| {
-        let (store, tx) = (store.clone(), v.gallery.clone());
-        tokio::spawn(async move {
-            let mut last = store.call(|db| gallery_fingerprint(db)).await.ok();
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let now = store.call(|db| gallery_fingerprint(db)).await.ok();
-                if now.is_some() && now != last {
-                    if let Ok(g) = store.call(|db| enroll::load_gallery(db)).await {
-                        let _ = tx.send(g);
-                    }
-                    last = now;
-                }
-            }
-        })
-    });
+    // The request API, and the D-Bus service on it.
+    let (api, api_task) = Service::start(
+        config.clone(),
+        Backends {
+            store: store.clone(),
+            controller: Some(ControllerLink {
+                inputs: in_tx.clone(),
+                state: state_rx,
+            }),
+            vision: vision.as_ref().map(|v| v.shared.clone()),
+            events: ev_tx.clone(),
+            clock: Arc::new(WallClock),
+        },
+    )
+    .await?;
+    let bus = match crate::dbus::serve(api.clone()).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            log::warn!("D-Bus service not started: {e} (lockerctl cannot reach this daemon)");
+            None
+        }
+    };
+    let bus_status = if bus.is_some() {
+        "D-Bus on"
+    } else {
+        "D-Bus OFF"
+    };
 
     let watchdog = sd_notify::watchdog_enabled().map(|period| {
         let (store, tx) = (store.clone(), in_tx.clone());
@@ -247,8 +257,8 @@ pub async fn run(
 
     let users = store.call(|db| Ok(db.list_users()?.len())).await?;
     let status = format!(
-        "ready: kiosk {}, {} user(s), {}, hardware {}, lock locked",
-        config.daemon.kiosk_name, users, vision_status, config.hardware.mode
+        "ready: kiosk {}, {} user(s), {}, {}, hardware {}, lock locked",
+        config.daemon.kiosk_name, users, vision_status, bus_status, config.hardware.mode
     );
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     log::info!("{status}");
@@ -260,9 +270,9 @@ pub async fn run(
     if let Some(w) = watchdog {
         w.abort();
     }
-    if let Some(g) = gallery_task {
-        g.abort();
-    }
+    drop(bus);
+    drop(api);
+    api_task.abort();
     if let Some(mut v) = vision.take() {
         let _ = tokio::task::spawn_blocking(move || v.stop()).await;
     }

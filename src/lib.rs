@@ -7,11 +7,21 @@
 //! - [`store`]: the SQLCipher store on its own thread (users, templates, OTP, audit).
 //! - [`hw`]: hardware traits with real and simulated implementations.
 //! - [`safety`]: emergency locking from the panic hook.
+//! - [`api`]: the one way in: typed requests, the role table, the serving task, the
+//!   secret-free event broadcast.
+//! - [`dbus`]: the `org.lockerd.Locker1` service and its client proxy; [`ctl`]: the
+//!   admin commands shared by `lockerctl` and `lockerd admin`.
+//! - [`access`]: the access controller; [`vision`]: frames to face attempts.
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
+//! - [`sim`], [`eval`]: the simulator and the measurement commands.
 
 pub mod access;
+pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
+pub mod dbus;
+pub mod eval;
 pub mod hw;
 pub mod logging;
 pub mod safety;

@@ -1,7 +1,9 @@
 //! `lockerd simulate`: the whole local appliance on virtual time. The real access
 //! controller (through its driver task), simulated lock, door, display and indicator, a
-//! temporary encrypted store, and the real vision pipeline on replayed clips; a scenario
-//! of timed inputs drives it and every resulting event comes out as a JSON line.
+//! temporary encrypted store on its thread, the real vision pipeline on replayed clips,
+//! and the request API: every admin step is a [`Request`] from the simulator caller, so
+//! it behaves exactly as it would over D-Bus. A scenario of timed inputs drives it and
+//! every resulting (secret-free) event comes out as a JSON line.
 //!
 //! Scenario: JSON lines, each `{"at_s": T, ...}` with exactly one of
 //! `"keys": "12#345678#"`, `"clip": "path.mp4"`, `"door": "open"|"closed"`, or
@@ -11,14 +13,17 @@
 //! same with a wrong code. Paths are relative to the scenario file. Blank lines and
 //! lines starting with `#` are skipped.
 
-use crate::access::controller::{AdminRequest, Controller, EventKind, Input};
+use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::credentials::code_keys;
-use crate::access::driver::{self, Timed, TokioClock};
+use crate::access::driver::{self, TokioClock};
+use crate::api::service::{Backends, ControllerLink, Service};
+use crate::api::{ApiError, Caller, EnrollSource, Request, Response, Timed};
 use crate::config::Config;
-use crate::store::{Create, Db, DbKey, Method, StoreError};
+use crate::store::{Create, DbKey, Store, StoreError};
 use crate::types::Role;
-use crate::vision::pipeline::{FaceEvent, Pipeline};
-use crate::vision::{enroll, models::Models, source::open_path, VisionError};
+use crate::vision::pipeline::FaceEvent;
+use crate::vision::runner::VisionShared;
+use crate::vision::{source::open_path, VisionError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -41,6 +46,8 @@ pub enum SimError {
     Vision(#[from] VisionError),
     #[error("at {at_s} s: {message}")]
     Step { at_s: f64, message: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,21 +233,6 @@ impl Default for SimOptions {
 
 const BASE_MS: i64 = 1_800_000_000_000;
 
-struct Vision {
-    pipe: Option<Pipeline>,
-}
-
-impl Vision {
-    fn pipe(&mut self, cfg: &Config, db: &Db) -> Result<&mut Pipeline, SimError> {
-        if self.pipe.is_none() {
-            let models = Models::load(&cfg.vision.models)?;
-            let gallery = enroll::load_gallery(db)?;
-            self.pipe = Some(Pipeline::new(models, gallery, cfg.vision.pipeline()));
-        }
-        Ok(self.pipe.as_mut().expect("just set"))
-    }
-}
-
 /// Run a scenario. `out` gets every line as it happens (in virtual-time order).
 pub fn run(
     steps: Vec<Step>,
@@ -250,9 +242,14 @@ pub fn run(
 ) -> Result<(), SimError> {
     let dir = tempfile::tempdir().map_err(|e| SimError::Read(std::env::temp_dir(), e))?;
     let path = dir.path().join("sim.db");
-    let key = DbKey::generate();
-    let (ctl_db, _) = Db::open(&path, &key, Create::MustBeNew, Duration::from_secs(5))?;
-    let (mut admin_db, _) = Db::open(&path, &key, Create::MustExist, Duration::from_secs(5))?;
+    let (db, _) = crate::store::Db::open(
+        &path,
+        &DbKey::generate(),
+        Create::MustBeNew,
+        Duration::from_secs(5),
+    )?;
+    // Inline: virtual time must not move while a store call is under way.
+    let store = Store::inline(db);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -262,25 +259,37 @@ pub fn run(
     let result = rt.block_on(async {
         let (devices, _kit) = crate::hw::sim::devices();
         let clock = TokioClock::starting_at(BASE_MS);
-        let (ctl, _) = Controller::new(config.access.clone(), ctl_db, devices, BASE_MS)?;
+        let (ctl, _) = Controller::new(config.access.clone(), store.clone(), devices, BASE_MS)?;
         let (tx, inputs) = mpsc::channel::<Input>(256);
         let (etx, mut erx) = broadcast::channel::<Timed>(4096);
-        let last_code: Arc<Mutex<Option<(u32, String)>>> = Arc::default();
+        let (state_tx, state_rx) = tokio::sync::watch::channel(Snapshot::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let driver = tokio::spawn(driver::run(ctl, clock, inputs, etx, async {
+        let driver = tokio::spawn(driver::run(ctl, clock, inputs, etx.clone(), state_tx, async {
             let _ = stop_rx.await;
         }));
-        // Collect controller events as they happen.
-        let (l2, code2) = (lines.clone(), last_code.clone());
+        let vision = VisionShared::lazy(&config.vision);
+        let (api, api_task) = Service::start(
+            config.clone(),
+            Backends {
+                store: store.clone(),
+                controller: Some(ControllerLink {
+                    inputs: tx.clone(),
+                    state: state_rx,
+                }),
+                vision: Some(vision.clone()),
+                events: etx.clone(),
+                clock: Arc::new(TokioClock::starting_at(BASE_MS)),
+            },
+        )
+        .await?;
+        let me = Caller::simulator();
+        let start = tokio::time::Instant::now();
+        // Collect every event at the virtual time it happens.
+        let l2 = lines.clone();
         let collector = tokio::spawn(async move {
             while let Ok(t) = erx.recv().await {
-                let at_s = (t.at_ms - BASE_MS) as f64 / 1000.0;
+                let at_s = start.elapsed().as_secs_f64();
                 let mut body = serde_json::to_value(&t.event).unwrap_or_default();
-                if t.event.event == EventKind::CodeIssued {
-                    if let (Some(slot), Some(code)) = (t.event.detail["slot"].as_u64(), t.event.detail["code"].as_str()) {
-                        *code2.lock().expect("code") = Some((slot as u32, code.to_string()));
-                    }
-                }
                 if let Some(a) = &t.event.alert {
                     body["kind"] = serde_json::to_value(a.kind).unwrap_or_default();
                     body["message"] = a.message.clone().into();
@@ -288,15 +297,14 @@ pub fn run(
                         o.remove("alert");
                     }
                 }
-                l2.lock().expect("lines").push(OutLine { at_s, body });
+                l2.lock().unwrap_or_else(|p| p.into_inner()).push(OutLine { at_s, body });
             }
         });
-        let start = tokio::time::Instant::now();
         let at = |s: f64| start + Duration::from_secs_f64(s);
         let note = |lines: &Arc<Mutex<Vec<OutLine>>>, at_s: f64, body: serde_json::Value| {
-            lines.lock().expect("lines").push(OutLine { at_s, body });
+            lines.lock().unwrap_or_else(|p| p.into_inner()).push(OutLine { at_s, body });
         };
-        let mut vision = Vision { pipe: None };
+        let mut last_code: Option<(u32, String)> = None;
         let mut last_at = 0.0f64;
         for step in steps {
             tokio::time::sleep_until(at(step.at_s)).await;
@@ -305,12 +313,11 @@ pub fn run(
             let step_err = |m: String| SimError::Step { at_s: step.at_s, message: m };
             match step.action {
                 Action::Keys(k) => {
-                    let code = last_code.lock().expect("code").clone();
                     let expand = |k: &str| -> Result<String, SimError> {
                         if !k.contains("{otp}") && !k.contains("{bad_otp}") {
                             return Ok(k.to_string());
                         }
-                        let (slot, code) = code
+                        let (slot, code) = last_code
                             .clone()
                             .ok_or_else(|| step_err("{otp} used before any otp_issue".into()))?;
                         let bad: String = code
@@ -336,24 +343,26 @@ pub fn run(
                 Action::Clip(path) => {
                     // The pipeline runs now (virtual time stands still); its attempts are
                     // delivered at their frame times from the step's start.
-                    let pipe = vision.pipe(config, &admin_db)?;
                     let mut src = open_path(&path)?;
-                    let mut attempts = Vec::new();
-                    let (mut frames, mut blinks) = (0u64, 0u32);
-                    let mut take = |evs: Vec<FaceEvent>| {
-                        for e in evs {
-                            match e {
-                                FaceEvent::Attempt(a) => attempts.push(a),
-                                FaceEvent::Blink { live: true, .. } => blinks += 1,
-                                _ => {}
+                    let (attempts, frames, blinks) = vision.with_pipe(|pipe| {
+                        let mut attempts = Vec::new();
+                        let (mut frames, mut blinks) = (0u64, 0u32);
+                        let mut take = |evs: Vec<FaceEvent>| {
+                            for e in evs {
+                                match e {
+                                    FaceEvent::Attempt(a) => attempts.push(a),
+                                    FaceEvent::Blink { live: true, .. } => blinks += 1,
+                                    _ => {}
+                                }
                             }
+                        };
+                        while let Some(f) = src.next_frame()? {
+                            frames += 1;
+                            take(pipe.process(&f)?);
                         }
-                    };
-                    while let Some(f) = src.next_frame()? {
-                        frames += 1;
-                        take(pipe.process(&f)?);
-                    }
-                    take(pipe.finish());
+                        take(pipe.finish());
+                        Ok::<_, VisionError>((attempts, frames, blinks))
+                    })??;
                     note(
                         &lines,
                         step.at_s,
@@ -369,63 +378,77 @@ pub fn run(
                     }
                 }
                 Action::UserAdd { user, role } => {
-                    let u = admin_db.add_user(&user, role)?;
-                    note(&lines, step.at_s, serde_json::json!({ "event": "user_added", "user": u.name, "role": u.role }));
-                    reload(&mut vision, &admin_db)?;
+                    api.call(&me, Request::UserAdd { name: user, role }).await?;
                 }
                 Action::Enroll { user, from } => {
-                    let u = admin_db.require_user(&user)?;
-                    let pipe = vision.pipe(config, &admin_db)?;
-                    let mut items = Vec::new();
-                    for p in &from {
-                        let samples = enroll::samples_from_path(pipe.models(), &config.vision, p, true)
-                            .map_err(|e| step_err(e.to_string()))?;
-                        items.extend(samples.into_iter().map(|s| (s.embedding, s.quality, s.source)));
+                    // Models load now, so the gallery reaches the fresh pipeline.
+                    vision.with_pipe(|_| ())?;
+                    let mut events = api.subscribe();
+                    let job = match api
+                        .call(&me, Request::Enroll { user, source: EnrollSource::Files(from), allow_poor_photos: true })
+                        .await?
+                    {
+                        Response::EnrollStarted { job, .. } => job,
+                        other => return Err(step_err(format!("unexpected reply {other:?}"))),
+                    };
+                    // Virtual time stands still while the job runs.
+                    loop {
+                        match events.recv().await {
+                            Ok(t) => {
+                                if let Some(p) = &t.event.enroll {
+                                    if p.job == job && p.done {
+                                        if p.status != crate::api::event::EnrollStatus::Completed {
+                                            return Err(step_err(p.message.clone()));
+                                        }
+                                        break;
+                                    }
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => return Err(step_err("the event channel closed".into())),
+                        }
                     }
-                    let n = admin_db.add_templates(u.id, &items)?.len();
-                    note(&lines, step.at_s, serde_json::json!({ "event": "enrolled", "user": u.name, "templates": n }));
-                    reload(&mut vision, &admin_db)?;
+                    settle().await;
                 }
                 Action::Ban { user } => {
-                    let u = admin_db.set_role(&user, Role::Banned)?;
-                    note(&lines, step.at_s, serde_json::json!({ "event": "banned", "user": u.name }));
-                    reload(&mut vision, &admin_db)?;
+                    api.call(&me, Request::UserBan { name: user }).await?;
                 }
                 Action::OtpIssue { user, ttl_s } => {
-                    let _ = tx.send(Input::Admin(AdminRequest::IssueCode { user, ttl_s })).await;
+                    match api.call(&me, Request::OtpIssue { user, ttl_s }).await? {
+                        Response::Code(c) => {
+                            // The code is in the reply only; the event has slot and expiry.
+                            note(&lines, step.at_s, serde_json::json!({ "event": "code_reply", "slot": c.slot, "keys": c.keys }));
+                            last_code = Some((c.slot, c.code));
+                        }
+                        other => return Err(step_err(format!("unexpected reply {other:?}"))),
+                    }
                 }
                 Action::LockoutReset => {
-                    let _ = tx.send(Input::Admin(AdminRequest::LockoutReset { by: "simulator".into() })).await;
+                    api.call(&me, Request::LockoutReset).await?;
                 }
                 Action::Unlock => {
-                    let _ = tx
-                        .send(Input::Admin(AdminRequest::Unlock { by: "simulator".into(), via: Method::Admin }))
-                        .await;
+                    api.call(&me, Request::Unlock { reason: "scenario".into() }).await?;
                 }
             }
             settle().await;
         }
         tokio::time::sleep_until(at(last_at + opts.tail_s)).await;
         settle().await;
+        drop(api);
+        api_task.abort();
         let _ = stop_tx.send(());
         let _ = driver.await;
         settle().await;
         collector.abort();
         Ok::<(), SimError>(())
     });
-    let mut v = std::mem::take(&mut *lines.lock().expect("lines"));
+    store.close();
+    let mut v = std::mem::take(&mut *lines.lock().unwrap_or_else(|p| p.into_inner()));
     v.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     for l in v {
         out(l);
     }
     result
-}
-
-fn reload(vision: &mut Vision, db: &Db) -> Result<(), SimError> {
-    if let Some(p) = vision.pipe.as_mut() {
-        p.set_gallery(enroll::load_gallery(db)?);
-    }
-    Ok(())
 }
 
 async fn settle() {

@@ -172,9 +172,9 @@ fn daemon_grants_an_enrolled_face_from_a_replayed_camera_and_audits_it() {
         stdout(&o)
     };
     cli(&["store", "init"]);
-    cli(&["admin", "user", "add", "alice"]);
+    cli(&["admin", "users", "add", "alice"]);
     let fnn = data.join("blink/zju/000001M_FNN.mp4");
-    cli(&["admin", "enroll", "alice", "--from", fnn.to_str().unwrap()]);
+    cli(&["admin", "enroll", "alice", fnn.to_str().unwrap()]);
     let mut child = Command::new(lockerd_bin())
         .arg("--config")
         .arg(&cfg)

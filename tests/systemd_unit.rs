@@ -63,7 +63,7 @@ fn unit_security_exposure_is_ok_or_better() {
 }
 
 #[test]
-fn dbus_policy_lets_only_lockerd_own_the_name() {
+fn dbus_policy_lets_only_lockerd_and_root_own_the_name() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/org.lockerd.Locker1.conf");
     let text = std::fs::read_to_string(p).unwrap();
     assert!(text.contains(r#"<policy user="lockerd">"#));
@@ -71,9 +71,10 @@ fn dbus_policy_lets_only_lockerd_own_the_name() {
     assert!(text.contains(r#"<deny own="org.lockerd.Locker1"/>"#));
     assert_eq!(
         text.matches("allow own=").count(),
-        1,
-        "only one policy may allow owning the name"
+        2,
+        "only the lockerd user and root may own the name"
     );
+    assert!(text.contains(r#"<policy user="root">"#));
     // Well-formed enough for dbus-daemon: load it into a private bus config.
     let d = tempfile::tempdir().unwrap();
     let conf = d.path().join("bus.conf");

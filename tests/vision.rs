@@ -7,7 +7,8 @@
 mod common;
 use common::*;
 use lockerd::config::Config;
-use lockerd::vision::{eval, models::Models};
+use lockerd::eval;
+use lockerd::vision::models::Models;
 use std::path::Path;
 use std::process::Command;
 
@@ -207,9 +208,11 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
     let db = d.path().join("e.db");
     let k = key_file(d.path(), "k", "enrollment test key 123456");
     assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
-    assert!(lockerd(&db, Some(&k), &["admin", "user", "add", "mallory"])
-        .status
-        .success());
+    assert!(
+        lockerd(&db, Some(&k), &["admin", "users", "add", "mallory"])
+            .status
+            .success()
+    );
     let o = Command::new(lockerd_bin())
         .arg("--config")
         .arg(default_config())
@@ -219,11 +222,11 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
         .arg(&db)
         .arg("--key-file")
         .arg(&k)
-        .args(["admin", "enroll", "mallory", "--from"])
+        .args(["admin", "enroll", "mallory"])
         .arg(&attack)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
     assert!(stderr(&o).contains("no blink"), "{}", stderr(&o));
 }
 

@@ -13,12 +13,13 @@
 use super::credentials::{self, Entry, Verdict};
 use super::face::{self, FaceDecision};
 use super::lockout::LockoutPolicy;
+use crate::api::event::{AlertKind, Event, EventKind};
+use crate::api::{ApiError, DoorState, LockState};
 use crate::config::AccessConfig;
 use crate::hw::{Devices, Signal};
 use crate::store::{AuditEntry, Db, LockoutState, Method, Outcome, StoreError};
 use crate::types::User;
 use crate::vision::pipeline::Attempt;
-use serde::Serialize;
 use serde_json::json;
 use std::collections::VecDeque;
 
@@ -56,103 +57,41 @@ pub enum Input {
     Door {
         open: bool,
     },
-    Admin(AdminRequest),
+    Admin {
+        request: AdminRequest,
+        reply: Option<Reply>,
+    },
     Tick,
     /// Health check: the driver answers at once (the watchdog uses it).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Requests from the admin interfaces (CLI now; D-Bus and MQTT later).
+/// The reply to an admin request: `Ok(message)` or why it was not done.
+pub type Reply = tokio::sync::oneshot::Sender<Result<String, ApiError>>;
+
+/// Requests from the request API ([`crate::api::service`]) that touch the lock or the
+/// keypad lockout: only the controller changes those.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminRequest {
     /// Open the lock for one pulse.
-    Unlock { by: String, via: Method },
-    /// Issue a one-time code (optionally bound to a user).
-    IssueCode {
-        user: Option<String>,
-        ttl_s: Option<u64>,
+    Unlock {
+        by: String,
+        via: Method,
+        reason: String,
     },
+    /// Lock now (ends a pulse early).
+    Lock { by: String, via: Method },
     /// Clear the keypad lockout and its escalation.
-    LockoutReset { by: String },
+    LockoutReset { by: String, via: Method },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Unlock,
-    Relock,
-    Deny,
-    Lockout,
-    LockoutReset,
-    Alert,
-    DoorOpen,
-    DoorClosed,
-    CodeIssued,
-    Ignored,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    KeypadLockout,
-    BannedUser,
-    DoorForced,
-    DoorHeldOpen,
-    FaceRateLimited,
-    Fault,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
-    pub kind: AlertKind,
-    pub message: String,
-}
-
-/// Something that happened, for the simulator, the logs and (later) D-Bus and MQTT.
-/// Never carries a secret, except `code` on `CodeIssued`, which goes only to the admin
-/// who asked for it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Event {
-    pub event: EventKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<Method>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert: Option<Alert>,
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub detail: serde_json::Value,
-}
-
-impl Event {
-    fn new(event: EventKind) -> Self {
-        Self {
-            event,
-            user: None,
-            method: None,
-            reason: None,
-            alert: None,
-            detail: serde_json::Value::Null,
-        }
-    }
-    fn user(mut self, u: Option<String>) -> Self {
-        self.user = u;
-        self
-    }
-    fn method(mut self, m: Method) -> Self {
-        self.method = Some(m);
-        self
-    }
-    fn reason(mut self, r: impl Into<String>) -> Self {
-        self.reason = Some(r.into());
-        self
-    }
-    fn detail(mut self, d: serde_json::Value) -> Self {
-        self.detail = d;
-        self
-    }
+/// What the controller shows of itself after every input (the D-Bus properties and
+/// `status` read it from a watch channel, so they never queue behind face decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Snapshot {
+    pub lock: LockState,
+    pub door: DoorState,
+    pub lockout: LockoutState,
 }
 
 const MAX_ENTRY: usize = 24;
@@ -169,6 +108,8 @@ pub struct Controller<S: DbAccess> {
     /// The door may open until this time without counting as forced.
     authorized_until: i64,
     door_open: bool,
+    /// False until the door contact has reported once.
+    door_known: bool,
     door_opened_at: i64,
     held_alerted: bool,
     entry: String,
@@ -203,7 +144,7 @@ impl<S: DbAccess> Controller<S> {
         let lockout = store.with(|db| db.lockout_load())?;
         let mut events = Vec::new();
         if let Err(e) = dev.lock.set_locked(true) {
-            events.push(Self::alert_event(
+            events.push(Event::alert(
                 AlertKind::Fault,
                 format!("cannot drive the lock to locked: {e}"),
             ));
@@ -221,6 +162,7 @@ impl<S: DbAccess> Controller<S> {
             unlocked_until: None,
             authorized_until: 0,
             door_open: false,
+            door_known: false,
             door_opened_at: 0,
             held_alerted: false,
             entry: String::new(),
@@ -250,6 +192,25 @@ impl<S: DbAccess> Controller<S> {
 
     pub fn lockout(&self) -> LockoutState {
         self.lockout
+    }
+
+    /// Lock, door and lockout as they are now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            lock: if self.relock_retry_at.is_some() {
+                LockState::Jammed
+            } else if self.unlocked_until.is_some() {
+                LockState::Unlocked
+            } else {
+                LockState::Locked
+            },
+            door: match (self.door_known, self.door_open) {
+                (false, _) => DoorState::Unknown,
+                (true, true) => DoorState::Open,
+                (true, false) => DoorState::Closed,
+            },
+            lockout: self.lockout,
+        }
     }
 
     pub fn store_mut(&mut self) -> &mut S {
@@ -286,7 +247,12 @@ impl<S: DbAccess> Controller<S> {
             Input::Face(a) => self.on_face(now, &a, &mut ev),
             Input::Key(k) => self.on_key(now, k, &mut ev),
             Input::Door { open } => self.on_door(now, open, &mut ev),
-            Input::Admin(r) => self.on_admin(now, r, &mut ev),
+            Input::Admin { request, reply } => {
+                let r = self.on_admin(now, request, &mut ev);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
             Input::Tick => {}
             Input::Ping(reply) => {
                 let _ = reply.send(());
@@ -298,12 +264,6 @@ impl<S: DbAccess> Controller<S> {
 
     // ----- outputs --------------------------------------------------------------------
 
-    fn alert_event(kind: AlertKind, message: String) -> Event {
-        let mut e = Event::new(EventKind::Alert);
-        e.alert = Some(Alert { kind, message });
-        e
-    }
-
     /// Raise an alert: event (for the admin channel), audit row (best effort), log.
     fn alert(&mut self, kind: AlertKind, message: String, ev: &mut Vec<Event>) {
         log::warn!("alert {kind:?}: {message}");
@@ -312,7 +272,7 @@ impl<S: DbAccess> Controller<S> {
         if let Err(e) = self.store.with(move |db| db.audit_append(&entry)) {
             log::error!("could not audit an alert: {e}");
         }
-        ev.push(Self::alert_event(kind, message));
+        ev.push(Event::alert(kind, message));
     }
 
     fn audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
@@ -362,7 +322,7 @@ impl<S: DbAccess> Controller<S> {
         reason: &str,
         evidence: serde_json::Value,
         ev: &mut Vec<Event>,
-    ) {
+    ) -> Result<(), String> {
         let mut entry = AuditEntry::new(method, Outcome::Grant, reason).evidence(evidence.clone());
         if let Some(u) = user {
             entry = entry.user(u.id, &u.name);
@@ -370,13 +330,15 @@ impl<S: DbAccess> Controller<S> {
             entry.user_name = Some(label.clone());
         }
         if let Err(e) = self.audit(entry) {
-            self.fail_closed(now, &label, method, &format!("audit write failed: {e}"), ev);
-            return;
+            let why = format!("audit write failed: {e}");
+            self.fail_closed(now, &label, method, &why, ev);
+            return Err(why);
         }
         if let Err(e) = self.dev.lock.set_locked(false) {
             let _ = self.dev.lock.set_locked(true);
-            self.fail_closed(now, &label, method, &format!("lock did not open: {e}"), ev);
-            return;
+            let why = format!("lock did not open: {e}");
+            self.fail_closed(now, &label, method, &why, ev);
+            return Err(why);
         }
         let pulse = (self.cfg.unlock_pulse_s * 1000.0) as i64;
         self.unlocked_until = Some(now + pulse);
@@ -390,6 +352,7 @@ impl<S: DbAccess> Controller<S> {
                 .reason(reason)
                 .detail(evidence),
         );
+        Ok(())
     }
 
     fn fail_closed(&mut self, now: i64, who: &str, method: Method, why: &str, ev: &mut Vec<Event>) {
@@ -481,7 +444,7 @@ impl<S: DbAccess> Controller<S> {
                     return;
                 }
                 let name = u.name.clone();
-                self.grant(now, Some(&u), name, Method::Face, "match", evidence, ev);
+                let _ = self.grant(now, Some(&u), name, Method::Face, "match", evidence, ev);
             }
             FaceDecision::Deny { reason, user } => {
                 let r = reason.as_str();
@@ -616,7 +579,7 @@ impl<S: DbAccess> Controller<S> {
                     return;
                 }
                 let name = user.name.clone();
-                self.grant(
+                let _ = self.grant(
                     now,
                     Some(&user),
                     name,
@@ -639,7 +602,7 @@ impl<S: DbAccess> Controller<S> {
                 }
                 Some(u) => {
                     let name = u.name.clone();
-                    self.grant(
+                    let _ = self.grant(
                         now,
                         Some(&u),
                         name,
@@ -651,7 +614,7 @@ impl<S: DbAccess> Controller<S> {
                 }
                 None => {
                     let label = format!("code #{slot}");
-                    self.grant(
+                    let _ = self.grant(
                         now,
                         None,
                         label,
@@ -717,10 +680,16 @@ impl<S: DbAccess> Controller<S> {
     // ----- door -----------------------------------------------------------------------
 
     fn on_door(&mut self, now: i64, open: bool, ev: &mut Vec<Event>) {
-        if open == self.door_open {
+        if self.door_known && open == self.door_open {
             return;
         }
+        let first = !self.door_known;
+        self.door_known = true;
         self.door_open = open;
+        if first && !open {
+            // The first report of a closed door is not a change.
+            return;
+        }
         if open {
             self.door_opened_at = now;
             self.held_alerted = false;
@@ -747,70 +716,79 @@ impl<S: DbAccess> Controller<S> {
 
     // ----- admin ----------------------------------------------------------------------
 
-    fn on_admin(&mut self, now: i64, r: AdminRequest, ev: &mut Vec<Event>) {
+    fn on_admin(
+        &mut self,
+        now: i64,
+        r: AdminRequest,
+        ev: &mut Vec<Event>,
+    ) -> Result<String, ApiError> {
         match r {
-            AdminRequest::Unlock { by, via } => {
+            AdminRequest::Unlock { by, via, reason } => {
                 let label = format!("admin {by}");
+                let why = if reason.is_empty() {
+                    "remote_unlock".to_string()
+                } else {
+                    reason.clone()
+                };
                 self.grant(
                     now,
                     None,
                     label,
                     via,
                     "remote_unlock",
-                    json!({ "by": by }),
+                    json!({ "by": by, "why": why }),
                     ev,
-                );
+                )
+                .map(|()| format!("unlocked for {} s", self.cfg.unlock_pulse_s))
+                .map_err(|e| ApiError::Internal(format!("{e}; the lock stays locked")))
             }
-            AdminRequest::LockoutReset { by } => {
-                self.policy.reset(&mut self.lockout);
-                let s = self.lockout;
-                if let Err(e) = self.store.with(move |db| db.lockout_save(&s)) {
-                    self.alert(
-                        AlertKind::Fault,
-                        format!("cannot persist the lockout reset: {e}"),
-                        ev,
-                    );
-                }
+            AdminRequest::Lock { by, via } => {
+                let was_open = self.unlocked_until.is_some();
+                self.dev.lock.set_locked(true).map_err(|e| {
+                    self.relock_retry_at = Some(now + 500);
+                    ApiError::Internal(format!("cannot drive the lock: {e}; retrying"))
+                })?;
+                self.unlocked_until = None;
+                self.relock_retry_at = None;
+                self.authorized_until = self.authorized_until.min(now);
                 let _ = self.audit(
-                    AuditEntry::new(Method::Admin, Outcome::Info, "keypad_lockout_reset")
-                        .evidence(json!({ "by": by })),
+                    AuditEntry::new(via, Outcome::Info, "locked_by_request")
+                        .evidence(json!({ "by": by, "was_unlocked": was_open })),
                 );
+                if was_open {
+                    ev.push(Event::new(EventKind::Lock).method(via).user(Some(by)));
+                }
+                self.show_idle(now);
+                Ok(if was_open { "locked" } else { "already locked" }.into())
+            }
+            AdminRequest::LockoutReset { by, via } => {
+                let mut s = self.lockout;
+                self.policy.reset(&mut s);
+                let saved = {
+                    let by2 = by.clone();
+                    self.store.with(move |db| {
+                        db.atomically(|db| {
+                            db.lockout_save(&s)?;
+                            db.audit_append(
+                                &AuditEntry::new(via, Outcome::Info, "keypad_lockout_reset")
+                                    .evidence(json!({ "by": by2 })),
+                            )
+                        })
+                    })
+                };
+                if let Err(e) = saved {
+                    return Err(ApiError::Internal(format!(
+                        "cannot persist the lockout reset: {e}; nothing changed"
+                    )));
+                }
+                self.lockout = s;
                 ev.push(
                     Event::new(EventKind::LockoutReset)
-                        .method(Method::Admin)
+                        .method(via)
                         .detail(json!({ "by": by })),
                 );
                 self.show_idle(now);
-            }
-            AdminRequest::IssueCode { user, ttl_s } => {
-                let cfg = self.cfg.clone();
-                let u2 = user.clone();
-                let res = self.store.with(move |db| {
-                    let u = match &u2 {
-                        Some(n) => Some(db.require_user(n)?),
-                        None => None,
-                    };
-                    let issued = credentials::issue_code(db, &cfg, u.as_ref(), ttl_s, now)?;
-                    let mut entry =
-                        AuditEntry::new(Method::Admin, Outcome::Info, "one_time_code_issued")
-                            .evidence(
-                                json!({ "slot": issued.slot, "expires_ms": issued.expires_ms }),
-                            );
-                    if let Some(u) = &u {
-                        entry = entry.user(u.id, &u.name);
-                    }
-                    db.audit_append(&entry)?;
-                    Ok(issued)
-                });
-                match res {
-                    Ok(issued) => ev.push(
-                        Event::new(EventKind::CodeIssued)
-                            .user(issued.user.clone())
-                            .method(Method::Admin)
-                            .detail(json!({ "slot": issued.slot, "code": issued.code, "keys": issued.keys, "expires_ms": issued.expires_ms })),
-                    ),
-                    Err(e) => ev.push(Event::new(EventKind::Deny).method(Method::Admin).reason(format!("code not issued: {e}"))),
-                }
+                Ok("keypad lockout cleared".into())
             }
         }
     }

@@ -5,13 +5,14 @@
 //! Also the input thread that polls the keypad matrix and the door contact and turns
 //! them into [`Input`]s.
 
-use super::controller::{Controller, DbAccess, Event, Input};
+use super::controller::{Controller, DbAccess, Input, Snapshot};
+use crate::api::event::{Event, Timed};
 use crate::hw::InputDevices;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Wall-clock milliseconds as the controller sees them.
 pub trait Clock: Send {
@@ -49,29 +50,31 @@ impl Clock for TokioClock {
     }
 }
 
-/// An event with the time it happened.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Timed {
-    pub at_ms: i64,
-    #[serde(flatten)]
-    pub event: Event,
-}
-
 /// Drive the controller until `shutdown` resolves or every input sender is gone.
+/// After every input the controller's [`Snapshot`] goes to `state` (when it changed).
 pub async fn run<S: DbAccess>(
     mut ctl: Controller<S>,
     clock: impl Clock,
     mut inputs: mpsc::Receiver<Input>,
     events: broadcast::Sender<Timed>,
+    state: watch::Sender<Snapshot>,
     shutdown: impl Future<Output = ()>,
 ) -> Controller<S> {
     tokio::pin!(shutdown);
-    let publish = |evs: Vec<Event>, at_ms: i64| {
+    let publish = |evs: Vec<Event>, at_ms: i64, ctl: &Controller<S>| {
         for event in evs {
+            // Events are secret-free by construction (see `api::event`).
             log::info!("{}", serde_json::to_string(&event).unwrap_or_default());
             let _ = events.send(Timed { at_ms, event });
         }
+        let snap = ctl.snapshot();
+        state.send_if_modified(|s| {
+            let changed = *s != snap;
+            *s = snap;
+            changed
+        });
     };
+    publish(Vec::new(), clock.now_ms(), &ctl);
     loop {
         let now = clock.now_ms();
         let wait = ctl
@@ -89,17 +92,21 @@ pub async fn run<S: DbAccess>(
             msg = inputs.recv() => match msg {
                 Some(input) => {
                     let now = clock.now_ms();
-                    publish(ctl.handle(now, input), now);
+                    let evs = ctl.handle(now, input);
+                    publish(evs, now, &ctl);
                 }
                 None => break,
             },
             _ = sleep => {
                 let now = clock.now_ms();
-                publish(ctl.handle(now, Input::Tick), now);
+                let evs = ctl.handle(now, Input::Tick);
+                publish(evs, now, &ctl);
             }
         }
     }
     ctl.lock_now();
+    let snap = ctl.snapshot();
+    state.send_replace(snap);
     ctl
 }
 

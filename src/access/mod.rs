@@ -14,7 +14,7 @@ pub mod face;
 pub mod lockout;
 pub mod otp;
 
-pub use controller::{Alert, AlertKind, Controller, Event, EventKind, Input};
+pub use controller::{AdminRequest, Controller, Input, Snapshot};
 
 #[cfg(test)]
 mod tests;

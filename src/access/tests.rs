@@ -2,9 +2,10 @@
 //! simulated hardware: the driver runs as a task, the test sends inputs, advances time
 //! and watches the events and the simulated lock.
 
-use super::controller::{AdminRequest, Controller, DbAccess, EventKind, Input};
-use super::driver::{self, Timed, TokioClock};
-use super::{credentials, otp, AlertKind};
+use super::controller::{AdminRequest, Controller, DbAccess, Input};
+use super::driver::{self, TokioClock};
+use super::{credentials, otp};
+use crate::api::event::{AlertKind, EventKind, Timed};
 use crate::config::AccessConfig;
 use crate::hw::sim::{self, SimLockState};
 use crate::store::{Create, Db, DbKey, Method, StoreError};
@@ -68,7 +69,8 @@ impl Rig {
         let (tx, inputs) = mpsc::channel(64);
         let (etx, rx) = broadcast::channel(1024);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(driver::run(ctl, clock, inputs, etx, async {
+        let (state, _) = tokio::sync::watch::channel(Default::default());
+        let task = tokio::spawn(driver::run(ctl, clock, inputs, etx, state, async {
             let _ = stopped.await;
         }));
         Rig {
@@ -254,9 +256,13 @@ async fn lockout_survives_a_restart_and_an_admin_reset_clears_it() {
     // The new rig's clock starts at BASE again; the stored lockout ends BASE + 120 s.
     rig.keys(&c.keys).await;
     assert!(rig.lock.is_locked(), "still locked after the restart");
-    rig.send(Input::Admin(AdminRequest::LockoutReset {
-        by: "test".into(),
-    }))
+    rig.send(Input::Admin {
+        request: AdminRequest::LockoutReset {
+            by: "test".into(),
+            via: Method::Admin,
+        },
+        reply: None,
+    })
     .await;
     assert!(rig.kinds().contains(&EventKind::LockoutReset));
     rig.keys(&c.keys).await;

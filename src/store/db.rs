@@ -149,10 +149,6 @@ impl Db {
         &self.conn
     }
 
-    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
-        &mut self.conn
-    }
-
     /// Cheap liveness probe used by the watchdog.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
@@ -349,22 +345,18 @@ impl Db {
         user_id: UserId,
         items: &[(Embedding, f32, String)],
     ) -> Result<Vec<i64>, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut ids = Vec::with_capacity(items.len());
-        {
-            let mut stmt = tx.prepare(
+        self.atomically(|db| {
+            let mut ids = Vec::with_capacity(items.len());
+            let mut stmt = db.conn.prepare(
                 "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (e, q, src) in items {
                 stmt.execute(params![user_id, e.to_bytes(), *q as f64, src, now_ms()])?;
-                ids.push(tx.last_insert_rowid());
+                ids.push(db.conn.last_insert_rowid());
             }
-        }
-        tx.commit()?;
-        Ok(ids)
+            Ok(ids)
+        })
     }
 
     pub fn templates(&self) -> Result<Vec<Template>, StoreError> {
@@ -427,6 +419,31 @@ impl Db {
         Ok(())
     }
 
+    /// Run `f` in one IMMEDIATE transaction: a change and its audit row commit
+    /// together or not at all.
+    pub fn atomically<R>(
+        &mut self,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(r) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e.into());
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     // ----- audit -----
 
     /// Append one record to the hash chain. Durable (synchronous=FULL) when it returns.
@@ -435,10 +452,25 @@ impl Db {
             .map_err(|e| StoreError::Invalid(format!("audit evidence: {e}")))?;
         let ts_ms = now_ms();
         // IMMEDIATE: take the write lock before reading the head, so two processes
-        // (daemon and CLI) can never fork the chain.
+        // (daemon and CLI) can never fork the chain. Inside [`Db::atomically`] the
+        // outer transaction already holds it and commits this row with the change.
+        if !self.conn.is_autocommit() {
+            return Self::audit_insert(&self.conn, entry, &evidence, ts_ms);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let seq = Self::audit_insert(&tx, entry, &evidence, ts_ms)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    fn audit_insert(
+        tx: &Connection,
+        entry: &AuditEntry,
+        evidence: &str,
+        ts_ms: i64,
+    ) -> Result<i64, StoreError> {
         let head: Option<(i64, Vec<u8>)> = tx
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -458,7 +490,7 @@ impl Db {
             entry.user_id,
             entry.user_name.as_deref(),
             &entry.reason,
-            &evidence,
+            evidence,
             &prev,
         );
         tx.execute(
@@ -477,7 +509,6 @@ impl Db {
                 hash.to_vec()
             ],
         )?;
-        tx.commit()?;
         Ok(seq)
     }
 

@@ -61,6 +61,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store thread has stopped")]
     Closed,
+    #[error("lockerd is running on {0}: use `lockerctl` to reach it (or stop it first)")]
+    InUse(PathBuf),
 }
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
@@ -76,6 +78,8 @@ enum Msg {
 /// crypto library must not be torn down under a live connection).
 #[derive(Clone)]
 pub struct Store {
+    /// Set for [`Store::inline`]: jobs run on the caller's thread.
+    inline: Option<std::sync::Arc<std::sync::Mutex<Option<Db>>>>,
     tx: std::sync::mpsc::Sender<Msg>,
     path: std::sync::Arc<PathBuf>,
     thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -122,6 +126,7 @@ impl Store {
         let info = ready_rx.recv().map_err(|_| StoreError::Closed)??;
         Ok((
             Store {
+                inline: None,
                 tx,
                 path: std::sync::Arc::new(path.to_owned()),
                 thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
@@ -130,9 +135,37 @@ impl Store {
         ))
     }
 
+    /// A store whose jobs run at once on the calling thread, under a mutex. For the
+    /// simulator: on paused (virtual) time an await on another thread would let the
+    /// clock jump, so nothing may wait on one.
+    pub fn inline(db: Db) -> Store {
+        let (tx, _) = std::sync::mpsc::channel();
+        Store {
+            path: std::sync::Arc::new(db.path().to_owned()),
+            inline: Some(std::sync::Arc::new(std::sync::Mutex::new(Some(db)))),
+            tx,
+            thread: std::sync::Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    fn run_inline<R>(
+        cell: &std::sync::Mutex<Option<Db>>,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut g = cell.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_mut() {
+            Some(db) => f(db),
+            None => Err(StoreError::Closed),
+        }
+    }
+
     /// Finish the queued jobs, close the database and wait for the thread. Calls made
     /// after this fail with [`StoreError::Closed`].
     pub fn close(&self) {
+        if let Some(cell) = &self.inline {
+            drop(cell.lock().unwrap_or_else(|p| p.into_inner()).take());
+            return;
+        }
         let _ = self.tx.send(Msg::Close);
         let handle = match self.thread.lock() {
             Ok(mut g) => g.take(),
@@ -170,6 +203,9 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
+        if let Some(cell) = &self.inline {
+            return Self::run_inline(cell, f);
+        }
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -180,6 +216,9 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     {
+        if let Some(cell) = &self.inline {
+            return Self::run_inline(cell, f);
+        }
         let (rtx, rrx) = std::sync::mpsc::channel();
         self.tx
             .send(Msg::Job(Box::new(move |db: &mut Db| {
@@ -189,3 +228,63 @@ impl Store {
         rrx.recv().map_err(|_| StoreError::Closed)?
     }
 }
+
+/// One process at a time owns a database: the daemon for its whole life, `lockerd
+/// admin` for one command. An exclusive `flock` on `<db>.lock` (owner-only), released
+/// when this is dropped or the process dies (kill -9 included).
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: std::fs::File,
+    pub path: PathBuf,
+}
+
+impl InstanceLock {
+    pub fn lock_path(db: &Path) -> PathBuf {
+        let mut s = db.as_os_str().to_owned();
+        s.push(".lock");
+        PathBuf::from(s)
+    }
+
+    /// Take the lock or fail with [`StoreError::InUse`] at once (never waits).
+    pub fn acquire(db: &Path) -> Result<InstanceLock, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let path = Self::lock_path(db);
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|source| StoreError::Io {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                StoreError::InUse(db.to_owned())
+            } else {
+                StoreError::Io { path, source: err }
+            });
+        }
+        Ok(InstanceLock { _file: file, path })
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;

@@ -49,7 +49,19 @@ impl Db {
         pin_hash: &[u8],
         now_ms: i64,
     ) -> Result<u32, StoreError> {
-        let tx = self.conn_mut().transaction()?;
+        self.atomically(|db| {
+            Self::totp_enroll_in(db.conn(), user_id, secret, pin_salt, pin_hash, now_ms)
+        })
+    }
+
+    fn totp_enroll_in(
+        tx: &rusqlite::Connection,
+        user_id: UserId,
+        secret: &[u8],
+        pin_salt: &[u8],
+        pin_hash: &[u8],
+        now_ms: i64,
+    ) -> Result<u32, StoreError> {
         let existing: Option<Option<u32>> = tx
             .query_row(
                 "SELECT keypad_no FROM users WHERE id = ?1",
@@ -86,7 +98,6 @@ impl Db {
                pin_hash = excluded.pin_hash, last_step = -1, created_ms = excluded.created_ms",
             params![user_id, secret, pin_salt, pin_hash, now_ms],
         )?;
-        tx.commit()?;
         Ok(no)
     }
 

@@ -8,18 +8,44 @@
 
 use super::blink::BlinkTracker;
 use super::frame::Frame;
-use super::matcher::{Gallery, GalleryUser};
 use super::models::Models;
 use super::pipeline::{face_at_scale, still_face};
 use super::quality::{self, QualityGates, Reject};
+use super::source::FrameSource;
 use super::source::{is_image, load_image, open_path};
 use super::VisionError;
 use crate::config::VisionConfig;
-use crate::store::{Db, StoreError};
 use crate::types::Embedding;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::Path;
+
+/// Where enrollment takes its faces from (the request API's `EnrollSource`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollInput {
+    /// Photos, clips or folders of frames on the kiosk's file system.
+    Files(Vec<std::path::PathBuf>),
+    /// The kiosk camera for up to this many seconds (the person must blink).
+    Camera { seconds: u32 },
+}
+
+/// Why an enrollment source was refused (the API turns it into a progress status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    NoFace,
+    SeveralFaces,
+    NoBlink,
+    /// Too small, turned, blurred or dark.
+    Poor,
+    /// The face changes during the clip.
+    Inconsistent,
+    Cancelled,
+}
+
+fn refuse(why: Refusal, msg: String) -> VisionError {
+    VisionError::Enroll(why, msg)
+}
 
 /// One template ready to store.
 #[derive(Debug, Clone)]
@@ -50,9 +76,25 @@ pub fn from_photo(
     path: &Path,
 ) -> Result<PhotoResult, VisionError> {
     let frame = load_image(path)?;
-    from_frame(models, gates, &frame, &format!("photo:{}", file_name(path))).and_then(|r| {
-        r.ok_or_else(|| VisionError::Enroll(format!("no face found in {}", path.display())))
-    })
+    let r = from_frame(models, gates, &frame, &format!("photo:{}", file_name(path)))?.ok_or_else(
+        || {
+            refuse(
+                Refusal::NoFace,
+                format!("no face found in {}", path.display()),
+            )
+        },
+    )?;
+    if r.faces > 1 {
+        return Err(refuse(
+            Refusal::SeveralFaces,
+            format!(
+                "{}: {} faces in the photo; enroll from a photo of one person",
+                path.display(),
+                r.faces
+            ),
+        ));
+    }
+    Ok(r)
 }
 
 /// Embed the largest face in a frame; `Ok(None)` when there is none.
@@ -99,8 +141,31 @@ pub fn from_clip(
     path: &Path,
     max_templates: usize,
 ) -> Result<(Vec<Sample>, ClipReport), VisionError> {
-    let gates = cfg.gates();
     let mut src = open_path(path)?;
+    let never = std::sync::atomic::AtomicBool::new(false);
+    from_source(
+        models,
+        cfg,
+        src.as_mut(),
+        &path.display().to_string(),
+        &file_name(path),
+        max_templates,
+        &never,
+    )
+}
+
+/// Enroll from any frame source (a clip, or the live camera for a while); `cancel`
+/// stops it between frames.
+pub fn from_source(
+    models: &Models,
+    cfg: &VisionConfig,
+    src: &mut dyn FrameSource,
+    what: &str,
+    name: &str,
+    max_templates: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<(Vec<Sample>, ClipReport), VisionError> {
+    let gates = cfg.gates();
     let mut blink = BlinkTracker::new(cfg.blink.clone());
     let mut cands: Vec<(Embedding, f32)> = Vec::new();
     let mut rep = ClipReport {
@@ -114,6 +179,9 @@ pub fn from_clip(
     };
     let mut last_encoded: Option<u64> = None;
     while let Some(frame) = src.next_frame()? {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(refuse(Refusal::Cancelled, format!("{what}: cancelled")));
+        }
         rep.frames += 1;
         let scale = (cfg.detect_width as f32 / frame.width as f32).min(1.0);
         let Some(face) = face_at_scale(models, &frame, scale)? else {
@@ -142,24 +210,35 @@ pub fn from_clip(
     }
     rep.blinks = blink.blinks();
     rep.candidates = cands.len();
-    let what = path.display();
+    if rep.frames_with_face == 0 {
+        return Err(refuse(
+            Refusal::NoFace,
+            format!("{what}: no face in {} frames", rep.frames),
+        ));
+    }
     if rep.frames_with_several_faces * 5 > rep.frames_with_face.max(1) {
-        return Err(VisionError::Enroll(format!(
-            "{what}: more than one face in {} of {} frames; enroll one person at a time",
-            rep.frames_with_several_faces, rep.frames_with_face
-        )));
+        return Err(refuse(
+            Refusal::SeveralFaces,
+            format!(
+                "{what}: more than one face in {} of {} frames; enroll one person at a time",
+                rep.frames_with_several_faces, rep.frames_with_face
+            ),
+        ));
     }
     if rep.blinks == 0 {
-        return Err(VisionError::Enroll(format!(
+        return Err(refuse(Refusal::NoBlink, format!(
             "{what}: no blink seen in {} frames with a face; a clip must show a live person blinking",
             rep.frames_with_face
         )));
     }
     if cands.len() < 2 {
-        return Err(VisionError::Enroll(format!(
-            "{what}: only {} good frame(s) (face too small, turned, blurred or eyes closed)",
-            cands.len()
-        )));
+        return Err(refuse(
+            Refusal::Poor,
+            format!(
+                "{what}: only {} good frame(s) (face too small, turned, blurred or eyes closed)",
+                cands.len()
+            ),
+        ));
     }
     // Drop frames that disagree with the rest (another person passing, a bad frame).
     let all: Vec<Embedding> = cands.iter().map(|c| c.0.clone()).collect();
@@ -168,14 +247,16 @@ pub fn from_clip(
     cands.retain(|c| c.0.distance(&mean) <= 0.45);
     rep.outliers_dropped = before - cands.len();
     if cands.len() * 3 < before * 2 {
-        return Err(VisionError::Enroll(format!(
-            "{what}: the face changes during the clip ({} of {before} frames disagree)",
-            rep.outliers_dropped
-        )));
+        return Err(refuse(
+            Refusal::Inconsistent,
+            format!(
+                "{what}: the face changes during the clip ({} of {before} frames disagree)",
+                rep.outliers_dropped
+            ),
+        ));
     }
     let chosen = farthest_first(&cands, max_templates);
     rep.kept = chosen.len();
-    let name = file_name(path);
     Ok((
         chosen
             .into_iter()
@@ -231,36 +312,18 @@ pub fn samples_from_path(
     if is_image(path) {
         let r = from_photo(models, &cfg.gates(), path)?;
         if let (Some(rej), false) = (r.rejected, allow_poor_photo) {
-            return Err(VisionError::Enroll(format!(
+            return Err(refuse(
+                Refusal::Poor,
+                format!(
                 "{}: photo fails the quality gate ({rej:?}); use a sharper, frontal, larger photo",
                 path.display()
-            )));
+            ),
+            ));
         }
         Ok(vec![r.sample])
     } else {
         Ok(from_clip(models, cfg, path, 5)?.0)
     }
-}
-
-/// Build the in-memory gallery from the store: every user with their templates.
-pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
-    let users = db.list_users()?;
-    let mut by_user: HashMap<i64, Vec<Embedding>> = HashMap::new();
-    for t in db.templates()? {
-        by_user.entry(t.user_id).or_default().push(t.embedding);
-    }
-    Ok(Gallery {
-        users: users
-            .into_iter()
-            .map(|u| GalleryUser {
-                templates: by_user.remove(&u.id).unwrap_or_default(),
-                user_id: u.id,
-                name: u.name,
-                role: u.role,
-                enabled: u.enabled,
-            })
-            .collect(),
-    })
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 //! ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
 //! 1:N against templates held in memory ([`matcher`]), and emits [`pipeline::FaceEvent`]s.
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
-//! into templates; [`eval`] holds the measurement commands.
+//! into templates. Vision imports neither the store nor access control: templates are
+//! handed in ([`matcher::Gallery`]), attempts handed out; the measurement commands live in
+//! [`crate::eval`].
 
 pub mod blink;
 pub mod camera;
 pub mod enroll;
-pub mod eval;
 pub mod frame;
 pub mod geometry;
 pub mod matcher;
@@ -41,8 +42,6 @@ pub enum VisionError {
     Camera(String),
     #[error("no frame from the camera yet")]
     NoFrame,
-    #[error("enrollment refused: {0}")]
-    Enroll(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    #[error("enrollment refused: {1}")]
+    Enroll(enroll::Refusal, String),
 }

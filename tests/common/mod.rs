@@ -73,3 +73,80 @@ pub fn models_dir() -> PathBuf {
         });
     base.join("lockerd/models")
 }
+
+/// A private dbus-daemon configured like the system bus (default deny own, method
+/// calls only where a policy allows them) with the shipped lockerd policy included.
+/// Killed on drop.
+pub struct TestBus {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    child: std::process::Child,
+}
+
+impl TestBus {
+    pub fn start() -> TestBus {
+        let dir = tempfile::tempdir().unwrap();
+        // The bus socket must be reachable by the unprivileged test uid too.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let policy_dir = dir.path().join("system.d");
+        std::fs::create_dir(&policy_dir).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/org.lockerd.Locker1.conf"),
+            policy_dir.join("org.lockerd.Locker1.conf"),
+        )
+        .unwrap();
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path={}/bus</listen><auth>EXTERNAL</auth>
+<policy context="default">
+  <allow user="*"/>
+  <deny own="*"/>
+  <deny send_type="method_call"/>
+  <allow send_type="signal"/>
+  <allow send_requested_reply="true" send_type="method_return"/>
+  <allow send_requested_reply="true" send_type="error"/>
+  <allow receive_type="method_call"/>
+  <allow receive_type="method_return"/>
+  <allow receive_type="error"/>
+  <allow receive_type="signal"/>
+  <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+</policy>
+<includedir>{}</includedir></busconfig>"#,
+                dir.path().display(),
+                policy_dir.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .arg("--print-address")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon must be installed");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("unix:"), "dbus-daemon did not start");
+        TestBus {
+            address: format!("unix:path={}/bus", dir.path().display()),
+            dir,
+            child,
+        }
+    }
+}
+
+impl Drop for TestBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

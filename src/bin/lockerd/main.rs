@@ -58,9 +58,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Users and enrollment, directly on the store.
-    #[command(subcommand)]
-    Admin(admin_cmd::AdminCmd),
+    /// The lockerctl commands, on the store in this process while no daemon runs
+    /// (refused while one does: use lockerctl then).
+    Admin {
+        /// One JSON object per command.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: lockerd::ctl::Cmd,
+    },
     /// Run a scenario (JSON lines of timed inputs) on virtual time with simulated
     /// hardware and a temporary store; print what happened.
     Simulate {
@@ -131,7 +137,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             gallery,
             json,
         } => vision_cmd::replay_cmd(&ctx, clip, gallery, json),
-        Command::Admin(c) => admin_cmd::admin(&ctx, c),
+        Command::Admin { json, cmd } => admin_cmd::admin(&ctx, cmd, json),
         Command::Tools(c) => vision_cmd::tools_cmd(&ctx, c),
         Command::Simulate {
             scenario,
@@ -204,9 +210,10 @@ fn timeline_line(l: &lockerd::sim::OutLine) -> String {
             "keypad locked for {} s (lockout {})",
             b["detail"]["seconds"], b["detail"]["level"]
         ),
-        "code_issued" => format!(
-            "one-time code{who}: {}",
-            b["detail"]["keys"].as_str().unwrap_or_default()
+        "code_issued" => format!("one-time code{who} in slot {}", b["detail"]["slot"]),
+        "code_reply" => format!(
+            "(the admin's reply: type {})",
+            b["keys"].as_str().unwrap_or_default()
         ),
         "clip" => format!(
             "{} ({} frames, {} liveness-grade blinks)",
@@ -215,8 +222,13 @@ fn timeline_line(l: &lockerd::sim::OutLine) -> String {
             b["live_blinks"]
         ),
         "keys" => format!("{} keys typed", b["count"]),
-        "user_added" | "banned" => s("user"),
-        "enrolled" => format!("{} ({} templates)", s("user"), b["templates"]),
+        "user_changed" => format!("{} {}", s("user"), s("reason")),
+        "enroll" => format!(
+            "{} {}: {}",
+            s("user"),
+            b["enroll"]["status"].as_str().unwrap_or_default(),
+            b["enroll"]["message"].as_str().unwrap_or_default()
+        ),
         "ignored" => s("reason"),
         _ => String::new(),
     };

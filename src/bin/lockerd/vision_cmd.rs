@@ -3,8 +3,9 @@
 use crate::Ctx;
 use anyhow::Context;
 use clap::Subcommand;
+use lockerd::eval;
 use lockerd::store::Create;
-use lockerd::vision::{enroll, eval, models::Models, pipeline::Pipeline};
+use lockerd::vision::{models::Models, pipeline::Pipeline};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -165,11 +166,11 @@ pub fn replay_cmd(
             let mut tmp = eval::TempStore::new()?;
             eval::enroll_gallery_dir(&models, cfg, &mut tmp.db, &dir)
                 .with_context(|| format!("enrolling the gallery {}", dir.display()))?;
-            enroll::load_gallery(&tmp.db)?
+            lockerd::api::service::load_gallery(&tmp.db)?
         }
         None => {
             let (db, _, _) = crate::store_cmd::open_db(ctx, Create::MustExist)?;
-            enroll::load_gallery(&db)?
+            lockerd::api::service::load_gallery(&db)?
         }
     };
     let mut pipe = Pipeline::new(models, gal, cfg.pipeline());

@@ -3,17 +3,27 @@
 //! pipeline and access decision over a clip, with timings). Each returns a serialisable
 //! report; the CLI prints it as one JSON object.
 
-use super::enroll::{self, load_gallery};
-use super::matcher::{Gallery, MatchPolicy, Verdict};
-use super::models::Models;
-use super::pipeline::{Attempt, FaceEvent, Pipeline};
-use super::source::{is_image, is_video, list_images, open_path, FrameSource};
-use super::VisionError;
 use crate::access::face;
+use crate::api::service::load_gallery;
 use crate::config::VisionConfig;
 use crate::store::{Create, Db, DbKey};
 use crate::types::Role;
+use crate::vision::enroll;
+use crate::vision::matcher::{Gallery, MatchPolicy, Verdict};
+use crate::vision::models::Models;
+use crate::vision::pipeline::{Attempt, FaceEvent, Pipeline};
+use crate::vision::source::{is_image, is_video, list_images, open_path, FrameSource};
+use crate::vision::VisionError;
 use serde::Serialize;
+
+/// Errors of the measurement commands.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,7 +78,7 @@ pub struct TempStore {
 }
 
 impl TempStore {
-    pub fn new() -> Result<Self, VisionError> {
+    pub fn new() -> Result<Self, EvalError> {
         let dir = tempfile::tempdir().map_err(|e| VisionError::Io(std::env::temp_dir(), e))?;
         let (db, _) = Db::open(
             &dir.path().join("eval.db"),
@@ -80,7 +90,7 @@ impl TempStore {
     }
 }
 
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| VisionError::Io(dir.to_owned(), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -187,7 +197,7 @@ pub fn eval_faces(
     gallery_dir: &Path,
     impostors: Option<&Path>,
     k: usize,
-) -> Result<FacesReport, VisionError> {
+) -> Result<FacesReport, EvalError> {
     let t0 = Instant::now();
     let gates = cfg.gates();
     let mut store = TempStore::new()?;
@@ -196,7 +206,8 @@ pub fn eval_faces(
         return Err(VisionError::BadInput(format!(
             "{}: expected one folder per person",
             gallery_dir.display()
-        )));
+        ))
+        .into());
     }
     let mut enroll_failures = Vec::new();
     let mut held_out: Vec<(String, PathBuf)> = Vec::new();
@@ -225,20 +236,20 @@ pub fn eval_faces(
     let gallery = load_gallery(&store.db)?;
     let mut probes = Vec::new();
     let mut no_face = (0u32, 0u32);
-    let mut probe = |person: Option<String>, p: &Path| -> Result<(), VisionError> {
+    let mut probe = |person: Option<String>, p: &Path| -> Result<(), EvalError> {
         match enroll::from_photo(models, &gates, p) {
             Ok(r) => probes.push(Probe {
                 person,
                 scores: gallery.scores(std::slice::from_ref(&r.sample.embedding)),
             }),
-            Err(VisionError::Enroll(_)) => {
+            Err(VisionError::Enroll(..)) => {
                 if person.is_some() {
                     no_face.0 += 1
                 } else {
                     no_face.1 += 1
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     };
@@ -342,9 +353,9 @@ pub struct BlinkCount {
     pub frames_with_face: u64,
 }
 
-pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, VisionError> {
+pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, EvalError> {
     let mut src = open_path(path)?;
-    pipe.stats = super::pipeline::Stats::recording();
+    pipe.stats = crate::vision::pipeline::Stats::recording();
     let (mut all, mut live, mut max_snr) = (0, 0, 0f32);
     let mut snrs = Vec::new();
     let mut count = |ev: Vec<FaceEvent>| {
@@ -378,7 +389,7 @@ pub fn eval_blinks(
     cfg: &VisionConfig,
     manifest: &Path,
     trace: Option<&Path>,
-) -> Result<BlinksReport, VisionError> {
+) -> Result<BlinksReport, EvalError> {
     let text =
         std::fs::read_to_string(manifest).map_err(|e| VisionError::Io(manifest.to_owned(), e))?;
     let json: serde_json::Value = serde_json::from_str(&text)
@@ -467,7 +478,7 @@ pub fn enroll_gallery_dir(
     cfg: &VisionConfig,
     db: &mut Db,
     dir: &Path,
-) -> Result<usize, VisionError> {
+) -> Result<usize, EvalError> {
     let mut entries: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for p in subdirs(dir)? {
         let files: Vec<PathBuf> = std::fs::read_dir(&p)
@@ -550,10 +561,10 @@ pub struct ReplayStages {
 }
 
 /// Run the pipeline and the access decision over every frame of `clip`.
-pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, VisionError> {
+pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalError> {
     let t0 = Instant::now();
     let mut src = open_path(clip)?;
-    pipe.stats = super::pipeline::Stats::recording();
+    pipe.stats = crate::vision::pipeline::Stats::recording();
     let mut attempts = Vec::new();
     let mut blinks = 0u32;
     let mut handle = |ev: Vec<FaceEvent>| {
@@ -691,7 +702,7 @@ pub fn eval_kiosk(
     dir: &Path,
     noblink: Option<&Path>,
     photo_attacks: bool,
-) -> Result<KioskReport, VisionError> {
+) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
     let mut clips: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| VisionError::Io(dir.to_owned(), e))?
@@ -726,7 +737,7 @@ pub fn eval_kiosk(
     let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
     let mut out = Vec::new();
     let mut run =
-        |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), VisionError> {
+        |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), EvalError> {
             let r = replay(pipe, file)?;
             out.push(KioskClip {
                 file: file.display().to_string(),
@@ -769,19 +780,19 @@ pub fn eval_kiosk(
             else {
                 continue;
             };
-            let mut s = super::source::VideoFileSource::open(src)?;
+            let mut s = crate::vision::source::VideoFileSource::open(src)?;
             let mut still = None;
             for _ in 0..15 {
                 still = s.next_frame()?;
             }
             let Some(still) = still else { continue };
             let out_clip = tmp.path().join(format!("{person}_photo_attack.avi"));
-            let p = super::synth::HandHeld {
+            let p = crate::vision::synth::HandHeld {
                 frames: 120,
                 seed: 1000 + i as u64,
                 ..Default::default()
             };
-            super::synth::photo_attack_from_frame(&still, &out_clip, &p)?;
+            crate::vision::synth::photo_attack_from_frame(&still, &out_clip, &p)?;
             run(&mut pipe, &out_clip, person, "photo_attack")?;
         }
     }

@@ -1,0 +1,740 @@
+//! The D-Bus service `org.lockerd.Locker1` at `/org/lockerd/Locker1`, and the proxy
+//! `lockerctl` uses (beside it, so the two cannot drift).
+//!
+//! A thin adapter onto the request API: each method call becomes one [`Request`] made
+//! by a [`Caller`] whose uid and groups come from the bus daemon
+//! (`GetConnectionCredentials` on the sender's unique name): the daemon checks every
+//! caller itself, the bus policy only narrows who may talk. Errors are typed
+//! (`org.lockerd.Locker1.Error.*`, one per [`ApiError`] kind). Structured results are
+//! JSON strings (documented in `systemd/org.lockerd.Locker1.xml` and the README).
+//!
+//! Signals come from the API's secret-free event broadcast; the properties from its
+//! status watch (PropertiesChanged on every change). An enrollment is claimed by the
+//! caller's bus name and cancelled if that name leaves the bus.
+
+use crate::api::event::{EventKind, Timed};
+use crate::api::{ApiError, ApiHandle, Caller, EnrollSource, Request, Response, Status};
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex};
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::{fdo, interface, proxy};
+
+pub const BUS_NAME: &str = "org.lockerd.Locker1";
+pub const OBJECT_PATH: &str = "/org/lockerd/Locker1";
+pub const INTERFACE: &str = "org.lockerd.Locker1";
+pub const ERROR_PREFIX: &str = "org.lockerd.Locker1.Error";
+
+/// The typed D-Bus errors (`org.lockerd.Locker1.Error.<Kind>`).
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.lockerd.Locker1.Error")]
+pub enum LockerError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    NotAuthorized(String),
+    NoSuchUser(String),
+    AlreadyExists(String),
+    InvalidArgument(String),
+    LockedOut(String),
+    Busy(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<ApiError> for LockerError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotAuthorized(m) => LockerError::NotAuthorized(m),
+            ApiError::NoSuchUser(m) => LockerError::NoSuchUser(m),
+            ApiError::AlreadyExists(m) => LockerError::AlreadyExists(m),
+            ApiError::InvalidArgument(m) => LockerError::InvalidArgument(m),
+            ApiError::LockedOut(m) => LockerError::LockedOut(m),
+            ApiError::Busy(m) => LockerError::Busy(m),
+            ApiError::Unavailable(m) => LockerError::Unavailable(m),
+            ApiError::Internal(m) => LockerError::Internal(m),
+        }
+    }
+}
+
+/// Turn an error from a proxy call back into the API's error (the CLI side).
+pub fn api_error(e: &zbus::Error) -> ApiError {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.clone().unwrap_or_default();
+            match name.as_str().strip_prefix(ERROR_PREFIX) {
+                Some(kind) => ApiError::from_kind(kind.trim_start_matches('.'), msg),
+                None if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                    || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
+                {
+                    ApiError::Unavailable("lockerd is not running".into())
+                }
+                None if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" => {
+                    ApiError::NotAuthorized(format!("the bus policy refused the call: {msg}"))
+                }
+                None => ApiError::Internal(format!("{name}: {msg}")),
+            }
+        }
+        zbus::Error::InputOutput(_) | zbus::Error::Address(_) => ApiError::Unavailable(
+            "cannot reach the system bus (is dbus running? DBUS_SYSTEM_BUS_ADDRESS?)".into(),
+        ),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, LockerError> {
+    serde_json::to_string(v).map_err(|e| LockerError::Internal(e.to_string()))
+}
+
+fn unexpected(r: Response) -> LockerError {
+    LockerError::Internal(format!("unexpected reply {r:?}"))
+}
+
+/// The exported object.
+pub struct Locker1 {
+    api: ApiHandle,
+    status: tokio::sync::watch::Receiver<Status>,
+    /// Bus name that holds the running enrollment.
+    holder: Arc<Mutex<Option<String>>>,
+}
+
+impl Locker1 {
+    async fn caller(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+    ) -> Result<Caller, LockerError> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| LockerError::NotAuthorized("no sender on the message".into()))?
+            .to_owned();
+        let dbus = fdo::DBusProxy::new(conn).await?;
+        let cred = dbus
+            .get_connection_credentials(sender.clone().into())
+            .await
+            .map_err(|e| LockerError::NotAuthorized(format!("cannot identify the caller: {e}")))?;
+        let uid = cred.unix_user_id().ok_or_else(|| {
+            LockerError::NotAuthorized("the bus did not give the caller's uid".into())
+        })?;
+        let gids = cred.unix_group_ids().cloned().unwrap_or_default();
+        Ok(Caller::local(uid, &gids, Some(sender.to_string())))
+    }
+
+    async fn call(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        request: Request,
+    ) -> Result<Response, LockerError> {
+        let caller = self.caller(conn, hdr).await?;
+        Ok(self.api.call(&caller, request).await?)
+    }
+
+    async fn done(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        request: Request,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, hdr, request).await? {
+            Response::Done { message } => Ok(message),
+            Response::User { user } => json(&user),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn st(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    async fn enroll(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        user: String,
+        source: EnrollSource,
+        allow_poor_photos: bool,
+    ) -> Result<u64, LockerError> {
+        let caller = self.caller(conn, hdr).await?;
+        let r = self
+            .api
+            .call(
+                &caller,
+                Request::Enroll {
+                    user,
+                    source,
+                    allow_poor_photos,
+                },
+            )
+            .await?;
+        match r {
+            Response::EnrollStarted { job, .. } => {
+                if let Ok(mut h) = self.holder.lock() {
+                    *h = caller.bus_name.clone();
+                }
+                Ok(job)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[interface(name = "org.lockerd.Locker1")]
+impl Locker1 {
+    /// Status as JSON: kiosk, version, lock, door, keypad_locked_until_ms, camera,
+    /// mode, users, running. Any caller.
+    async fn status(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, &hdr, Request::Status).await? {
+            Response::Status(s) => json(&s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Open the lock for one pulse (operator). Returns a message.
+    async fn unlock(
+        &self,
+        reason: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::Unlock { reason }).await
+    }
+
+    /// Lock now (operator).
+    async fn lock(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::Lock).await
+    }
+
+    /// Users as a JSON array (admin).
+    async fn list_users(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, &hdr, Request::UsersList).await? {
+            Response::Users { users } => json(&users),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Add a user with role user or admin (admin). Returns the user as JSON.
+    async fn add_user(
+        &self,
+        name: String,
+        role: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        let role = parse_user_role(&role)?;
+        self.done(conn, &hdr, Request::UserAdd { name, role }).await
+    }
+
+    async fn remove_user(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::UserRemove { name }).await
+    }
+
+    async fn set_role(
+        &self,
+        name: String,
+        role: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        let role = parse_user_role(&role)?;
+        self.done(conn, &hdr, Request::UserRole { name, role })
+            .await
+    }
+
+    async fn ban(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::UserBan { name }).await
+    }
+
+    async fn unban(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::UserUnban { name }).await
+    }
+
+    async fn enable(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::UserEnable { name }).await
+    }
+
+    async fn disable(
+        &self,
+        name: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::UserDisable { name }).await
+    }
+
+    /// Start enrolling USER from photos, clips or folders readable by the daemon
+    /// (admin). Returns the job id; progress comes as EnrollStatus signals. One job at a
+    /// time, claimed by the caller's bus name.
+    async fn enroll_from_files(
+        &self,
+        user: String,
+        paths: Vec<String>,
+        allow_poor_photos: bool,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<u64, LockerError> {
+        let files = paths.into_iter().map(std::path::PathBuf::from).collect();
+        self.enroll(
+            conn,
+            &hdr,
+            user,
+            EnrollSource::Files(files),
+            allow_poor_photos,
+        )
+        .await
+    }
+
+    /// Start enrolling USER from the kiosk camera for up to SECONDS (admin).
+    async fn enroll_from_camera(
+        &self,
+        user: String,
+        seconds: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<u64, LockerError> {
+        self.enroll(conn, &hdr, user, EnrollSource::Camera { seconds }, false)
+            .await
+    }
+
+    /// Cancel the caller's running enrollment.
+    async fn cancel_enroll(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::EnrollCancel).await
+    }
+
+    /// Issue a one-time keypad code, bound to USER unless empty; TTL_S 0 = default
+    /// (admin). The code is in this reply only (JSON: slot, code, keys, expires_ms, user).
+    async fn issue_code(
+        &self,
+        user: String,
+        ttl_s: u64,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        let req = Request::OtpIssue {
+            user: (!user.is_empty()).then_some(user),
+            ttl_s: (ttl_s > 0).then_some(ttl_s),
+        };
+        match self.call(conn, &hdr, req).await? {
+            Response::Code(c) => json(&c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Give USER a TOTP secret and a PIN (random unless PIN is given) (admin). The
+    /// secret is in this reply only (JSON: user, keypad_no, pin, uri).
+    async fn enroll_totp(
+        &self,
+        user: String,
+        pin: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        let req = Request::TotpEnroll {
+            user,
+            pin: (!pin.is_empty()).then_some(pin),
+        };
+        match self.call(conn, &hdr, req).await? {
+            Response::Totp(t) => json(&t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The keypad lockout as JSON: strikes, level, until_ms, locked (admin).
+    async fn lockout_show(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, &hdr, Request::LockoutShow).await? {
+            Response::Lockout(l) => json(&l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Clear the keypad lockout and its escalation (admin).
+    async fn lockout_reset(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::LockoutReset).await
+    }
+
+    /// Audit rows since SINCE_MS, at most LIMIT, oldest first, as a JSON array (admin).
+    async fn audit_list(
+        &self,
+        since_ms: i64,
+        limit: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self
+            .call(conn, &hdr, Request::AuditQuery { since_ms, limit })
+            .await?
+        {
+            Response::Audit { rows } => json(&rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Walk the audit hash chain: JSON ok, rows, first_bad, message (admin).
+    async fn audit_verify(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, &hdr, Request::AuditVerify).await? {
+            Response::AuditCheck(c) => json(&c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Who is at the camera now: JSON null or {user, live, distance, age_ms} (operator).
+    async fn verify(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        match self.call(conn, &hdr, Request::Verify).await? {
+            Response::Seen { seen } => json(&seen),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// locked, unlocked or jammed.
+    #[zbus(property)]
+    fn lock_state(&self) -> String {
+        enum_str(&self.st().lock)
+    }
+
+    /// open, closed or unknown.
+    #[zbus(property)]
+    fn door(&self) -> String {
+        enum_str(&self.st().door)
+    }
+
+    /// Keypad locked until (ms since the epoch), 0 when not locked.
+    #[zbus(property)]
+    fn keypad_locked_until(&self) -> i64 {
+        self.st().keypad_locked_until_ms
+    }
+
+    /// ok, unavailable or ended.
+    #[zbus(property)]
+    fn camera(&self) -> String {
+        enum_str(&self.st().camera)
+    }
+
+    /// face_and_keypad or keypad_only.
+    #[zbus(property)]
+    fn mode(&self) -> String {
+        enum_str(&self.st().mode)
+    }
+
+    #[zbus(property)]
+    fn users(&self) -> u32 {
+        self.st().users
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        self.st().version
+    }
+
+    #[zbus(property)]
+    fn kiosk(&self) -> String {
+        self.st().kiosk
+    }
+
+    /// A grant: who and how (face, totp, otp, dbus, mqtt, admin).
+    #[zbus(signal)]
+    async fn access_granted(
+        emitter: &SignalEmitter<'_>,
+        user: &str,
+        method: &str,
+    ) -> zbus::Result<()>;
+
+    /// A denial: how and why (no_match, no_blink, wrong_code, ...).
+    #[zbus(signal)]
+    async fn access_denied(
+        emitter: &SignalEmitter<'_>,
+        method: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+
+    /// An alert: keypad_lockout, banned_user, door_forced, door_held_open,
+    /// face_rate_limited or fault.
+    #[zbus(signal)]
+    async fn alert(emitter: &SignalEmitter<'_>, kind: &str, message: &str) -> zbus::Result<()>;
+
+    /// Enrollment progress: stage-passed, no-face, no-blink, too-dark, duplicate,
+    /// completed, failed; DONE on the last one of a job.
+    #[zbus(signal)]
+    async fn enroll_status(
+        emitter: &SignalEmitter<'_>,
+        job: u64,
+        user: &str,
+        status: &str,
+        done: bool,
+        message: &str,
+    ) -> zbus::Result<()>;
+
+    /// Every event as a JSON object (secret-free), for `lockerctl watch`.
+    #[zbus(signal)]
+    async fn event(emitter: &SignalEmitter<'_>, json: &str) -> zbus::Result<()>;
+}
+
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn parse_user_role(s: &str) -> Result<crate::types::Role, LockerError> {
+    match crate::types::Role::parse(s) {
+        Some(r) => Ok(r),
+        None => Err(LockerError::InvalidArgument(format!(
+            "role must be user, admin or banned, not {s:?}"
+        ))),
+    }
+}
+
+/// The running service; dropping it leaves the bus.
+pub struct BusService {
+    pub connection: zbus::Connection,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BusService {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Export the service on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` is honoured) and
+/// forward events and status changes. Fails if the name is owned already.
+pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
+    let holder: Arc<Mutex<Option<String>>> = Arc::default();
+    let iface = Locker1 {
+        api: api.clone(),
+        status: api.status(),
+        holder: holder.clone(),
+    };
+    let mut events = api.subscribe();
+    let connection = zbus::connection::Builder::system()
+        .serve_at(OBJECT_PATH, iface)
+        .name(BUS_NAME)
+        .build()
+        .await?;
+    let iface_ref = connection
+        .object_server()
+        .interface::<_, Locker1>(OBJECT_PATH)
+        .await?;
+    let mut tasks = Vec::new();
+
+    // Events -> signals.
+    let emitter = iface_ref.signal_emitter().to_owned();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let t: Timed = match events.recv().await {
+                Ok(t) => t,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("D-Bus: {n} events dropped (slow bus)");
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let _ = emit(&emitter, &t).await;
+        }
+    }));
+
+    // Status changes -> PropertiesChanged.
+    let mut status = api.status();
+    let iref = iface_ref.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut last = status.borrow().clone();
+        while status.changed().await.is_ok() {
+            let now = status.borrow_and_update().clone();
+            let iface = iref.get().await;
+            let em = iref.signal_emitter();
+            if now.lock != last.lock {
+                let _ = iface.lock_state_changed(em).await;
+            }
+            if now.door != last.door {
+                let _ = iface.door_changed(em).await;
+            }
+            if now.keypad_locked_until_ms != last.keypad_locked_until_ms {
+                let _ = iface.keypad_locked_until_changed(em).await;
+            }
+            if now.camera != last.camera {
+                let _ = iface.camera_changed(em).await;
+            }
+            if now.mode != last.mode {
+                let _ = iface.mode_changed(em).await;
+            }
+            if now.users != last.users {
+                let _ = iface.users_changed(em).await;
+            }
+            last = now;
+        }
+    }));
+
+    // An enrollment's holder leaving the bus releases it.
+    let dbus = fdo::DBusProxy::new(&connection).await?;
+    let mut gone = dbus.receive_name_owner_changed().await?;
+    tasks.push(tokio::spawn(async move {
+        while let Some(sig) = gone.next().await {
+            let Ok(args) = sig.args() else { continue };
+            if args.new_owner().is_some() {
+                continue;
+            }
+            let name = args.name().to_string();
+            let held = holder
+                .lock()
+                .map(|h| h.as_deref() == Some(name.as_str()))
+                .unwrap_or(false);
+            if held {
+                log::info!("D-Bus: {name} left the bus; releasing its enrollment");
+                api.release(&name).await;
+                if let Ok(mut h) = holder.lock() {
+                    *h = None;
+                }
+            }
+        }
+    }));
+    Ok(BusService { connection, tasks })
+}
+
+async fn emit(em: &SignalEmitter<'_>, t: &Timed) -> zbus::Result<()> {
+    let e = &t.event;
+    let method = e.method.map(|m| m.as_str()).unwrap_or("");
+    match e.event {
+        EventKind::Unlock => {
+            Locker1::access_granted(em, e.user.as_deref().unwrap_or(""), method).await?
+        }
+        EventKind::Deny => {
+            Locker1::access_denied(em, method, e.reason.as_deref().unwrap_or("")).await?
+        }
+        EventKind::Alert => {
+            if let Some(a) = &e.alert {
+                Locker1::alert(em, a.kind.as_str(), &a.message).await?;
+            }
+        }
+        EventKind::Enroll => {
+            if let Some(p) = &e.enroll {
+                Locker1::enroll_status(
+                    em,
+                    p.job,
+                    e.user.as_deref().unwrap_or(""),
+                    p.status.as_str(),
+                    p.done,
+                    &p.message,
+                )
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    let body = serde_json::to_string(t).unwrap_or_default();
+    Locker1::event(em, &body).await
+}
+
+/// The client side, for `lockerctl` and the tests.
+#[proxy(
+    interface = "org.lockerd.Locker1",
+    default_service = "org.lockerd.Locker1",
+    default_path = "/org/lockerd/Locker1"
+)]
+pub trait Locker1Client {
+    fn status(&self) -> zbus::Result<String>;
+    fn unlock(&self, reason: &str) -> zbus::Result<String>;
+    fn lock(&self) -> zbus::Result<String>;
+    fn list_users(&self) -> zbus::Result<String>;
+    fn add_user(&self, name: &str, role: &str) -> zbus::Result<String>;
+    fn remove_user(&self, name: &str) -> zbus::Result<String>;
+    fn set_role(&self, name: &str, role: &str) -> zbus::Result<String>;
+    fn ban(&self, name: &str) -> zbus::Result<String>;
+    fn unban(&self, name: &str) -> zbus::Result<String>;
+    fn enable(&self, name: &str) -> zbus::Result<String>;
+    fn disable(&self, name: &str) -> zbus::Result<String>;
+    fn enroll_from_files(
+        &self,
+        user: &str,
+        paths: &[&str],
+        allow_poor_photos: bool,
+    ) -> zbus::Result<u64>;
+    fn enroll_from_camera(&self, user: &str, seconds: u32) -> zbus::Result<u64>;
+    fn cancel_enroll(&self) -> zbus::Result<String>;
+    fn issue_code(&self, user: &str, ttl_s: u64) -> zbus::Result<String>;
+    fn enroll_totp(&self, user: &str, pin: &str) -> zbus::Result<String>;
+    fn lockout_show(&self) -> zbus::Result<String>;
+    fn lockout_reset(&self) -> zbus::Result<String>;
+    fn audit_list(&self, since_ms: i64, limit: u32) -> zbus::Result<String>;
+    fn audit_verify(&self) -> zbus::Result<String>;
+    fn verify(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn lock_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn door(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn keypad_locked_until(&self) -> zbus::Result<i64>;
+    #[zbus(property)]
+    fn camera(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn mode(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn users(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
+    #[zbus(signal)]
+    fn event(&self, json: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn enroll_status(
+        &self,
+        job: u64,
+        user: &str,
+        status: &str,
+        done: bool,
+        message: &str,
+    ) -> zbus::Result<()>;
+}
