@@ -517,6 +517,25 @@ pub enum Response {
     Seen { seen: Option<Seen> },
 }
 
+impl Response {
+    /// The variant's name, for logs (never the contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Status(_) => "status",
+            Response::Done { .. } => "done",
+            Response::Users { .. } => "users",
+            Response::User { .. } => "user",
+            Response::EnrollStarted { .. } => "enroll_started",
+            Response::Code(_) => "code",
+            Response::Totp(_) => "totp",
+            Response::Lockout(_) => "lockout",
+            Response::Audit { .. } => "audit",
+            Response::AuditCheck(_) => "audit_check",
+            Response::Seen { .. } => "seen",
+        }
+    }
+}
+
 /// The keypad lockout as `lockout show` gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LockoutInfo {

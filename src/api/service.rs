@@ -298,9 +298,12 @@ impl Service {
             return Err(e);
         }
         let name = request.name();
+        // Names only: a request or reply may hold a secret (a PIN, a code).
+        log::debug!("request {name} from {} ({:?})", caller.id, caller.via);
         let r = self.dispatch(caller, request).await;
-        if let Err(e) = &r {
-            log::info!("{name} from {}: {e}", caller.id);
+        match &r {
+            Ok(resp) => log::debug!("request {name} from {}: ok ({})", caller.id, resp.kind()),
+            Err(e) => log::info!("{name} from {}: {e}", caller.id),
         }
         r
     }
