@@ -394,7 +394,10 @@ fn an_issued_code_is_in_the_reply_and_nowhere_else() {
         .read_to_string(&mut watched)
         .unwrap();
     assert!(watched.contains("code_issued"), "the event came: {watched}");
-    assert!(signals.contains("code_issued"), "the monitor saw signals: {signals}");
+    assert!(
+        signals.contains("code_issued"),
+        "the monitor saw signals: {signals}"
+    );
     let audit = ctl_ok(&bus, &["--json", "audit", "list", "--limit", "1000"]);
     let log = daemon.stop();
     assert!(
@@ -447,6 +450,132 @@ fn the_interface_xml_in_the_repo_is_what_the_daemon_introspects() {
     assert!(
         shipped.contains(got),
         "systemd/org.lockerd.Locker1.xml differs from the daemon's introspection (LOCKERD_BLESS=1 cargo test --test dbus rewrites it):\n{got}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn enrollment_over_dbus_claims_reports_progress_and_the_user_then_unlocks() {
+    let Some(data) = shared_data() else { return };
+    let zju = data.join("blink/zju");
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = setup(d.path());
+    let models = format!("models = {:?}", models_dir().display().to_string());
+    // Vision runs on a replayed clip of someone not enrolled.
+    let source = |clip: &str| format!("source = {:?}", zju.join(clip).display().to_string());
+    let daemon = Daemon::start(
+        &bus,
+        &db,
+        &key,
+        &[
+            ("models", models.clone()),
+            ("source", source("000010M_FNN.mp4")),
+        ],
+    );
+    for u in ["alice", "bob", "carol"] {
+        ctl_ok(&bus, &["users", "add", u]);
+    }
+    // A first enrollment (30 s of camera) holds the claim...
+    let mut first = Command::new(lockerctl_bin())
+        .args(["enroll", "bob", "--camera", "--seconds", "30"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut first_out = std::io::BufReader::new(first.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut first_out, &mut line).unwrap();
+    assert!(line.contains("enrolling bob"), "{line}");
+    // ...so a second one is Busy, naming the holder...
+    let o = ctl(&bus, &["enroll", "carol"]);
+    assert_eq!(o.status.code(), Some(2), "clap needs files or --camera");
+    let o = Command::new(lockerctl_bin())
+        .args(["enroll", "carol"])
+        .arg(zju.join("000003M_FNN.mp4"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("busy") && stderr(&o).contains("uid 0"),
+        "{}",
+        stderr(&o)
+    );
+    // ...until its caller vanishes: killing it releases the claim.
+    first.kill().unwrap();
+    let _ = first.wait();
+    let t0 = Instant::now();
+    let out = loop {
+        let o = Command::new(lockerctl_bin())
+            .args(["enroll", "alice"])
+            .arg(zju.join("000001M_FNN.mp4"))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .output()
+            .unwrap();
+        if o.status.code() == Some(7) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "claim never released"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        break stdout(&o);
+    };
+    assert!(out.contains("stage-passed"), "{out}");
+    assert!(out.contains("completed"), "{out}");
+    let users = json(&ctl_ok(&bus, &["--json", "users", "list"]));
+    let alice = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap()
+        .clone();
+    assert!(alice["templates"].as_i64().unwrap() >= 2, "{alice}");
+    // Bob's job was cancelled when its caller died: nothing stored for him.
+    let bob = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob["templates"], 0, "{bob}");
+    assert!(
+        daemon.log().contains("releasing its enrollment"),
+        "{}",
+        daemon.log()
+    );
+    // The same face cannot be enrolled as someone else.
+    let o = Command::new(lockerctl_bin())
+        .args(["--json", "enroll", "carol"])
+        .arg(zju.join("000001M_FTN.mp4"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(9), "{}", stdout(&o));
+    assert!(stdout(&o).contains("\"duplicate\""), "{}", stdout(&o));
+    daemon.stop();
+
+    // Alice walks up (another session of hers) and is let in by face.
+    let daemon = Daemon::start(
+        &bus,
+        &db,
+        &key,
+        &[("models", models), ("source", source("000001M_FTN.mp4"))],
+    );
+    let log = daemon.wait_log("\"event\":\"unlock\"", Duration::from_secs(60));
+    let unlock = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"unlock\""))
+        .unwrap();
+    assert!(
+        unlock.contains("\"user\":\"alice\"") && unlock.contains("\"method\":\"face\""),
+        "{unlock}"
     );
     daemon.stop();
 }

@@ -705,7 +705,9 @@ impl Service {
             user: target,
             by: caller.id.clone(),
             via: caller.via.method(),
-            threshold: self.cfg.vision.match_threshold,
+            // A duplicate is a confident match (the matcher's strict tier), so two look-alikes
+            // that the margin tier keeps apart can both enroll.
+            threshold: self.cfg.vision.strict_threshold,
             clock: self.b.clock.clone(),
         };
         let svc = self.clone();

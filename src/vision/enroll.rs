@@ -166,6 +166,7 @@ pub fn from_source(
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<(Vec<Sample>, ClipReport), VisionError> {
     let gates = cfg.gates();
+    let live_source = !src.is_replay();
     let mut blink = BlinkTracker::new(cfg.blink.clone());
     let mut cands: Vec<(Embedding, f32)> = Vec::new();
     let mut rep = ClipReport {
@@ -196,7 +197,14 @@ pub fn from_source(
         blink.push(frame.ts, ear);
         let open = blink.relative(ear).is_some_and(|x| x >= 0.9) && !blink.is_closing();
         let spaced = last_encoded.is_none_or(|f| frame.index >= f + 3);
-        if !open || !spaced || cands.len() >= 40 {
+        if cands.len() >= 40 {
+            if live_source && blink.blinks() > 0 {
+                // The camera: enough good frames and a blink; no need to wait longer.
+                break;
+            }
+            continue;
+        }
+        if !open || !spaced {
             continue;
         }
         let q = quality::measure(&frame, &face.shape.points)?;

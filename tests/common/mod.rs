@@ -45,20 +45,26 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Where the shared test data lives (`../shared/data` beside the repo, or $LOCKERD_DATA).
-/// Returns None, after saying so, when it is absent.
+/// Its absence fails the test, unless `LOCKERD_ALLOW_NO_DATA=1` says to skip the
+/// data-dependent tests on purpose (then None, said on stderr).
 pub fn shared_data() -> Option<PathBuf> {
     let p = std::env::var_os("LOCKERD_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     if p.join("manifest.json").exists() {
-        Some(p)
-    } else {
+        return Some(p);
+    }
+    if std::env::var_os("LOCKERD_ALLOW_NO_DATA").is_some_and(|v| v == "1") {
         eprintln!(
-            "SKIPPED: shared test data not found at {} (set LOCKERD_DATA)",
+            "SKIPPED (LOCKERD_ALLOW_NO_DATA=1): shared test data not found at {}",
             p.display()
         );
-        None
+        return None;
     }
+    panic!(
+        "shared test data not found at {} (set LOCKERD_DATA, or LOCKERD_ALLOW_NO_DATA=1 to skip the tests that need it)",
+        p.display()
+    );
 }
 
 /// The dlib model directory ($LOCKERD_MODELS or the setup default).
