@@ -579,3 +579,97 @@ fn enrollment_over_dbus_claims_reports_progress_and_the_user_then_unlocks() {
     );
     daemon.stop();
 }
+
+#[test]
+fn a_flood_from_an_unprivileged_caller_is_answered_and_the_walk_up_still_opens() {
+    let Some(data) = shared_data() else { return };
+    let zju = data.join("blink/zju");
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = setup(d.path());
+    let models = models_dir();
+    let admin = |args: &[&str]| {
+        let o = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--models")
+            .arg(&models)
+            .arg("--db")
+            .arg(&db)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    admin(&["users", "add", "alice"]);
+    admin(&[
+        "enroll",
+        "alice",
+        zju.join("000001M_FNN.mp4").to_str().unwrap(),
+    ]);
+    let daemon = Daemon::start(
+        &bus,
+        &db,
+        &key,
+        &[
+            (
+                "models",
+                format!("models = {:?}", models.display().to_string()),
+            ),
+            (
+                "source",
+                format!(
+                    "source = {:?}",
+                    zju.join("000001M_FTN.mp4").display().to_string()
+                ),
+            ),
+        ],
+    );
+    // 5,000 admin calls from nobody, 16 at a time, while alice walks up.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(lockerd_bin())
+        .args([
+            "bench",
+            "dbus",
+            "--method",
+            "users_list",
+            "--calls",
+            "5000",
+            "--concurrency",
+            "16",
+        ])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&stdout(&o));
+    assert_eq!(r["calls"], 5000, "{r}");
+    assert_eq!(
+        r["not_authorized"], 5000,
+        "every call answered, refused: {r}"
+    );
+    assert_eq!(r["other_errors"], 0, "{r}");
+    let log = daemon.wait_log("\"event\":\"unlock\"", Duration::from_secs(60));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"event\":\"unlock\"") && l.contains("\"user\":\"alice\"")),
+        "{log}"
+    );
+    // The refusals are in the audit log, but rate-limited: a flood cannot fill it.
+    let audit = json(&ctl_ok(
+        &bus,
+        &["--json", "audit", "list", "--limit", "10000"],
+    ));
+    let refused = audit["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "request_refused")
+        .count();
+    assert!((1..=10).contains(&refused), "{refused} refusal rows");
+    daemon.stop();
+}

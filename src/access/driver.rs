@@ -64,8 +64,9 @@ pub async fn run<S: DbAccess>(
     let publish = |evs: Vec<Event>, at_ms: i64, ctl: &Controller<S>| {
         for event in evs {
             // Events are secret-free by construction (see `api::event`).
-            log::info!("{}", serde_json::to_string(&event).unwrap_or_default());
-            let _ = events.send(Timed { at_ms, event });
+            let t = Timed { at_ms, event };
+            log::info!("{}", serde_json::to_string(&t).unwrap_or_default());
+            let _ = events.send(t);
         }
         let snap = ctl.snapshot();
         state.send_if_modified(|s| {

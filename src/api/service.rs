@@ -317,7 +317,15 @@ impl Service {
             if m.len() > 1000 {
                 m.clear();
             }
-            let slot = m.entry(caller.id.clone()).or_insert((now, 0));
+            // Keyed by the principal (`uid N`), not the connection: new connections do
+            // not buy more rows.
+            let who = caller
+                .id
+                .split(" (")
+                .next()
+                .unwrap_or(&caller.id)
+                .to_string();
+            let slot = m.entry(who).or_insert((now, 0));
             if now - slot.0 > 60_000 {
                 *slot = (now, 0);
             }

@@ -738,3 +738,88 @@ pub trait Locker1Client {
         message: &str,
     ) -> zbus::Result<()>;
 }
+
+/// What `lockerd bench dbus` measured: round trips of one method through the bus.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub method: String,
+    pub calls: u64,
+    pub concurrency: u64,
+    pub ok: u64,
+    pub not_authorized: u64,
+    pub other_errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub calls_per_s: f64,
+}
+
+/// Call `method` (status | users_list | unlock) `calls` times with `concurrency` calls
+/// in flight, as whoever runs this, and time every reply. Every call is answered or
+/// counted as an error: nothing is dropped silently.
+pub async fn bench(method: &str, calls: u64, concurrency: u64) -> Result<BenchReport, ApiError> {
+    let conn = zbus::Connection::system()
+        .await
+        .map_err(|e| api_error(&e))?;
+    let proxy = Locker1ClientProxy::new(&conn)
+        .await
+        .map_err(|e| api_error(&e))?;
+    let method_s = method.to_string();
+    let t0 = std::time::Instant::now();
+    let concurrency = concurrency.clamp(1, 256);
+    let per = calls.div_ceil(concurrency);
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (p, m) = (proxy.clone(), method_s.clone());
+        let n = per.min(calls.saturating_sub(w * per));
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let t = std::time::Instant::now();
+                let r = match m.as_str() {
+                    "users_list" => p.list_users().await,
+                    "unlock" => p.unlock("bench").await,
+                    _ => p.status().await,
+                };
+                out.push((
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    r.map_err(|e| api_error(&e)),
+                ));
+            }
+            out
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut ok, mut na, mut other) = (0u64, 0u64, 0u64);
+    for t in tasks {
+        for (ms, r) in t.await.map_err(|e| ApiError::Internal(e.to_string()))? {
+            lat.push(ms);
+            match r {
+                Ok(_) => ok += 1,
+                Err(ApiError::NotAuthorized(_)) => na += 1,
+                Err(_) => other += 1,
+            }
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| {
+        if lat.is_empty() {
+            0.0
+        } else {
+            lat[((lat.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    Ok(BenchReport {
+        method: method_s,
+        calls: lat.len() as u64,
+        concurrency,
+        ok,
+        not_authorized: na,
+        other_errors: other,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        calls_per_s: lat.len() as f64 / wall.max(1e-9),
+    })
+}

@@ -62,6 +62,17 @@ pub enum BenchCmd {
         #[arg(long)]
         progress: bool,
     },
+    /// Round trips through the running daemon's D-Bus service, as the calling user.
+    Dbus {
+        /// status, users_list or unlock.
+        #[arg(long, default_value = "status", value_parser = ["status", "users_list", "unlock"])]
+        method: String,
+        #[arg(long, default_value_t = 2000)]
+        calls: u64,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
+    },
 }
 
 /// Open the configured store directly (CLI use: no store thread needed).
@@ -255,6 +266,19 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
 
 pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCmd::Dbus {
+            method,
+            calls,
+            concurrency,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let r = rt.block_on(lockerd::dbus::bench(&method, calls, concurrency))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Store { rows, progress } => {
             let (mut db, info, _) = open_db(ctx, Create::IfMissing)?;
             let t0 = Instant::now();
