@@ -73,13 +73,57 @@ echo
 echo "   (the scenario is $DEMO/story.jsonl; add --json to \`lockerd simulate\` for JSON lines)"
 
 echo
-echo "== the daemon itself starts on its embedded defaults (demo key, simulated hardware)"
+echo "== the daemon itself, driven by lockerctl over D-Bus (a private bus set up like the"
+echo "   system bus with the shipped policy; demo key, replayed camera, simulated lock,"
+echo "   keypad typed through a pipe)"
+W="$DEMO/bus"; mkdir -p "$W/system.d"; chmod 755 "$W"
+cp systemd/org.lockerd.Locker1.conf "$W/system.d/"
+cat > "$W/bus.conf" <<XML
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path=$W/socket</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow user="*"/><deny own="*"/><deny send_type="method_call"/>
+<allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
+<allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
+<allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/>
+<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+</policy><includedir>$W/system.d</includedir></busconfig>
+XML
+dbus-daemon --config-file="$W/bus.conf" --fork --print-pid > "$W/pid" 2>/dev/null
+export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$W/socket"
+CTL="$REPO/target/release/lockerctl"
+D=("$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" --models "$LOCKERD_MODELS")
+echo "   \$ lockerd store init; lockerd admin users add alice; lockerd admin enroll alice ...   (no daemon yet: in process)"
+"${D[@]}" store init 2>/dev/null | sed 's/^/   /'
+"${D[@]}" admin users add alice 2>/dev/null | sed 's/^/   /'
+if [[ -f "$ZJU/000001M_FNN.mp4" ]]; then ENROLL=("$ZJU/000001M_FNN.mp4"); else ENROLL=("$A/obama.jpg" "$A/obama2.jpg"); fi
+"${D[@]}" admin enroll alice "${ENROLL[@]}" 2>/dev/null | sed 's/^/   /'
+sed "s#^source = .*#source = \"$ALICE_WALKUP\"#" config/lockerd.toml > "$DEMO/lockerd.toml"
 LOG="$DEMO/daemon.log"
-"$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" --models "$LOCKERD_MODELS" run 2>"$LOG" &
+LOCKERD_SIM_KEYPAD="$DEMO/keypad" "${D[@]}" --config "$DEMO/lockerd.toml" run 2>"$LOG" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
-for _ in $(seq 150); do grep -q "ready:" "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-grep -E "ready:|store|models" "$LOG" | sed 's/^/   daemon | /'
-kill -TERM "$pid"; wait "$pid" || true; trap - EXIT
+trap 'kill "$pid" 2>/dev/null || true; kill $(cat "$W/pid") 2>/dev/null || true' EXIT
+for _ in $(seq 300); do grep -q "ready:" "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+"$CTL" watch > "$DEMO/watch.txt" &
+watch_pid=$!
+echo "   \$ lockerctl status"
+"$CTL" status | sed 's/^/   /'
+echo "   (alice's walk-up clip is playing to the camera; lockerctl watch is listening)"
+for _ in $(seq 200); do grep -q '"event":"unlock"' "$LOG" && break; sleep 0.05; done
+sleep 0.3
+echo "   \$ lockerctl code issue --ttl 10m"
+"$CTL" code issue --ttl 10m | tee "$DEMO/code.txt" | sed 's/^/   /'
+KEYS=$(grep -o '\*[0-9]*#[0-9]*#' "$DEMO/code.txt" | head -1)
+echo "   (the code is typed on the keypad: $KEYS)"
+sleep 6   # the face pulse re-locks first
+printf '%s' "$KEYS" > "$DEMO/keypad"
+for _ in $(seq 100); do [[ $(grep -c '"event":"unlock"' "$LOG") -ge 2 ]] && break; sleep 0.05; done
+sleep 0.5
+kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true
+echo "   \$ lockerctl watch   (what it printed meanwhile)"
+sed 's/^/   /' "$DEMO/watch.txt"
+echo "   \$ lockerctl audit list --limit 6"
+"$CTL" audit list --limit 6 | sed 's/^/   /'
+kill -TERM "$pid"; wait "$pid" || true
+kill "$(cat "$W/pid")" 2>/dev/null || true; trap - EXIT
 tail -n 1 "$LOG" | sed 's/^/   daemon | /'
 "$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" audit verify | sed 's/^/   /'

@@ -863,6 +863,9 @@ pub fn event_line(v: &serde_json::Value) -> String {
         ),
         "user_changed" => format!("{} {}", s("user"), s("reason")),
         "lockout" => format!("keypad locked (level {})", v["detail"]["level"]),
+        "code_issued" => format!("one-time code issued in slot {}", v["detail"]["slot"]),
+        "lockout_reset" => format!("keypad lockout cleared by {}", v["detail"]["by"]),
+        "lock" => format!("locked by {}", s("user")),
         _ => String::new(),
     };
     format!("{at}  {ev:<12} {what}")

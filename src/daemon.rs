@@ -143,7 +143,17 @@ pub async fn run(
             let (d, i) = hw::rpi::build(&config.hardware)?;
             (d, Some(i))
         }
-        _ => (hw::sim::devices().0, None),
+        _ => {
+            // Simulated hardware; `LOCKERD_SIM_KEYPAD=PATH` types keys from a named pipe.
+            let inputs = match std::env::var_os("LOCKERD_SIM_KEYPAD") {
+                Some(p) => Some(hw::InputDevices {
+                    keypad: Box::new(hw::sim::FifoKeypad::open(std::path::Path::new(&p))?),
+                    door: Box::new(hw::sim::SimDoor::default()),
+                }),
+                None => None,
+            };
+            (hw::sim::devices().0, inputs)
+        }
     };
 
     // The access controller on its own thread (its store calls block only that thread).

@@ -1,7 +1,7 @@
 //! Simulated devices for the demo, `lockerd simulate` and tests. Their state is shared
 //! through `Arc`s so a test or the simulator can observe (and, for the door, drive) it.
 
-use super::{Display, DoorSensor, HwError, Indicator, LockActuator, Signal};
+use super::{Display, DoorSensor, HwError, Indicator, Keypad, LockActuator, Signal};
 use crate::safety;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,69 @@ impl Indicator for SimIndicator {
     }
 }
 
+/// A keypad typed through a named pipe (simulated hardware only: the demo and
+/// tests type codes into a running daemon with `printf '*1#12345678#' > FIFO`). The pipe
+/// is created owner-only; keys other than 0-9 A-D * # are ignored.
+pub struct FifoKeypad {
+    file: std::fs::File,
+    pending: std::collections::VecDeque<char>,
+}
+
+impl FifoKeypad {
+    pub fn open(path: &std::path::Path) -> Result<FifoKeypad, HwError> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let err = |e: std::io::Error| HwError::Unavailable(format!("{}: {e}", path.display()));
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_fifo() => {}
+            Ok(_) => {
+                return Err(HwError::Unavailable(format!(
+                    "{}: exists and is not a named pipe",
+                    path.display()
+                )))
+            }
+            Err(_) => {
+                let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|_| HwError::Unavailable("bad keypad pipe path".into()))?;
+                // SAFETY: mkfifo with a valid C string.
+                if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+                    return Err(err(std::io::Error::last_os_error()));
+                }
+            }
+        }
+        // Read-write so the pipe never reports end-of-file between writers.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(err)?;
+        Ok(FifoKeypad {
+            file,
+            pending: Default::default(),
+        })
+    }
+}
+
+impl Keypad for FifoKeypad {
+    fn scan(&mut self) -> Result<Option<char>, HwError> {
+        use std::io::Read;
+        if self.pending.is_empty() {
+            let mut buf = [0u8; 64];
+            match self.file.read(&mut buf) {
+                Ok(n) => self.pending.extend(
+                    buf[..n]
+                        .iter()
+                        .map(|b| *b as char)
+                        .filter(|c| "0123456789ABCD*#".contains(*c)),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(HwError::Unavailable(format!("keypad pipe: {e}"))),
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
 /// All simulated devices plus the handles to observe and drive them.
 pub struct SimKit {
     pub lock: Arc<SimLockState>,
@@ -149,5 +212,28 @@ mod tests {
         assert_eq!(l.state().unlock_count(), 1);
         safety::emergency_lock_all();
         assert!(l.is_locked());
+    }
+}
+
+#[cfg(test)]
+mod fifo_tests {
+    use super::*;
+
+    #[test]
+    fn fifo_keypad_reads_keys_and_ignores_others() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keys");
+        let mut k = FifoKeypad::open(&p).unwrap();
+        assert_eq!(k.scan().unwrap(), None);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"*1#x9\n"))
+            .unwrap();
+        let got: Vec<char> = std::iter::from_fn(|| k.scan().unwrap()).collect();
+        assert_eq!(got, vec!['*', '1', '#', '9']);
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        assert!(FifoKeypad::open(&plain).is_err());
     }
 }
