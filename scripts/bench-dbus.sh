@@ -7,20 +7,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 cargo build --release --locked 2>&1 | tail -n 1
-W=$(mktemp -d); chmod 755 "$W"; trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
-mkdir "$W/system.d"; cp systemd/org.lockerd.Locker1.conf "$W/system.d/"
-cat > "$W/bus.conf" <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>system</type><listen>unix:path=$W/bus</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow user="*"/><deny own="*"/><deny send_type="method_call"/>
-<allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
-<allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
-<allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-</policy><includedir>$W/system.d</includedir></busconfig>
-XML
-dbus-daemon --config-file="$W/bus.conf" --fork 2>/dev/null
-BUS="unix:path=$W/bus"
+W=$(mktemp -d); trap 'kill $(jobs -p) ${BUS_PID:-} 2>/dev/null || true; rm -rf "$W"' EXIT
+source "$REPO/scripts/private-bus.sh"
+start_private_bus "$W"
+BUS="$DBUS_SYSTEM_BUS_ADDRESS"
 CLIP="$LOCKERD_DATA/blink/zju/000001M_FTN.mp4"
 L=("$LOCKERD_BIN" --models "$LOCKERD_MODELS" --db "$W/k.db" --key-file "$W/key")
 printf 'bench dbus key 0123456789\n' > "$W/key"; chmod 600 "$W/key"

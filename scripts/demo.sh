@@ -76,20 +76,8 @@ echo
 echo "== the daemon itself, driven by lockerctl over D-Bus (a private bus set up like the"
 echo "   system bus with the shipped policy; demo key, replayed camera, simulated lock,"
 echo "   keypad typed through a pipe)"
-W="$DEMO/bus"; mkdir -p "$W/system.d"; chmod 755 "$W"
-cp systemd/org.lockerd.Locker1.conf "$W/system.d/"
-cat > "$W/bus.conf" <<XML
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>system</type><listen>unix:path=$W/socket</listen><auth>EXTERNAL</auth>
-<policy context="default"><allow user="*"/><deny own="*"/><deny send_type="method_call"/>
-<allow send_type="signal"/><allow send_requested_reply="true" send_type="method_return"/>
-<allow send_requested_reply="true" send_type="error"/><allow receive_type="method_call"/>
-<allow receive_type="method_return"/><allow receive_type="error"/><allow receive_type="signal"/>
-<allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-</policy><includedir>$W/system.d</includedir></busconfig>
-XML
-dbus-daemon --config-file="$W/bus.conf" --fork --print-pid > "$W/pid" 2>/dev/null
-export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$W/socket"
+source "$REPO/scripts/private-bus.sh"
+start_private_bus "$DEMO/bus"
 CTL="$REPO/target/release/lockerctl"
 D=("$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" --models "$LOCKERD_MODELS")
 echo "   \$ lockerd store init; lockerd admin users add alice; lockerd admin enroll alice ...   (no daemon yet: in process)"
@@ -101,7 +89,7 @@ sed "s#^source = .*#source = \"$ALICE_WALKUP\"#" config/lockerd.toml > "$DEMO/lo
 LOG="$DEMO/daemon.log"
 LOCKERD_SIM_KEYPAD="$DEMO/keypad" "${D[@]}" --config "$DEMO/lockerd.toml" run 2>"$LOG" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; kill $(cat "$W/pid") 2>/dev/null || true' EXIT
+trap 'kill "$pid" 2>/dev/null || true; kill "$BUS_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 300); do grep -q "ready:" "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 "$CTL" watch > "$DEMO/watch.txt" &
 watch_pid=$!
@@ -124,6 +112,6 @@ sed 's/^/   /' "$DEMO/watch.txt"
 echo "   \$ lockerctl audit list --limit 6"
 "$CTL" audit list --limit 6 | sed 's/^/   /'
 kill -TERM "$pid"; wait "$pid" || true
-kill "$(cat "$W/pid")" 2>/dev/null || true; trap - EXIT
+kill "$BUS_PID" 2>/dev/null || true; trap - EXIT
 tail -n 1 "$LOG" | sed 's/^/   daemon | /'
 "$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" audit verify | sed 's/^/   /'
