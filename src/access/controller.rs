@@ -18,7 +18,7 @@ use crate::api::{ApiError, DoorState, LockState};
 use crate::config::AccessConfig;
 use crate::hw::{Devices, Signal};
 use crate::store::{AuditEntry, Db, LockoutState, Method, Outcome, StoreError};
-use crate::types::User;
+use crate::types::{Role, User};
 use crate::vision::pipeline::Attempt;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -352,6 +352,15 @@ impl<S: DbAccess> Controller<S> {
                 .reason(reason)
                 .detail(evidence),
         );
+        // A user with the admin role who is let in (so is at the door, identified) clears
+        // a keypad lockout: the alert asks an admin to check who is there first, and
+        // this admin has.
+        if let Some(u) = user.filter(|u| u.role == Role::Admin) {
+            if self.lockout != LockoutState::default() {
+                let by = format!("{} at the door", u.name);
+                let _ = self.on_admin(now, AdminRequest::LockoutReset { by, via: method }, ev);
+            }
+        }
         Ok(())
     }
 

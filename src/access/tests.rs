@@ -536,3 +536,37 @@ async fn relay_failure_is_an_alert_and_relock_is_retried() {
     assert!(rig.lock.is_locked(), "re-lock retried until it worked");
     rig.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admin_let_in_clears_the_keypad_lockout_a_user_does_not() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let admin = db.add_user("ada", Role::Admin).unwrap();
+    let user = db.add_user("bob", Role::User).unwrap();
+    let for_user = issue(&mut db, Some(&user), 86_400, BASE_MS);
+    let for_admin = issue(&mut db, Some(&admin), 86_400, BASE_MS);
+    let bad = wrong_code_keys(&for_user);
+    let mut rig = Rig::start(db, AccessConfig::default());
+    for _ in 0..3 {
+        rig.keys(&bad).await;
+    }
+    assert!(rig.kinds().contains(&EventKind::Lockout));
+    // After the 2 minutes the level stays: a plain user's grant leaves it.
+    advance(Duration::from_secs(125)).await;
+    rig.keys(&for_user.keys).await;
+    let kinds = rig.kinds();
+    assert!(kinds.contains(&EventKind::Unlock), "{kinds:?}");
+    assert!(!kinds.contains(&EventKind::LockoutReset), "{kinds:?}");
+    advance(Duration::from_secs(10)).await;
+    // The admin's grant clears it, audited as done at the door.
+    rig.keys(&for_admin.keys).await;
+    let ev = rig.drain();
+    assert!(ev.iter().any(|e| e.event.event == EventKind::Unlock));
+    let reset = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::LockoutReset)
+        .expect("lockout reset");
+    assert_eq!(reset.event.detail["by"], "ada at the door");
+    let db = rig.stop().await;
+    assert_eq!(db.lockout_load().unwrap(), Default::default());
+}
