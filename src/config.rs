@@ -16,11 +16,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/lockerd/lockerd.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The io error is in the message, not a `source`: `{:#}` would print it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -306,9 +306,26 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        // A FIFO or device would block or never end: only regular files, and not huge.
+        let meta = std::fs::metadata(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
+        })?;
+        if !meta.is_file() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "not a regular file".into(),
+            });
+        }
+        if meta.len() > 1024 * 1024 {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{} bytes; a config file is at most 1 MiB", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
         })?;
         Self::from_toml(&text, path)
     }

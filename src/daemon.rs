@@ -30,12 +30,25 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    // Not `#[from]`: that makes it the source too, and `{:#}` would print it twice.
     #[error("hardware: {0}")]
-    Hw(#[from] HwError),
+    Hw(HwError),
     #[error("{0}")]
     Start(String),
     #[error("request API: {0}")]
-    Api(#[from] crate::api::ApiError),
+    Api(crate::api::ApiError),
+}
+
+impl From<HwError> for DaemonError {
+    fn from(e: HwError) -> Self {
+        DaemonError::Hw(e)
+    }
+}
+
+impl From<crate::api::ApiError> for DaemonError {
+    fn from(e: crate::api::ApiError) -> Self {
+        DaemonError::Api(e)
+    }
 }
 
 /// Options that are not configuration (they come from the command line).
@@ -117,9 +130,30 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // A core dump would hold the database key: never dump (the unit sets LimitCORE=0 too).
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     notify(&[NotifyState::Status("opening store")]);
     let _instance = store::InstanceLock::acquire(&config.store.path)?;
     let (store, info, source) = open_store(&config, opts.demo, Create::IfMissing)?;
+    let result = run_open(config, store.clone(), info, source, shutdown).await;
+    // Every exit path closes the store before the process exits: SQLCipher torn down
+    // under a live connection crashes (and would dump core with the key in memory).
+    let closing = store.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    result
+}
+
+/// [`run`] once the store is open.
+async fn run_open(
+    config: Config,
+    store: Store,
+    info: store::OpenInfo,
+    source: KeySource,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     log::info!(
         "store {} open in {:.0} ms (key from {source}, schema v{}{})",
         config.store.path.display(),
@@ -306,8 +340,6 @@ pub async fn run(
     if let Err(e) = &audit {
         log::error!("could not write the shutdown audit row: {e}");
     }
-    let closing = store.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     log::info!("stopped; lock locked");
     Ok(())
 }

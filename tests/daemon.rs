@@ -225,3 +225,70 @@ fn daemon_grants_an_enrolled_face_from_a_replayed_camera_and_audits_it() {
     assert!(grant["evidence"]["distance"].as_f64().unwrap() < 0.56);
     assert!(cli(&["audit", "verify"]).contains("ok"));
 }
+
+#[test]
+fn a_daemon_that_fails_after_opening_the_store_exits_cleanly_never_crashes() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("rpi.toml");
+    // Raspberry Pi hardware on a machine that is not one: the start fails after the
+    // store is open. It used to segfault (exit 139) most of the time.
+    std::fs::write(&cfg, "[hardware]\nmode = \"rpi\"\n").unwrap();
+    let db = d.path().join("x.db");
+    for _ in 0..5 {
+        let o = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--demo")
+            .arg("--db")
+            .arg(&db)
+            .arg("run")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let e = stderr(&o);
+        let last = e.lines().last().unwrap_or_default().to_string();
+        assert!(last.starts_with("lockerd: hardware:"), "{e}");
+        // Said once, not twice.
+        assert_eq!(last.matches("GPIO not available").count(), 1, "{last}");
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("one.db");
+    let start = || {
+        Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--demo")
+            .arg("--db")
+            .arg(&db)
+            .arg("run")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let err = first.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(err));
+    let ready = lines
+        .by_ref()
+        .map(|l| l.unwrap_or_default())
+        .find(|l| l.contains("ready:"));
+    assert!(ready.is_some(), "first daemon never ready");
+    let second = start().wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("lockerd is running on"),
+        "{}",
+        stderr(&second)
+    );
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    assert!(first.wait().unwrap().success());
+}

@@ -178,3 +178,22 @@ fn bad_scenarios_are_refused_with_the_line() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_bad_tail_is_refused_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let sc = d.path().join("s.jsonl");
+    std::fs::write(&sc, "{\"at_s\": 0.0, \"door\": \"open\"}\n").unwrap();
+    for tail in ["-5", "nan", "inf", "1e300"] {
+        let o = std::process::Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("simulate")
+            .arg(&sc)
+            .arg(format!("--tail={tail}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{tail}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--tail"), "{tail}: {}", stderr(&o));
+    }
+}

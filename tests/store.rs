@@ -369,3 +369,64 @@ fn closed_store_refuses_calls_and_joins_its_thread() {
     ));
     st.close(); // idempotent
 }
+
+#[test]
+fn an_empty_database_file_is_refused_not_taken_as_a_new_store() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("s.db");
+    let k = key_file(d.path(), "k", "empty file test key 0123456789");
+    assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
+    assert!(lockerd(&db, Some(&k), &["admin", "users", "add", "bob"])
+        .status
+        .success());
+    // Someone without the key empties the file.
+    std::fs::write(&db, b"").unwrap();
+    for args in [
+        vec!["store", "check"],
+        vec!["admin", "users", "list"],
+        vec!["run"],
+    ] {
+        let o = lockerd(&db, Some(&k), &args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("empty file"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_config_that_is_a_fifo_is_refused_without_blocking() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("cfg.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = std::process::Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&fifo)
+        .args(["store", "check"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("lockerd blocked on a FIFO config");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("not a regular file"), "{err}");
+}

@@ -36,6 +36,28 @@ fn unit_passes_systemd_analyze_verify() {
 }
 
 #[test]
+fn unit_has_no_network_no_core_dumps_and_a_pid_only_proc() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/lockerd.service");
+    let text = std::fs::read_to_string(p).unwrap();
+    for line in [
+        "ProcSubset=pid",
+        "LimitCORE=0",
+        "IPAddressDeny=any",
+        "RestrictAddressFamilies=AF_UNIX\n",
+    ] {
+        assert!(text.contains(line), "missing {line}");
+    }
+    assert!(
+        !text.contains("network-online"),
+        "no wait for a network it does not use"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("IPAddressAllow=")),
+        "no network until MQTT is configured"
+    );
+}
+
+#[test]
 fn unit_security_exposure_is_ok_or_better() {
     let o = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=20", "--no-pager"])

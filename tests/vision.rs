@@ -287,3 +287,70 @@ fn bad_inputs_get_clear_errors() {
     );
     let _ = Path::new("");
 }
+
+#[test]
+fn a_group_photo_is_refused_and_a_repeated_photo_adds_nothing() {
+    let Some(data) = shared_data() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let faces = data.join("faces");
+    let mut people: Vec<_> = std::fs::read_dir(&faces)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    people.sort();
+    let (a, b) = (people[0].join("1.jpg"), people[1].join("1.jpg"));
+    let group = d.path().join("group.png");
+    let o = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&a)
+        .arg("-i")
+        .arg(&b)
+        .args(["-filter_complex", "[0][1]hstack", "-frames:v", "1"])
+        .arg(&group)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let db = d.path().join("g.db");
+    let k = key_file(d.path(), "k", "group photo test key 123456");
+    assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
+    assert!(lockerd(&db, Some(&k), &["admin", "users", "add", "pat"])
+        .status
+        .success());
+    let enroll = |p: &std::path::Path| {
+        Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--models")
+            .arg(models_dir())
+            .arg("--db")
+            .arg(&db)
+            .arg("--key-file")
+            .arg(&k)
+            .args(["admin", "enroll", "pat", "--allow-poor-photos"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let o = enroll(&group);
+    assert_eq!(o.status.code(), Some(9), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("2 faces in the photo"),
+        "{}",
+        stdout(&o)
+    );
+    // One face: enrolled; the same photo again adds no second template.
+    let o = enroll(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("1 template(s) added, 1 in all"),
+        "{}",
+        stdout(&o)
+    );
+    let o = enroll(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("0 template(s) added, 1 in all"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -77,6 +77,28 @@ impl Db {
     ) -> Result<(Db, OpenInfo), StoreError> {
         let t0 = Instant::now();
         let exists = path.exists();
+        // An existing file must be a store: an empty one would otherwise be taken as a
+        // new store (anyone who can write the file, without the key, could erase users,
+        // history and lockouts). Creating a store is explicit: `store init`, or `run` on
+        // a path that does not exist.
+        if exists {
+            let meta = std::fs::metadata(path).map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
+            if meta.len() == 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is an empty file, not a lockerd store (refusing to treat it as a new one; restore it from a backup, or remove it and run `lockerd store init`)",
+                    path.display()
+                )));
+            }
+        }
         match (create, exists) {
             (Create::MustExist, false) => return Err(StoreError::Missing(path.to_owned())),
             (Create::MustBeNew, true) => return Err(StoreError::AlreadyExists(path.to_owned())),

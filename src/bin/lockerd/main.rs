@@ -175,6 +175,9 @@ fn simulate(
     json: bool,
     tail: f64,
 ) -> anyhow::Result<ExitCode> {
+    if !tail.is_finite() || !(0.0..=86_400.0).contains(&tail) {
+        anyhow::bail!("--tail {tail}: give virtual seconds from 0 to 86400");
+    }
     let text = std::fs::read_to_string(scenario)
         .with_context(|| format!("cannot read {}", scenario.display()))?;
     let steps = lockerd::sim::parse(&text, scenario)?;
