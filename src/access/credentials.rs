@@ -14,8 +14,9 @@ use crate::store::{Db, StoreError};
 use crate::types::User;
 use serde::Serialize;
 
-/// A code as handed to the admin (the only time the code exists in clear).
-#[derive(Debug, Clone, Serialize)]
+/// A code as handed to the admin (the only time the code exists in clear). `Debug`
+/// leaves the code out.
+#[derive(Clone, Serialize)]
 pub struct IssuedCode {
     pub slot: u32,
     pub code: String,
@@ -23,6 +24,16 @@ pub struct IssuedCode {
     pub user: Option<String>,
     /// Exactly what to type on the keypad.
     pub keys: String,
+}
+
+impl std::fmt::Debug for IssuedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "IssuedCode {{ slot: {}, code: <redacted>, user: {:?} }}",
+            self.slot, self.user
+        )
+    }
 }
 
 pub fn code_keys(slot: u32, code: &str) -> String {
@@ -68,13 +79,23 @@ pub fn issue_code(
     })
 }
 
-/// What `totp enroll` hands to the admin once.
-#[derive(Debug, Clone, Serialize)]
+/// What `totp enroll` hands to the admin once. `Debug` leaves the PIN and URI out.
+#[derive(Clone, Serialize)]
 pub struct TotpEnrollment {
     pub user: String,
     pub keypad_no: u32,
     pub pin: String,
     pub uri: String,
+}
+
+impl std::fmt::Debug for TotpEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TotpEnrollment {{ user: {:?}, keypad_no: {}, pin and uri: <redacted> }}",
+            self.user, self.keypad_no
+        )
+    }
 }
 
 /// Give a user a fresh TOTP secret and PIN (random unless given), and a keypad number.
