@@ -218,9 +218,11 @@ impl Backend {
     /// Connect to the daemon on the system bus; "lockerd is not running" if nobody owns
     /// the name.
     pub async fn connect_bus() -> Result<Backend, ApiError> {
-        let conn = zbus::Connection::system()
-            .await
-            .map_err(|e| api_error(&e))?;
+        let conn = zbus::Connection::system().await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "lockerd is not running (cannot reach the system bus: {e})"
+            ))
+        })?;
         let dbus = zbus::fdo::DBusProxy::new(&conn)
             .await
             .map_err(|e| api_error(&e))?;
