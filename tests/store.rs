@@ -430,3 +430,73 @@ fn a_config_that_is_a_fifo_is_refused_without_blocking() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("not a regular file"), "{err}");
 }
+
+/// Open with the test key and run raw SQL (as someone holding the key could).
+fn tamper(db: &Path, key: &Path, sql: &str) {
+    let k = lockerd::store::resolve_key(key, db, false).unwrap().0;
+    let (d, _) = Db::open(db, &k, Create::MustExist, Duration::from_secs(5)).unwrap();
+    d.conn().execute_batch(sql).unwrap();
+}
+
+#[test]
+fn cutting_the_audit_tail_or_emptying_it_shows_and_dropped_triggers_come_back() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("a.db");
+    let k = key_file(d.path(), "k", "audit head test key 0123456789");
+    assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
+    for u in ["a1", "a2", "a3", "a4"] {
+        assert!(lockerd(&db, Some(&k), &["admin", "users", "add", u])
+            .status
+            .success());
+    }
+    let ok = lockerd(&db, Some(&k), &["audit", "verify"]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    let copy = d.path().join("b.db");
+    std::fs::copy(&db, &copy).unwrap();
+
+    // Cut the last two rows (the triggers must be dropped first: that shows too).
+    tamper(
+        &db,
+        &k,
+        "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > (SELECT max(seq) - 2 FROM audit);",
+    );
+    let o = lockerd(&db, Some(&k), &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("rows were cut from the end"),
+        "{}",
+        stdout(&o)
+    );
+    let o = lockerd(&db, Some(&k), &["store", "check"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("audit chain: BROKEN"), "{}", stdout(&o));
+    // Opening re-created the dropped trigger and left an alert row saying so.
+    let o = lockerd(&db, Some(&k), &["audit", "list", "--json"]);
+    assert!(
+        stdout(&o).contains("audit_triggers_restored"),
+        "{}",
+        stdout(&o)
+    );
+    let k2 = lockerd::store::resolve_key(&k, &db, false).unwrap().0;
+    let (h, _) = Db::open(&db, &k2, Create::MustExist, Duration::from_secs(5)).unwrap();
+    assert!(
+        h.conn().execute("DELETE FROM audit", []).is_err(),
+        "trigger back"
+    );
+    drop(h);
+
+    // Emptying the whole log shows as well.
+    tamper(
+        &copy,
+        &k,
+        "DROP TRIGGER audit_no_delete; DELETE FROM audit;",
+    );
+    let o = lockerd(&copy, Some(&k), &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    // The restore alert is the only row now; the head still points past it.
+    assert!(
+        stdout(&o).contains("rows were cut") || stdout(&o).contains("emptied"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -31,6 +31,8 @@ pub struct OpenInfo {
     /// Wall time of open + key derivation + first read + migrations.
     pub open_ms: f64,
     pub schema_version: i64,
+    /// The append-only triggers were missing and have been re-created (tampering).
+    pub triggers_restored: bool,
 }
 
 /// A stored face template.
@@ -53,6 +55,8 @@ pub struct CheckReport {
     pub users: i64,
     pub templates: i64,
     pub audit_rows: i64,
+    /// `ok`, or where and why the hash chain breaks (cut tails included).
+    pub audit_chain: String,
     pub open_ms: f64,
     pub ok: bool,
 }
@@ -148,18 +152,32 @@ impl Db {
         )?;
         schema::migrate(&mut conn)?;
         let schema_version = schema::version(&conn)?;
+        let mut db = Db {
+            conn,
+            path: path.to_owned(),
+        };
+        let restored = db.ensure_audit_triggers()?;
+        if !restored.is_empty() {
+            log::error!(
+                "the audit log's append-only triggers were missing ({}): re-created; someone with the key changed the database",
+                restored.join(", ")
+            );
+            db.audit_append(
+                &AuditEntry::new(
+                    super::Method::System,
+                    super::Outcome::Alert,
+                    "audit_triggers_restored",
+                )
+                .evidence(serde_json::json!({ "missing": restored })),
+            )?;
+        }
         let info = OpenInfo {
             created: !exists,
             open_ms: t0.elapsed().as_secs_f64() * 1000.0,
             schema_version,
+            triggers_restored: !restored.is_empty(),
         };
-        Ok((
-            Db {
-                conn,
-                path: path.to_owned(),
-            },
-            info,
-        ))
+        Ok((db, info))
     }
 
     pub fn path(&self) -> &Path {
@@ -197,8 +215,19 @@ impl Db {
                 .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)
         };
         let schema_version = schema::version(&self.conn)?;
+        let chain = self.audit_verify()?;
+        let audit_chain = if chain.ok {
+            "ok".to_string()
+        } else {
+            format!(
+                "BROKEN at row {}: {}",
+                chain.first_broken_seq.unwrap_or(0),
+                chain.problem.unwrap_or_default()
+            )
+        };
         let ok = integrity == "ok"
             && cipher_integrity == "ok"
+            && chain.ok
             && schema_version == schema::SCHEMA_VERSION;
         Ok(CheckReport {
             path: self.path.clone(),
@@ -208,6 +237,7 @@ impl Db {
             users: count("users")?,
             templates: count("face_templates")?,
             audit_rows: count("audit")?,
+            audit_chain,
             open_ms,
             ok,
         })
@@ -531,6 +561,26 @@ impl Db {
                 hash.to_vec()
             ],
         )?;
+        // The head moves only along an intact end: if it does not name the row this one
+        // follows (rows were cut, or the head removed), it stays, so the cut keeps
+        // showing in `audit verify` until someone looks into it.
+        let recorded: Option<String> = tx
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'audit_head'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let follows = match &recorded {
+            None => seq == 1,
+            Some(h) => *h == format!("{}:{}", seq - 1, hex::encode_upper(&prev)),
+        };
+        if follows {
+            tx.execute(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES ('audit_head', ?1)",
+                [format!("{seq}:{}", hex::encode_upper(hash))],
+            )?;
+        }
         Ok(seq)
     }
 
@@ -575,12 +625,79 @@ impl Db {
         )?;
         let mut rows = stmt.query([])?;
         let mut v = ChainVerifier::default();
+        let mut last: Option<(i64, Vec<u8>)> = None;
         while let Some(r) = rows.next()? {
-            if !v.push(&Self::audit_from_row(r)?) {
+            let row = Self::audit_from_row(r)?;
+            last = Some((row.seq, row.hash.clone()));
+            if !v.push(&row) {
                 break;
             }
         }
-        Ok(v.finish())
+        let mut rep = v.finish();
+        if rep.ok {
+            // The rows link up; do they reach the recorded head?
+            let head = self.setting("audit_head")?;
+            let problem = match (head, &last) {
+                (None, None) => None,
+                (None, Some((seq, _))) => Some((
+                    *seq,
+                    "the chain's head record is missing (it was removed)".to_string(),
+                )),
+                (Some(h), last) => {
+                    let (hseq, hhash) = h.split_once(':').unwrap_or(("0", ""));
+                    let hseq: i64 = hseq.parse().unwrap_or(-1);
+                    match last {
+                        Some((seq, hash))
+                            if *seq == hseq && hex::encode_upper(hash) == hhash => None,
+                        Some((seq, _)) => Some((
+                            *seq,
+                            format!(
+                                "the chain ends at row {seq} but its head is row {hseq}: rows were cut from the end"
+                            ),
+                        )),
+                        None => Some((
+                            0,
+                            format!("no rows, but the head is row {hseq}: the log was emptied"),
+                        )),
+                    }
+                }
+            };
+            if let Some((seq, p)) = problem {
+                rep.ok = false;
+                rep.first_broken_seq = Some(seq);
+                rep.problem = Some(p);
+            }
+        }
+        Ok(rep)
+    }
+
+    /// The append-only triggers, re-created if someone dropped them. Returns which
+    /// were missing (the caller reports it: it is evidence of tampering).
+    pub fn ensure_audit_triggers(&mut self) -> Result<Vec<&'static str>, StoreError> {
+        let mut missing = Vec::new();
+        for (name, sql) in [
+            (
+                "audit_no_update",
+                "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+            ),
+            (
+                "audit_no_delete",
+                "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+            ),
+        ] {
+            let n: i64 = self.conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if n == 0 {
+                self.conn.execute_batch(sql)?;
+                missing.push(name);
+            }
+        }
+        Ok(missing)
     }
 }
 

@@ -71,6 +71,12 @@ const MIGRATIONS: &[&str] = &[
         value       TEXT NOT NULL
     );
     "#,
+    // v2: the audit chain's head (seq and hash of the last row), written in the same
+    // transaction as every row from now on, so cutting rows off the end shows.
+    r#"
+    INSERT OR REPLACE INTO settings (key, value)
+        SELECT 'audit_head', seq || ':' || hex(hash) FROM audit ORDER BY seq DESC LIMIT 1;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -160,8 +160,8 @@ pub fn store(ctx: &Ctx, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
                     rep.integrity, rep.cipher_integrity
                 );
                 println!(
-                    "  users {}, face templates {}, audit rows {}",
-                    rep.users, rep.templates, rep.audit_rows
+                    "  users {}, face templates {}, audit rows {}; audit chain: {}",
+                    rep.users, rep.templates, rep.audit_rows, rep.audit_chain
                 );
             }
             Ok(if rep.ok {
