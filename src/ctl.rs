@@ -116,6 +116,8 @@ pub enum CodeCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// Revoke the live code in a slot (the number after `*`).
+    Revoke { slot: u32 },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -305,6 +307,7 @@ impl Backend {
                     .await
                     .map_err(e)?,
             )?),
+            Request::OtpRevoke { slot } => done(p.revoke_code(slot).await.map_err(e)?),
             Request::TotpEnroll { user, pin } => Response::Totp(parse::<TotpEnrolled>(
                 &p.enroll_totp(&user, pin.as_deref().unwrap_or(""))
                     .await
@@ -362,6 +365,7 @@ pub async fn run(
             user: user.clone(),
             ttl_s: ttl.as_deref().map(parse_ttl).transpose().map_err(invalid)?,
         },
+        Cmd::Code(CodeCmd::Revoke { slot }) => Request::OtpRevoke { slot: *slot },
         Cmd::Totp(TotpCmd::Enroll { user, pin, .. }) => Request::TotpEnroll {
             user: user.clone(),
             pin: pin.clone(),
@@ -387,13 +391,65 @@ pub async fn run(
         Cmd::Audit(AuditCmd::Verify) => Request::AuditVerify,
         Cmd::Verify => Request::Verify,
     };
+    let secret = matches!(req, Request::OtpIssue { .. } | Request::TotpEnroll { .. });
+    if secret && output_is_closed() {
+        // The secret exists only in this reply: do not make one nobody will see.
+        return Err(CtlError {
+            code: 1,
+            message: "standard output is closed: nothing issued (the secret would be lost)".into(),
+        });
+    }
     let resp = backend.call(req).await?;
     let no_qr = matches!(&cmd, Cmd::Totp(TotpCmd::Enroll { no_qr: true, .. }));
-    print_response(&resp, json, no_qr, out)?;
+    if let Err(e) = print_response(&resp, json, no_qr, out) {
+        // Could not show a secret that was just committed: take it back where possible.
+        return Err(match &resp {
+            Response::Code(c) => {
+                let undone = backend.call(Request::OtpRevoke { slot: c.slot }).await;
+                CtlError {
+                    code: 1,
+                    message: format!(
+                        "{}; the code could not be shown, so it was {}",
+                        e.message,
+                        if undone.is_ok() {
+                            "revoked"
+                        } else {
+                            "NOT revoked: revoke it with `code revoke`"
+                        }
+                    ),
+                }
+            }
+            Response::Totp(t) => CtlError {
+                code: 1,
+                message: format!(
+                    "{}; {}'s new TOTP secret could not be shown: run `totp enroll {}` again",
+                    e.message, t.user, t.user
+                ),
+            },
+            _ => e,
+        });
+    }
     Ok(match &resp {
         Response::AuditCheck(c) if !c.ok => EXIT_FAILED,
         _ => 0,
     })
+}
+
+/// Standard output is a pipe or socket whose reader has gone.
+fn output_is_closed() -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// A write that failed because the reader went away (`cmd | head`): a quiet end.
+pub fn is_broken_pipe(e: &CtlError) -> bool {
+    e.message.contains("Broken pipe")
 }
 
 fn w(out: &mut dyn Write, s: &str) -> Result<(), CtlError> {
@@ -871,4 +927,75 @@ pub fn event_line(v: &serde_json::Value) -> String {
         _ => String::new(),
     };
     format!("{at}  {ev:<12} {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::service::{Backends, Service};
+    use crate::store::{Create, DbKey, Store};
+
+    /// Output whose reader has gone.
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_that_cannot_be_shown_is_revoked() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(
+            &d.path().join("c.db"),
+            DbKey::generate(),
+            Create::MustBeNew,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let (api, _task) = Service::start(
+            crate::config::Config::default(),
+            Backends {
+                store: store.clone(),
+                controller: None,
+                vision: None,
+                events,
+                clock: std::sync::Arc::new(crate::access::driver::WallClock),
+            },
+        )
+        .await
+        .unwrap();
+        let backend = Backend::Local {
+            api,
+            caller: Caller::offline_cli(),
+        };
+        let cmd = Cmd::Code(CodeCmd::Issue {
+            user: None,
+            ttl: Some("5m".into()),
+        });
+        let e = run(&backend, cmd, false, &mut Closed).await.unwrap_err();
+        assert!(e.message.contains("so it was revoked"), "{}", e.message);
+        assert!(!is_broken_pipe(&e) || e.message.contains("could not be shown"));
+        // Nothing live is left in slot 1, and the revocation is audited.
+        let r = backend.call(Request::OtpRevoke { slot: 1 }).await;
+        assert!(matches!(r, Err(ApiError::InvalidArgument(_))), "{r:?}");
+        let rows = match backend
+            .call(Request::AuditQuery {
+                since_ms: 0,
+                limit: 50,
+            })
+            .await
+            .unwrap()
+        {
+            Response::Audit { rows } => rows,
+            other => panic!("{other:?}"),
+        };
+        assert!(rows.iter().any(|r| r.reason == "one_time_code_revoked"));
+        drop(backend);
+        store.close();
+    }
 }

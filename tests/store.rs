@@ -500,3 +500,50 @@ fn cutting_the_audit_tail_or_emptying_it_shows_and_dropped_triggers_come_back() 
         stdout(&o)
     );
 }
+
+#[test]
+fn a_closed_output_issues_no_secret_and_output_commands_end_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("p.db");
+    let k = key_file(d.path(), "k", "pipe test key 0123456789");
+    assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
+    assert!(lockerd(&db, Some(&k), &["admin", "users", "add", "u"])
+        .status
+        .success());
+    // stdout is a pipe whose reader has already closed it.
+    let run_into_closed_pipe = |args: &[&str]| {
+        let mut fds = [0i32; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        unsafe { libc::close(fds[0]) };
+        let out = unsafe { <Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+        Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--db")
+            .arg(&db)
+            .arg("--key-file")
+            .arg(&k)
+            .args(args)
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        vec!["admin", "code", "issue", "u", "--ttl", "5m"],
+        vec!["admin", "totp", "enroll", "u"],
+    ] {
+        let o = run_into_closed_pipe(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("nothing issued"), "{}", stderr(&o));
+    }
+    let audit = stdout(&lockerd(&db, Some(&k), &["audit", "list"]));
+    assert!(!audit.contains("one_time_code_issued"), "{audit}");
+    assert!(!audit.contains("totp_enrolled"), "{audit}");
+    // Commands that only print end quietly: no panic (101), nothing on stderr.
+    for args in [vec!["admin", "users", "list"], vec!["audit", "list"]] {
+        let o = run_into_closed_pipe(&args);
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}

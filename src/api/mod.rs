@@ -218,6 +218,10 @@ pub enum Request {
         #[serde(default)]
         ttl_s: Option<u64>,
     },
+    /// Revoke the live one-time code in a slot.
+    OtpRevoke {
+        slot: u32,
+    },
     TotpEnroll {
         user: String,
         #[serde(default)]
@@ -262,6 +266,7 @@ impl Request {
             Request::Enroll { .. } => "enroll",
             Request::EnrollCancel => "enroll_cancel",
             Request::OtpIssue { .. } => "otp_issue",
+            Request::OtpRevoke { .. } => "otp_revoke",
             Request::TotpEnroll { .. } => "totp_enroll",
             Request::LockoutShow => "lockout_show",
             Request::LockoutReset => "lockout_reset",
@@ -290,6 +295,7 @@ pub fn required_role(r: &Request) -> Role {
         | Request::Enroll { .. }
         | Request::EnrollCancel
         | Request::OtpIssue { .. }
+        | Request::OtpRevoke { .. }
         | Request::TotpEnroll { .. }
         | Request::LockoutShow
         | Request::LockoutReset

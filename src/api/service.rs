@@ -562,6 +562,33 @@ impl Service {
                     user: issued.user.clone(),
                 }))
             }
+            Request::OtpRevoke { slot } => {
+                let now = self.b.clock.now_ms();
+                let n = self
+                    .b
+                    .store
+                    .call(move |db| {
+                        db.atomically(|db| {
+                            let n = db.code_revoke_slot(slot, now)?;
+                            if n > 0 {
+                                db.audit_append(
+                                    &AuditEntry::new(via, Outcome::Info, "one_time_code_revoked")
+                                        .evidence(json!({ "slot": slot, "by": by })),
+                                )?;
+                            }
+                            Ok(n)
+                        })
+                    })
+                    .await?;
+                if n == 0 {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "no live code in slot {slot}"
+                    )));
+                }
+                Ok(Response::Done {
+                    message: format!("the code in slot {slot} is revoked"),
+                })
+            }
             Request::TotpEnroll { user, pin } => {
                 let cfg = self.cfg.access.clone();
                 let issuer = format!("lockerd-{}", self.cfg.daemon.kiosk_name);

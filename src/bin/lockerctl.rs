@@ -4,6 +4,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use lockerd::ctl::{self, Backend, Cmd};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("lockerctl: cannot start: {e}");
+            let _ = writeln!(std::io::stderr(), "lockerctl: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -77,10 +78,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if e.message.contains("Broken pipe") {
+            if ctl::is_broken_pipe(&e) && !e.message.contains("could not be shown") {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("lockerctl: {}", e.message);
+            let _ = writeln!(std::io::stderr(), "lockerctl: {}", e.message);
             ExitCode::from(e.code)
         }
     }

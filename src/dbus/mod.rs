@@ -355,6 +355,16 @@ impl Locker1 {
         }
     }
 
+    /// Revoke the live one-time code in SLOT (admin).
+    async fn revoke_code(
+        &self,
+        slot: u32,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<String, LockerError> {
+        self.done(conn, &hdr, Request::OtpRevoke { slot }).await
+    }
+
     /// Give USER a TOTP secret and a PIN (random unless PIN is given) (admin). The
     /// secret is in this reply only (JSON: user, keypad_no, pin, uri).
     async fn enroll_totp(
@@ -704,6 +714,7 @@ pub trait Locker1Client {
     fn enroll_from_camera(&self, user: &str, seconds: u32) -> zbus::Result<u64>;
     fn cancel_enroll(&self) -> zbus::Result<String>;
     fn issue_code(&self, user: &str, ttl_s: u64) -> zbus::Result<String>;
+    fn revoke_code(&self, slot: u32) -> zbus::Result<String>;
     fn enroll_totp(&self, user: &str, pin: &str) -> zbus::Result<String>;
     fn lockout_show(&self) -> zbus::Result<String>;
     fn lockout_reset(&self) -> zbus::Result<String>;

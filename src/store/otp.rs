@@ -205,6 +205,14 @@ impl Db {
     }
 
     /// Use a code once: false if it was used (or expired) in the meantime.
+    /// Revoke the live code(s) in a slot; returns how many.
+    pub fn code_revoke_slot(&mut self, slot: u32, now_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE one_time_codes SET used_ms = ?2 WHERE slot = ?1 AND used_ms IS NULL AND expires_ms > ?2",
+            params![slot, now_ms],
+        )?)
+    }
+
     pub fn code_use(&mut self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let n = self.conn().execute(
             "UPDATE one_time_codes SET used_ms = ?2 WHERE id = ?1 AND used_ms IS NULL AND expires_ms > ?2",

@@ -10,6 +10,7 @@ use lockerd::api::Caller;
 use lockerd::ctl::{self, Backend, Cmd};
 use lockerd::store::{Create, InstanceLock};
 use lockerd::vision::runner::VisionShared;
+use std::io::Write;
 use std::process::ExitCode;
 
 pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
@@ -46,8 +47,11 @@ pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
     store.close();
     match result? {
         Ok(code) => Ok(ExitCode::from(code)),
+        Err(e) if ctl::is_broken_pipe(&e) && !e.message.contains("could not be shown") => {
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => {
-            eprintln!("lockerd admin: {}", e.message);
+            let _ = writeln!(std::io::stderr(), "lockerd admin: {}", e.message);
             Ok(ExitCode::from(e.code))
         }
     }
