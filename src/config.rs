@@ -67,6 +67,39 @@ pub struct AccessConfig {
     pub face_cooldown_s: f64,
 }
 
+/// A parser message with its quoted source lines cut to 200 characters each (a
+/// 200 KB line is not echoed back).
+fn clip(msg: &str) -> String {
+    msg.lines()
+        .map(|l| {
+            if l.chars().count() > 200 {
+                format!("{}...", l.chars().take(200).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl AccessConfig {
+    /// The keypad guesser's yearly budget and the chance it buys: (guesses a year,
+    /// bound for a one-time code, bound for TOTP with PIN). A TOTP guess is right with
+    /// 3 in 10^6 (one step of drift each way) times 1 in 10^pin_digits.
+    pub fn guessing_budget(&self) -> (u64, f64, f64) {
+        use crate::access::lockout::{success_bound, LockoutPolicy};
+        let g = LockoutPolicy {
+            max_strikes: self.keypad_max_strikes,
+            base_s: self.keypad_lockout_s,
+            factor: self.keypad_lockout_factor,
+        }
+        .guesses_per_year();
+        let p_code = success_bound(g, 10f64.powi(-(self.otp_digits as i32)));
+        let p_totp = success_bound(g, 3e-6 * 10f64.powi(-(self.totp_pin_digits as i32)));
+        (g, p_code, p_totp)
+    }
+}
+
 impl Default for AccessConfig {
     fn default() -> Self {
         Self {
@@ -336,7 +369,7 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse {
                 path: path.to_owned(),
-                message: e.to_string().trim().to_string(),
+                message: clip(e.to_string().trim()),
             })?;
         let known = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -351,7 +384,7 @@ impl Config {
         let cfg: Config =
             Config::deserialize(toml::Value::Table(value)).map_err(|e| ConfigError::Parse {
                 path: path.to_owned(),
-                message: e.to_string().trim().to_string(),
+                message: clip(e.to_string().trim()),
             })?;
         cfg.validate(path)?;
         Ok(cfg)
@@ -519,6 +552,23 @@ impl Config {
             3600.0,
         )?;
         v.range("access.face_cooldown_s", a.face_cooldown_s, 0.0, 3600.0)?;
+        // Each setting may be in range and together still let a keypad guesser in:
+        // refuse a policy that gives better than 1 in 1,000 a year, warn above 1 in 10^6.
+        let (guesses, p_code, p_totp) = a.guessing_budget();
+        let worst = p_code.max(p_totp);
+        v.check(
+            "access (keypad_max_strikes, keypad_lockout_s, keypad_lockout_factor, otp_digits, totp_pin_digits)",
+            &format!(
+                "{guesses} guesses a year: a code guessed within a year with probability up to {p_code:.1e}, TOTP+PIN {p_totp:.1e}"
+            ),
+            worst <= 1e-3,
+            "at most 1e-3 a year (the defaults give 5.7e-7)",
+        )?;
+        if worst > 1e-6 {
+            log::warn!(
+                "keypad policy allows {guesses} guesses a year: a one-time code could be guessed with probability {p_code:.1e}, TOTP+PIN {p_totp:.1e} (the defaults give 5.7e-7)"
+            );
+        }
         Ok(())
     }
 

@@ -547,3 +547,124 @@ fn a_closed_output_issues_no_secret_and_output_commands_end_quietly() {
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn smaller_faults_weak_policy_modes_keys_names_and_long_lines() {
+    let d = tempfile::tempdir().unwrap();
+    // A keypad policy that allows about a guess a second is refused, with its budget.
+    let weak = d.path().join("weak.toml");
+    std::fs::write(
+        &weak,
+        "[access]\notp_digits = 6\nkeypad_lockout_factor = 1\nkeypad_max_strikes = 10\nkeypad_lockout_s = 10\n",
+    )
+    .unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&weak)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("guesses a year"), "{}", stderr(&o));
+
+    // Directories are made owner-only whatever the umask.
+    let db = d.path().join("deep/er/s.db");
+    let k = key_file(d.path(), "k", "smaller faults key 0123456789");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} --config {} --db {} --key-file {} store init",
+            lockerd_bin(),
+            default_config().display(),
+            db.display(),
+            k.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [d.path().join("deep"), d.path().join("deep/er")] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+
+    // A failed `store init --generate-key` leaves no key behind; the retry works.
+    let gk = d.path().join("gen.key");
+    let o = lockerd(
+        Path::new("/dev/null/x.db"),
+        None,
+        &["store", "init", "--generate-key", gk.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!gk.exists(), "key file left behind");
+    // The error names the path once.
+    assert_eq!(stderr(&o).matches("/dev/null").count(), 1, "{}", stderr(&o));
+    let db2 = d.path().join("gen.db");
+    let o = lockerd(
+        &db2,
+        None,
+        &["store", "init", "--generate-key", gk.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // --demo on a database made with a real key writes no stray demo key.
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(default_config())
+        .arg("--demo")
+        .arg("--db")
+        .arg(&db)
+        .args(["store", "check"])
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--key-file"), "{}", stderr(&o));
+    assert!(!d.path().join("deep/er/s.db.key").exists());
+
+    // Look-alike and invisible names are refused; plain ones pass.
+    for bad in [
+        "\u{0430}lice",
+        "ali\u{202E}ce",
+        "ali\u{200B}ce",
+        " alice",
+        "al\nice",
+    ] {
+        let o = lockerd(&db, Some(&k), &["admin", "users", "add", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+    let o = lockerd(&db, Some(&k), &["admin", "users", "add", "Mary-Ann O.Neil"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The otpauth label names the issuer once.
+    let o = lockerd(
+        &db,
+        Some(&k),
+        &["admin", "--json", "totp", "enroll", "Mary-Ann O.Neil"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let uri = serde_json::from_str::<serde_json::Value>(stdout(&o).trim()).unwrap()["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        uri.starts_with("otpauth://totp/lockerd-kiosk:Mary-Ann%20O.Neil?"),
+        "{uri}"
+    );
+
+    // A 200 KB line in a config is not echoed back.
+    let long = d.path().join("long.toml");
+    std::fs::write(&long, format!("x = \"{}", "a".repeat(200_000))).unwrap();
+    let o = Command::new(lockerd_bin())
+        .arg("--config")
+        .arg(&long)
+        .args(["store", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).len() < 2000,
+        "{} bytes of error",
+        stderr(&o).len()
+    );
+}

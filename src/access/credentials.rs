@@ -125,7 +125,7 @@ pub fn enroll_totp(
         user: user.name.clone(),
         keypad_no,
         pin,
-        uri: otp::otpauth_uri(&secret, issuer, &format!("{}:{}", issuer, user.name)),
+        uri: otp::otpauth_uri(&secret, issuer, &user.name),
     })
 }
 

@@ -10,7 +10,7 @@ use super::StoreError;
 use crate::types::{now_ms, Embedding, Role, User, UserId};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -86,9 +86,9 @@ impl Db {
         // history and lockouts). Creating a store is explicit: `store init`, or `run` on
         // a path that does not exist.
         if exists {
-            let meta = std::fs::metadata(path).map_err(|source| StoreError::Io {
+            let meta = std::fs::metadata(path).map_err(|error| StoreError::Io {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
             if !meta.is_file() {
                 return Err(StoreError::Corrupt(format!(
@@ -111,10 +111,15 @@ impl Db {
         if !exists {
             if let Some(parent) = path.parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
-                        path: parent.to_owned(),
-                        source,
-                    })?;
+                    // Owner-only whatever the umask (the key and WAL live here too).
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)
+                        .map_err(|error| StoreError::Io {
+                            path: parent.to_owned(),
+                            error,
+                        })?;
                 }
             }
         }
@@ -126,9 +131,9 @@ impl Db {
         if !exists {
             // Owner-only from the start; SQLite gives -wal/-shm the same mode.
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |source| StoreError::Io {
+                |error| StoreError::Io {
                     path: path.to_owned(),
-                    source,
+                    error,
                 },
             )?;
         }
@@ -701,12 +706,25 @@ impl Db {
     }
 }
 
-/// User names: 1-64 characters, no control characters, no leading/trailing space.
+/// User names are a safe set (README "Users"): 1-64 of ASCII letters, digits, space,
+/// `.`, `_`, `-`, `@`, starting and ending with a letter or digit. No look-alikes
+/// (Cyrillic "а" for "a"), no invisible or direction-changing characters (U+200B,
+/// U+202E), so a name in a log or on the display is what it seems.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || " ._-@".contains(c);
     let n = name.chars().count();
-    if n == 0 || n > 64 || name.chars().any(char::is_control) || name.trim() != name {
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if n == 0 || n > 64 || !name.chars().all(ok_char) || !ends_ok {
         return Err(StoreError::Invalid(format!(
-            "user name must be 1-64 printable characters without surrounding spaces (got {name:?})"
+            "user name {:?}: use 1-64 of A-Z a-z 0-9 space . _ - @, starting and ending with a letter or digit",
+            name.escape_default().to_string()
         )));
     }
     Ok(())

@@ -8,6 +8,7 @@
 use super::StoreError;
 use rand::RngCore;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -89,6 +90,15 @@ pub fn resolve_key(
         let path = demo_key_path(db_path);
         let key = if path.exists() {
             load_key_file(&path)?
+        } else if db_path.exists() {
+            // A key made now could not open a database made with another one.
+            return Err(StoreError::KeyInvalid {
+                path: path.clone(),
+                reason: format!(
+                    "{} exists but was not made in demo mode (no demo key beside it): give its key with --key-file",
+                    db_path.display()
+                ),
+            });
         } else {
             let key = DbKey::generate();
             write_key_file(&path, &key)?;
@@ -108,9 +118,9 @@ pub fn demo_key_path(db_path: &Path) -> PathBuf {
 
 /// Read a key file after checking it is a regular file that only its owner can read.
 pub fn load_key_file(path: &Path) -> Result<DbKey, StoreError> {
-    let meta = std::fs::metadata(path).map_err(|source| StoreError::KeyFileRead {
+    let meta = std::fs::metadata(path).map_err(|error| StoreError::KeyFileRead {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     if !meta.is_file() {
         return Err(StoreError::KeyInvalid {
@@ -126,9 +136,9 @@ pub fn load_key_file(path: &Path) -> Result<DbKey, StoreError> {
         });
     }
     let bytes = Zeroizing::new(
-        std::fs::read(path).map_err(|source| StoreError::KeyFileRead {
+        std::fs::read(path).map_err(|error| StoreError::KeyFileRead {
             path: path.to_owned(),
-            source,
+            error,
         })?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| StoreError::KeyInvalid {
@@ -140,13 +150,17 @@ pub fn load_key_file(path: &Path) -> Result<DbKey, StoreError> {
 
 /// Write a key file, owner-only, refusing to overwrite an existing one.
 pub fn write_key_file(path: &Path, key: &DbKey) -> Result<(), StoreError> {
-    let io_err = |source| StoreError::KeyFileRead {
+    let io_err = |error| StoreError::KeyFileRead {
         path: path.to_owned(),
-        source,
+        error,
     };
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(io_err)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io_err)?;
         }
     }
     let mut f = std::fs::OpenOptions::new()

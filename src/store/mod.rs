@@ -27,11 +27,11 @@ pub enum StoreError {
     NoKey,
     #[error("key file {path} is readable by group or others (mode {mode:04o}); refusing to use it: run `chmod 600 {path}`")]
     KeyFilePermissions { path: PathBuf, mode: u32 },
-    #[error("cannot read key file {path}: {source}")]
+    // The io errors are in the message, not `source`s: `{:#}` would print them twice.
+    #[error("cannot read key file {path}: {error}")]
     KeyFileRead {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("key file {path} is not usable: {reason}")]
     KeyInvalid { path: PathBuf, reason: String },
@@ -45,11 +45,10 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("database is corrupt: {0}")]
     Corrupt(String),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     NotFound(String),
@@ -119,9 +118,9 @@ impl Store {
                 }
                 drop(db);
             })
-            .map_err(|source| StoreError::Io {
+            .map_err(|error| StoreError::Io {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         let info = ready_rx.recv().map_err(|_| StoreError::Closed)??;
         Ok((
@@ -256,9 +255,9 @@ impl InstanceLock {
                     .recursive(true)
                     .mode(0o700)
                     .create(parent)
-                    .map_err(|source| StoreError::Io {
+                    .map_err(|error| StoreError::Io {
                         path: parent.to_owned(),
-                        source,
+                        error,
                     })?;
             }
         }
@@ -269,9 +268,9 @@ impl InstanceLock {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|source| StoreError::Io {
+            .map_err(|error| StoreError::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -280,7 +279,7 @@ impl InstanceLock {
             return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 StoreError::InUse(db.to_owned())
             } else {
-                StoreError::Io { path, source: err }
+                StoreError::Io { path, error: err }
             });
         }
         Ok(InstanceLock { _file: file, path })

@@ -107,13 +107,25 @@ pub fn store(ctx: &Ctx, cmd: StoreCmd) -> anyhow::Result<ExitCode> {
                 }
                 let k = DbKey::generate();
                 key::write_key_file(&kf, &k)?;
-                let (db, info) = Db::open(
+                let opened = Db::open(
                     path,
                     &k,
                     Create::MustBeNew,
                     Duration::from_millis(ctx.config.store.busy_timeout_ms),
-                )?;
-                (db, info, store::KeySource::KeyFile(kf))
+                );
+                match opened {
+                    Ok((db, info)) => (db, info, store::KeySource::KeyFile(kf)),
+                    Err(e) => {
+                        // Leave nothing behind, so a retry starts clean.
+                        let _ = std::fs::remove_file(&kf);
+                        for suffix in ["", "-wal", "-shm"] {
+                            let mut p = path.as_os_str().to_owned();
+                            p.push(suffix);
+                            let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+                        }
+                        return Err(e.into());
+                    }
+                }
             } else {
                 open_db(ctx, Create::MustBeNew)?
             };
