@@ -175,22 +175,42 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
     Ok(files)
 }
 
+/// Largest still image file read (a photo for enrollment, a frame of a folder clip).
+pub const MAX_IMAGE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Decode a still image with size limits checked from the header before decoding.
 pub fn load_image(path: &Path) -> Result<Frame, VisionError> {
-    let reader = image::io::Reader::open(path)
-        .map_err(|e| VisionError::Io(path.to_owned(), e))?
-        .with_guessed_format()
-        .map_err(|e| VisionError::Io(path.to_owned(), e))?;
-    let (w, h) = reader.into_dimensions().map_err(|e| {
-        VisionError::BadInput(format!("{}: not a readable image: {e}", path.display()))
-    })?;
-    check_size(w, h).map_err(|e| VisionError::BadInput(format!("{}: {e}", path.display())))?;
-    let img = image::io::Reader::open(path)
-        .map_err(|e| VisionError::Io(path.to_owned(), e))?
-        .with_guessed_format()
-        .map_err(|e| VisionError::Io(path.to_owned(), e))?
+    let meta = std::fs::metadata(path).map_err(|e| VisionError::Io(path.to_owned(), e))?;
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(VisionError::BadInput(format!(
+            "{}: {} bytes; an image may be at most {MAX_IMAGE_BYTES}",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| VisionError::Io(path.to_owned(), e))?;
+    decode_image(&bytes, &path.display().to_string())
+}
+
+/// Decode image bytes (JPEG or PNG), refusing sizes from the header before decoding.
+/// `what` names the input in errors. Fuzzed (`fuzz/`).
+pub fn decode_image(bytes: &[u8], what: &str) -> Result<Frame, VisionError> {
+    let reader = || {
+        image::io::Reader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| VisionError::BadInput(format!("{what}: {e}")))
+    };
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| VisionError::BadInput(format!("{what}: not a readable image: {e}")))?;
+    check_size(w, h).map_err(|e| VisionError::BadInput(format!("{what}: {e}")))?;
+    let mut r = reader()?;
+    let mut limits = image::io::Limits::default();
+    limits.max_alloc = Some(512 * 1024 * 1024);
+    r.limits(limits);
+    let img = r
         .decode()
-        .map_err(|e| VisionError::BadInput(format!("{}: cannot decode: {e}", path.display())))?
+        .map_err(|e| VisionError::BadInput(format!("{what}: cannot decode: {e}")))?
         .to_rgb8();
     let (w, h) = img.dimensions();
     Frame::from_rgb(img.into_raw(), w, h, 0, Duration::ZERO)
