@@ -121,7 +121,12 @@ pub struct Controller<S: DbAccess> {
     idle_at: Option<i64>,
     /// When a failed re-lock is tried again.
     relock_retry_at: Option<i64>,
+    /// The latest wall-clock time seen (to notice the clock going back).
+    last_now: i64,
 }
+
+/// A step back of the wall clock larger than this is a jump (not jitter).
+const CLOCK_BACK_SLACK_MS: i64 = 1000;
 
 fn minutes_seconds(ms: i64) -> String {
     let s = (ms.max(0) + 999) / 1000;
@@ -173,7 +178,9 @@ impl<S: DbAccess> Controller<S> {
             signal_off_at: None,
             idle_at: None,
             relock_retry_at: None,
+            last_now: now_ms,
         };
+        c.clamp_lockout(now_ms);
         c.show_idle(now_ms);
         Ok((c, events))
     }
@@ -243,6 +250,7 @@ impl<S: DbAccess> Controller<S> {
 
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Event> {
         let mut ev = Vec::new();
+        self.follow_clock(now, &mut ev);
         match input {
             Input::Face(a) => self.on_face(now, &a, &mut ev),
             Input::Key(k) => self.on_key(now, k, &mut ev),
@@ -260,6 +268,62 @@ impl<S: DbAccess> Controller<S> {
         }
         self.on_tick(now, &mut ev);
         ev
+    }
+
+    // ----- wall-clock jumps ------------------------------------------------------------
+
+    /// Keep every timer honest when the wall clock jumps (NTP after a boot without an RTC,
+    /// an admin's `date -s`). A step back moves every pending deadline back by the same
+    /// amount, so a pulse, a lockout or a cooldown keeps its remaining length: the lock
+    /// never stays open for the size of the jump and nobody is locked out for it. A step
+    /// forward cannot be told from time passing; it only ends timers early, which re-locks
+    /// early (safe) and may end a lockout early (bounded by the jump). Whatever happened,
+    /// a lockout never has more than its own full length left.
+    fn follow_clock(&mut self, now: i64, ev: &mut Vec<Event>) {
+        let back = self.last_now - now;
+        self.last_now = now;
+        if back > CLOCK_BACK_SLACK_MS {
+            let shift = |t: &mut i64| *t = t.saturating_sub(back);
+            if let Some(t) = self.unlocked_until.as_mut() {
+                shift(t);
+            }
+            if let Some(t) = self.relock_retry_at.as_mut() {
+                shift(t);
+            }
+            if let Some(t) = self.signal_off_at.as_mut() {
+                shift(t);
+            }
+            if let Some(t) = self.idle_at.as_mut() {
+                shift(t);
+            }
+            shift(&mut self.authorized_until);
+            shift(&mut self.door_opened_at);
+            shift(&mut self.last_key_ms);
+            shift(&mut self.face_cooldown_until);
+            self.face_fails.iter_mut().for_each(shift);
+            if self.lockout.until_ms > 0 {
+                shift(&mut self.lockout.until_ms);
+                self.lockout.until_ms = self.lockout.until_ms.max(1);
+            }
+            self.alert(
+                AlertKind::Fault,
+                format!(
+                    "the wall clock went back {}; timers kept their remaining time",
+                    minutes_seconds(back)
+                ),
+                ev,
+            );
+        }
+        self.clamp_lockout(now);
+    }
+
+    /// A lockout ends at most its full length from now (a lockout saved under a clock
+    /// that later went back, or loaded after a boot with the clock behind).
+    fn clamp_lockout(&mut self, now: i64) {
+        if self.lockout.until_ms > 0 {
+            let longest = now.saturating_add(self.policy.duration_ms(self.lockout.level));
+            self.lockout.until_ms = self.lockout.until_ms.min(longest);
+        }
     }
 
     // ----- outputs --------------------------------------------------------------------

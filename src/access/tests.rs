@@ -570,3 +570,144 @@ async fn an_admin_let_in_clears_the_keypad_lockout_a_user_does_not() {
     let db = rig.stop().await;
     assert_eq!(db.lockout_load().unwrap(), Default::default());
 }
+
+// ----- wall-clock jumps (#11) ---------------------------------------------------------
+
+/// The controller alone, driven with explicit wall-clock times.
+fn bare(db: Db) -> (Controller<Db>, Arc<SimLockState>) {
+    let (devices, kit) = sim::devices();
+    let (ctl, _) = Controller::new(AccessConfig::default(), db, devices, BASE_MS).unwrap();
+    (ctl, kit.lock)
+}
+
+fn admin_unlock() -> Input {
+    Input::Admin {
+        request: AdminRequest::Unlock {
+            by: "test".into(),
+            via: Method::Admin,
+            reason: "test".into(),
+        },
+        reply: None,
+    }
+}
+
+#[test]
+fn a_clock_set_back_during_a_pulse_does_not_hold_the_lock_open() {
+    let (_d, p) = temp();
+    let (mut ctl, lock) = bare(open_db(&p));
+    let pulse = (AccessConfig::default().unlock_pulse_s * 1000.0) as i64;
+    ctl.handle(BASE_MS, admin_unlock());
+    assert!(!lock.is_locked());
+    ctl.handle(BASE_MS + 1000, Input::Tick);
+    // Then NTP (or an admin) sets the clock back an hour.
+    let back = BASE_MS + 1000 - 3_600_000;
+    let ev = ctl.handle(back, Input::Tick);
+    assert!(ev
+        .iter()
+        .any(|e| e.alert.as_ref().is_some_and(|a| a.kind == AlertKind::Fault)));
+    assert!(!lock.is_locked(), "the pulse goes on");
+    // The pulse keeps its remaining length (4 s), not the hour.
+    assert!(ctl.next_deadline().unwrap() <= back + pulse - 1000);
+    ctl.handle(back + pulse - 1001, Input::Tick);
+    assert!(!lock.is_locked());
+    ctl.handle(back + pulse - 1000, Input::Tick);
+    assert!(
+        lock.is_locked(),
+        "re-locked when the pulse would have ended"
+    );
+    // A jump forward ends the pulse at once (early re-lock is the safe side).
+    ctl.handle(back + 10_000, admin_unlock());
+    assert!(!lock.is_locked());
+    ctl.handle(back + 10_000 + 86_400_000, Input::Tick);
+    assert!(lock.is_locked());
+}
+
+#[test]
+fn a_clock_set_back_never_stretches_a_lockout_or_a_code() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let c = issue(&mut db, None, 600, BASE_MS);
+    let bad = wrong_code_keys(&c);
+    let (mut ctl, lock) = bare(db);
+    let type_keys = |ctl: &mut Controller<Db>, now: i64, keys: &str| {
+        let mut ev = Vec::new();
+        for k in keys.chars() {
+            ev.extend(ctl.handle(now, Input::Key(k)));
+        }
+        ev
+    };
+    for _ in 0..3 {
+        type_keys(&mut ctl, BASE_MS, &bad);
+    }
+    assert!(ctl.lockout().until_ms > BASE_MS, "locked for two minutes");
+    // The clock goes back a day: the lockout still ends two minutes after it began.
+    let back = BASE_MS - 86_400_000;
+    ctl.handle(back, Input::Tick);
+    assert_eq!(ctl.lockout().until_ms, back + 120_000);
+    ctl.handle(back + 119_999, Input::Tick);
+    assert!(ctl.lockout().until_ms > 0);
+    ctl.handle(back + 120_000, Input::Tick);
+    assert_eq!(ctl.lockout().until_ms, 0, "over after its own length");
+    // The code was issued "tomorrow" as the clock now reads: it does not open.
+    let ev = type_keys(&mut ctl, back + 130_000, &c.keys);
+    assert!(ev.iter().any(|e| e.event == EventKind::Deny), "{ev:?}");
+    assert!(lock.is_locked());
+    // Once the clock is right again the code works (it was never used).
+    let ev = type_keys(&mut ctl, BASE_MS + 60_000, &c.keys);
+    assert!(ev.iter().any(|e| e.event == EventKind::Unlock), "{ev:?}");
+}
+
+#[test]
+fn a_lockout_saved_under_a_later_clock_is_cut_to_its_length_on_start() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    // Saved at a time ten years ahead of the clock the daemon now boots with.
+    db.lockout_save(&crate::store::LockoutState {
+        strikes: 0,
+        level: 1,
+        until_ms: BASE_MS + 10 * 365 * 86_400_000,
+    })
+    .unwrap();
+    let (ctl, _) = bare(db);
+    assert_eq!(ctl.lockout().until_ms, BASE_MS + 120_000);
+    assert_eq!(ctl.lockout().level, 1, "the escalation level is kept");
+}
+
+#[test]
+fn a_totp_code_used_before_the_clock_went_back_is_not_accepted_again() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let u = db.add_user("alice", Role::User).unwrap();
+    let cfg = AccessConfig::default();
+    let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
+    let secret_b32 = en
+        .uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(secret_b32.as_bytes())
+        .unwrap();
+    let (mut ctl, _lock) = bare(db);
+    let keys = format!(
+        "{}#4821{}#",
+        en.keypad_no,
+        otp::totp_code(&secret, otp::totp_step(BASE_MS / 1000))
+    );
+    let mut run = |now: i64| {
+        let mut ev = Vec::new();
+        for k in keys.chars() {
+            ev.extend(ctl.handle(now, Input::Key(k)));
+        }
+        ev
+    };
+    assert!(run(BASE_MS).iter().any(|e| e.event == EventKind::Unlock));
+    // An hour back and forward to the same 30 s step: the seen code stays used.
+    let ev = run(BASE_MS - 3_600_000);
+    assert!(ev.iter().all(|e| e.event != EventKind::Unlock), "{ev:?}");
+    let ev = run(BASE_MS + 5_000);
+    assert!(ev.iter().all(|e| e.event != EventKind::Unlock), "{ev:?}");
+}

@@ -185,13 +185,15 @@ impl Db {
         Ok(self.conn().last_insert_rowid())
     }
 
-    /// Unused, unexpired codes in a slot.
+    /// Unused, unexpired codes in a slot. A code issued "in the future" (the wall clock
+    /// has gone back more than a minute since) is not active until the clock is there
+    /// again: a clock set back never stretches a code's life.
     pub fn codes_active(&self, slot: u32, now_ms: i64) -> Result<Vec<CodeRow>, StoreError> {
         let mut st = self.conn().prepare(
             "SELECT id, slot, user_id, salt, code_hash, expires_ms FROM one_time_codes
-             WHERE slot = ?1 AND used_ms IS NULL AND expires_ms > ?2",
+             WHERE slot = ?1 AND used_ms IS NULL AND expires_ms > ?2 AND created_ms <= ?3",
         )?;
-        let rows = st.query_map(params![slot, now_ms], |r| {
+        let rows = st.query_map(params![slot, now_ms, now_ms.saturating_add(60_000)], |r| {
             Ok(CodeRow {
                 id: r.get(0)?,
                 slot: r.get(1)?,
@@ -204,7 +206,6 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Use a code once: false if it was used (or expired) in the meantime.
     /// Revoke the live code(s) in a slot; returns how many.
     pub fn code_revoke_slot(&mut self, slot: u32, now_ms: i64) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
@@ -213,6 +214,7 @@ impl Db {
         )?)
     }
 
+    /// Use a code once: false if it was used (or expired) in the meantime.
     pub fn code_use(&mut self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let n = self.conn().execute(
             "UPDATE one_time_codes SET used_ms = ?2 WHERE id = ?1 AND used_ms IS NULL AND expires_ms > ?2",
