@@ -80,6 +80,41 @@ pub fn open_store(
     Ok((st, info, source))
 }
 
+/// What the capture thread says about the camera goes to the log; a loss (or a camera
+/// that cannot be opened) is also one alert per outage, through the controller (so it is
+/// audited and reaches the admin), not one per retry.
+fn camera_reporter(inputs: mpsc::Sender<Input>) -> impl FnMut(source::CameraStatus) + Send {
+    let mut out = false;
+    move |status| {
+        let why = match status {
+            source::CameraStatus::Opened(d) => {
+                if out {
+                    log::info!("camera back: {d}");
+                } else {
+                    log::info!("camera opened: {d}");
+                }
+                out = false;
+                return;
+            }
+            source::CameraStatus::Lost(e) => {
+                log::error!("camera lost: {e}; re-opening");
+                format!("camera lost: {e}")
+            }
+            source::CameraStatus::OpenFailed { error, retry_in } => {
+                log::error!("{error}; retrying in {} s", retry_in.as_secs());
+                format!("camera cannot be opened: {error}")
+            }
+        };
+        if !out {
+            out = true;
+            let msg = format!("{why}; face unlock is off until it is back, the keypad works");
+            if inputs.try_send(Input::Fault(msg)).is_err() {
+                log::warn!("camera alert not delivered: the controller is busy or gone");
+            }
+        }
+    }
+}
+
 /// Start vision, or say why not (the daemon then runs keypad-only).
 fn start_vision(
     config: &Config,
@@ -103,13 +138,7 @@ fn start_vision(
                     initial: Duration::from_secs(1),
                     max: Duration::from_secs(30),
                 },
-                |status| match status {
-                    source::CameraStatus::Opened(d) => log::info!("camera opened: {d}"),
-                    source::CameraStatus::Lost(e) => log::error!("camera lost: {e}; re-opening"),
-                    source::CameraStatus::OpenFailed { error, retry_in } => {
-                        log::error!("{error}; retrying in {} s", retry_in.as_secs())
-                    }
-                },
+                camera_reporter(inputs.clone()),
             )
             .map_err(|e| e.to_string())?,
         )

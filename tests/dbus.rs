@@ -6,84 +6,11 @@ mod common;
 use common::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn lockerctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerctl")
-}
-
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Start `lockerd run` on `bus` with the default config changed by `edits`
-    /// (`(line prefix, replacement line)`), and wait for READY (the "ready:" line).
-    fn start(bus: &TestBus, db: &Path, key: &Path, edits: &[(&str, String)]) -> Daemon {
-        let mut cfg = std::fs::read_to_string(default_config()).unwrap();
-        for (prefix, line) in edits {
-            let old = cfg
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no line {prefix} in the config"))
-                .to_string();
-            cfg = cfg.replacen(&old, line, 1);
-        }
-        let conf = db.with_extension("toml");
-        std::fs::write(&conf, cfg).unwrap();
-        let log = db.with_extension("log");
-        let child = Command::new(lockerd_bin())
-            .arg("--config")
-            .arg(&conf)
-            .arg("--db")
-            .arg(db)
-            .arg("--key-file")
-            .arg(key)
-            .arg("run")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("JOURNAL_STREAM")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, log };
-        d.wait_log("ready:", Duration::from_secs(60));
-        assert!(d.log().contains("D-Bus on"), "{}", d.log());
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, what: &str, limit: Duration) -> String {
-        let t0 = Instant::now();
-        loop {
-            let l = self.log();
-            if l.contains(what) {
-                return l;
-            }
-            assert!(t0.elapsed() < limit, "no {what:?} in the log:\n{l}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "daemon exit {st:?}: {}", self.log());
-        self.log()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn ctl(bus: &TestBus, args: &[&str]) -> Output {

@@ -62,6 +62,8 @@ pub enum Input {
         reply: Option<Reply>,
     },
     Tick,
+    /// A device outside the controller failed (the camera): alert the admin, audit it.
+    Fault(String),
     /// Health check: the driver answers at once (the watchdog uses it).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -262,6 +264,7 @@ impl<S: DbAccess> Controller<S> {
                 }
             }
             Input::Tick => {}
+            Input::Fault(message) => self.alert(AlertKind::Fault, message, &mut ev),
             Input::Ping(reply) => {
                 let _ = reply.send(());
             }

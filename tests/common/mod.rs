@@ -3,7 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn lockerd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerd")
@@ -151,6 +152,105 @@ impl TestBus {
 }
 
 impl Drop for TestBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `lockerd run` on a test bus, its stderr (the journal lines) in a log file. Killed on
+/// drop; [`Daemon::stop`] is the clean SIGTERM stop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `lockerd run` on `bus` with the default config changed by `edits`
+    /// (`(line prefix, replacement line)`), and wait for READY (the "ready:" line).
+    pub fn start(bus: &TestBus, db: &Path, key: &Path, edits: &[(&str, String)]) -> Daemon {
+        let dir = db.parent().unwrap().to_path_buf();
+        Daemon::start_in(bus, db, key, edits, &dir, &[])
+    }
+
+    /// As [`Daemon::start`], with the config and log in `dir` and extra environment.
+    pub fn start_in(
+        bus: &TestBus,
+        db: &Path,
+        key: &Path,
+        edits: &[(&str, String)],
+        dir: &Path,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
+        let mut cfg = std::fs::read_to_string(default_config()).unwrap();
+        for (prefix, line) in edits {
+            let old = cfg
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no line {prefix} in the config"))
+                .to_string();
+            cfg = cfg.replacen(&old, line, 1);
+        }
+        let conf = dir.join("daemon.toml");
+        std::fs::write(&conf, cfg).unwrap();
+        let log = dir.join("daemon.log");
+        let mut cmd = Command::new(lockerd_bin());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(&conf)
+            .arg("--db")
+            .arg(db)
+            .arg("--key-file")
+            .arg(key)
+            .arg("run")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("JOURNAL_STREAM")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, log };
+        d.wait_log("ready:", Duration::from_secs(60));
+        assert!(d.log().contains("D-Bus on"), "{}", d.log());
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, what: &str, limit: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            let l = self.log();
+            if l.contains(what) {
+                return l;
+            }
+            assert!(t0.elapsed() < limit, "no {what:?} in the log:\n{l}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait, whatever the exit status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait().unwrap();
+        (st, self.log())
+    }
+
+    pub fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "daemon exit {st:?}: {}", self.log());
+        self.log()
+    }
+}
+
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -61,6 +61,12 @@ pub enum BenchCmd {
         /// Print `committed SEQ` after each durable write (used by the crash test).
         #[arg(long)]
         progress: bool,
+        /// A mixed workload instead of plain audit rows: users, face templates, one-time
+        /// codes, lockout state and audit rows in turn, each write with its audit row in
+        /// one transaction; `--progress` then prints `ack KIND VALUE` after each (the
+        /// kill -9 fault test checks every acknowledged write is there afterwards).
+        #[arg(long)]
+        mixed: bool,
     },
     /// Round trips through the running daemon's D-Bus service, as the calling user.
     Dbus {
@@ -291,17 +297,26 @@ pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(ExitCode::SUCCESS)
         }
-        BenchCmd::Store { rows, progress } => {
+        BenchCmd::Store {
+            rows,
+            progress,
+            mixed,
+        } => {
             let (mut db, info, _) = open_db(ctx, Create::IfMissing)?;
             let t0 = Instant::now();
             let mut out = std::io::stdout().lock();
             for i in 0..rows {
-                let seq = db.audit_append(
-                    &AuditEntry::new(Method::Bench, Outcome::Info, "bench write")
-                        .evidence(serde_json::json!({ "i": i })),
-                )?;
+                let ack = if mixed {
+                    mixed_write(&mut db, i)?
+                } else {
+                    let seq = db.audit_append(
+                        &AuditEntry::new(Method::Bench, Outcome::Info, "bench write")
+                            .evidence(serde_json::json!({ "i": i })),
+                    )?;
+                    format!("committed {seq}")
+                };
                 if progress {
-                    writeln!(out, "committed {seq}")?;
+                    writeln!(out, "{ack}")?;
                     out.flush()?;
                 }
             }
@@ -318,4 +333,81 @@ pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One write of the mixed workload (`bench store --mixed`), chosen by `i`; returns the
+/// acknowledgement line. Every write commits together with its audit row.
+fn mixed_write(db: &mut Db, i: u64) -> anyhow::Result<String> {
+    use lockerd::types::{Embedding, Role, EMBEDDING_DIM};
+    let now = lockerd::types::now_ms();
+    let tag = format!("{}-{i}", std::process::id());
+    Ok(match i % 5 {
+        0 => {
+            let name = format!("u{tag}");
+            db.atomically(|db| {
+                let u = db.add_user(&name, Role::User)?;
+                db.audit_append(
+                    &AuditEntry::new(Method::Bench, Outcome::Info, "user_added").user(u.id, &name),
+                )
+            })?;
+            format!("ack user {name}")
+        }
+        1 => {
+            let users = db.list_users()?;
+            let Some(u) = users.last() else {
+                return Ok("ack none -".into());
+            };
+            let mut v = [0f32; EMBEDDING_DIM];
+            for (k, x) in v.iter_mut().enumerate() {
+                *x = ((k as f32 + 1.0) * (i as f32 + 0.5)).sin() * 0.1;
+            }
+            let id = db.atomically(|db| {
+                let id = db.add_template(u.id, &Embedding(v), 0.9, "bench")?;
+                db.audit_append(
+                    &AuditEntry::new(Method::Bench, Outcome::Info, "template_added")
+                        .user(u.id, &u.name),
+                )?;
+                Ok(id)
+            })?;
+            format!("ack template {id}")
+        }
+        2 => {
+            let slot = db.atomically(|db| {
+                let slot = db.code_free_slot(now)?;
+                db.code_insert(slot, None, b"salt", b"hash", now, now + 60_000)?;
+                db.audit_append(&AuditEntry::new(
+                    Method::Bench,
+                    Outcome::Info,
+                    "code_issued",
+                ))?;
+                Ok(slot)
+            })?;
+            // Revoked at once, so the 99 slots never run out.
+            db.code_revoke_slot(slot, now)?;
+            format!("ack code {slot}")
+        }
+        3 => {
+            let s = store::LockoutState {
+                strikes: 0,
+                level: (i / 5) as u32,
+                until_ms: 0,
+            };
+            db.atomically(|db| {
+                db.lockout_save(&s)?;
+                db.audit_append(&AuditEntry::new(
+                    Method::Bench,
+                    Outcome::Info,
+                    "lockout_saved",
+                ))
+            })?;
+            format!("ack lockout {}", s.level)
+        }
+        _ => {
+            let seq = db.audit_append(
+                &AuditEntry::new(Method::Bench, Outcome::Info, "bench write")
+                    .evidence(serde_json::json!({ "i": i })),
+            )?;
+            format!("ack audit {seq}")
+        }
+    })
 }
