@@ -17,7 +17,7 @@ cd "$REPO/fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config scenario keypad request image)
+((${#targets[@]})) || targets=(config scenario keypad request image envelope)
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
 

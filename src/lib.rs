@@ -24,6 +24,7 @@ pub mod dbus;
 pub mod eval;
 pub mod hw;
 pub mod logging;
+pub mod mqtt;
 pub mod safety;
 pub mod sim;
 pub mod store;

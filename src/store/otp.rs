@@ -236,3 +236,51 @@ impl Db {
         self.set_setting(LOCKOUT_KEY, &text)
     }
 }
+
+/// Most remembered MQTT nonces: beyond this a command is refused rather than the table
+/// growing (a valid admin key sending more than this within the skew window).
+pub const MAX_NONCES: i64 = 100_000;
+
+impl Db {
+    /// Record a signed command's nonce (replay guard): false if this key used it before
+    /// within the window. Time here is the latest clock ever seen (kept in the store), so
+    /// setting the clock back cannot bring a forgotten command back: a command older than
+    /// that clock's window is refused too. Nonces out of the window are dropped first; a
+    /// full table is an error (the command is then not run).
+    pub fn mqtt_nonce_record(
+        &mut self,
+        key_id: &str,
+        nonce: &[u8],
+        ts: i64,
+        now_s: i64,
+        window_s: i64,
+    ) -> Result<bool, StoreError> {
+        self.atomically(|db| {
+            let high = db
+                .setting("mqtt_clock_high")?
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(i64::MIN)
+                .max(now_s);
+            db.set_setting("mqtt_clock_high", &high.to_string())?;
+            let oldest = high.saturating_sub(window_s);
+            db.conn()
+                .execute("DELETE FROM mqtt_nonces WHERE ts < ?1", [oldest])?;
+            if ts < oldest {
+                return Ok(false);
+            }
+            let n: i64 = db
+                .conn()
+                .query_row("SELECT count(*) FROM mqtt_nonces", [], |r| r.get(0))?;
+            if n >= MAX_NONCES {
+                return Err(StoreError::Conflict(format!(
+                    "{n} command nonces within the skew window"
+                )));
+            }
+            let added = db.conn().execute(
+                "INSERT OR IGNORE INTO mqtt_nonces (key_id, nonce, ts) VALUES (?1, ?2, ?3)",
+                params![key_id, nonce, ts],
+            )?;
+            Ok(added == 1)
+        })
+    }
+}

@@ -77,6 +77,17 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR REPLACE INTO settings (key, value)
         SELECT 'audit_head', seq || ':' || hex(hash) FROM audit ORDER BY seq DESC LIMIT 1;
     "#,
+    // v3: nonces of signed MQTT commands seen within the skew window (replay guard that
+    // survives a restart).
+    r#"
+    CREATE TABLE mqtt_nonces (
+        key_id      TEXT    NOT NULL,
+        nonce       BLOB    NOT NULL,
+        ts          INTEGER NOT NULL,
+        PRIMARY KEY (key_id, nonce)
+    ) WITHOUT ROWID;
+    CREATE INDEX mqtt_nonces_ts ON mqtt_nonces (ts);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,558 @@
+//! The signed admin command envelope (issue #8, "Signed admin commands"): what arrives on
+//! `lockerd/<kiosk_id>/cmd` is checked here and becomes a typed [`Request`] from a known
+//! admin, or a [`Refused`] with its kind. Pure: the caller supplies the admins, the clock
+//! and the replay guard ([`NonceGuard`], kept in the store so it survives restarts).
+//!
+//! Wire format. Payload: `{"key": KEY_ID, "body": BASE64(BODY), "sig": BASE64(SIG)}`,
+//! SIG = Ed25519 over `lockerd-cmd-v1` 0x00 TOPIC 0x00 BODY, BODY a UTF-8 JSON object
+//! `{"kiosk", "id", "ts", "nonce": BASE64(>= 16 bytes), "cmd", "args"}`. The signature is
+//! checked on the received BODY bytes, never on a re-serialisation.
+//!
+//! Order of the checks: size, shape, key, signature; only then is anything in the body
+//! believed: kiosk, time, nonce (recorded only for a good signature, so forgeries cannot
+//! fill the guard), command, role.
+
+use crate::api::{required_role, Request, Role};
+use data_encoding::BASE64;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// The domain separation prefix of every signed command.
+pub const DOMAIN: &[u8] = b"lockerd-cmd-v1";
+/// Fewest random bytes in a nonce.
+pub const MIN_NONCE: usize = 16;
+/// Longest nonce, request id and key id accepted (bytes).
+const MAX_FIELD: usize = 128;
+
+/// Why a command was refused: the `error` of the reply and of the audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    UnknownKey,
+    BadSignature,
+    WrongKiosk,
+    Stale,
+    Replayed,
+    NotAuthorized,
+    TooLarge,
+    Invalid,
+    UnknownCommand,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::WrongKiosk => "wrong_kiosk",
+            Refusal::Stale => "stale",
+            Refusal::Replayed => "replayed",
+            Refusal::NotAuthorized => "not_authorized",
+            Refusal::TooLarge => "too_large",
+            Refusal::Invalid => "invalid",
+            Refusal::UnknownCommand => "unknown_command",
+        }
+    }
+
+    /// Refusals decided before the key is known and the signature checked: answered (rate
+    /// limited) on the `rejected` topic, not on the claimed admin's reply topic.
+    pub fn before_signature(self) -> bool {
+        matches!(
+            self,
+            Refusal::UnknownKey | Refusal::BadSignature | Refusal::TooLarge | Refusal::Invalid
+        )
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused command: the kind, a message for the reply, and what it claimed to be.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Refused {
+    pub kind: Refusal,
+    pub message: String,
+    /// The key id the envelope named (trusted only when the kind is after the signature).
+    pub key: Option<String>,
+    /// The request id, when the body could be read.
+    pub id: Option<String>,
+}
+
+/// An admin as configured (`[[mqtt.admins]]`).
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub id: String,
+    pub key: VerifyingKey,
+    pub role: Role,
+}
+
+/// A command that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub admin: String,
+    pub role: Role,
+    pub id: String,
+    pub ts: i64,
+    pub request: Request,
+}
+
+/// Remembers nonces for the skew window. `record` returns false for one seen before.
+pub trait NonceGuard {
+    type Error: std::fmt::Display;
+    fn record(&mut self, key: &str, nonce: &[u8], ts: i64, now: i64) -> Result<bool, Self::Error>;
+}
+
+/// The bytes the signature covers.
+pub fn signed_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + topic.len() + body.len() + 2);
+    m.extend_from_slice(DOMAIN);
+    m.push(0);
+    m.extend_from_slice(topic.as_bytes());
+    m.push(0);
+    m.extend_from_slice(body);
+    m
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Outer {
+    key: String,
+    body: String,
+    sig: String,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    kiosk: String,
+    id: String,
+    ts: i64,
+    nonce: String,
+    cmd: String,
+    #[serde(default)]
+    args: Option<serde_json::Value>,
+}
+
+/// What the checks need besides the payload.
+pub struct Check<'a> {
+    pub topic: &'a str,
+    pub kiosk: &'a str,
+    pub admins: &'a [Admin],
+    pub now_s: i64,
+    pub max_skew_s: i64,
+    pub max_payload_bytes: usize,
+}
+
+/// Check a received command. Never panics on any input.
+pub fn open<G: NonceGuard>(
+    payload: &[u8],
+    c: &Check<'_>,
+    nonces: &mut G,
+) -> Result<Verified, Refused> {
+    let refuse = |kind, message: String, key: Option<&str>, id: Option<&str>| Refused {
+        kind,
+        message,
+        key: key.map(str::to_string),
+        id: id.map(str::to_string),
+    };
+    if payload.len() > c.max_payload_bytes {
+        return Err(refuse(
+            Refusal::TooLarge,
+            format!(
+                "{} bytes, at most {} are accepted",
+                payload.len(),
+                c.max_payload_bytes
+            ),
+            None,
+            None,
+        ));
+    }
+    let outer: Outer = serde_json::from_slice(payload).map_err(|e| {
+        refuse(
+            Refusal::Invalid,
+            format!("not a command envelope: {}", clip(&e.to_string())),
+            None,
+            None,
+        )
+    })?;
+    let key_id = outer.key.as_str();
+    let admin = c.admins.iter().find(|a| a.id == key_id).ok_or_else(|| {
+        refuse(
+            Refusal::UnknownKey,
+            format!("no admin key {:?}", clip(key_id)),
+            Some(key_id),
+            None,
+        )
+    })?;
+    let b64 = |what: &str, s: &str| {
+        BASE64.decode(s.as_bytes()).map_err(|e| {
+            refuse(
+                Refusal::Invalid,
+                format!("{what} is not base64: {e}"),
+                Some(key_id),
+                None,
+            )
+        })
+    };
+    let body = b64("body", &outer.body)?;
+    let sig = b64("sig", &outer.sig)?;
+    let sig = Signature::from_slice(&sig).map_err(|_| {
+        refuse(
+            Refusal::BadSignature,
+            "the signature is not 64 bytes".into(),
+            Some(key_id),
+            None,
+        )
+    })?;
+    // Strict: no malleable signatures, no small-order keys.
+    admin
+        .key
+        .verify_strict(&signed_bytes(c.topic, &body), &sig)
+        .map_err(|_| {
+            refuse(
+                Refusal::BadSignature,
+                format!(
+                    "the signature does not verify with key {key_id:?} on {}",
+                    c.topic
+                ),
+                Some(key_id),
+                None,
+            )
+        })?;
+    // From here on the body is the admin's: its fields are believed.
+    let b: Body = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            Refusal::Invalid,
+            format!("body: {}", clip(&e.to_string())),
+            Some(key_id),
+            None,
+        )
+    })?;
+    let id = Some(b.id.as_str());
+    if b.id.is_empty() || b.id.len() > MAX_FIELD {
+        return Err(refuse(
+            Refusal::Invalid,
+            format!("id must be 1-{MAX_FIELD} bytes"),
+            Some(key_id),
+            None,
+        ));
+    }
+    if b.kiosk != c.kiosk {
+        return Err(refuse(
+            Refusal::WrongKiosk,
+            format!("for kiosk {:?}, this is {:?}", clip(&b.kiosk), c.kiosk),
+            Some(key_id),
+            id,
+        ));
+    }
+    let skew = (c.now_s as i128 - b.ts as i128).abs();
+    if skew > c.max_skew_s as i128 {
+        return Err(refuse(
+            Refusal::Stale,
+            format!(
+                "ts {} is {skew} s from the kiosk's clock (at most {} s)",
+                b.ts, c.max_skew_s
+            ),
+            Some(key_id),
+            id,
+        ));
+    }
+    let nonce = BASE64
+        .decode(b.nonce.as_bytes())
+        .ok()
+        .filter(|n| (MIN_NONCE..=MAX_FIELD).contains(&n.len()))
+        .ok_or_else(|| {
+            refuse(
+                Refusal::Invalid,
+                format!("nonce must be base64 of {MIN_NONCE}-{MAX_FIELD} bytes"),
+                Some(key_id),
+                id,
+            )
+        })?;
+    match nonces.record(key_id, &nonce, b.ts, c.now_s) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(refuse(
+                Refusal::Replayed,
+                "this nonce was used before".into(),
+                Some(key_id),
+                id,
+            ))
+        }
+        // Fail closed: a command whose nonce cannot be remembered is not run.
+        Err(e) => {
+            return Err(refuse(
+                Refusal::Replayed,
+                format!("the nonce cannot be recorded ({e}); not run"),
+                Some(key_id),
+                id,
+            ))
+        }
+    }
+    let mut req = serde_json::Map::new();
+    req.insert("cmd".into(), serde_json::Value::String(b.cmd.clone()));
+    if let Some(a) = b.args {
+        req.insert("args".into(), a);
+    }
+    let request: Request = serde_json::from_value(serde_json::Value::Object(req)).map_err(|e| {
+        let s = e.to_string();
+        if s.starts_with("unknown variant") {
+            refuse(
+                Refusal::UnknownCommand,
+                format!("no command {:?}", clip(&b.cmd)),
+                Some(key_id),
+                id,
+            )
+        } else {
+            refuse(
+                Refusal::Invalid,
+                format!("{}: {}", clip(&b.cmd), clip(&s)),
+                Some(key_id),
+                id,
+            )
+        }
+    })?;
+    let need = required_role(&request);
+    if admin.role < need {
+        return Err(refuse(
+            Refusal::NotAuthorized,
+            format!(
+                "{} needs the {need} role; {key_id} is {}",
+                request.name(),
+                admin.role
+            ),
+            Some(key_id),
+            id,
+        ));
+    }
+    Ok(Verified {
+        admin: admin.id.clone(),
+        role: admin.role,
+        id: b.id,
+        ts: b.ts,
+        request,
+    })
+}
+
+/// Build a signed envelope (the admin's side: `lockerctl remote` and the tests).
+pub fn sign(key: &SigningKey, key_id: &str, topic: &str, body: &serde_json::Value) -> Vec<u8> {
+    sign_bytes(
+        key,
+        key_id,
+        topic,
+        &serde_json::to_vec(body).unwrap_or_default(),
+    )
+}
+
+/// Sign BODY bytes as they are (the fuzzer reaches the body checks with it).
+pub fn sign_bytes(key: &SigningKey, key_id: &str, topic: &str, body: &[u8]) -> Vec<u8> {
+    let sig = key.sign(&signed_bytes(topic, body));
+    serde_json::to_vec(&serde_json::json!({
+        "key": key_id,
+        "body": BASE64.encode(body),
+        "sig": BASE64.encode(&sig.to_bytes()),
+    }))
+    .unwrap_or_default()
+}
+
+/// An in-memory guard (tests, fuzzing): nonces within the window, pruned as time passes.
+#[derive(Debug, Default)]
+pub struct MemoryNonces {
+    seen: std::collections::HashMap<(String, Vec<u8>), i64>,
+    pub window_s: i64,
+}
+
+impl NonceGuard for MemoryNonces {
+    type Error = std::convert::Infallible;
+    fn record(&mut self, key: &str, nonce: &[u8], ts: i64, now: i64) -> Result<bool, Self::Error> {
+        let w = self.window_s;
+        self.seen.retain(|_, t| (now - *t).abs() <= w);
+        Ok(self
+            .seen
+            .insert((key.to_string(), nonce.to_vec()), ts)
+            .is_none())
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.len() <= 80 {
+        return s.to_string();
+    }
+    let mut end = 80;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TOPIC: &str = "lockerd/k1/cmd";
+    const NOW: i64 = 1_800_000_000;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn admins() -> Vec<Admin> {
+        vec![
+            Admin {
+                id: "ada".into(),
+                key: key(1).verifying_key(),
+                role: Role::Admin,
+            },
+            Admin {
+                id: "vic".into(),
+                key: key(2).verifying_key(),
+                role: Role::Viewer,
+            },
+        ]
+    }
+
+    fn body(cmd: &str, args: serde_json::Value, nonce: u8) -> serde_json::Value {
+        json!({"kiosk": "k1", "id": format!("r{nonce}"), "ts": NOW, "nonce": BASE64.encode(&[nonce; 16]), "cmd": cmd, "args": args})
+    }
+
+    fn check<'a>(admins: &'a [Admin]) -> Check<'a> {
+        Check {
+            topic: TOPIC,
+            kiosk: "k1",
+            admins,
+            now_s: NOW,
+            max_skew_s: 30,
+            max_payload_bytes: 65536,
+        }
+    }
+
+    fn guard() -> MemoryNonces {
+        MemoryNonces {
+            window_s: 30,
+            ..Default::default()
+        }
+    }
+
+    fn kind(r: Result<Verified, Refused>) -> Refusal {
+        r.expect_err("refused").kind
+    }
+
+    #[test]
+    fn a_signed_command_opens_once_and_every_forgery_has_its_kind() {
+        let a = admins();
+        let c = check(&a);
+        let mut g = guard();
+        let good = sign(
+            &key(1),
+            "ada",
+            TOPIC,
+            &body("unlock", json!({"reason": "parcel"}), 1),
+        );
+        let v = open(&good, &c, &mut g).unwrap();
+        assert_eq!(v.admin, "ada");
+        assert_eq!(v.id, "r1");
+        assert_eq!(
+            v.request,
+            Request::Unlock {
+                reason: "parcel".into()
+            }
+        );
+        // The same bytes again.
+        assert_eq!(kind(open(&good, &c, &mut g)), Refusal::Replayed);
+        // Signed by another key than the one named.
+        let forged = sign(&key(9), "ada", TOPIC, &body("unlock", json!({}), 2));
+        assert_eq!(kind(open(&forged, &c, &mut g)), Refusal::BadSignature);
+        // A key nobody configured.
+        let unknown = sign(&key(9), "mallory", TOPIC, &body("unlock", json!({}), 3));
+        assert_eq!(kind(open(&unknown, &c, &mut g)), Refusal::UnknownKey);
+        // Signed for another topic (another kiosk's) and replayed here.
+        let moved = sign(
+            &key(1),
+            "ada",
+            "lockerd/k2/cmd",
+            &body("unlock", json!({}), 4),
+        );
+        assert_eq!(kind(open(&moved, &c, &mut g)), Refusal::BadSignature);
+        // Body for another kiosk.
+        let mut b = body("unlock", json!({}), 5);
+        b["kiosk"] = json!("k2");
+        assert_eq!(
+            kind(open(&sign(&key(1), "ada", TOPIC, &b), &c, &mut g)),
+            Refusal::WrongKiosk
+        );
+        // Too old, too new.
+        for ts in [NOW - 31, NOW + 31, i64::MIN, i64::MAX] {
+            let mut b = body("unlock", json!({}), 6);
+            b["ts"] = json!(ts);
+            assert_eq!(
+                kind(open(&sign(&key(1), "ada", TOPIC, &b), &c, &mut g)),
+                Refusal::Stale
+            );
+        }
+        // A viewer may look, not unlock.
+        let v = sign(&key(2), "vic", TOPIC, &body("unlock", json!({}), 7));
+        assert_eq!(kind(open(&v, &c, &mut g)), Refusal::NotAuthorized);
+        let v = sign(&key(2), "vic", TOPIC, &body("status", json!(null), 8));
+        assert_eq!(open(&v, &c, &mut g).unwrap().request, Request::Status);
+        // Unknown command, bad args, short nonce.
+        let u = sign(&key(1), "ada", TOPIC, &body("self_destruct", json!({}), 9));
+        assert_eq!(kind(open(&u, &c, &mut g)), Refusal::UnknownCommand);
+        let u = sign(
+            &key(1),
+            "ada",
+            TOPIC,
+            &body("user_add", json!({"nom": 1}), 10),
+        );
+        assert_eq!(kind(open(&u, &c, &mut g)), Refusal::Invalid);
+        let mut b = body("status", json!(null), 11);
+        b["nonce"] = json!(BASE64.encode(&[1u8; 8]));
+        assert_eq!(
+            kind(open(&sign(&key(1), "ada", TOPIC, &b), &c, &mut g)),
+            Refusal::Invalid
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_received_bytes_not_a_reserialisation() {
+        let a = admins();
+        let c = check(&a);
+        let mut g = guard();
+        // The same JSON with other spacing: a different BODY, so the old signature fails.
+        let good = sign(&key(1), "ada", TOPIC, &body("lock", json!(null), 1));
+        let outer: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        let bytes = BASE64
+            .decode(outer["body"].as_str().unwrap().as_bytes())
+            .unwrap();
+        let spaced = String::from_utf8(bytes).unwrap().replace(':', ": ");
+        let tampered =
+            json!({"key": "ada", "body": BASE64.encode(spaced.as_bytes()), "sig": outer["sig"]});
+        let r = open(&serde_json::to_vec(&tampered).unwrap(), &c, &mut g);
+        assert_eq!(kind(r), Refusal::BadSignature);
+        // A forgery's nonce was not recorded: the genuine command still runs.
+        assert!(open(&good, &c, &mut g).is_ok());
+    }
+
+    #[test]
+    fn oversized_and_malformed_payloads_are_refused_before_any_work() {
+        let a = admins();
+        let mut c = check(&a);
+        c.max_payload_bytes = 100;
+        let mut g = guard();
+        assert_eq!(kind(open(&[b'{'; 101], &c, &mut g)), Refusal::TooLarge);
+        for p in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"key\":1}",
+            b"{\"key\":\"ada\",\"body\":\"%%\",\"sig\":\"\"}",
+            b"\xff\xfe",
+        ] {
+            let r = open(p, &c, &mut g).expect_err("refused");
+            assert!(r.kind.before_signature(), "{p:?}: {r:?}");
+        }
+    }
+}
