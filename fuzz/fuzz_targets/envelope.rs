@@ -24,10 +24,7 @@ fuzz_target!(|data: &[u8]| {
         max_skew_s: 30,
         max_payload_bytes: 65536,
     };
-    let mut g = MemoryNonces {
-        window_s: 30,
-        ..Default::default()
-    };
+    let mut g = MemoryNonces::new(30);
     let payload = match data.split_first() {
         Some((1, body)) => sign_bytes(&key, "ada", TOPIC, body),
         _ => data.to_vec(),

@@ -365,6 +365,15 @@ pub struct MemoryNonces {
     pub window_s: i64,
 }
 
+impl MemoryNonces {
+    pub fn new(window_s: i64) -> Self {
+        Self {
+            seen: Default::default(),
+            window_s,
+        }
+    }
+}
+
 impl NonceGuard for MemoryNonces {
     type Error = std::convert::Infallible;
     fn record(&mut self, key: &str, nonce: &[u8], ts: i64, now: i64) -> Result<bool, Self::Error> {
@@ -431,10 +440,7 @@ mod tests {
     }
 
     fn guard() -> MemoryNonces {
-        MemoryNonces {
-            window_s: 30,
-            ..Default::default()
-        }
+        MemoryNonces::new(30)
     }
 
     fn kind(r: Result<Verified, Refused>) -> Refusal {
