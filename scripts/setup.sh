@@ -28,6 +28,7 @@ PACKAGES=(
     ffmpeg jq                                        # test clips, JSON in scripts
     systemd                                          # systemd-analyze for the unit checks
     python3 python3-pip curl ca-certificates         # model download
+    python3-nacl                                     # libsodium interop test of sealed replies
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

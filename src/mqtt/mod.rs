@@ -5,6 +5,7 @@
 //! with a `Via::Mqtt` caller.
 
 pub mod envelope;
+pub mod reply;
 
 use crate::store::{Db, StoreError};
 
