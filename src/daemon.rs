@@ -281,14 +281,6 @@ async fn run_open(
             .spawn(move || driver::poll_inputs(dev, tx, stop, scan))
     });
 
-    if config.mqtt.enabled {
-        // Said plainly rather than pretending: the bridge is issue #8's remaining work.
-        log::warn!(
-            "mqtt.enabled = true, but this build has no MQTT connection yet (only the signed \
-             command checks); not connecting to {}",
-            config.mqtt.url
-        );
-    }
     // Vision (keypad-only if it cannot start).
     let (store3, cfg3, tx3) = (store.clone(), config.clone(), in_tx.clone());
     let vision = tokio::task::spawn_blocking(move || start_vision(&cfg3, &store3, tx3))
@@ -325,6 +317,19 @@ async fn run_open(
             None
         }
     };
+    // The MQTT bridge on the same API (when configured). A broker that is down is
+    // retried inside; a bridge that cannot start leaves the kiosk working locally.
+    let mqtt = if config.mqtt.enabled {
+        match crate::mqtt::bridge::spawn(&config.mqtt, api.clone(), store.clone()) {
+            Ok(tasks) => Some(tasks),
+            Err(e) => {
+                log::error!("MQTT not started: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let bus_status = if bus.is_some() {
         "D-Bus on"
     } else {
@@ -350,6 +355,9 @@ async fn run_open(
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     if let Some(w) = watchdog {
         w.abort();
+    }
+    for t in mqtt.into_iter().flatten() {
+        t.abort();
     }
     drop(bus);
     drop(api);

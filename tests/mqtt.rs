@@ -1,10 +1,15 @@
-//! MQTT pieces that stand without a broker (issue #8, in progress): sealed replies are
-//! libsodium sealed boxes, checked both ways against libsodium itself (PyNaCl, Debian's
-//! python3-nacl, with the system Python).
+//! MQTT (issue #8, in progress): sealed replies are libsodium sealed boxes, checked both
+//! ways against libsodium itself (PyNaCl, Debian's python3-nacl, with the system Python);
+//! signed commands through a real mosquitto on loopback to the running daemon.
 
+mod common;
+use common::*;
 use data_encoding::BASE64;
+use lockerd::mqtt::envelope::sign;
 use lockerd::mqtt::reply::{seal, unseal};
-use std::process::Command;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const PY: &str = "/usr/bin/python3";
 
@@ -50,4 +55,280 @@ fn sealed_replies_open_with_libsodium_and_libsodium_boxes_open_here() {
         &[&BASE64.encode(&pk)],
     );
     assert_eq!(unseal(&sk, &theirs).unwrap()["pin"], "4821");
+}
+
+/// mosquitto on a free loopback port, anonymous, no persistence. Killed on drop.
+struct Broker {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (scripts/setup.sh installs it)");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages seen: (topic, payload).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A watcher/sender on the broker: every message under lockerd/k1/ is collected.
+struct Client {
+    client: AsyncClient,
+    seen: Seen,
+}
+
+impl Client {
+    async fn connect(port: u16) -> Client {
+        let mut o = MqttOptions::new("test-admin", "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(o, 64);
+        client
+            .subscribe("lockerd/k1/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let seen: Seen = Default::default();
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = ev.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = e {
+                    s2.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+            }
+        });
+        Client { client, seen }
+    }
+
+    async fn send(&self, payload: Vec<u8>) {
+        self.client
+            .publish("lockerd/k1/cmd", QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    /// Wait for the next message on `topic` after the first `skip`.
+    async fn wait(&self, topic: &str, skip: usize) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let got: Vec<Vec<u8>> = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| p.clone())
+                .collect();
+            if got.len() > skip {
+                let p = &got[skip];
+                return serde_json::from_slice(p).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(p).into())
+                });
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "nothing on {topic}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused_with_its_kind() {
+    use ed25519_dalek::SigningKey;
+    let broker = Broker::start();
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let db = d.path().join("kiosk.db");
+    let key = key_file(d.path(), "k", "mqtt test key 0123456789");
+    let o = lockerd(&db, Some(&key), &["store", "init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ada = SigningKey::generate(&mut rand::rngs::OsRng);
+    let vic = SigningKey::generate(&mut rand::rngs::OsRng);
+    let seal_sk = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
+    let seal_pk = BASE64.encode(seal_sk.public_key().as_bytes());
+    let admin = |id: &str, k: &SigningKey, role: &str| {
+        format!(
+            "[[mqtt.admins]]\nid = \"{id}\"\npublic_key = \"{}\"\nseal_key = \"{seal_pk}\"\nrole = \"{role}\"\n",
+            BASE64.encode(k.verifying_key().as_bytes())
+        )
+    };
+    let daemon = Daemon::start_in(
+        &bus,
+        &db,
+        &key,
+        &[
+            ("enabled = false", "enabled = true".into()),
+            (
+                "url = ",
+                format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
+            ),
+            ("kiosk_id", "kiosk_id = \"k1\"".into()),
+            (
+                "# [[mqtt.admins]]",
+                format!(
+                    "{}{}",
+                    admin("ada", &ada, "admin"),
+                    admin("vic", &vic, "viewer")
+                ),
+            ),
+        ],
+        d.path(),
+        &[],
+    );
+    let c = Client::connect(broker.port).await;
+    assert_eq!(c.wait("lockerd/k1/availability", 0).await, "online");
+    let topic = "lockerd/k1/cmd";
+    let body = |cmd: &str, args: serde_json::Value, n: u8| {
+        serde_json::json!({"kiosk": "k1", "id": format!("r{n}"), "ts": now_s(),
+            "nonce": BASE64.encode(&[n; 16]), "cmd": cmd, "args": args})
+    };
+    // One good unlock.
+    let good = sign(
+        &ada,
+        "ada",
+        topic,
+        &body("unlock", serde_json::json!({"reason": "parcel"}), 1),
+    );
+    c.send(good.clone()).await;
+    let r = c.wait("lockerd/k1/reply/ada", 0).await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["id"], "r1");
+    // The same bytes again, a forgery, a stale one, one for another kiosk, a viewer's.
+    c.send(good).await;
+    assert_eq!(c.wait("lockerd/k1/reply/ada", 1).await["error"], "replayed");
+    c.send(sign(
+        &vic,
+        "ada",
+        topic,
+        &body("unlock", serde_json::json!({}), 2),
+    ))
+    .await;
+    assert_eq!(
+        c.wait("lockerd/k1/rejected", 0).await["error"],
+        "bad_signature"
+    );
+    let mut b = body("unlock", serde_json::json!({}), 3);
+    b["ts"] = serde_json::json!(now_s() - 120);
+    c.send(sign(&ada, "ada", topic, &b)).await;
+    assert_eq!(c.wait("lockerd/k1/reply/ada", 2).await["error"], "stale");
+    let mut b = body("unlock", serde_json::json!({}), 4);
+    b["kiosk"] = serde_json::json!("k2");
+    c.send(sign(&ada, "ada", topic, &b)).await;
+    assert_eq!(
+        c.wait("lockerd/k1/reply/ada", 3).await["error"],
+        "wrong_kiosk"
+    );
+    c.send(sign(
+        &vic,
+        "vic",
+        topic,
+        &body("unlock", serde_json::json!({}), 5),
+    ))
+    .await;
+    assert_eq!(
+        c.wait("lockerd/k1/reply/vic", 0).await["error"],
+        "not_authorized"
+    );
+    c.send(b"{not json".to_vec()).await;
+    assert_eq!(c.wait("lockerd/k1/rejected", 1).await["error"], "invalid");
+    // A code: the reply holds it sealed; it is in no message in clear.
+    c.send(sign(
+        &ada,
+        "ada",
+        topic,
+        &body("otp_issue", serde_json::json!({"ttl_s": 600}), 6),
+    ))
+    .await;
+    let r = c.wait("lockerd/k1/reply/ada", 4).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let secret = unseal(&seal_sk.to_bytes(), r["result"]["sealed"].as_str().unwrap()).unwrap();
+    let code = secret["code"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 8);
+    // Events arrived too (the unlock), secret-free.
+    let ev = c.wait("lockerd/k1/event", 0).await;
+    assert!(ev.to_string().contains("unlock"), "{ev}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (t, p) in c.seen.lock().unwrap().iter() {
+        assert!(
+            !String::from_utf8_lossy(p).contains(&code),
+            "code in clear on {t}"
+        );
+    }
+    let log = daemon.stop();
+    let unlocks = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"unlock\""))
+        .count();
+    assert_eq!(unlocks, 1, "{log}");
+    // Every refusal after the signature is audited with its kind.
+    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
+    let refused: Vec<String> = stdout(&o)
+        .lines()
+        .filter(|l| l.contains("command_refused"))
+        .map(|l| l.to_string())
+        .collect();
+    for kind in [
+        "replayed",
+        "bad_signature",
+        "stale",
+        "wrong_kiosk",
+        "not_authorized",
+        "invalid",
+    ] {
+        assert!(
+            refused.iter().any(|l| l.contains(kind)),
+            "{kind}: {refused:?}"
+        );
+    }
 }

@@ -1,9 +1,11 @@
-//! The MQTT side of the kiosk (issue #8). So far: the signed admin command envelope
-//! ([`envelope`]), with its replay guard kept in the store ([`StoreNonces`]). The
-//! connection, the outbox, Home Assistant discovery and the ESP32 bridge are not built
-//! yet; when they are, commands go to the same request API as D-Bus (`api::service`)
-//! with a `Via::Mqtt` caller.
+//! The MQTT side of the kiosk (issue #8, in progress): the signed admin command envelope
+//! ([`envelope`]) with its replay guard in the store ([`StoreNonces`]), sealed replies
+//! ([`reply`]), and the broker connection ([`bridge`]: plain MQTT to a loopback broker so
+//! far) that hands commands to the same request API as D-Bus with a `Via::Mqtt` caller.
+//! Not built yet: TLS, the persistent outbox, the audit head, Home Assistant, the ESP32
+//! lock.
 
+pub mod bridge;
 pub mod envelope;
 pub mod reply;
 

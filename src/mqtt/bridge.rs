@@ -1,0 +1,342 @@
+//! The broker connection (issue #8, in progress): one rumqttc client that subscribes to
+//! `lockerd/<kiosk_id>/cmd`, checks every command ([`super::envelope`], nonces in the
+//! store), hands the good ones to the request API as a `Via::Mqtt` caller, and publishes
+//! the replies, the availability (retained `online`, last will `offline`) and the
+//! secret-free events. Built so far: plain MQTT to a loopback broker only. Not yet: TLS
+//! (an `mqtts://` URL is refused with a clear error), the persistent outbox (events
+//! published while the broker is down are lost), the audit head, Home Assistant.
+//!
+//! Three tasks: the poll loop owns the connection and never waits on anything else; it
+//! passes commands through a bounded queue (a flood beyond it is dropped and counted) to
+//! the command task; the event task forwards API events.
+
+use super::envelope::{self, Admin, Check, Refusal, Refused};
+use super::reply;
+use super::StoreNonces;
+use crate::api::service::ApiHandle;
+use crate::api::{Caller, Via};
+use crate::config::MqttConfig;
+use crate::store::{AuditEntry, Method, Outcome, Store};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Commands waiting for the command task; more are dropped (and counted).
+const QUEUE: usize = 256;
+/// Refusals before the signature (anyone can send them) audited and answered per minute.
+const UNSIGNED_REFUSALS_PER_MIN: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt.url {0:?}: {1}")]
+    Url(String, String),
+    #[error("mqtt.admins: {0}")]
+    Admins(String),
+}
+
+/// The topics of one kiosk.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub base: String,
+}
+
+impl Topics {
+    pub fn new(kiosk: &str) -> Topics {
+        Topics {
+            base: format!("lockerd/{kiosk}"),
+        }
+    }
+    pub fn cmd(&self) -> String {
+        format!("{}/cmd", self.base)
+    }
+    pub fn reply(&self, key: &str) -> String {
+        format!("{}/reply/{key}", self.base)
+    }
+    pub fn rejected(&self) -> String {
+        format!("{}/rejected", self.base)
+    }
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.base)
+    }
+    pub fn event(&self) -> String {
+        format!("{}/event", self.base)
+    }
+    pub fn alert(&self) -> String {
+        format!("{}/alert", self.base)
+    }
+}
+
+/// Host and port of a `mqtt://` URL to a loopback broker (the only kind served so far).
+fn endpoint(url: &str) -> Result<(String, u16), MqttError> {
+    let bad = |why: &str| MqttError::Url(url.to_string(), why.to_string());
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    if scheme == "mqtts" {
+        return Err(bad(
+            "TLS is not built yet in this version (issue #8); only mqtt:// to a loopback broker",
+        ));
+    }
+    if scheme != "mqtt" {
+        return Err(bad("the scheme must be mqtts or mqtt"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
+        None => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if !matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        return Err(bad("plain mqtt:// only to a loopback host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+struct Cmd {
+    payload: Vec<u8>,
+    retained: bool,
+}
+
+/// Connect and serve until the returned handles are aborted. Never blocks the caller:
+/// a broker that is down is retried with back-off inside the poll task.
+pub fn spawn(
+    cfg: &MqttConfig,
+    api: ApiHandle,
+    store: Store,
+) -> Result<Vec<JoinHandle<()>>, MqttError> {
+    let (host, port) = endpoint(&cfg.url)?;
+    let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
+    let topics = Topics::new(&cfg.kiosk_id);
+    let mut opts = MqttOptions::new(format!("lockerd-{}", cfg.kiosk_id), host, port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(cfg.max_payload_bytes as usize + 4096, 1 << 20);
+    opts.set_last_will(LastWill::new(
+        topics.availability(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
+
+    // 1. The poll loop: owns the connection.
+    let (c1, t1) = (client.clone(), topics.clone());
+    let max_payload = cfg.max_payload_bytes as usize;
+    let poll = tokio::spawn(async move {
+        let mut failures = 0u32;
+        let mut dropped = 0u64;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    log::info!("mqtt: connected; serving {}", t1.cmd());
+                    let _ = c1.subscribe(t1.cmd(), QoS::AtLeastOnce).await;
+                    let _ = c1
+                        .publish(t1.availability(), QoS::AtLeastOnce, true, "online")
+                        .await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.cmd() => {
+                    // Oversized payloads are cut here already: only their size travels on.
+                    let payload = if p.payload.len() > max_payload {
+                        vec![0u8; max_payload + 1]
+                    } else {
+                        p.payload.to_vec()
+                    };
+                    let cmd = Cmd {
+                        payload,
+                        retained: p.retain,
+                    };
+                    if tx.try_send(cmd).is_err() {
+                        dropped += 1;
+                        if dropped.is_power_of_two() {
+                            log::warn!("mqtt: {dropped} commands dropped (queue full: a flood?)");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(500 * (1 << failures.min(6)));
+                    if failures == 1 || failures.is_power_of_two() {
+                        log::warn!("mqtt: {e}; retrying in {} ms", wait.as_millis());
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    });
+
+    // 2. Commands.
+    let (c2, t2, api2) = (client.clone(), topics.clone(), api.clone());
+    let check = CheckCfg {
+        topic: topics.cmd(),
+        kiosk: cfg.kiosk_id.clone(),
+        admins,
+        max_skew_s: cfg.max_skew_s as i64,
+        max_payload_bytes: max_payload,
+        seal_keys: Arc::new(
+            cfg.admins
+                .iter()
+                .map(|a| {
+                    let k = data_encoding::BASE64
+                        .decode(a.seal_key.trim().as_bytes())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                        .unwrap_or([0; 32]);
+                    (a.id.clone(), k)
+                })
+                .collect(),
+        ),
+    };
+    let commands = tokio::spawn(serve_commands(rx, check, c2, t2, api2, store));
+
+    // 3. Events (secret-free by construction), alerts also on their own topic.
+    let (c3, t3) = (client, topics);
+    let mut events = api.subscribe();
+    let forward = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(t) => {
+                    let body = serde_json::to_vec(&t).unwrap_or_default();
+                    let is_alert = t.event.alert.is_some();
+                    let _ = c3
+                        .publish(t3.event(), QoS::AtLeastOnce, false, body.clone())
+                        .await;
+                    if is_alert {
+                        let _ = c3.publish(t3.alert(), QoS::AtLeastOnce, false, body).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("mqtt: {n} events not forwarded (too many at once)");
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(vec![poll, commands, forward])
+}
+
+#[derive(Clone)]
+struct CheckCfg {
+    topic: String,
+    kiosk: String,
+    admins: Arc<Vec<Admin>>,
+    max_skew_s: i64,
+    max_payload_bytes: usize,
+    seal_keys: Arc<Vec<(String, [u8; 32])>>,
+}
+
+async fn serve_commands(
+    mut rx: mpsc::Receiver<Cmd>,
+    check: CheckCfg,
+    client: AsyncClient,
+    topics: Topics,
+    api: ApiHandle,
+    store: Store,
+) {
+    let mut minute = Instant::now();
+    let mut unsigned = 0u32;
+    while let Some(cmd) = rx.recv().await {
+        let c = check.clone();
+        let retained = cmd.retained;
+        let verdict = store
+            .call(move |db| {
+                if retained {
+                    return Ok(Err(Refused {
+                        kind: Refusal::Invalid,
+                        message: "a retained command is refused".into(),
+                        key: None,
+                        id: None,
+                    }));
+                }
+                let chk = Check {
+                    topic: &c.topic,
+                    kiosk: &c.kiosk,
+                    admins: &c.admins,
+                    now_s: crate::types::now_ms().div_euclid(1000),
+                    max_skew_s: c.max_skew_s,
+                    max_payload_bytes: c.max_payload_bytes,
+                };
+                let mut g = StoreNonces {
+                    db,
+                    window_s: c.max_skew_s,
+                };
+                Ok(envelope::open(&cmd.payload, &chk, &mut g))
+            })
+            .await;
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("mqtt: the store cannot check a command: {e}; not run");
+                continue;
+            }
+        };
+        match verdict {
+            Ok(v) => {
+                let caller = Caller {
+                    id: format!("mqtt:{}", v.admin),
+                    via: Via::Mqtt,
+                    role: v.role,
+                    bus_name: None,
+                };
+                let seal_to = check
+                    .seal_keys
+                    .iter()
+                    .find(|(id, _)| *id == v.admin)
+                    .map(|(_, k)| *k)
+                    .unwrap_or([0; 32]);
+                let body = match api.call(&caller, v.request).await {
+                    Ok(resp) => reply::ok(&v.id, &resp, &seal_to)
+                        .unwrap_or_else(|e| reply::error(Some(&v.id), "internal", &e.to_string())),
+                    Err(e) => reply::api_error(&v.id, &e),
+                };
+                let _ = client
+                    .publish(
+                        topics.reply(&v.admin),
+                        QoS::AtLeastOnce,
+                        false,
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )
+                    .await;
+            }
+            Err(r) => {
+                if minute.elapsed() >= Duration::from_secs(60) {
+                    minute = Instant::now();
+                    unsigned = 0;
+                }
+                let before = r.kind.before_signature();
+                if before {
+                    unsigned += 1;
+                    if unsigned > UNSIGNED_REFUSALS_PER_MIN {
+                        continue;
+                    }
+                }
+                log::info!("mqtt: command refused: {r}");
+                let entry = AuditEntry::new(Method::Mqtt, Outcome::Deny, "command_refused")
+                    .evidence(json!({
+                        "error": r.kind.as_str(),
+                        "key": r.key,
+                        "id": r.id,
+                        "signed": !before,
+                    }));
+                if let Err(e) = store.call(move |db| db.audit_append(&entry)).await {
+                    log::error!("could not audit a refused command: {e}");
+                }
+                let body = reply::error(r.id.as_deref(), r.kind.as_str(), &r.message);
+                let topic = match (&r.key, before) {
+                    (Some(k), false) => topics.reply(k),
+                    _ => topics.rejected(),
+                };
+                let _ = client
+                    .publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )
+                    .await;
+            }
+        }
+    }
+}
