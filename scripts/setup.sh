@@ -24,7 +24,7 @@ PACKAGES=(
     libdlib-dev libopenblas-dev liblapack-dev        # dlib-face-recognition
     libopencv-dev opencv-data                        # opencv crate (videoio, imgproc, ...)
     libssl-dev                                       # SQLCipher's crypto (rusqlite bundled-sqlcipher)
-    mosquitto dbus dbus-bin                          # real broker / bus (dbus-monitor) for tests
+    mosquitto mosquitto-clients dbus dbus-bin        # real broker (and its CLI) / bus (dbus-monitor) for tests
     ffmpeg jq                                        # test clips, JSON in scripts
     systemd                                          # systemd-analyze for the unit checks
     python3 python3-pip curl ca-certificates         # model download

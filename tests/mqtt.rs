@@ -8,6 +8,7 @@ use data_encoding::BASE64;
 use lockerd::mqtt::envelope::sign;
 use lockerd::mqtt::reply::{seal, unseal};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -331,4 +332,175 @@ async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused
             "{kind}: {refused:?}"
         );
     }
+}
+
+/// A test PKI made with openssl: a CA with a server certificate (localhost, 127.0.0.1)
+/// and a client certificate, and a second, unrelated CA with its own client certificate.
+fn make_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let o = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+    };
+    sh(
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
+        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+        for ca in ca rogue; do
+          openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout $ca.key -out $ca.pem -days 2 -subj /CN=$ca 2>/dev/null
+        done
+        issue() { # NAME CA [EXTFILE]
+          openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout $1.key -out $1.csr -subj /CN=$1 2>/dev/null
+          openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial \
+            -out $1.pem -days 2 ${3:+-extfile $3} 2>/dev/null
+        }
+        issue server ca san.ext
+        issue kiosk ca client.ext
+        issue admin ca client.ext
+        issue intruder rogue client.ext
+        chmod 600 *.key",
+    );
+}
+
+#[test]
+fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pki = d.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    make_pki(&pki);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = pki.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\npersistence false\nallow_anonymous true\nuser root\n\
+             cafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            p = pki.display()
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bus = TestBus::start();
+    let db = d.path().join("kiosk.db");
+    let key = key_file(d.path(), "k", "mqtt tls test key 0123456789");
+    assert!(lockerd(&db, Some(&key), &["store", "init"])
+        .status
+        .success());
+    let ada = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let seal = BASE64.encode(&[5u8; 32]);
+    let admins = format!(
+        "[[mqtt.admins]]\nid = \"ada\"\npublic_key = \"{}\"\nseal_key = \"{seal}\"\nrole = \"admin\"\n",
+        BASE64.encode(ada.verifying_key().as_bytes())
+    );
+    let p = |f: &str| pki.join(f).display().to_string();
+    // The daemon with a client certificate: from the CA, from another CA, none.
+    let run = |cert: Option<&str>| -> String {
+        let (c, k) = match cert {
+            Some(n) => (p(&format!("{n}.pem")), p(&format!("{n}.key"))),
+            None => (String::new(), String::new()),
+        };
+        let daemon = Daemon::start_in(
+            &bus,
+            &db,
+            &key,
+            &[
+                ("enabled = false", "enabled = true".into()),
+                ("url = ", format!("url = \"mqtts://localhost:{port}\"")),
+                ("kiosk_id", "kiosk_id = \"k1\"".into()),
+                ("ca_file", format!("ca_file = \"{}\"", p("ca.pem"))),
+                ("cert_file", format!("cert_file = \"{c}\"")),
+                // The first key_file line is [store]'s (given by --key-file here).
+                ("key_file", "# [store] key_file from --key-file".into()),
+                ("key_file", format!("key_file = \"{k}\"")),
+                ("# [[mqtt.admins]]", admins.clone()),
+            ],
+            d.path(),
+            &[],
+        );
+        if cert == Some("kiosk") {
+            daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+            // A signed status from the admin's side, through the same broker.
+            let body = serde_json::json!({"kiosk": "k1", "id": "t1", "ts": now_s(),
+                "nonce": BASE64.encode(&[9u8; 16]), "cmd": "status"});
+            let env = sign(&ada, "ada", "lockerd/k1/cmd", &body);
+            let tls = [
+                "--cafile",
+                &p("ca.pem"),
+                "--cert",
+                &p("admin.pem"),
+                "--key",
+                &p("admin.key"),
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+            ];
+            let sub = Command::new("mosquitto_sub")
+                .args(tls)
+                .args(["-t", "lockerd/k1/reply/ada", "-C", "1", "-W", "15"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            let o = Command::new("mosquitto_pub")
+                .args(tls)
+                .args([
+                    "-t",
+                    "lockerd/k1/cmd",
+                    "-m",
+                    std::str::from_utf8(&env).unwrap(),
+                ])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            let out = sub.wait_with_output().unwrap();
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(r["ok"], true, "{r}");
+            assert_eq!(r["result"]["lock"], "locked", "{r}");
+        } else {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        daemon.stop()
+    };
+    let log = run(Some("kiosk"));
+    assert!(log.contains("mqtt: connected"), "{log}");
+    for bad in [Some("intruder"), None] {
+        let log = run(bad);
+        assert!(!log.contains("mqtt: connected"), "{bad:?} got in:\n{log}");
+        assert!(
+            log.contains("mqtt: "),
+            "{bad:?}: no connection error logged:\n{log}"
+        );
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }

@@ -2,9 +2,10 @@
 //! `lockerd/<kiosk_id>/cmd`, checks every command ([`super::envelope`], nonces in the
 //! store), hands the good ones to the request API as a `Via::Mqtt` caller, and publishes
 //! the replies, the availability (retained `online`, last will `offline`) and the
-//! secret-free events. Built so far: plain MQTT to a loopback broker only. Not yet: TLS
-//! (an `mqtts://` URL is refused with a clear error), the persistent outbox (events
-//! published while the broker is down are lost), the audit head, Home Assistant.
+//! secret-free events. TLS (rustls with ring): the broker checked against `ca_file`, a
+//! client certificate and key from files, or a username and password file; plain TCP only
+//! to a loopback broker (tests). Not yet: the persistent outbox (events published while
+//! the broker is down are lost), the audit head, Home Assistant.
 //!
 //! Three tasks: the poll loop owns the connection and never waits on anything else; it
 //! passes commands through a bounded queue (a flood beyond it is dropped and counted) to
@@ -35,6 +36,10 @@ pub enum MqttError {
     Url(String, String),
     #[error("mqtt.admins: {0}")]
     Admins(String),
+    #[error("mqtt TLS: {0}")]
+    Tls(String),
+    #[error("mqtt.password_file {0}: {1}")]
+    Password(String, String),
 }
 
 /// The topics of one kiosk.
@@ -69,27 +74,66 @@ impl Topics {
     }
 }
 
-/// Host and port of a `mqtt://` URL to a loopback broker (the only kind served so far).
-fn endpoint(url: &str) -> Result<(String, u16), MqttError> {
+/// Scheme (true for TLS), host and port of the broker URL. Plain `mqtt://` only to a
+/// loopback host.
+fn endpoint(url: &str) -> Result<(bool, String, u16), MqttError> {
     let bad = |why: &str| MqttError::Url(url.to_string(), why.to_string());
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-    if scheme == "mqtts" {
-        return Err(bad(
-            "TLS is not built yet in this version (issue #8); only mqtt:// to a loopback broker",
-        ));
-    }
-    if scheme != "mqtt" {
-        return Err(bad("the scheme must be mqtts or mqtt"));
-    }
+    let tls = match scheme {
+        "mqtts" => true,
+        "mqtt" => false,
+        _ => return Err(bad("the scheme must be mqtts or mqtt")),
+    };
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
-        None => (rest, 1883),
+        Some((h, p)) if !h.ends_with(']') || p.chars().all(|c| c.is_ascii_digit()) => {
+            (h, p.parse::<u16>().map_err(|_| bad("bad port"))?)
+        }
+        _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if !matches!(host, "localhost" | "127.0.0.1" | "::1") {
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if !tls && !matches!(host, "localhost" | "127.0.0.1" | "::1") {
         return Err(bad("plain mqtt:// only to a loopback host"));
     }
-    Ok((host.to_string(), port))
+    Ok((tls, host.to_string(), port))
+}
+
+/// The rustls client configuration: roots from `ca_file` only (not the system store),
+/// the client certificate when configured.
+fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, MqttError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let e = |what: &str, p: &std::path::Path, err: &dyn std::fmt::Display| {
+        MqttError::Tls(format!("{what} {}: {err}", p.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(&cfg.ca_file).map_err(|x| e("ca_file", &cfg.ca_file, &x))?
+    {
+        let c = c.map_err(|x| e("ca_file", &cfg.ca_file, &x))?;
+        roots.add(c).map_err(|x| e("ca_file", &cfg.ca_file, &x))?;
+    }
+    if roots.is_empty() {
+        return Err(e("ca_file", &cfg.ca_file, &"no certificate in it"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|x| MqttError::Tls(x.to_string()))?
+        .with_root_certificates(roots);
+    if cfg.cert_file.as_os_str().is_empty() {
+        return Ok(b.with_no_client_auth());
+    }
+    let certs = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .map_err(|x| e("cert_file", &cfg.cert_file, &x))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|x| e("cert_file", &cfg.cert_file, &x))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|x| e("key_file", &cfg.key_file, &x))?;
+    b.with_client_auth_cert(certs, key)
+        .map_err(|x| e("cert_file", &cfg.cert_file, &x))
 }
 
 struct Cmd {
@@ -104,10 +148,21 @@ pub fn spawn(
     api: ApiHandle,
     store: Store,
 ) -> Result<Vec<JoinHandle<()>>, MqttError> {
-    let (host, port) = endpoint(&cfg.url)?;
+    let (tls, host, port) = endpoint(&cfg.url)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
     let topics = Topics::new(&cfg.kiosk_id);
     let mut opts = MqttOptions::new(format!("lockerd-{}", cfg.kiosk_id), host, port);
+    if tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(cfg)?)),
+        ));
+    }
+    if !cfg.username.is_empty() {
+        let pw = std::fs::read_to_string(&cfg.password_file).map_err(|e| {
+            MqttError::Password(cfg.password_file.display().to_string(), e.to_string())
+        })?;
+        opts.set_credentials(cfg.username.clone(), pw.trim_end_matches(['\r', '\n']));
+    }
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
     opts.set_max_packet_size(cfg.max_payload_bytes as usize + 4096, 1 << 20);
