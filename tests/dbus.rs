@@ -43,12 +43,7 @@ fn json(s: &str) -> serde_json::Value {
 }
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let db = dir.join("kiosk.db");
-    let key = key_file(dir, "key", "dbus test key 0123456789");
-    let o = lockerd(&db, Some(&key), &["store", "init"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    (db, key)
+    new_store(dir, "dbus test key 0123456789")
 }
 
 #[test]

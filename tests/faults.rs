@@ -302,15 +302,7 @@ fn a_full_disk_keeps_the_lock_locked_and_the_store_recovers_when_space_returns()
     let log = k.type_and_wait(&codes[1], "\"event\":\"unlock\"", 2);
     assert_eq!(unlocks(&log), 2);
     k.daemon.stop();
-    let o = lockerd(&db, Some(&key), &["store", "check", "--json"]);
-    assert!(
-        o.status.success(),
-        "store check: {} {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    let o = lockerd(&db, Some(&key), &["audit", "verify"]);
-    assert!(o.status.success(), "{}", stdout(&o));
+    assert_store_whole(&db, &key);
     assert!(audit_rows(&db) >= before + 2);
     eprintln!("disk full: right code refused with an alert, lock locked; space back: both codes opened once; store check and audit verify ok");
 }
@@ -436,15 +428,7 @@ fn a_file_system_turned_read_only_under_the_daemon_fails_closed_and_loses_nothin
     let fsck = fs.repair();
     // After the repair: the store is whole, the first code's grant is audited, the second
     // code was never used and opens now.
-    let o = lockerd(&db, Some(&key), &["store", "check", "--json"]);
-    assert!(
-        o.status.success(),
-        "store check: {} {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    let o = lockerd(&db, Some(&key), &["audit", "verify"]);
-    assert!(o.status.success(), "{}", stdout(&o));
+    assert_store_whole(&db, &key);
     let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
     let grants = stdout(&o)
         .lines()
@@ -462,15 +446,7 @@ fn a_file_system_turned_read_only_under_the_daemon_fails_closed_and_loses_nothin
 #[test]
 fn a_missing_camera_is_one_alert_and_the_keypad_still_opens() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let db = d.path().join("kiosk.db");
-    let key = key_file(d.path(), "k", KEY);
-    let o = lockerd(&db, Some(&key), &["store", "init"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (db, key) = new_store(d.path(), KEY);
     let code = issue_code(&db, &key);
     let models = models_dir();
     let mut k = Kiosk::start(

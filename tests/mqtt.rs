@@ -67,6 +67,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// With more lines for mosquitto.conf (TLS); it runs as root to read the test keys.
+    fn start_with(extra: &str) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -76,7 +81,9 @@ impl Broker {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n{extra}"
+            ),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -185,15 +192,7 @@ async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused
     let broker = Broker::start();
     let bus = TestBus::start();
     let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let db = d.path().join("kiosk.db");
-    let key = key_file(d.path(), "k", "mqtt test key 0123456789");
-    let o = lockerd(&db, Some(&key), &["store", "init"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (db, key) = new_store(d.path(), "mqtt test key 0123456789");
     let ada = SigningKey::generate(&mut rand::rngs::OsRng);
     let vic = SigningKey::generate(&mut rand::rngs::OsRng);
     let seal_sk = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
@@ -370,51 +369,17 @@ fn make_pki(dir: &Path) {
 #[test]
 fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let (db, key) = new_store(d.path(), "mqtt tls test key 0123456789");
     let pki = d.path().join("pki");
     std::fs::create_dir(&pki).unwrap();
     make_pki(&pki);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = pki.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\npersistence false\nallow_anonymous true\nuser root\n\
-             cafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
-             require_certificate true\nuse_identity_as_username true\n",
-            p = pki.display()
-        ),
-    )
-    .unwrap();
-    let mut broker = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let broker = Broker::start_with(&format!(
+        "cafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
+         require_certificate true\nuse_identity_as_username true\n",
+        p = pki.display()
+    ));
+    let port = broker.port;
     let bus = TestBus::start();
-    let db = d.path().join("kiosk.db");
-    let key = key_file(d.path(), "k", "mqtt tls test key 0123456789");
-    assert!(lockerd(&db, Some(&key), &["store", "init"])
-        .status
-        .success());
     let ada = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let seal = BASE64.encode(&[5u8; 32]);
     let admins = format!(
@@ -501,6 +466,5 @@ fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
             "{bad:?}: no connection error logged:\n{log}"
         );
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
 }

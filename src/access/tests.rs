@@ -134,6 +134,18 @@ fn issue(db: &mut Db, user: Option<&User>, ttl: u64, now: i64) -> credentials::I
     credentials::issue_code(db, &AccessConfig::default(), user, Some(ttl), now).unwrap()
 }
 
+/// The TOTP secret inside an otpauth:// URI.
+fn totp_secret(uri: &str) -> Vec<u8> {
+    let b32 = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    data_encoding::BASE32_NOPAD.decode(b32.as_bytes()).unwrap()
+}
+
 fn wrong_code_keys(right: &credentials::IssuedCode) -> String {
     let mut c: Vec<char> = right.code.chars().collect();
     c[0] = if c[0] == '9' {
@@ -278,17 +290,7 @@ async fn totp_with_pin_one_step_of_drift_never_twice() {
     let u = db.add_user("alice", Role::User).unwrap();
     let cfg = AccessConfig::default();
     let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
-    let secret_b32 = en
-        .uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(secret_b32.as_bytes())
-        .unwrap();
+    let secret = totp_secret(&en.uri);
     let mut rig = Rig::start(db, cfg);
     let step = otp::totp_step(BASE_MS / 1000);
     let entry = |s: i64| format!("{}#4821{}#", en.keypad_no, otp::totp_code(&secret, s));
@@ -680,17 +682,7 @@ fn a_totp_code_used_before_the_clock_went_back_is_not_accepted_again() {
     let u = db.add_user("alice", Role::User).unwrap();
     let cfg = AccessConfig::default();
     let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
-    let secret_b32 = en
-        .uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap();
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(secret_b32.as_bytes())
-        .unwrap();
+    let secret = totp_secret(&en.uri);
     let (mut ctl, _lock) = bare(db);
     let keys = format!(
         "{}#4821{}#",

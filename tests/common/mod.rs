@@ -33,6 +33,30 @@ pub fn lockerd(db: &Path, key: Option<&Path>, args: &[&str]) -> Output {
     c.args(args).output().expect("run lockerd")
 }
 
+/// A new store `kiosk.db` in `dir` (made world-readable, so the bus and unprivileged
+/// callers can reach sockets there) with a key file `key`: (db, key).
+pub fn new_store(dir: &Path, key_text: &str) -> (PathBuf, PathBuf) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = dir.join("kiosk.db");
+    let key = key_file(dir, "key", key_text);
+    let o = lockerd(&db, Some(&key), &["store", "init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (db, key)
+}
+
+/// `store check` and `audit verify` both pass.
+pub fn assert_store_whole(db: &Path, key: &Path) {
+    let o = lockerd(db, Some(key), &["store", "check", "--json"]);
+    assert!(
+        o.status.success(),
+        "store check: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = lockerd(db, Some(key), &["audit", "verify"]);
+    assert!(o.status.success(), "audit verify: {}", stdout(&o));
+}
+
 pub fn default_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lockerd.toml")
 }
