@@ -140,3 +140,47 @@ fn dbus_policy_lets_only_lockerd_and_root_own_the_name() {
         "policy file rejected: {err}"
     );
 }
+
+#[test]
+fn the_mqtt_drop_in_opens_only_ip_sockets_to_the_broker_and_stays_ok() {
+    // The unit with the drop-in applied (systemd appends the drop-in's list settings).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let drop_in = std::fs::read_to_string(dir.join("drop-ins/mqtt.conf")).unwrap();
+    assert!(drop_in.contains("\nIPAddressAllow="));
+    assert!(
+        !drop_in.lines().any(|l| l.starts_with("IPAddressDeny")),
+        "the unit's deny-all stays"
+    );
+    let text = std::fs::read_to_string(unit()).unwrap().replace(
+        "ExecStart=/usr/bin/lockerd ",
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_lockerd")),
+    ) + "\n"
+        + &drop_in;
+    let d = tempfile::tempdir().unwrap();
+    let copy = d.path().join("lockerd.service");
+    std::fs::write(&copy, text).unwrap();
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.trim().is_empty(), "verify: {err}");
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let score: f64 = out
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for lockerd.service: ")
+                .nth(1)
+        })
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
+    eprintln!("exposure with the MQTT drop-in: {score}");
+    assert!(score <= 2.0, "exposure {score} with the drop-in");
+}
