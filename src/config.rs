@@ -150,7 +150,7 @@ impl MqttConfig {
                     .ok_or_else(|| format!("{at}.{what}: base64 of exactly 32 bytes"))
             };
             let pk = bytes32("public_key", &a.public_key)?;
-            bytes32("seal_key", &a.seal_key)?;
+            let seal_key = bytes32("seal_key", &a.seal_key)?;
             let key = ed25519_dalek::VerifyingKey::from_bytes(&pk)
                 .ok()
                 .filter(|k| !k.is_weak())
@@ -159,6 +159,7 @@ impl MqttConfig {
                 id: a.id.clone(),
                 key,
                 role: a.role,
+                seal_key,
             });
         }
         Ok(out)

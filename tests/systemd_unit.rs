@@ -59,9 +59,18 @@ fn unit_has_no_network_no_core_dumps_and_a_pid_only_proc() {
 
 #[test]
 fn unit_security_exposure_is_ok_or_better() {
+    let (score, line, ok) = exposure(&unit());
+    println!("{line}");
+    assert!(score <= 2.0, "{line}");
+    assert!(ok, "threshold exceeded: {line}");
+}
+
+/// `systemd-analyze security --offline` of a unit file: the overall exposure, its line,
+/// and whether the command passed (threshold 2.0).
+fn exposure(unit: &Path) -> (f64, String, bool) {
     let o = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
-        .arg(unit())
+        .arg(unit)
         .output()
         .expect("systemd-analyze must be installed");
     let out = format!(
@@ -72,16 +81,15 @@ fn unit_security_exposure_is_ok_or_better() {
     let line = out
         .lines()
         .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("{out}"));
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
     let score: f64 = line
         .split(':')
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse {line}"));
-    println!("{line}");
-    assert!(score <= 2.0, "{line}");
-    assert!(o.status.success(), "threshold exceeded: {line}");
+    (score, line, o.status.success())
 }
 
 #[test]
@@ -166,21 +174,7 @@ fn the_mqtt_drop_in_opens_only_ip_sockets_to_the_broker_and_stays_ok() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.trim().is_empty(), "verify: {err}");
-    let o = Command::new("systemd-analyze")
-        .args(["security", "--offline=true", "--no-pager"])
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    let score: f64 = out
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for lockerd.service: ")
-                .nth(1)
-        })
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
+    let (score, _, _) = exposure(&copy);
     eprintln!("exposure with the MQTT drop-in: {score}");
     assert!(score <= 2.0, "exposure {score} with the drop-in");
 }

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         id: "ada".into(),
         key: key.verifying_key(),
         role: Role::Operator,
+        seal_key: [0; 32],
     }];
     let c = Check {
         topic: TOPIC,

@@ -230,19 +230,6 @@ pub fn spawn(
         admins,
         max_skew_s: cfg.max_skew_s as i64,
         max_payload_bytes: max_payload,
-        seal_keys: Arc::new(
-            cfg.admins
-                .iter()
-                .map(|a| {
-                    let k = data_encoding::BASE64
-                        .decode(a.seal_key.trim().as_bytes())
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                        .unwrap_or([0; 32]);
-                    (a.id.clone(), k)
-                })
-                .collect(),
-        ),
     };
     let commands = tokio::spawn(serve_commands(rx, check, c2, t2, api2, store));
 
@@ -279,7 +266,6 @@ struct CheckCfg {
     admins: Arc<Vec<Admin>>,
     max_skew_s: i64,
     max_payload_bytes: usize,
-    seal_keys: Arc<Vec<(String, [u8; 32])>>,
 }
 
 async fn serve_commands(
@@ -335,14 +321,8 @@ async fn serve_commands(
                     role: v.role,
                     bus_name: None,
                 };
-                let seal_to = check
-                    .seal_keys
-                    .iter()
-                    .find(|(id, _)| *id == v.admin)
-                    .map(|(_, k)| *k)
-                    .unwrap_or([0; 32]);
                 let body = match api.call(&caller, v.request).await {
-                    Ok(resp) => reply::ok(&v.id, &resp, &seal_to)
+                    Ok(resp) => reply::ok(&v.id, &resp, &v.seal_key)
                         .unwrap_or_else(|e| reply::error(Some(&v.id), "internal", &e.to_string())),
                     Err(e) => reply::api_error(&v.id, &e),
                 };

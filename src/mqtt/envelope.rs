@@ -88,6 +88,8 @@ pub struct Admin {
     pub id: String,
     pub key: VerifyingKey,
     pub role: Role,
+    /// X25519 public key that secrets in replies to this admin are sealed to.
+    pub seal_key: [u8; 32],
 }
 
 /// A command that passed every check.
@@ -95,6 +97,7 @@ pub struct Admin {
 pub struct Verified {
     pub admin: String,
     pub role: Role,
+    pub seal_key: [u8; 32],
     pub id: String,
     pub ts: i64,
     pub request: Request,
@@ -331,6 +334,7 @@ pub fn open<G: NonceGuard>(
     Ok(Verified {
         admin: admin.id.clone(),
         role: admin.role,
+        seal_key: admin.seal_key,
         id: b.id,
         ts: b.ts,
         request,
@@ -415,11 +419,13 @@ mod tests {
                 id: "ada".into(),
                 key: key(1).verifying_key(),
                 role: Role::Admin,
+                seal_key: [1; 32],
             },
             Admin {
                 id: "vic".into(),
                 key: key(2).verifying_key(),
                 role: Role::Viewer,
+                seal_key: [2; 32],
             },
         ]
     }
