@@ -48,8 +48,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
 }
 
-/// `[mqtt]`: remote admin and events through a broker (issue #8; so far the signed
-/// command envelope is built, the connection is not). Names are the documented contract.
+/// `[mqtt]`: remote admin, events and Home Assistant through a broker (`crate::mqtt`).
+/// Names are the documented contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
@@ -65,6 +65,9 @@ pub struct MqttConfig {
     pub password_file: PathBuf,
     pub max_skew_s: u64,
     pub max_payload_bytes: u64,
+    /// Events kept for the broker while it is away; past this the oldest tenth goes
+    /// (with an alert saying how many).
+    pub outbox_max_events: usize,
     pub admins: Vec<MqttAdmin>,
     pub home_assistant: HomeAssistantConfig,
 }
@@ -82,6 +85,7 @@ impl Default for MqttConfig {
             password_file: PathBuf::new(),
             max_skew_s: 30,
             max_payload_bytes: 65536,
+            outbox_max_events: 100_000,
             admins: Vec::new(),
             home_assistant: HomeAssistantConfig::default(),
         }
@@ -570,6 +574,12 @@ impl Config {
         )?;
         v.range("mqtt.max_skew_s", m.max_skew_s, 5, 300)?;
         v.range("mqtt.max_payload_bytes", m.max_payload_bytes, 1024, 8 << 20)?;
+        v.range(
+            "mqtt.outbox_max_events",
+            m.outbox_max_events as u64,
+            100,
+            10_000_000,
+        )?;
         v.check(
             "mqtt.home_assistant.prefix",
             &m.home_assistant.prefix,

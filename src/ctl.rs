@@ -956,7 +956,7 @@ mod tests {
             std::time::Duration::from_secs(5),
         )
         .unwrap();
-        let (events, _) = tokio::sync::broadcast::channel(16);
+        let events = crate::api::event::EventBus::new(16);
         let (api, _task) = Service::start(
             crate::config::Config::default(),
             Backends {

@@ -14,7 +14,7 @@
 use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::driver::{self, WallClock};
 use crate::api::service::{self as api_service, Backends, ControllerLink, Service};
-use crate::api::Timed;
+use crate::api::{event::EventBus, Timed};
 use crate::config::Config;
 use crate::hw::{self, HwError};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -221,7 +221,10 @@ async fn run_open(
 
     // The access controller on its own thread (its store calls block only that thread).
     let (in_tx, in_rx) = mpsc::channel::<Input>(256);
-    let (ev_tx, _) = broadcast::channel::<Timed>(1024);
+    let mut ev_tx = EventBus::new(1024);
+    if config.mqtt.enabled {
+        ev_tx = ev_tx.with_outbox(store.clone(), config.mqtt.outbox_max_events);
+    }
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
     let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
@@ -248,12 +251,13 @@ async fn run_open(
                             return;
                         }
                     };
-                for e in events {
-                    let _ = ev2.send(Timed {
-                        at_ms: crate::types::now_ms(),
-                        event: e,
-                    });
-                }
+                let at_ms = crate::types::now_ms();
+                ev2.send_all(
+                    events
+                        .into_iter()
+                        .map(|event| Timed { at_ms, event })
+                        .collect(),
+                );
                 let _ = ctl_ready_tx.send(Ok(()));
                 driver::run(ctl, WallClock, in_rx, ev2, state_tx, async {
                     let _ = ctl_stopped.await;

@@ -17,7 +17,7 @@ use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::credentials::code_keys;
 use crate::access::driver::{self, TokioClock};
 use crate::api::service::{Backends, ControllerLink, Service};
-use crate::api::{ApiError, Caller, EnrollSource, Request, Response, Timed};
+use crate::api::{ApiError, Caller, EnrollSource, Request, Response};
 use crate::config::Config;
 use crate::store::{Create, DbKey, Store, StoreError};
 use crate::types::Role;
@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -261,7 +261,8 @@ pub fn run(
         let clock = TokioClock::starting_at(BASE_MS);
         let (ctl, _) = Controller::new(config.access.clone(), store.clone(), devices, BASE_MS)?;
         let (tx, inputs) = mpsc::channel::<Input>(256);
-        let (etx, mut erx) = broadcast::channel::<Timed>(4096);
+        let etx = crate::api::event::EventBus::new(4096);
+        let mut erx = etx.subscribe();
         let (state_tx, state_rx) = tokio::sync::watch::channel(Snapshot::default());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let driver = tokio::spawn(driver::run(ctl, clock, inputs, etx.clone(), state_tx, async {

@@ -64,6 +64,14 @@ pub enum Input {
     Tick,
     /// A device outside the controller failed (the camera): alert the admin, audit it.
     Fault(String),
+    /// A keypad credential typed elsewhere (Home Assistant's lock code): the keys of a
+    /// keypad entry without the final `#`. Checked exactly like the keypad (the same
+    /// lockout and strikes), audited with `via`. The reply says whether it opened.
+    Credential {
+        keys: String,
+        via: Method,
+        reply: Option<Reply>,
+    },
     /// Health check: the driver answers at once (the watchdog uses it).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -265,6 +273,12 @@ impl<S: DbAccess> Controller<S> {
             }
             Input::Tick => {}
             Input::Fault(message) => self.alert(AlertKind::Fault, message, &mut ev),
+            Input::Credential { keys, via, reply } => {
+                let r = self.on_credential(now, &keys, via, &mut ev);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
             Input::Ping(reply) => {
                 let _ = reply.send(());
             }
@@ -611,13 +625,46 @@ impl<S: DbAccess> Controller<S> {
         self.idle_at = None;
     }
 
+    /// A credential from elsewhere: refused while the keypad is locked out, otherwise
+    /// checked as a keypad entry (a wrong one is a strike).
+    fn on_credential(
+        &mut self,
+        now: i64,
+        keys: &str,
+        via: Method,
+        ev: &mut Vec<Event>,
+    ) -> Result<String, ApiError> {
+        if self.policy.is_locked(&self.lockout, now) {
+            self.deny(now, via, None, "keypad_locked_out", json!({}), ev);
+            return Err(ApiError::Busy(format!(
+                "the keypad is locked out for {}",
+                minutes_seconds(self.lockout.until_ms - now)
+            )));
+        }
+        let before = ev.len();
+        self.submit_via(now, keys, Some(via), ev);
+        if ev[before..].iter().any(|e| e.event == EventKind::Unlock) {
+            Ok("unlocked".into())
+        } else {
+            Err(ApiError::NotAuthorized(
+                "the code did not open the lock".into(),
+            ))
+        }
+    }
+
     fn submit(&mut self, now: i64, buf: &str, ev: &mut Vec<Event>) {
+        self.submit_via(now, buf, None, ev)
+    }
+
+    /// Check a keypad entry; `via` replaces the method in audit rows and events (the
+    /// credential kind is in the reason).
+    fn submit_via(&mut self, now: i64, buf: &str, via: Option<Method>, ev: &mut Vec<Event>) {
         let entry = credentials::parse_entry(buf, &self.cfg);
-        let method = match entry {
+        let method = via.unwrap_or(match entry {
             Entry::Totp { .. } => Method::Totp,
             Entry::Code { .. } => Method::Otp,
             Entry::Malformed => Method::Keypad,
-        };
+        });
         let e2 = entry.clone();
         let verdict = match self.store.with(move |db| credentials::verify(db, &e2, now)) {
             Ok(v) => v,
@@ -639,7 +686,7 @@ impl<S: DbAccess> Controller<S> {
                     let banned = user.role == crate::types::Role::Banned;
                     self.deny(
                         now,
-                        Method::Totp,
+                        via.unwrap_or(Method::Totp),
                         Some(user.name.clone()),
                         if banned { "banned" } else { "disabled" },
                         json!({}),
@@ -659,7 +706,7 @@ impl<S: DbAccess> Controller<S> {
                     now,
                     Some(&user),
                     name,
-                    Method::Totp,
+                    via.unwrap_or(Method::Totp),
                     "totp",
                     json!({ "step": step }),
                     ev,
@@ -669,7 +716,7 @@ impl<S: DbAccess> Controller<S> {
                 Some(u) if !u.may_enter() => {
                     self.deny(
                         now,
-                        Method::Otp,
+                        via.unwrap_or(Method::Otp),
                         Some(u.name.clone()),
                         "disabled",
                         json!({ "slot": slot }),
@@ -682,7 +729,7 @@ impl<S: DbAccess> Controller<S> {
                         now,
                         Some(&u),
                         name,
-                        Method::Otp,
+                        via.unwrap_or(Method::Otp),
                         "one_time_code",
                         json!({ "slot": slot }),
                         ev,
@@ -694,7 +741,7 @@ impl<S: DbAccess> Controller<S> {
                         now,
                         None,
                         label,
-                        Method::Otp,
+                        via.unwrap_or(Method::Otp),
                         "one_time_code",
                         json!({ "slot": slot }),
                         ev,

@@ -6,13 +6,13 @@
 //! them into [`Input`]s.
 
 use super::controller::{Controller, DbAccess, Input, Snapshot};
-use crate::api::event::{Event, Timed};
+use crate::api::event::{Event, EventBus, Timed};
 use crate::hw::InputDevices;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// Wall-clock milliseconds as the controller sees them.
 pub trait Clock: Send {
@@ -56,17 +56,22 @@ pub async fn run<S: DbAccess>(
     mut ctl: Controller<S>,
     clock: impl Clock,
     mut inputs: mpsc::Receiver<Input>,
-    events: broadcast::Sender<Timed>,
+    events: EventBus,
     state: watch::Sender<Snapshot>,
     shutdown: impl Future<Output = ()>,
 ) -> Controller<S> {
     tokio::pin!(shutdown);
     let publish = |evs: Vec<Event>, at_ms: i64, ctl: &Controller<S>| {
-        for event in evs {
-            // Events are secret-free by construction (see `api::event`).
-            let t = Timed { at_ms, event };
-            log::info!("{}", serde_json::to_string(&t).unwrap_or_default());
-            let _ = events.send(t);
+        // Events are secret-free by construction (see `api::event`).
+        let batch: Vec<Timed> = evs
+            .into_iter()
+            .map(|event| Timed { at_ms, event })
+            .collect();
+        for t in &batch {
+            log::info!("{}", serde_json::to_string(t).unwrap_or_default());
+        }
+        if !batch.is_empty() {
+            events.send_all(batch);
         }
         let snap = ctl.snapshot();
         state.send_if_modified(|s| {

@@ -6,6 +6,7 @@ use super::controller::{AdminRequest, Controller, DbAccess, Input};
 use super::driver::{self, TokioClock};
 use super::{credentials, otp};
 use crate::api::event::{AlertKind, EventKind, Timed};
+use crate::api::ApiError;
 use crate::config::AccessConfig;
 use crate::hw::sim::{self, SimLockState};
 use crate::store::{Create, Db, DbKey, Method, StoreError};
@@ -67,7 +68,8 @@ impl Rig {
         let now = BASE_MS + clock.start.elapsed().as_millis() as i64;
         let (ctl, _) = Controller::new(cfg, store, devices, now).unwrap();
         let (tx, inputs) = mpsc::channel(64);
-        let (etx, rx) = broadcast::channel(1024);
+        let etx = crate::api::event::EventBus::new(1024);
+        let rx = etx.subscribe();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (state, _) = tokio::sync::watch::channel(Default::default());
         let task = tokio::spawn(driver::run(ctl, clock, inputs, etx, state, async {
@@ -702,4 +704,60 @@ fn a_totp_code_used_before_the_clock_went_back_is_not_accepted_again() {
     assert!(ev.iter().all(|e| e.event != EventKind::Unlock), "{ev:?}");
     let ev = run(BASE_MS + 5_000);
     assert!(ev.iter().all(|e| e.event != EventKind::Unlock), "{ev:?}");
+}
+
+// ----- a credential from Home Assistant (#8) ------------------------------------------
+
+fn remote(
+    keys: &str,
+) -> (
+    Input,
+    tokio::sync::oneshot::Receiver<Result<String, ApiError>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let i = Input::Credential {
+        keys: keys.trim_end_matches('#').to_owned(),
+        via: Method::Ha,
+        reply: Some(tx),
+    };
+    (i, rx)
+}
+
+#[test]
+fn a_remote_credential_is_a_keypad_entry_audited_as_its_channel() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let good = issue(&mut db, None, 600, BASE_MS);
+    let other = issue(&mut db, None, 600, BASE_MS);
+    let bad = wrong_code_keys(&other);
+    let (mut ctl, lock) = bare(db);
+    // Wrong codes are strikes, shared with the keypad: three lock it out.
+    for i in 0..3 {
+        let (input, mut rx) = remote(&bad);
+        let ev = ctl.handle(BASE_MS + i, input);
+        assert!(matches!(rx.try_recv(), Ok(Err(ApiError::NotAuthorized(_)))));
+        assert!(ev
+            .iter()
+            .any(|e| e.event == EventKind::Deny && e.method == Some(Method::Ha)));
+    }
+    assert!(lock.is_locked());
+    let (input, mut rx) = remote(&good.keys);
+    ctl.handle(BASE_MS + 10, input);
+    assert!(
+        matches!(rx.try_recv(), Ok(Err(ApiError::Busy(_)))),
+        "refused while locked out"
+    );
+    assert!(lock.is_locked());
+    // After the lockout the right code opens, once, audited as `ha`.
+    let later = BASE_MS + 121_000;
+    let (input, mut rx) = remote(&good.keys);
+    let ev = ctl.handle(later, input);
+    assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+    assert!(!lock.is_locked());
+    let unlock = ev.iter().find(|e| e.event == EventKind::Unlock).unwrap();
+    assert_eq!(unlock.method, Some(Method::Ha));
+    assert_eq!(unlock.reason.as_deref(), Some("one_time_code"));
+    let (input, mut rx) = remote(&good.keys);
+    ctl.handle(later + 100, input);
+    assert!(matches!(rx.try_recv(), Ok(Err(_))), "single use");
 }

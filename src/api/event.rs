@@ -174,3 +174,58 @@ impl Timed {
         }
     }
 }
+
+/// The event bus: the broadcast every adapter subscribes to and, when MQTT is on, the
+/// store's outbox. An event is written to the outbox (one transaction per batch) before
+/// it is broadcast, so a broker that is down, or a restart, loses nothing.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: tokio::sync::broadcast::Sender<Timed>,
+    outbox: Option<(crate::store::Store, usize)>,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> EventBus {
+        EventBus {
+            tx: tokio::sync::broadcast::channel(capacity).0,
+            outbox: None,
+        }
+    }
+
+    /// Also queue every event (but `ignored`) in the store's outbox, at most `max`.
+    pub fn with_outbox(mut self, store: crate::store::Store, max: usize) -> EventBus {
+        self.outbox = Some((store, max));
+        self
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Timed> {
+        self.tx.subscribe()
+    }
+
+    pub fn send(&self, t: Timed) {
+        self.send_all(vec![t]);
+    }
+
+    /// Queue (when there is an outbox) and broadcast, in order.
+    pub fn send_all(&self, batch: Vec<Timed>) {
+        if let Some((store, max)) = &self.outbox {
+            let rows: Vec<(i64, bool, String)> = batch
+                .iter()
+                .filter(|t| t.event.event != EventKind::Ignored)
+                .filter_map(|t| {
+                    let body = serde_json::to_string(t).ok()?;
+                    Some((t.at_ms, t.event.alert.is_some(), body))
+                })
+                .collect();
+            if !rows.is_empty() {
+                let max = *max;
+                if let Err(e) = store.call_sync(move |db| db.outbox_push(&rows, max)) {
+                    log::error!("mqtt outbox: {e}; these events go out only if the broker is up");
+                }
+            }
+        }
+        for t in batch {
+            let _ = self.tx.send(t);
+        }
+    }
+}

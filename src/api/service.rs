@@ -19,7 +19,7 @@
 //! waits in the channel and never reaches the face path, which goes from vision to the
 //! controller directly.
 
-use super::event::{EnrollProgress, EnrollStatus, Event, EventKind, Timed};
+use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Timed};
 use super::{
     authorize, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource, IssuedCode,
     LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
@@ -83,7 +83,7 @@ pub struct Backends {
     pub controller: Option<ControllerLink>,
     /// None: vision unavailable (keypad only).
     pub vision: Option<Arc<VisionShared>>,
-    pub events: broadcast::Sender<Timed>,
+    pub events: EventBus,
     /// The controller's clock (virtual time in the simulator).
     pub clock: Arc<dyn Clock + Sync>,
 }
@@ -99,7 +99,7 @@ struct Envelope {
 pub struct ApiHandle {
     tx: mpsc::Sender<Envelope>,
     status: watch::Receiver<Status>,
-    events: broadcast::Sender<Timed>,
+    events: EventBus,
 }
 
 impl ApiHandle {
@@ -282,7 +282,7 @@ impl Service {
 
     fn publish(&self, event: Event) {
         log::info!("{}", serde_json::to_string(&event).unwrap_or_default());
-        let _ = self.b.events.send(Timed {
+        self.b.events.send(Timed {
             at_ms: self.b.clock.now_ms(),
             event,
         });
@@ -777,7 +777,7 @@ fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
 
 struct EnrollCtx {
     store: Store,
-    events: broadcast::Sender<Timed>,
+    events: EventBus,
     vision: Arc<VisionShared>,
     job: u64,
     user: User,
@@ -799,7 +799,7 @@ impl EnrollCtx {
             },
         );
         log::info!("{}", serde_json::to_string(&e).unwrap_or_default());
-        let _ = self.events.send(Timed {
+        self.events.send(Timed {
             at_ms: self.clock.now_ms(),
             event: e,
         });
@@ -826,7 +826,7 @@ impl EnrollCtx {
                         message: format!("{what}: {n} template(s)"),
                     },
                 );
-                let _ = events.send(Timed {
+                events.send(Timed {
                     at_ms: clock.now_ms(),
                     event: e,
                 });

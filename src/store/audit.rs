@@ -21,6 +21,8 @@ pub enum Method {
     Admin,
     Dbus,
     Mqtt,
+    /// Home Assistant's (unsigned) lock command, with a keypad credential as its code.
+    Ha,
     System,
     Bench,
 }
@@ -36,6 +38,7 @@ impl Method {
             Method::Admin => "admin",
             Method::Dbus => "dbus",
             Method::Mqtt => "mqtt",
+            Method::Ha => "ha",
             Method::System => "system",
             Method::Bench => "bench",
         }

@@ -11,12 +11,14 @@ pub mod audit;
 pub mod db;
 pub mod key;
 pub mod otp;
+pub mod outbox;
 pub mod schema;
 
 pub use audit::{AuditEntry, AuditRow, Method, Outcome, VerifyReport};
 pub use db::{CheckReport, Create, Db, OpenInfo, Template};
 pub use key::{resolve_key, DbKey, KeySource};
 pub use otp::{CodeRow, LockoutState, TotpRow};
+pub use outbox::OutboxRow;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -88,6 +88,16 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX mqtt_nonces_ts ON mqtt_nonces (ts);
     "#,
+    // v4: the MQTT outbox: secret-free events waiting for the broker's PUBACK. seq is
+    // AUTOINCREMENT so a number is never given twice, even after the rows are deleted.
+    r#"
+    CREATE TABLE outbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms       INTEGER NOT NULL,
+        alert       INTEGER NOT NULL CHECK (alert IN (0, 1)),
+        body        TEXT    NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

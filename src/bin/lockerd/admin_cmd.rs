@@ -21,7 +21,11 @@ pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let (store, _, _) = lockerd::daemon::open_store(&ctx.config, ctx.demo, Create::MustExist)?;
     let vision = matches!(cmd, Cmd::Enroll(_)).then(|| VisionShared::lazy(&ctx.config.vision));
-    let (events, _) = tokio::sync::broadcast::channel(256);
+    // With MQTT on, what is done offline is queued too and goes out with the daemon.
+    let mut events = lockerd::api::event::EventBus::new(256);
+    if ctx.config.mqtt.enabled {
+        events = events.with_outbox(store.clone(), ctx.config.mqtt.outbox_max_events);
+    }
     let result = rt.block_on(async {
         let (api, task) = Service::start(
             ctx.config.clone(),

@@ -1,0 +1,183 @@
+//! The MQTT outbox: secret-free events waiting for the broker. Rows are written by the
+//! event bus (`api::event::EventBus`) before an event is broadcast, read in `seq` order
+//! by the MQTT publisher and deleted when the broker has acknowledged them (PUBACK). The
+//! table is bounded: past [`Db::outbox_push`]'s `max`, the oldest tenth goes and one
+//! alert row says how many and which numbers, so a dead broker cannot fill the disk.
+
+use super::{Db, StoreError};
+use rusqlite::params;
+
+/// One waiting event. `body` is the event's JSON object without its `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub alert: bool,
+    pub body: String,
+}
+
+impl OutboxRow {
+    /// The published payload: the body with `"seq"` first.
+    pub fn payload(&self) -> String {
+        match self.body.strip_prefix('{') {
+            Some(rest) if rest.trim_start().starts_with('}') => {
+                format!("{{\"seq\":{}}}", self.seq)
+            }
+            Some(rest) => format!("{{\"seq\":{},{rest}", self.seq),
+            None => format!("{{\"seq\":{},\"body\":{:?}}}", self.seq, self.body),
+        }
+    }
+}
+
+impl Db {
+    /// Queue events (at_ms, is_alert, JSON object) in one transaction. Past `max` rows
+    /// the oldest tenth is dropped and an alert row says so. Returns the numbers given.
+    pub fn outbox_push(
+        &mut self,
+        events: &[(i64, bool, String)],
+        max: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let max = max.max(10) as i64;
+        self.atomically(|db| {
+            let mut seqs = Vec::with_capacity(events.len());
+            for (at_ms, alert, body) in events {
+                db.conn().execute(
+                    "INSERT INTO outbox (at_ms, alert, body) VALUES (?1, ?2, ?3)",
+                    params![at_ms, *alert as i64, body],
+                )?;
+                seqs.push(db.conn().last_insert_rowid());
+            }
+            let n: i64 = db
+                .conn()
+                .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+            if n > max {
+                let drop_n = n - max + max / 10;
+                let (first, last): (i64, i64) = db.conn().query_row(
+                    "SELECT min(seq), max(seq) FROM
+                        (SELECT seq FROM outbox ORDER BY seq LIMIT ?1)",
+                    [drop_n],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                db.conn()
+                    .execute("DELETE FROM outbox WHERE seq <= ?1", [last])?;
+                let at_ms = events.last().map(|e| e.0).unwrap_or_default();
+                let body = serde_json::json!({
+                    "at_ms": at_ms,
+                    "event": "alert",
+                    "alert": {
+                        "kind": "fault",
+                        "message": format!(
+                            "the MQTT outbox is full ({max} events): {drop_n} oldest events \
+                             (seq {first}..{last}) dropped; the audit log still has them"
+                        ),
+                    },
+                    "detail": {"outbox_dropped": drop_n, "first_seq": first, "last_seq": last},
+                });
+                db.conn().execute(
+                    "INSERT INTO outbox (at_ms, alert, body) VALUES (?1, 1, ?2)",
+                    params![at_ms, body.to_string()],
+                )?;
+                log::warn!(
+                    "mqtt outbox full: {drop_n} oldest events (seq {first}..{last}) dropped"
+                );
+            }
+            Ok(seqs)
+        })
+    }
+
+    /// Up to `limit` waiting events with `seq > after`, oldest first.
+    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT seq, at_ms, alert, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, limit as i64], |r| {
+            Ok(OutboxRow {
+                seq: r.get(0)?,
+                at_ms: r.get(1)?,
+                alert: r.get::<_, i64>(2)? != 0,
+                body: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forget acknowledged events.
+    pub fn outbox_delete(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        self.atomically(|db| {
+            for s in seqs {
+                db.conn()
+                    .execute("DELETE FROM outbox WHERE seq = ?1", [s])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn outbox_len(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Create, DbKey};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn db(dir: &Path) -> Db {
+        let k = DbKey::from_text("outbox test key 0123456789", Path::new("t")).unwrap();
+        Db::open(
+            &dir.join("o.db"),
+            &k,
+            Create::IfMissing,
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .0
+    }
+
+    fn ev(i: i64) -> (i64, bool, String) {
+        (i, false, format!("{{\"at_ms\":{i},\"event\":\"unlock\"}}"))
+    }
+
+    #[test]
+    fn numbers_are_never_given_twice_and_survive_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut db = db(d.path());
+            assert_eq!(db.outbox_push(&[ev(1), ev(2)], 100).unwrap(), vec![1, 2]);
+            db.outbox_delete(&[1, 2]).unwrap();
+            assert_eq!(db.outbox_push(&[ev(3)], 100).unwrap(), vec![3]);
+        }
+        let mut db = db(d.path());
+        let rows = db.outbox_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].payload(),
+            "{\"seq\":3,\"at_ms\":3,\"event\":\"unlock\"}"
+        );
+        assert_eq!(db.outbox_push(&[ev(4)], 100).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = db(d.path());
+        for i in 0..100 {
+            db.outbox_push(&[ev(i)], 50).unwrap();
+        }
+        let n = db.outbox_len().unwrap();
+        assert!(n <= 51, "bounded: {n}");
+        let rows = db.outbox_after(0, 1000).unwrap();
+        let alerts: Vec<_> = rows.iter().filter(|r| r.alert).collect();
+        assert!(!alerts.is_empty());
+        let v: serde_json::Value = serde_json::from_str(&alerts[0].payload()).unwrap();
+        assert_eq!(v["alert"]["kind"], "fault");
+        assert!(v["detail"]["outbox_dropped"].as_i64().unwrap() > 0);
+        // The newest event is always kept, and the order is the order of writing.
+        assert_eq!(rows.last().unwrap().body, ev(99).2);
+        assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+}
