@@ -326,6 +326,11 @@ impl Backend {
             Request::Verify => Response::Seen {
                 seen: parse::<Option<Seen>>(&p.verify().await.map_err(e)?)?,
             },
+            Request::KeypadEntry { .. } => {
+                return Err(ApiError::InvalidArgument(
+                    "a keypad entry is not taken over D-Bus (type it on the keypad)".into(),
+                ))
+            }
         })
     }
 }

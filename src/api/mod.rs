@@ -66,6 +66,8 @@ pub enum Via {
     Cli,
     /// `lockerd simulate`.
     Simulator,
+    /// Home Assistant's unsigned lock command (lock, or unlock with a keypad credential).
+    Ha,
 }
 
 impl Via {
@@ -74,6 +76,7 @@ impl Via {
         match self {
             Via::Dbus => Method::Dbus,
             Via::Mqtt => Method::Mqtt,
+            Via::Ha => Method::Ha,
             Via::Cli | Via::Simulator => Method::Admin,
         }
     }
@@ -238,6 +241,11 @@ pub enum Request {
     AuditVerify,
     /// Who is at the camera now (the last attempt of the current track).
     Verify,
+    /// A keypad credential typed elsewhere (Home Assistant's lock code): the keys of a
+    /// keypad entry without the final `#`. Checked like the keypad, with its strikes.
+    KeypadEntry {
+        keys: String,
+    },
 }
 
 fn default_user_role() -> UserRole {
@@ -273,6 +281,7 @@ impl Request {
             Request::AuditQuery { .. } => "audit_query",
             Request::AuditVerify => "audit_verify",
             Request::Verify => "verify",
+            Request::KeypadEntry { .. } => "keypad_entry",
         }
     }
 }
@@ -283,7 +292,9 @@ impl Request {
 pub fn required_role(r: &Request) -> Role {
     match r {
         Request::Status => Role::Viewer,
-        Request::Unlock { .. } | Request::Lock | Request::Verify => Role::Operator,
+        Request::Unlock { .. } | Request::Lock | Request::Verify | Request::KeypadEntry { .. } => {
+            Role::Operator
+        }
         Request::UsersList
         | Request::UserAdd { .. }
         | Request::UserRemove { .. }

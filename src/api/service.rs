@@ -438,6 +438,21 @@ impl Service {
                 let message = self.to_controller(AdminRequest::Lock { by, via }).await?;
                 Ok(Response::Done { message })
             }
+            Request::KeypadEntry { keys } => {
+                let ctl = self.ctl()?;
+                let (reply, rx) = oneshot::channel();
+                let gone = || ApiError::Unavailable("the access controller has stopped".into());
+                ctl.inputs
+                    .send(Input::Credential {
+                        keys,
+                        via,
+                        reply: Some(reply),
+                    })
+                    .await
+                    .map_err(|_| gone())?;
+                let message = rx.await.map_err(|_| gone())??;
+                Ok(Response::Done { message })
+            }
             Request::UsersList => {
                 let users = self
                     .b

@@ -1,21 +1,24 @@
-//! The broker connection (issue #8, in progress): one rumqttc client that subscribes to
-//! `lockerd/<kiosk_id>/cmd`, checks every command ([`super::envelope`], nonces in the
-//! store), hands the good ones to the request API as a `Via::Mqtt` caller, and publishes
-//! the replies, the availability (retained `online`, last will `offline`) and the
-//! secret-free events. TLS (rustls with ring): the broker checked against `ca_file`, a
-//! client certificate and key from files, or a username and password file; plain TCP only
-//! to a loopback broker (tests). Not yet: the persistent outbox (events published while
-//! the broker is down are lost), the audit head, Home Assistant.
+//! The broker connections. The command connection (client id `lockerd-<kiosk>`) owns
+//! `lockerd/<kiosk>/cmd`: every command is checked ([`super::envelope`], nonces in the
+//! store) and the good ones go to the request API as a `Via::Mqtt` caller; replies go to
+//! `reply/<admin>`. It also carries the availability (retained `online`, last will
+//! `offline`), the retained `state`, Home Assistant's discovery, events and lock command
+//! ([`super::ha`]). Events themselves leave through the outbox on their own connection
+//! ([`super::publisher`]), so they survive an outage and a restart.
 //!
-//! Three tasks: the poll loop owns the connection and never waits on anything else; it
-//! passes commands through a bounded queue (a flood beyond it is dropped and counted) to
-//! the command task; the event task forwards API events.
+//! TLS (rustls with ring): the broker checked against `ca_file` only, a client
+//! certificate and key from files, or a username and password file; plain TCP only to a
+//! loopback broker (tests). A broker that is down is retried with back-off inside the
+//! poll tasks: nothing else waits on it.
+//!
+//! Tasks: the poll loop owns the command connection and never waits on anything else;
+//! it passes commands through a bounded queue (a flood beyond it is dropped and counted)
+//! to the command task; the HA task publishes the state and HA's events.
 
 use super::envelope::{self, Admin, Check, Refusal, Refused};
-use super::reply;
-use super::StoreNonces;
+use super::{ha, reply, StoreNonces};
 use crate::api::service::ApiHandle;
-use crate::api::{Caller, Via};
+use crate::api::{Caller, Request, Role, Via};
 use crate::config::MqttConfig;
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -29,6 +32,8 @@ use tokio::task::JoinHandle;
 const QUEUE: usize = 256;
 /// Refusals before the signature (anyone can send them) audited and answered per minute.
 const UNSIGNED_REFUSALS_PER_MIN: u32 = 10;
+/// Home Assistant commands audited when refused, per minute.
+const HA_REFUSALS_PER_MIN: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -54,23 +59,102 @@ impl Topics {
             base: format!("lockerd/{kiosk}"),
         }
     }
+    fn at(&self, leaf: &str) -> String {
+        format!("{}/{leaf}", self.base)
+    }
     pub fn cmd(&self) -> String {
-        format!("{}/cmd", self.base)
+        self.at("cmd")
     }
     pub fn reply(&self, key: &str) -> String {
         format!("{}/reply/{key}", self.base)
     }
     pub fn rejected(&self) -> String {
-        format!("{}/rejected", self.base)
+        self.at("rejected")
     }
     pub fn availability(&self) -> String {
-        format!("{}/availability", self.base)
+        self.at("availability")
     }
     pub fn event(&self) -> String {
-        format!("{}/event", self.base)
+        self.at("event")
     }
     pub fn alert(&self) -> String {
-        format!("{}/alert", self.base)
+        self.at("alert")
+    }
+    pub fn audit_head(&self) -> String {
+        self.at("audit_head")
+    }
+    /// Retained JSON state (lock, door, lockout, camera) for HA and dashboards.
+    pub fn state(&self) -> String {
+        self.at("state")
+    }
+    pub fn last_access(&self) -> String {
+        self.at("last_access")
+    }
+    pub fn ha_set(&self) -> String {
+        self.at("ha/set")
+    }
+    pub fn ha_access(&self) -> String {
+        self.at("ha/access")
+    }
+    pub fn ha_alert(&self) -> String {
+        self.at("ha/alert")
+    }
+}
+
+/// How to reach the broker; each connection makes its options from it.
+#[derive(Clone)]
+pub struct Connection {
+    pub client_id: String,
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    credentials: Option<(String, String)>,
+    max_packet: usize,
+}
+
+impl Connection {
+    pub fn new(cfg: &MqttConfig) -> Result<Connection, MqttError> {
+        let (tls, host, port) = endpoint(&cfg.url)?;
+        let tls = if tls {
+            Some(Arc::new(tls_config(cfg)?))
+        } else {
+            None
+        };
+        let credentials = if cfg.username.is_empty() {
+            None
+        } else {
+            let pw = std::fs::read_to_string(&cfg.password_file).map_err(|e| {
+                MqttError::Password(cfg.password_file.display().to_string(), e.to_string())
+            })?;
+            Some((
+                cfg.username.clone(),
+                pw.trim_end_matches(['\r', '\n']).to_owned(),
+            ))
+        };
+        Ok(Connection {
+            client_id: format!("lockerd-{}", cfg.kiosk_id),
+            host,
+            port,
+            tls,
+            credentials,
+            max_packet: cfg.max_payload_bytes as usize + 4096,
+        })
+    }
+
+    pub fn options(&self, client_id: String) -> MqttOptions {
+        let mut opts = MqttOptions::new(client_id, self.host.clone(), self.port);
+        if let Some(t) = &self.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(t.clone()),
+            ));
+        }
+        if let Some((u, p)) = &self.credentials {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(self.max_packet, 1 << 20);
+        opts
     }
 }
 
@@ -136,36 +220,22 @@ fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, MqttError> {
         .map_err(|x| e("cert_file", &cfg.cert_file, &x))
 }
 
-struct Cmd {
-    payload: Vec<u8>,
-    retained: bool,
+enum Cmd {
+    Signed { payload: Vec<u8>, retained: bool },
+    Ha { payload: Vec<u8> },
 }
 
 /// Connect and serve until the returned handles are aborted. Never blocks the caller:
-/// a broker that is down is retried with back-off inside the poll task.
+/// a broker that is down is retried with back-off inside the poll tasks.
 pub fn spawn(
     cfg: &MqttConfig,
     api: ApiHandle,
     store: Store,
 ) -> Result<Vec<JoinHandle<()>>, MqttError> {
-    let (tls, host, port) = endpoint(&cfg.url)?;
+    let conn = Connection::new(cfg)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
     let topics = Topics::new(&cfg.kiosk_id);
-    let mut opts = MqttOptions::new(format!("lockerd-{}", cfg.kiosk_id), host, port);
-    if tls {
-        opts.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(Arc::new(tls_config(cfg)?)),
-        ));
-    }
-    if !cfg.username.is_empty() {
-        let pw = std::fs::read_to_string(&cfg.password_file).map_err(|e| {
-            MqttError::Password(cfg.password_file.display().to_string(), e.to_string())
-        })?;
-        opts.set_credentials(cfg.username.clone(), pw.trim_end_matches(['\r', '\n']));
-    }
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_session(true);
-    opts.set_max_packet_size(cfg.max_payload_bytes as usize + 4096, 1 << 20);
+    let mut opts = conn.options(conn.client_id.clone());
     opts.set_last_will(LastWill::new(
         topics.availability(),
         "offline",
@@ -174,15 +244,20 @@ pub fn spawn(
     ));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
+    let ha_cfg = cfg.home_assistant.clone();
+    let discovery = (
+        ha::discovery_topic(cfg),
+        serde_json::to_vec(&ha::discovery(cfg, &topics)).unwrap_or_default(),
+    );
 
-    // 1. The poll loop: owns the connection.
-    let (c1, t1) = (client.clone(), topics.clone());
+    // 1. The poll loop: owns the command connection.
+    let (c1, t1, status1) = (client.clone(), topics.clone(), api.status());
     let max_payload = cfg.max_payload_bytes as usize;
     let poll = tokio::spawn(async move {
         let mut failures = 0u32;
         let mut dropped = 0u64;
         loop {
-            match eventloop.poll().await {
+            let cmd = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
                     log::info!("mqtt: connected; serving {}", t1.cmd());
@@ -190,6 +265,23 @@ pub fn spawn(
                     let _ = c1
                         .publish(t1.availability(), QoS::AtLeastOnce, true, "online")
                         .await;
+                    let state = ha::state(&status1.borrow());
+                    let _ = c1
+                        .publish(t1.state(), QoS::AtLeastOnce, true, state.to_string())
+                        .await;
+                    // Discovery on, or cleared (an empty retained message) when off.
+                    let body = if ha_cfg.discovery {
+                        discovery.1.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    let _ = c1
+                        .publish(discovery.0.clone(), QoS::AtLeastOnce, true, body)
+                        .await;
+                    if ha_cfg.discovery {
+                        let _ = c1.subscribe(t1.ha_set(), QoS::AtLeastOnce).await;
+                    }
+                    None
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.cmd() => {
                     // Oversized payloads are cut here already: only their size travels on.
@@ -198,18 +290,18 @@ pub fn spawn(
                     } else {
                         p.payload.to_vec()
                     };
-                    let cmd = Cmd {
+                    Some(Cmd::Signed {
                         payload,
                         retained: p.retain,
-                    };
-                    if tx.try_send(cmd).is_err() {
-                        dropped += 1;
-                        if dropped.is_power_of_two() {
-                            log::warn!("mqtt: {dropped} commands dropped (queue full: a flood?)");
-                        }
-                    }
+                    })
                 }
-                Ok(_) => {}
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.ha_set() => {
+                    // A retained lock command would replay itself on every reconnect.
+                    (!p.retain).then(|| Cmd::Ha {
+                        payload: p.payload.iter().take(1024).copied().collect(),
+                    })
+                }
+                Ok(_) => None,
                 Err(e) => {
                     failures += 1;
                     let wait = Duration::from_millis(500 * (1 << failures.min(6)));
@@ -217,46 +309,71 @@ pub fn spawn(
                         log::warn!("mqtt: {e}; retrying in {} ms", wait.as_millis());
                     }
                     tokio::time::sleep(wait).await;
+                    None
+                }
+            };
+            if let Some(cmd) = cmd {
+                if tx.try_send(cmd).is_err() {
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        log::warn!("mqtt: {dropped} commands dropped (queue full: a flood?)");
+                    }
                 }
             }
         }
     });
 
     // 2. Commands.
-    let (c2, t2, api2) = (client.clone(), topics.clone(), api.clone());
     let check = CheckCfg {
         topic: topics.cmd(),
         kiosk: cfg.kiosk_id.clone(),
         admins,
         max_skew_s: cfg.max_skew_s as i64,
         max_payload_bytes: max_payload,
+        allow_unlock: cfg.home_assistant.allow_unlock,
     };
-    let commands = tokio::spawn(serve_commands(rx, check, c2, t2, api2, store));
+    let commands = tokio::spawn(serve_commands(
+        rx,
+        check,
+        (client.clone(), topics.clone()),
+        api.clone(),
+        store.clone(),
+    ));
 
-    // 3. Events (secret-free by construction), alerts also on their own topic.
-    let (c3, t3) = (client, topics);
-    let mut events = api.subscribe();
-    let forward = tokio::spawn(async move {
+    // 3. The retained state and HA's events (best effort: the outbox has every event).
+    let (c3, t3) = (client, topics.clone());
+    let (mut status, mut events) = (api.status(), api.subscribe());
+    let state = tokio::spawn(async move {
         loop {
-            match events.recv().await {
-                Ok(t) => {
-                    let body = serde_json::to_vec(&t).unwrap_or_default();
-                    let is_alert = t.event.alert.is_some();
-                    let _ = c3
-                        .publish(t3.event(), QoS::AtLeastOnce, false, body.clone())
-                        .await;
-                    if is_alert {
-                        let _ = c3.publish(t3.alert(), QoS::AtLeastOnce, false, body).await;
+            tokio::select! {
+                r = status.changed() => {
+                    if r.is_err() {
+                        break;
                     }
+                    let s = ha::state(&status.borrow_and_update()).to_string();
+                    let _ = c3.publish(t3.state(), QoS::AtLeastOnce, true, s).await;
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    log::warn!("mqtt: {n} events not forwarded (too many at once)");
-                }
-                Err(_) => break,
+                r = events.recv() => match r {
+                    Ok(t) => {
+                        if let Some((topic, body)) = ha::event(&t3, &t) {
+                            let access = topic == t3.ha_access();
+                            let body = body.to_string();
+                            let _ = c3.publish(topic, QoS::AtLeastOnce, false, body.clone()).await;
+                            if access {
+                                let _ = c3.publish(t3.last_access(), QoS::AtLeastOnce, true, body).await;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                },
             }
         }
     });
-    Ok(vec![poll, commands, forward])
+
+    // 4. Events, from the outbox, on their own connection.
+    let outbox = tokio::spawn(super::publisher::run(conn, topics, store, api.subscribe()));
+    Ok(vec![poll, commands, state, outbox])
 }
 
 #[derive(Clone)]
@@ -266,21 +383,70 @@ struct CheckCfg {
     admins: Arc<Vec<Admin>>,
     max_skew_s: i64,
     max_payload_bytes: usize,
+    allow_unlock: bool,
+}
+
+/// Counts refusals per minute so a flood costs one audit row a few seconds at most.
+struct PerMinute {
+    since: Instant,
+    n: u32,
+    max: u32,
+}
+
+impl PerMinute {
+    fn new(max: u32) -> Self {
+        PerMinute {
+            since: Instant::now(),
+            n: 0,
+            max,
+        }
+    }
+    /// True while under the limit this minute.
+    fn admit(&mut self) -> bool {
+        if self.since.elapsed() >= Duration::from_secs(60) {
+            self.since = Instant::now();
+            self.n = 0;
+        }
+        self.n += 1;
+        self.n <= self.max
+    }
+}
+
+async fn publish_json(client: &AsyncClient, topic: String, body: &serde_json::Value) {
+    let _ = client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            serde_json::to_vec(body).unwrap_or_default(),
+        )
+        .await;
+}
+
+async fn audit(store: &Store, entry: AuditEntry) {
+    if let Err(e) = store.call(move |db| db.audit_append(&entry)).await {
+        log::error!("could not audit a refused command: {e}");
+    }
 }
 
 async fn serve_commands(
     mut rx: mpsc::Receiver<Cmd>,
     check: CheckCfg,
-    client: AsyncClient,
-    topics: Topics,
+    (client, topics): (AsyncClient, Topics),
     api: ApiHandle,
     store: Store,
 ) {
-    let mut minute = Instant::now();
-    let mut unsigned = 0u32;
+    let mut unsigned = PerMinute::new(UNSIGNED_REFUSALS_PER_MIN);
+    let mut ha_refused = PerMinute::new(HA_REFUSALS_PER_MIN);
     while let Some(cmd) = rx.recv().await {
+        let (payload, retained) = match cmd {
+            Cmd::Signed { payload, retained } => (payload, retained),
+            Cmd::Ha { payload } => {
+                serve_ha(&payload, check.allow_unlock, &api, &store, &mut ha_refused).await;
+                continue;
+            }
+        };
         let c = check.clone();
-        let retained = cmd.retained;
         let verdict = store
             .call(move |db| {
                 if retained {
@@ -303,7 +469,7 @@ async fn serve_commands(
                     db,
                     window_s: c.max_skew_s,
                 };
-                Ok(envelope::open(&cmd.payload, &chk, &mut g))
+                Ok(envelope::open(&payload, &chk, &mut g))
             })
             .await;
         let verdict = match verdict {
@@ -326,26 +492,12 @@ async fn serve_commands(
                         .unwrap_or_else(|e| reply::error(Some(&v.id), "internal", &e.to_string())),
                     Err(e) => reply::api_error(&v.id, &e),
                 };
-                let _ = client
-                    .publish(
-                        topics.reply(&v.admin),
-                        QoS::AtLeastOnce,
-                        false,
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                    )
-                    .await;
+                publish_json(&client, topics.reply(&v.admin), &body).await;
             }
             Err(r) => {
-                if minute.elapsed() >= Duration::from_secs(60) {
-                    minute = Instant::now();
-                    unsigned = 0;
-                }
                 let before = r.kind.before_signature();
-                if before {
-                    unsigned += 1;
-                    if unsigned > UNSIGNED_REFUSALS_PER_MIN {
-                        continue;
-                    }
+                if before && !unsigned.admit() {
+                    continue;
                 }
                 log::info!("mqtt: command refused: {r}");
                 let entry = AuditEntry::new(Method::Mqtt, Outcome::Deny, "command_refused")
@@ -355,23 +507,60 @@ async fn serve_commands(
                         "id": r.id,
                         "signed": !before,
                     }));
-                if let Err(e) = store.call(move |db| db.audit_append(&entry)).await {
-                    log::error!("could not audit a refused command: {e}");
-                }
+                audit(&store, entry).await;
                 let body = reply::error(r.id.as_deref(), r.kind.as_str(), &r.message);
                 let topic = match (&r.key, before) {
                     (Some(k), false) => topics.reply(k),
                     _ => topics.rejected(),
                 };
-                let _ = client
-                    .publish(
-                        topic,
-                        QoS::AtLeastOnce,
-                        false,
-                        serde_json::to_vec(&body).unwrap_or_default(),
-                    )
-                    .await;
+                publish_json(&client, topic, &body).await;
             }
         }
+    }
+}
+
+/// Home Assistant's lock command: lock always; unlock only with `allow_unlock` and a
+/// keypad credential as the code (the controller checks it, with the keypad's strikes).
+async fn serve_ha(
+    payload: &[u8],
+    allow_unlock: bool,
+    api: &ApiHandle,
+    store: &Store,
+    refused: &mut PerMinute,
+) {
+    let caller = Caller {
+        id: "home assistant".into(),
+        via: Via::Ha,
+        role: Role::Operator,
+        bus_name: None,
+    };
+    let why = match ha::parse_command(payload) {
+        Ok(ha::Command::Lock) => match api.call(&caller, Request::Lock).await {
+            Ok(_) => return,
+            Err(e) => e.to_string(),
+        },
+        Ok(ha::Command::Unlock { .. }) if !allow_unlock => {
+            "unlock from Home Assistant is off (mqtt.home_assistant.allow_unlock)".to_string()
+        }
+        Ok(ha::Command::Unlock { code }) if !ha::code_well_formed(&code) => {
+            "no keypad credential as the lock code".to_string()
+        }
+        Ok(ha::Command::Unlock { code }) => {
+            // The controller audits the attempt itself (granted or not) as `ha`.
+            match api.call(&caller, Request::KeypadEntry { keys: code }).await {
+                Ok(_) => return,
+                Err(e) => {
+                    log::info!("home assistant unlock refused: {e}");
+                    return;
+                }
+            }
+        }
+        Err(e) => format!("malformed command: {e}"),
+    };
+    log::info!("home assistant command refused: {why}");
+    if refused.admit() {
+        let entry = AuditEntry::new(Method::Ha, Outcome::Deny, "ha_command_refused")
+            .evidence(json!({ "error": why }));
+        audit(store, entry).await;
     }
 }

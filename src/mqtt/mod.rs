@@ -1,12 +1,13 @@
-//! The MQTT side of the kiosk (issue #8, in progress): the signed admin command envelope
-//! ([`envelope`]) with its replay guard in the store ([`StoreNonces`]), sealed replies
-//! ([`reply`]), and the broker connection ([`bridge`]: plain MQTT to a loopback broker so
-//! far) that hands commands to the same request API as D-Bus with a `Via::Mqtt` caller.
-//! Not built yet: TLS, the persistent outbox, the audit head, Home Assistant, the ESP32
-//! lock.
+//! The MQTT side of the kiosk: the signed admin command envelope ([`envelope`]) with its
+//! replay guard in the store ([`StoreNonces`]), sealed replies ([`reply`]), the broker
+//! connection ([`bridge`], TLS) that hands commands to the same request API as D-Bus with
+//! a `Via::Mqtt` caller, the outbox publisher ([`publisher`]: events and the audit head,
+//! in order, across outages) and Home Assistant ([`ha`]). Not built yet: the ESP32 lock.
 
 pub mod bridge;
 pub mod envelope;
+pub mod ha;
+pub mod publisher;
 pub mod reply;
 
 use crate::store::{Db, StoreError};

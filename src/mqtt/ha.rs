@@ -1,0 +1,489 @@
+//! Home Assistant: the device-based discovery message, the retained state it reads, the
+//! access and alert events it shows, and its (unsigned) lock command. Pure functions: the
+//! bridge publishes what they build and hands the parsed command to the controller.
+//!
+//! What HA shows: a `lock` (LOCKED / UNLOCKED / JAMMED / OPEN, OPEN meaning the door
+//! stands open), the door and the keypad lockout as binary sensors, an `event` entity
+//! for access (granted / denied, with who and how as attributes) and one for alerts, the
+//! camera state and the last access as sensors. Availability is the bridge's LWT.
+//!
+//! HA's command topic is not signed, so it may only lock unless `allow_unlock` is set;
+//! then an unlock must carry a keypad credential as its code (the keys of a keypad
+//! entry without the final `#`: `*SLOT#CODE` or `NO#PINTOTP`), checked by the controller
+//! like the keypad itself (same strikes and lockout) and audited as `ha`.
+
+use super::bridge::Topics;
+use crate::api::event::{EventKind, Timed};
+use crate::api::{CameraState, DoorState, LockState, Status};
+use crate::config::MqttConfig;
+use serde_json::{json, Value};
+
+/// The lock code HA asks for: a keypad entry without its final `#`.
+pub const CODE_FORMAT: &str = r"^\*?[0-9]{1,3}#[0-9]{4,16}$";
+
+/// The retained discovery topic of this kiosk.
+pub fn discovery_topic(cfg: &MqttConfig) -> String {
+    format!(
+        "{}/device/lockerd_{}/config",
+        cfg.home_assistant.prefix, cfg.kiosk_id
+    )
+}
+
+/// The device-based discovery message (`dev`, `o`, `cmps`).
+pub fn discovery(cfg: &MqttConfig, topics: &Topics) -> Value {
+    let k = &cfg.kiosk_id;
+    let id = |c: &str| format!("lockerd_{k}_{c}");
+    let state = topics.state();
+    let mut lock = json!({
+        "p": "lock",
+        "unique_id": id("lock"),
+        "name": "Lock",
+        "state_topic": state,
+        "value_template": "{{ value_json.lock }}",
+        "state_locked": "LOCKED",
+        "state_unlocked": "UNLOCKED",
+        "state_jammed": "JAMMED",
+        "state_open": "OPEN",
+        "command_topic": topics.ha_set(),
+        "payload_lock": "LOCK",
+        "payload_unlock": "UNLOCK",
+        "json_attributes_topic": topics.last_access(),
+    });
+    if cfg.home_assistant.allow_unlock {
+        lock["code_format"] = CODE_FORMAT.into();
+        lock["command_template"] = r#"{"action": "{{ value }}", "code": "{{ code }}"}"#.into();
+    } else {
+        lock["command_template"] = r#"{"action": "{{ value }}"}"#.into();
+    }
+    json!({
+        "dev": {
+            "ids": [format!("lockerd_{k}")],
+            "name": format!("lockerd {k}"),
+            "mf": "lockerd",
+            "mdl": "walk-up face-unlock kiosk",
+            "sw": env!("CARGO_PKG_VERSION"),
+        },
+        "o": {
+            "name": "lockerd",
+            "sw": env!("CARGO_PKG_VERSION"),
+        },
+        "availability_topic": topics.availability(),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+        "cmps": {
+            "lock": lock,
+            "door": {
+                "p": "binary_sensor",
+                "unique_id": id("door"),
+                "name": "Door",
+                "device_class": "door",
+                "state_topic": state,
+                "value_template": "{{ value_json.door }}",
+                "payload_on": "ON",
+                "payload_off": "OFF",
+            },
+            "keypad_lockout": {
+                "p": "binary_sensor",
+                "unique_id": id("keypad_lockout"),
+                "name": "Keypad lockout",
+                "device_class": "problem",
+                "state_topic": state,
+                "value_template": "{{ value_json.keypad_lockout }}",
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ {'until': value_json.keypad_locked_until} | tojson }}",
+            },
+            "access": {
+                "p": "event",
+                "unique_id": id("access"),
+                "name": "Access",
+                "state_topic": topics.ha_access(),
+                "event_types": ["granted", "denied"],
+            },
+            "alert": {
+                "p": "event",
+                "unique_id": id("alert"),
+                "name": "Alert",
+                "state_topic": topics.ha_alert(),
+                "event_types": [
+                    "keypad_lockout", "banned_user", "door_forced", "door_held_open",
+                    "face_rate_limited", "fault",
+                ],
+            },
+            "camera": {
+                "p": "sensor",
+                "unique_id": id("camera"),
+                "name": "Camera",
+                "device_class": "enum",
+                "options": ["ok", "unavailable", "ended"],
+                "entity_category": "diagnostic",
+                "state_topic": state,
+                "value_template": "{{ value_json.camera }}",
+            },
+            "last_access": {
+                "p": "sensor",
+                "unique_id": id("last_access"),
+                "name": "Last access",
+                "device_class": "timestamp",
+                "state_topic": topics.last_access(),
+                "value_template": "{{ value_json.at }}",
+                "json_attributes_topic": topics.last_access(),
+            },
+        },
+    })
+}
+
+/// The retained state every entity reads (`lockerd/<kiosk>/state`).
+pub fn state(s: &Status) -> Value {
+    let door_open = s.door == DoorState::Open;
+    let lock = match (s.lock, door_open) {
+        (LockState::Jammed, _) => "JAMMED",
+        (_, true) => "OPEN",
+        (LockState::Unlocked, false) => "UNLOCKED",
+        (LockState::Locked, false) => "LOCKED",
+    };
+    let on_off = |b: bool| if b { "ON" } else { "OFF" };
+    let locked_out = s.keypad_locked_until_ms > crate::types::now_ms();
+    json!({
+        "lock": lock,
+        "door": on_off(door_open),
+        "door_known": s.door != DoorState::Unknown,
+        "keypad_lockout": on_off(locked_out),
+        "keypad_locked_until": if locked_out {
+            Value::String(crate::timefmt::iso_utc(s.keypad_locked_until_ms))
+        } else {
+            Value::Null
+        },
+        "camera": match s.camera {
+            CameraState::Ok => "ok",
+            CameraState::Unavailable => "unavailable",
+            CameraState::Ended => "ended",
+        },
+        "users": s.users,
+    })
+}
+
+/// An access or alert event for HA's event entities (topic, payload); the access ones
+/// also become the retained last access. `None` for other events.
+pub fn event(topics: &Topics, t: &Timed) -> Option<(String, Value)> {
+    let e = &t.event;
+    let at = crate::timefmt::iso_utc(t.at_ms);
+    match e.event {
+        EventKind::Unlock | EventKind::Deny => Some((
+            topics.ha_access(),
+            json!({
+                "event_type": if e.event == EventKind::Unlock { "granted" } else { "denied" },
+                "at": at,
+                "user": e.user,
+                "method": e.method.map(|m| m.as_str()),
+                "reason": e.reason,
+            }),
+        )),
+        EventKind::Alert => e.alert.as_ref().map(|a| {
+            (
+                topics.ha_alert(),
+                json!({"event_type": a.kind.as_str(), "at": at, "message": a.message}),
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// HA's lock command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Lock,
+    /// With the code HA's user typed (may be empty).
+    Unlock {
+        code: String,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the code.
+        f.write_str(match self {
+            Command::Lock => "LOCK",
+            Command::Unlock { .. } => "UNLOCK",
+        })
+    }
+}
+
+/// Parse a payload of the command template (or a bare `LOCK` / `UNLOCK`).
+pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
+    if payload.len() > 512 {
+        return Err(format!("{} bytes; at most 512", payload.len()));
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_string())?;
+    let (action, code) = match serde_json::from_str::<Value>(text) {
+        Ok(v) => (
+            v.get("action")
+                .and_then(Value::as_str)
+                .ok_or("no action")?
+                .to_owned(),
+            v.get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        Err(_) => (text.trim().to_owned(), String::new()),
+    };
+    match action.as_str() {
+        "LOCK" => Ok(Command::Lock),
+        "UNLOCK" | "OPEN" => Ok(Command::Unlock { code }),
+        other => Err(format!(
+            "unknown action {:?}",
+            other.chars().take(16).collect::<String>()
+        )),
+    }
+}
+
+/// Is `code` shaped like [`CODE_FORMAT`]?
+pub fn code_well_formed(code: &str) -> bool {
+    let rest = code.strip_prefix('*').unwrap_or(code);
+    let Some((a, b)) = rest.split_once('#') else {
+        return false;
+    };
+    let digits = |s: &str, lo: usize, hi: usize| {
+        (lo..=hi).contains(&s.len()) && s.chars().all(|c| c.is_ascii_digit())
+    };
+    digits(a, 1, 3) && digits(b, 4, 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    // The options Home Assistant documents for each MQTT platform (home-assistant.io,
+    // integrations/lock.mqtt, binary_sensor.mqtt, event.mqtt, sensor.mqtt and the
+    // "Device discovery payload" of integrations/mqtt), as of HA 2024.12.
+    const COMMON: &[&str] = &[
+        "availability",
+        "availability_mode",
+        "availability_template",
+        "availability_topic",
+        "device",
+        "enabled_by_default",
+        "encoding",
+        "entity_category",
+        "entity_picture",
+        "icon",
+        "json_attributes_template",
+        "json_attributes_topic",
+        "name",
+        "object_id",
+        "payload_available",
+        "payload_not_available",
+        "platform",
+        "qos",
+        "unique_id",
+    ];
+    const LOCK: &[&str] = &[
+        "code_format",
+        "command_template",
+        "command_topic",
+        "optimistic",
+        "payload_lock",
+        "payload_open",
+        "payload_reset",
+        "payload_unlock",
+        "retain",
+        "state_jammed",
+        "state_locked",
+        "state_locking",
+        "state_open",
+        "state_opening",
+        "state_topic",
+        "state_unlocked",
+        "state_unlocking",
+        "value_template",
+    ];
+    const BINARY_SENSOR: &[&str] = &[
+        "device_class",
+        "expire_after",
+        "force_update",
+        "off_delay",
+        "payload_off",
+        "payload_on",
+        "state_topic",
+        "value_template",
+    ];
+    const EVENT: &[&str] = &[
+        "device_class",
+        "event_types",
+        "state_topic",
+        "value_template",
+    ];
+    const SENSOR: &[&str] = &[
+        "device_class",
+        "expire_after",
+        "force_update",
+        "last_reset_value_template",
+        "options",
+        "state_class",
+        "state_topic",
+        "suggested_display_precision",
+        "unit_of_measurement",
+        "value_template",
+    ];
+    // HA's binary_sensor and sensor device classes used here.
+    const BINARY_SENSOR_CLASSES: &[&str] = &["door", "problem", "lock", "opening"];
+    const SENSOR_CLASSES: &[&str] = &["enum", "timestamp"];
+
+    fn expand(k: &str) -> &str {
+        match k {
+            "p" => "platform",
+            "dev" => "device",
+            "o" => "origin",
+            "cmps" => "components",
+            other => other,
+        }
+    }
+
+    fn check_discovery(allow_unlock: bool) {
+        let mut cfg = MqttConfig {
+            kiosk_id: "k1".into(),
+            ..Default::default()
+        };
+        cfg.home_assistant.allow_unlock = allow_unlock;
+        let topics = Topics::new("k1");
+        let d = discovery(&cfg, &topics);
+        let top: BTreeSet<&str> = d.as_object().unwrap().keys().map(|k| expand(k)).collect();
+        for k in &top {
+            assert!(
+                [
+                    "device",
+                    "origin",
+                    "components",
+                    "availability_topic",
+                    "payload_available",
+                    "payload_not_available",
+                    "qos",
+                    "state_topic",
+                    "command_topic",
+                    "encoding"
+                ]
+                .contains(k),
+                "top-level {k}"
+            );
+        }
+        assert!(top.contains("device") && top.contains("origin") && top.contains("components"));
+        assert!(d["dev"]["ids"][0].is_string() && d["o"]["name"].is_string());
+        let cmps = d["cmps"].as_object().unwrap();
+        let mut platforms = BTreeSet::new();
+        let mut uids = BTreeSet::new();
+        for (name, c) in cmps {
+            let c = c.as_object().unwrap();
+            let p = c["p"].as_str().unwrap();
+            platforms.insert(p);
+            assert!(uids.insert(c["unique_id"].as_str().unwrap()), "unique ids");
+            let own: &[&str] = match p {
+                "lock" => LOCK,
+                "binary_sensor" => BINARY_SENSOR,
+                "event" => EVENT,
+                "sensor" => SENSOR,
+                other => panic!("platform {other}"),
+            };
+            for k in c.keys().map(|k| expand(k)) {
+                assert!(
+                    COMMON.contains(&k) || own.contains(&k),
+                    "{name}: {k} is not a documented {p} option"
+                );
+            }
+            if p == "event" {
+                assert!(c["event_types"].as_array().is_some_and(|a| !a.is_empty()));
+                assert!(c["state_topic"].is_string());
+            }
+            if p == "binary_sensor" {
+                assert!(BINARY_SENSOR_CLASSES.contains(&c["device_class"].as_str().unwrap()));
+            }
+            if p == "sensor" {
+                assert!(SENSOR_CLASSES.contains(&c["device_class"].as_str().unwrap()));
+            }
+            if p == "lock" {
+                assert!(
+                    c["command_topic"].is_string(),
+                    "a lock must have a command topic"
+                );
+                assert_eq!(c.contains_key("code_format"), allow_unlock);
+                assert!(
+                    !c.contains_key("payload_open"),
+                    "no open: an unlock is a pulse"
+                );
+            }
+        }
+        assert_eq!(
+            platforms,
+            ["binary_sensor", "event", "lock", "sensor"]
+                .into_iter()
+                .collect()
+        );
+        // Every alert kind the kiosk raises is an event type HA knows.
+        let types = cmps["alert"]["event_types"].as_array().unwrap();
+        use crate::api::event::AlertKind::*;
+        for k in [
+            KeypadLockout,
+            BannedUser,
+            DoorForced,
+            DoorHeldOpen,
+            FaceRateLimited,
+            Fault,
+        ] {
+            assert!(types.iter().any(|t| t == k.as_str()), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn discovery_uses_only_documented_options() {
+        check_discovery(false);
+        check_discovery(true);
+    }
+
+    #[test]
+    fn the_lock_state_says_open_jammed_unlocked_locked() {
+        let mut s = Status::default();
+        assert_eq!(state(&s)["lock"], "LOCKED");
+        s.lock = LockState::Unlocked;
+        assert_eq!(state(&s)["lock"], "UNLOCKED");
+        s.door = DoorState::Open;
+        assert_eq!(state(&s)["lock"], "OPEN");
+        assert_eq!(state(&s)["door"], "ON");
+        s.lock = LockState::Jammed;
+        assert_eq!(state(&s)["lock"], "JAMMED");
+        s.keypad_locked_until_ms = crate::types::now_ms() + 60_000;
+        assert_eq!(state(&s)["keypad_lockout"], "ON");
+    }
+
+    #[test]
+    fn commands_parse_and_codes_are_checked_for_shape() {
+        assert_eq!(parse_command(br#"{"action": "LOCK"}"#), Ok(Command::Lock));
+        assert_eq!(parse_command(b"LOCK"), Ok(Command::Lock));
+        assert_eq!(
+            parse_command(br#"{"action": "UNLOCK", "code": "*3#123456"}"#),
+            Ok(Command::Unlock {
+                code: "*3#123456".into()
+            })
+        );
+        assert!(parse_command(br#"{"action": "EXPLODE"}"#).is_err());
+        assert!(parse_command(&[b'x'; 600]).is_err());
+        assert!(parse_command(&[0xff, 0xfe]).is_err());
+        assert!(code_well_formed("*3#123456"));
+        assert!(code_well_formed("12#1234567890"));
+        assert!(!code_well_formed(""));
+        assert!(!code_well_formed("*3#12"));
+        assert!(!code_well_formed("*3#123456#"));
+        assert!(!code_well_formed("abc#123456"));
+        assert_eq!(
+            format!(
+                "{}",
+                Command::Unlock {
+                    code: "*3#123456".into()
+                }
+            ),
+            "UNLOCK"
+        );
+    }
+}
