@@ -58,10 +58,12 @@ fn sealed_replies_open_with_libsodium_and_libsodium_boxes_open_here() {
     assert_eq!(unseal(&sk, &theirs).unwrap()["pin"], "4821");
 }
 
-/// mosquitto on a free loopback port, anonymous, no persistence. Killed on drop.
+/// mosquitto on a free loopback port, anonymous, no persistence unless `extra` asks for
+/// it. Killed on drop.
 struct Broker {
     port: u16,
     child: Child,
+    conf: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -79,16 +81,30 @@ impl Broker {
             .port();
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
+        let persistence = if extra.contains("persistence") {
+            ""
+        } else {
+            "persistence false\n"
+        };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n{extra}"
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}user root\n{extra}"
             ),
         )
         .unwrap();
+        Broker {
+            port,
+            child: Broker::spawn(&conf, port),
+            conf,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(conf: &Path, port: u16) -> Child {
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -101,11 +117,17 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// A clean stop (SIGTERM: a persistent broker saves its sessions).
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.child = Broker::spawn(&self.conf, self.port);
     }
 }
 
@@ -127,25 +149,46 @@ struct Client {
 
 impl Client {
     async fn connect(port: u16) -> Client {
-        let mut o = MqttOptions::new("test-admin", "127.0.0.1", port);
+        Client::connect_as(port, "test-admin", true).await
+    }
+
+    /// With `clean` false the broker keeps the subscriptions and queues QoS 1 messages
+    /// while this client is away; the client reconnects by itself.
+    async fn connect_as(port: u16, id: &str, clean: bool) -> Client {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_clean_session(clean);
         let (client, mut ev) = AsyncClient::new(o, 64);
-        client
-            .subscribe("lockerd/k1/#", QoS::AtLeastOnce)
-            .await
-            .unwrap();
+        for t in ["lockerd/k1/#", "homeassistant/#"] {
+            client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+        }
         let seen: Seen = Default::default();
         let s2 = seen.clone();
         tokio::spawn(async move {
-            while let Ok(e) = ev.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = e {
-                    s2.lock()
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => s2
+                        .lock()
                         .unwrap()
-                        .push((p.topic.clone(), p.payload.to_vec()));
+                        .push((p.topic.clone(), p.payload.to_vec())),
+                    Ok(_) => {}
+                    Err(_) if clean => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
         Client { client, seen }
+    }
+
+    /// The payloads seen on `topic`, as JSON.
+    fn all(&self, topic: &str) -> Vec<serde_json::Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .filter_map(|(_, p)| serde_json::from_slice(p).ok())
+            .collect()
     }
 
     async fn send(&self, payload: Vec<u8>) {
@@ -375,8 +418,11 @@ fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
     make_pki(&pki);
     let broker = Broker::start_with(&format!(
         "cafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\n\
-         require_certificate true\nuse_identity_as_username true\n",
-        p = pki.display()
+         require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n",
+        p = pki.display(),
+        acl = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/mosquitto-lockerd.acl")
+            .display()
     ));
     let port = broker.port;
     let bus = TestBus::start();
@@ -467,4 +513,204 @@ fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
         );
     }
     drop(broker);
+}
+
+fn ctl(bus: &TestBus, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "lockerctl {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn mqtt_edits(port: u16, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut e = vec![
+        ("enabled = false", "enabled = true".to_string()),
+        ("url = ", format!("url = \"mqtt://127.0.0.1:{port}\"")),
+        ("kiosk_id", "kiosk_id = \"k1\"".into()),
+        (
+            "# [[mqtt.admins]]",
+            format!(
+                "[[mqtt.admins]]\nid = \"ada\"\npublic_key = \"{k}\"\nseal_key = \"{k}\"\nrole = \"admin\"\n",
+                k = BASE64.encode(
+                    ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                        .verifying_key()
+                        .as_bytes()
+                )
+            ),
+        ),
+    ];
+    e.extend(extra.iter().cloned());
+    e
+}
+
+/// Broker stopped, 20 events made through D-Bus, the daemon restarted, the broker back:
+/// the 20 arrive once each, in order, numbered; nothing waits in the outbox after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_made_while_the_broker_is_down_arrive_once_in_order_after_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_with(&format!(
+        "persistence true\npersistence_location {}/\nautosave_interval 0\n",
+        d.path().display()
+    ));
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "mqtt outbox test key 0123456789");
+    // A watcher whose session (and queue) the broker keeps across its restart.
+    let watcher = Client::connect_as(broker.port, "watcher", false).await;
+    let edits = mqtt_edits(broker.port, &[]);
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    assert_eq!(watcher.wait("lockerd/k1/availability", 0).await, "online");
+    broker.stop();
+    for i in 0..20 {
+        ctl(&bus, &["users", "add", &format!("u{i:02}")]);
+    }
+    daemon.stop();
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart();
+    let t0 = Instant::now();
+    let added = |w: &Client| -> Vec<serde_json::Value> {
+        w.all("lockerd/k1/event")
+            .into_iter()
+            .filter(|e| e["event"] == "user_changed" && e["reason"] == "added")
+            .collect()
+    };
+    while added(&watcher).len() < 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "only {} of 20 events: {:?}",
+            added(&watcher).len(),
+            watcher.all("lockerd/k1/event")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = added(&watcher);
+    let users: Vec<&str> = got.iter().map(|e| e["user"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    assert_eq!(users, want, "once each, in order");
+    let seqs: Vec<i64> = watcher
+        .all("lockerd/k1/event")
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq rises: {seqs:?}");
+    // The audit head is there, retained, and checks against the store.
+    let head = watcher.wait("lockerd/k1/audit_head", 0).await;
+    let log = daemon.stop();
+    assert!(!log.contains("outbox: "), "{log}");
+    let o = lockerd(&db, Some(&key), &["store", "check", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let against = format!("{}:{}", head["seq"], head["hash"].as_str().unwrap());
+    let o = lockerd(&db, Some(&key), &["audit", "verify", "--against", &against]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = lockerd(
+        &db,
+        Some(&key),
+        &[
+            "audit",
+            "verify",
+            "--against",
+            &format!("{}:{}", head["seq"], "00".repeat(32)),
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "a head that is not in the chain must fail"
+    );
+}
+
+/// Home Assistant: the discovery message is retained, the state follows the lock, an
+/// unlock needs allow_unlock and a keypad credential, and it is audited as `ha`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
+    let d = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "mqtt ha test key 0123456789");
+    let run = |allow: bool| {
+        let edits = mqtt_edits(
+            broker.port,
+            &[("allow_unlock", format!("allow_unlock = {allow}"))],
+        );
+        Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[])
+    };
+    let daemon = run(false);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    let ha = Client::connect_as(broker.port, "homeassistant", true).await;
+    let disc = ha.wait("homeassistant/device/lockerd_k1/config", 0).await;
+    assert_eq!(disc["cmps"]["lock"]["p"], "lock", "{disc}");
+    assert!(disc["cmps"]["lock"].get("code_format").is_none());
+    assert_eq!(ha.wait("lockerd/k1/state", 0).await["lock"], "LOCKED");
+    let set = |c: &Client, body: serde_json::Value| {
+        let client = c.client.clone();
+        async move {
+            client
+                .publish(
+                    "lockerd/k1/ha/set",
+                    QoS::AtLeastOnce,
+                    false,
+                    body.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let code = ctl(&bus, &["--json", "code", "issue"]);
+    let code: serde_json::Value = serde_json::from_str(&code).unwrap();
+    let keys = format!("*{}#{}", code["slot"], code["code"].as_str().unwrap());
+    set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = daemon.stop();
+    assert!(
+        !log.contains("\"event\":\"unlock\""),
+        "allow_unlock is off: {log}"
+    );
+    let daemon = run(true);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    let disc = ha.wait("homeassistant/device/lockerd_k1/config", 1).await;
+    assert!(disc["cmps"]["lock"]["code_format"].is_string(), "{disc}");
+    let n = ha.all("lockerd/k1/ha/access").len();
+    set(&ha, serde_json::json!({"action": "UNLOCK", "code": ""})).await;
+    set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
+    let access = ha.wait("lockerd/k1/ha/access", n).await;
+    assert_eq!(access["event_type"], "granted", "{access}");
+    assert_eq!(access["method"], "ha", "who and how: {access}");
+    let t0 = Instant::now();
+    while !ha
+        .all("lockerd/k1/state")
+        .iter()
+        .any(|s| s["lock"] == "UNLOCKED")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no UNLOCKED state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Single use: the same code again does not open.
+    set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
+    let again = ha.wait("lockerd/k1/ha/access", n + 1).await;
+    assert_eq!(again["event_type"], "denied", "{again}");
+    let log = daemon.stop();
+    let unlocks = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"unlock\""))
+        .count();
+    assert_eq!(unlocks, 1, "{log}");
+    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
+    let rows = stdout(&o);
+    assert!(
+        rows.lines().any(|l| l.contains("ha_command_refused")),
+        "{rows}"
+    );
+    assert!(
+        rows.lines()
+            .any(|l| l.contains("\"method\":\"ha\"") && l.contains("\"grant\"")),
+        "{rows}"
+    );
+    assert!(
+        !rows.contains(code["code"].as_str().unwrap()),
+        "no code in the audit log"
+    );
 }

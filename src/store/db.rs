@@ -616,6 +616,24 @@ impl Db {
         Ok(out)
     }
 
+    /// Is there a row with this hash (at this seq, when given)? Checks a head published
+    /// earlier (`lockerd audit verify --against`).
+    pub fn audit_contains(&self, seq: Option<i64>, hash: &[u8]) -> Result<bool, StoreError> {
+        let n: i64 = match seq {
+            Some(s) => self.conn.query_row(
+                "SELECT count(*) FROM audit WHERE seq = ?1 AND hash = ?2",
+                params![s, hash],
+                |r| r.get(0),
+            )?,
+            None => self.conn.query_row(
+                "SELECT count(*) FROM audit WHERE hash = ?1",
+                params![hash],
+                |r| r.get(0),
+            )?,
+        };
+        Ok(n > 0)
+    }
+
     pub fn audit_count(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn

@@ -36,6 +36,10 @@ pub enum AuditCmd {
     Verify {
         #[arg(long)]
         json: bool,
+        /// Also check a head published earlier (`lockerd/<kiosk>/audit_head`, as
+        /// `SEQ:HASH` or just the hex HASH) is still in the chain: a rewritten tail fails.
+        #[arg(long, value_name = "HEAD")]
+        against: Option<String>,
     },
     /// List audit rows, oldest first.
     List {
@@ -224,8 +228,28 @@ fn drop_and_reopen(db: Db, ctx: &Ctx, k: &DbKey) -> anyhow::Result<Db> {
 pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
     let (db, _, _) = open_db(ctx, Create::MustExist)?;
     match cmd {
-        AuditCmd::Verify { json } => {
-            let rep = db.audit_verify()?;
+        AuditCmd::Verify { json, against } => {
+            let mut rep = db.audit_verify()?;
+            if let (Some(head), true) = (against, rep.ok) {
+                let (seq, hash) = match head.split_once(':') {
+                    Some((s, h)) => (
+                        Some(s.trim().parse::<i64>().with_context(|| {
+                            format!("--against {head:?}: SEQ:HASH with a number before the colon")
+                        })?),
+                        h,
+                    ),
+                    None => (None, head.as_str()),
+                };
+                let hash = hex::decode(hash.trim())
+                    .with_context(|| format!("--against {head:?}: the hash is not hex"))?;
+                if !db.audit_contains(seq, &hash)? {
+                    rep.ok = false;
+                    rep.problem = Some(format!(
+                        "the published head {head} is not in this chain: rows were rewritten \
+                         or cut off after it was published"
+                    ));
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string(&rep)?);
             } else if rep.ok {
@@ -235,9 +259,12 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                     hex::encode(&rep.head_hash)
                 );
             } else {
+                let at = rep
+                    .first_broken_seq
+                    .map(|s| format!(" at row {s}"))
+                    .unwrap_or_default();
                 println!(
-                    "audit chain BROKEN at row {}: {}",
-                    rep.first_broken_seq.unwrap_or(0),
+                    "audit chain BROKEN{at}: {}",
                     rep.problem.as_deref().unwrap_or("")
                 );
             }
