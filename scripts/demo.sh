@@ -115,3 +115,52 @@ kill -TERM "$pid"; wait "$pid" || true
 kill "$BUS_PID" 2>/dev/null || true; trap - EXIT
 tail -n 1 "$LOG" | sed 's/^/   daemon | /'
 "$LOCKERD_BIN" --demo --db "$DEMO/lockerd.db" audit verify | sed 's/^/   /'
+
+echo
+echo "== remote admin over MQTT: mosquitto on loopback, a signed command from lockerctl remote,"
+echo "   the events (from the outbox, numbered by seq) and the Home Assistant discovery message"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\n' "$PORT" "$(id -un)" > "$DEMO/mosquitto.conf"
+mosquitto -c "$DEMO/mosquitto.conf" 2>/dev/null &
+mq_pid=$!
+start_private_bus "$DEMO/bus2"
+trap 'kill "$pid" "$mq_pid" "$sub_pid" 2>/dev/null || true; kill "$BUS_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+rm -f "$DEMO/ada.key"
+echo "   \$ lockerctl remote keygen --id ada --out ada.key"
+"$CTL" remote keygen --id ada --out "$DEMO/ada.key" > "$DEMO/ada.toml"
+sed 's/^/   /' "$DEMO/ada.toml"
+python3 - "$DEMO/lockerd.toml" "$PORT" "$DEMO/ada.toml" > "$DEMO/lockerd-mqtt.toml" <<'PY'
+import sys
+conf, port, admin = open(sys.argv[1]).read(), sys.argv[2], open(sys.argv[3]).read()
+head, mqtt = conf.split("[mqtt]\n", 1)
+mqtt = mqtt.replace("enabled = false", "enabled = true", 1)
+mqtt = mqtt.replace('url = "mqtts://localhost:8883"', f'url = "mqtt://127.0.0.1:{port}"', 1)
+mqtt = mqtt.replace('kiosk_id = "kiosk"', 'kiosk_id = "demo"', 1)
+mqtt = mqtt.replace("# [[mqtt.admins]]", admin, 1)
+print(head + "[mqtt]\n" + mqtt)
+PY
+mosquitto_sub -p "$PORT" -v -t 'lockerd/demo/#' -t 'homeassistant/#' > "$DEMO/mqtt.txt" 2>/dev/null &
+sub_pid=$!
+LOG="$DEMO/daemon-mqtt.log"
+"${D[@]}" --config "$DEMO/lockerd-mqtt.toml" run 2>"$LOG" &
+pid=$!
+for _ in $(seq 300); do grep -q "mqtt: connected" "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+R=(--key "$DEMO/ada.key" --url "mqtt://127.0.0.1:$PORT" --kiosk demo)
+echo "   \$ lockerctl remote send --key ada.key --url mqtt://127.0.0.1:$PORT --kiosk demo status"
+"$CTL" remote send "${R[@]}" status | head -n 12 | sed 's/^/   /'
+echo "   \$ lockerctl remote send ... otp_issue '{\"ttl_s\": 600}'   (the code travels sealed to ada's key)"
+"$CTL" remote send "${R[@]}" otp_issue '{"ttl_s": 600}' | tee "$DEMO/remote-code.json" | sed 's/^/   /'
+echo "   \$ lockerctl remote send ... unlock '{\"reason\": \"parcel\"}'"
+"$CTL" remote send "${R[@]}" unlock '{"reason": "parcel"}' | sed 's/^/   /'
+sleep 1
+echo "   (on the broker: events and alerts, retained state and audit head; first 160 characters each)"
+grep -E '^lockerd/demo/(event|alert|state|audit_head|availability) ' "$DEMO/mqtt.txt" | cut -c1-160 | sed 's/^/   mqtt | /'
+echo "   (the Home Assistant discovery message, retained: its components)"
+grep '^homeassistant/device/' "$DEMO/mqtt.txt" | head -1 | cut -d' ' -f2- \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); [print("   ha | %s: %s" % (k, v["p"])) for k,v in d["cmps"].items()]'
+CODE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["result"]["secret"]["code"])' "$DEMO/remote-code.json")
+echo "   (messages on the broker holding the code $CODE in clear: $(grep -c -- "$CODE" "$DEMO/mqtt.txt" || true))"
+kill -TERM "$pid"; wait "$pid" || true
+kill "$sub_pid" "$mq_pid" 2>/dev/null || true
+kill "$BUS_PID" 2>/dev/null || true; trap - EXIT

@@ -34,6 +34,111 @@ enum Top {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+    /// A remote admin's client: make a key pair, send signed commands through MQTT.
+    #[command(subcommand)]
+    Remote(Remote),
+}
+
+#[derive(Subcommand, Debug)]
+enum Remote {
+    /// Make an admin key file (owner-only) and print the `[[mqtt.admins]]` table for
+    /// the kiosk's lockerd.toml (public keys only).
+    Keygen {
+        /// The admin's key id (in topics: lockerd/<kiosk>/reply/<id>).
+        #[arg(long)]
+        id: String,
+        /// Where to write the key file (must not exist).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The role to print in the table (admin, operator, viewer).
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+    /// Sign a command, send it to a kiosk through a broker, print the reply (sealed
+    /// secrets opened). Exit 0 when the reply says ok.
+    Send {
+        /// The admin key file from `keygen`.
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// mqtts://HOST[:PORT] (mqtt:// only to a loopback broker).
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        kiosk: String,
+        /// The CA of the broker's certificate (mqtts).
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
+        /// This admin's client certificate and key for the broker (PEM).
+        #[arg(long, requires = "client_key")]
+        cert_file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        client_key: Option<std::path::PathBuf>,
+        /// Seconds to wait for the reply.
+        #[arg(long, default_value_t = 15)]
+        wait: u64,
+        /// The command (snake_case: status, unlock, otp_issue, users_list, audit_verify, ...).
+        cmd: String,
+        /// Its arguments as a JSON object, e.g. '{"ttl_s": 600}'.
+        #[arg(default_value = "{}")]
+        args: String,
+    },
+}
+
+async fn remote(r: Remote, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
+    use lockerd::mqtt::remote::{self, AdminKeys};
+    let fail = |code: u8, message: String| ctl::CtlError { code, message };
+    match r {
+        Remote::Keygen {
+            id,
+            out: path,
+            role,
+        } => {
+            let role = lockerd::api::Role::parse(&role)
+                .ok_or_else(|| fail(2, format!("--role {role:?}: admin, operator or viewer")))?;
+            let k = AdminKeys::generate(&id);
+            k.save(&path).map_err(|e| fail(1, e.to_string()))?;
+            let _ = writeln!(
+                out,
+                "# key file written to {} (keep it secret); add this to the kiosk's lockerd.toml:\n{}",
+                path.display(),
+                k.admin_table(role)
+            );
+            Ok(0)
+        }
+        Remote::Send {
+            key,
+            url,
+            kiosk,
+            ca_file,
+            cert_file,
+            client_key,
+            wait,
+            cmd,
+            args,
+        } => {
+            let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
+            let args: serde_json::Value = serde_json::from_str(&args)
+                .map_err(|e| fail(2, format!("ARGS must be a JSON object: {e}")))?;
+            let cfg = lockerd::config::MqttConfig {
+                enabled: true,
+                url,
+                kiosk_id: kiosk,
+                ca_file: ca_file.unwrap_or_default(),
+                cert_file: cert_file.unwrap_or_default(),
+                key_file: client_key.unwrap_or_default(),
+                ..Default::default()
+            };
+            let reply = remote::send(&cfg, &keys, &cmd, args, wait)
+                .await
+                .map_err(|e| fail(8, e.to_string()))?;
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&reply).unwrap_or_default()
+            );
+            Ok(if reply["ok"] == true { 0 } else { 1 })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -69,6 +174,7 @@ fn main() -> ExitCode {
                     Backend::Local { .. } => Ok(0),
                 }
             }
+            Top::Remote(r) => remote(r, &mut stdout).await,
             Top::Cmd(cmd) => {
                 let backend = Backend::connect_bus().await?;
                 ctl::run(&backend, cmd, cli.json, &mut stdout).await

@@ -295,12 +295,20 @@ pub fn open<G: NonceGuard>(
             ))
         }
     }
-    let mut req = serde_json::Map::new();
-    req.insert("cmd".into(), serde_json::Value::String(b.cmd.clone()));
-    if let Some(a) = b.args {
-        req.insert("args".into(), a);
+    let parse = |args: Option<serde_json::Value>| {
+        let mut req = serde_json::Map::new();
+        req.insert("cmd".into(), serde_json::Value::String(b.cmd.clone()));
+        if let Some(a) = args {
+            req.insert("args".into(), a);
+        }
+        serde_json::from_value::<Request>(serde_json::Value::Object(req))
+    };
+    let mut parsed = parse(b.args.clone());
+    // `"args": {}` for a command that takes none (status) is the same as no args.
+    if parsed.is_err() && b.args.as_ref().is_some_and(|a| a == &serde_json::json!({})) {
+        parsed = parse(None);
     }
-    let request: Request = serde_json::from_value(serde_json::Value::Object(req)).map_err(|e| {
+    let request: Request = parsed.map_err(|e| {
         let s = e.to_string();
         if s.starts_with("unknown variant") {
             refuse(

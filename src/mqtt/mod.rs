@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod envelope;
 pub mod ha;
 pub mod publisher;
+pub mod remote;
 pub mod reply;
 
 use crate::store::{Db, StoreError};

@@ -1,0 +1,245 @@
+//! The remote admin's side (`lockerctl remote`): an admin key file (an Ed25519 key that
+//! signs commands and an X25519 key that opens sealed results), a signed command sent to
+//! a kiosk through a broker, and its reply, with sealed secrets opened. Uses the same
+//! envelope and connection code as the kiosk, so both ends agree on the bytes.
+
+use super::bridge::{Connection, Topics};
+use super::envelope;
+use crate::config::MqttConfig;
+use data_encoding::BASE64;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0}: {1}")]
+    KeyFile(String, String),
+    #[error("{0}")]
+    Connection(String),
+    #[error("no reply within {0} s (is the kiosk connected to this broker?)")]
+    Timeout(u64),
+    #[error("the sealed result does not open with this key file: {0}")]
+    Unseal(String),
+}
+
+/// The admin's key file: secrets, owner-only (0600).
+#[derive(Serialize, Deserialize)]
+pub struct AdminKeys {
+    pub id: String,
+    /// Ed25519 seed, base64.
+    pub sign_key: String,
+    /// X25519 secret, base64.
+    pub seal_secret: String,
+}
+
+impl std::fmt::Debug for AdminKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminKeys({})", self.id)
+    }
+}
+
+fn b32(s: &str, what: &str) -> Result<[u8; 32], String> {
+    BASE64
+        .decode(s.as_bytes())
+        .ok()
+        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        .ok_or_else(|| format!("{what} is not base64 of 32 bytes"))
+}
+
+impl AdminKeys {
+    pub fn generate(id: &str) -> AdminKeys {
+        let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let seal = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
+        AdminKeys {
+            id: id.to_owned(),
+            sign_key: BASE64.encode(&sk.to_bytes()),
+            seal_secret: BASE64.encode(&seal.to_bytes()),
+        }
+    }
+
+    /// Write to a new owner-only file (refuses to overwrite).
+    pub fn save(&self, path: &Path) -> Result<(), RemoteError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let e = |x: std::io::Error| RemoteError::KeyFile(path.display().to_string(), x.to_string());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(e)?;
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        f.write_all(text.as_bytes()).map_err(e)?;
+        f.write_all(b"\n").map_err(e)
+    }
+
+    pub fn load(path: &Path) -> Result<AdminKeys, RemoteError> {
+        use std::os::unix::fs::PermissionsExt;
+        let e = |x: String| RemoteError::KeyFile(path.display().to_string(), x);
+        let meta = std::fs::metadata(path).map_err(|x| e(x.to_string()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(e("readable by group or others; chmod 600 it".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|x| e(x.to_string()))?;
+        let k: AdminKeys = serde_json::from_str(&text).map_err(|x| e(x.to_string()))?;
+        b32(&k.sign_key, "sign_key").map_err(e)?;
+        b32(&k.seal_secret, "seal_secret").map_err(e)?;
+        Ok(k)
+    }
+
+    fn signing(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&b32(&self.sign_key, "").unwrap_or([0; 32]))
+    }
+
+    fn seal_secret(&self) -> [u8; 32] {
+        b32(&self.seal_secret, "").unwrap_or([0; 32])
+    }
+
+    /// The `[[mqtt.admins]]` table for the kiosk's lockerd.toml (public keys only).
+    pub fn admin_table(&self, role: crate::api::Role) -> String {
+        let public = BASE64.encode(self.signing().verifying_key().as_bytes());
+        let seal = crypto_box::SecretKey::from_bytes(self.seal_secret());
+        format!(
+            "[[mqtt.admins]]\nid = \"{}\"\npublic_key = \"{public}\"\nseal_key = \"{}\"\nrole = \"{role}\"\n",
+            self.id,
+            BASE64.encode(seal.public_key().as_bytes())
+        )
+    }
+
+    /// A signed command for `kiosk` (fresh id and nonce, the current time).
+    pub fn command(&self, kiosk: &str, cmd: &str, args: Value) -> (String, Vec<u8>) {
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let id = format!("{}-{}", self.id, hex::encode(&nonce[..4]));
+        let body = json!({
+            "kiosk": kiosk,
+            "id": id,
+            "ts": crate::types::now_ms().div_euclid(1000),
+            "nonce": BASE64.encode(&nonce),
+            "cmd": cmd,
+            "args": args,
+        });
+        let topic = Topics::new(kiosk).cmd();
+        (id, envelope::sign(&self.signing(), &self.id, &topic, &body))
+    }
+
+    /// Open `result.sealed` of a reply in place (as `result.secret`).
+    pub fn open_reply(&self, mut reply: Value) -> Result<Value, RemoteError> {
+        if let Some(sealed) = reply["result"]["sealed"].as_str() {
+            let secret = super::reply::unseal(&self.seal_secret(), sealed)
+                .map_err(|e| RemoteError::Unseal(e.to_string()))?;
+            reply["result"]["secret"] = secret;
+        }
+        Ok(reply)
+    }
+}
+
+/// Sign `cmd`, send it to `cfg.kiosk_id` through `cfg.url` (TLS as configured), and
+/// wait for the reply to it (or a rejection naming its id). Sealed results are opened.
+pub async fn send(
+    cfg: &MqttConfig,
+    keys: &AdminKeys,
+    cmd: &str,
+    args: Value,
+    wait_s: u64,
+) -> Result<Value, RemoteError> {
+    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
+    let topics = Topics::new(&cfg.kiosk_id);
+    let mut suffix = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    let opts = conn.options(format!("lockerctl-{}-{}", keys.id, hex::encode(suffix)));
+    let (client, mut ev) = AsyncClient::new(opts, 16);
+    let (id, payload) = keys.command(&cfg.kiosk_id, cmd, args);
+    let (reply_t, rejected_t) = (topics.reply(&keys.id), topics.rejected());
+    let work = async {
+        let mut subscribed = 0;
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    for t in [&reply_t, &rejected_t] {
+                        client
+                            .subscribe(t.clone(), QoS::AtLeastOnce)
+                            .await
+                            .map_err(|e| RemoteError::Connection(e.to_string()))?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    subscribed += 1;
+                    if subscribed == 2 {
+                        client
+                            .publish(topics.cmd(), QoS::AtLeastOnce, false, payload.clone())
+                            .await
+                            .map_err(|e| RemoteError::Connection(e.to_string()))?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: Value = match serde_json::from_slice(&p.payload) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    };
+                    if v["id"] == id.as_str() {
+                        return keys.open_reply(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(RemoteError::Connection(e.to_string())),
+            }
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(wait_s), work)
+        .await
+        .map_err(|_| RemoteError::Timeout(wait_s))?;
+    let _ = client.disconnect().await;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_is_owner_only_and_its_commands_verify_at_the_kiosk() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ada.key");
+        let k = AdminKeys::generate("ada");
+        k.save(&p).unwrap();
+        assert!(k.save(&p).is_err(), "never overwritten");
+        let k = AdminKeys::load(&p).unwrap();
+        std::fs::write(d.path().join("loose.key"), std::fs::read(&p).unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            d.path().join("loose.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(AdminKeys::load(&d.path().join("loose.key")).is_err());
+        // The table it prints is what the kiosk's config takes.
+        let table = k.admin_table(crate::api::Role::Admin);
+        let cfg: crate::config::MqttConfig = toml::from_str(&format!(
+            "kiosk_id = \"k1\"\n{}",
+            table.replace("[[mqtt.admins]]", "[[admins]]")
+        ))
+        .unwrap();
+        let admins = cfg.admins().unwrap();
+        let (_, payload) = k.command("k1", "status", json!({}));
+        let check = envelope::Check {
+            topic: "lockerd/k1/cmd",
+            kiosk: "k1",
+            admins: &admins,
+            now_s: crate::types::now_ms() / 1000,
+            max_skew_s: 30,
+            max_payload_bytes: 65536,
+        };
+        let v = envelope::open(&payload, &check, &mut envelope::MemoryNonces::new(30)).unwrap();
+        assert_eq!(v.admin, "ada");
+        // A sealed result to its seal key opens with the file.
+        let sealed = super::super::reply::seal(&v.seal_key, &json!({"code": "12345678"})).unwrap();
+        let r = k
+            .open_reply(json!({"id": "x", "ok": true, "result": {"sealed": sealed}}))
+            .unwrap();
+        assert_eq!(r["result"]["secret"]["code"], "12345678");
+    }
+}
