@@ -349,11 +349,7 @@ async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused
         );
     }
     let log = daemon.stop();
-    let unlocks = log
-        .lines()
-        .filter(|l| l.contains("\"event\":\"unlock\""))
-        .count();
-    assert_eq!(unlocks, 1, "{log}");
+    assert_eq!(unlocks_in(&log), 1, "{log}");
     // Every refusal after the signature is audited with its kind.
     let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
     let refused: Vec<String> = stdout(&o)
@@ -693,11 +689,7 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
     let again = ha.wait("lockerd/k1/ha/access", n + 1).await;
     assert_eq!(again["event_type"], "denied", "{again}");
     let log = daemon.stop();
-    let unlocks = log
-        .lines()
-        .filter(|l| l.contains("\"event\":\"unlock\""))
-        .count();
-    assert_eq!(unlocks, 1, "{log}");
+    assert_eq!(unlocks_in(&log), 1, "{log}");
     let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
     let rows = stdout(&o);
     assert!(
@@ -713,4 +705,11 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
         !rows.contains(code["code"].as_str().unwrap()),
         "no code in the audit log"
     );
+}
+
+/// Unlock events in a daemon log.
+fn unlocks_in(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("\"event\":\"unlock\""))
+        .count()
 }

@@ -41,6 +41,16 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind (Home Assistant's alert event types).
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::KeypadLockout,
+        AlertKind::BannedUser,
+        AlertKind::DoorForced,
+        AlertKind::DoorHeldOpen,
+        AlertKind::FaceRateLimited,
+        AlertKind::Fault,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::KeypadLockout => "keypad_lockout",
