@@ -15,35 +15,13 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 RUNS="${1:-5}"
-cargo build --release --locked 2>&1 | tail -n 1
-W=$(mktemp -d); trap 'kill $(jobs -p) ${BUS_PID:-} 2>/dev/null || true; rm -rf "$W"' EXIT
-source "$REPO/scripts/private-bus.sh"
-start_private_bus "$W"
-BUS="$DBUS_SYSTEM_BUS_ADDRESS"
+source "$REPO/scripts/bench-setup.sh"
+bench_setup load
 WALK="$LOCKERD_DATA/blink/zju/000001M_FTN.mp4"
 ENROLL="$LOCKERD_DATA/blink/zju/000001M_FNN.mp4"
-L=("$LOCKERD_BIN" --models "$LOCKERD_MODELS" --db "$W/k.db" --key-file "$W/key")
-printf 'bench load key 0123456789\n' > "$W/key"; chmod 600 "$W/key"
-"${L[@]}" store init >/dev/null
-"${L[@]}" admin users add alice >/dev/null
-"${L[@]}" admin enroll alice "$ENROLL" >/dev/null
-sed "s#^source = .*#source = \"$WALK\"#" config/lockerd.toml > "$W/lockerd.toml"
+bench_alice "$WALK"
 mkfifo "$W/keypad"
 
-start_daemon() {
-    : > "$W/log"
-    LOCKERD_SIM_KEYPAD="$W/keypad" DBUS_SYSTEM_BUS_ADDRESS="$BUS" \
-        "${L[@]}" --config "$W/lockerd.toml" run 2> "$W/log" &
-    PID=$!
-    for _ in $(seq 600); do grep -q "ready:" "$W/log" && break; sleep 0.05; done
-    READY_MS=$(date +%s%3N)
-}
-stop_daemon() { kill -TERM "$PID"; wait "$PID" || true; }
-grant_after_ready() {
-    for _ in $(seq 600); do grep -q '"event":"unlock"' "$W/log" && break; sleep 0.05; done
-    local at; at=$(grep '"event":"unlock"' "$W/log" | head -1 | sed 's/.*"at_ms":\([0-9]*\).*/\1/')
-    echo $(( at - READY_MS ))
-}
 # Random keypad input until killed (digits, * and #: entries, wrong codes, lockouts).
 key_flood() {
     python3 - "$W/keypad" 2>/dev/null <<'PY'
@@ -59,10 +37,10 @@ stats() { sort -n | awk '{a[NR]=$1} END {printf "{\"p50\": %d, \"max\": %d, \"n\
 # 1. Walk-up under load.
 idle=(); flood=()
 for run in $(seq "$RUNS"); do
-    start_daemon; idle+=("$(grant_after_ready)"); stop_daemon
+    start_daemon LOCKERD_SIM_KEYPAD="$W/keypad" DBUS_SYSTEM_BUS_ADDRESS="$BUS"; idle+=("$(grant_after_ready)"); stop_daemon
     # Each flood starts on an open keypad (the last one's lockout is kept in the store).
     "${L[@]}" admin lockout reset >/dev/null
-    start_daemon
+    start_daemon LOCKERD_SIM_KEYPAD="$W/keypad" DBUS_SYSTEM_BUS_ADDRESS="$BUS"
     key_flood & kf=$!
     DBUS_SYSTEM_BUS_ADDRESS="$BUS" setpriv --reuid=65534 --regid=65534 --clear-groups \
         "$LOCKERD_BIN" bench dbus --method users_list --calls 5000 --concurrency 16 > "$W/flood.json" &

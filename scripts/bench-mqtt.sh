@@ -8,10 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 CALLS="${1:-100}"; EVENTS="${2:-300}"
-cargo build --release --locked 2>&1 | tail -n 1
-W=$(mktemp -d); trap 'kill $(jobs -p) ${BUS_PID:-} 2>/dev/null || true; rm -rf "$W"' EXIT
-source "$REPO/scripts/private-bus.sh"
-start_private_bus "$W"
+source "$REPO/scripts/bench-setup.sh"
+bench_setup mqtt
 CTL="$REPO/target/release/lockerctl"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nmax_queued_messages 100000\n' \
@@ -21,9 +19,7 @@ mosquitto -c "$W/mosquitto.conf" 2>/dev/null &
 sed -e 's/^enabled = false/enabled = true/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
     -e 's/^kiosk_id = .*/kiosk_id = "bench"/' -e "/^# \[\[mqtt.admins\]\]/r $W/ada.toml" \
     config/lockerd.toml > "$W/lockerd.toml"
-L=("$LOCKERD_BIN" --config "$W/lockerd.toml" --models "$LOCKERD_MODELS" --db "$W/k.db" --key-file "$W/key")
-printf 'bench mqtt key 0123456789\n' > "$W/key"; chmod 600 "$W/key"
-"${L[@]}" store init >/dev/null
+L+=(--config "$W/lockerd.toml")
 # Events made while no daemon runs wait in the outbox.
 for i in $(seq "$EVENTS"); do "${L[@]}" admin users add "u$i" >/dev/null; done
 timeout 300 mosquitto_sub -p "$PORT" -t lockerd/bench/event -C "$EVENTS" -F '%U %p' > "$W/events.txt" &

@@ -147,10 +147,7 @@ impl MqttConfig {
                 return Err(format!("{at}.id {:?} appears twice", a.id));
             }
             let bytes32 = |what: &str, v: &str| -> Result<[u8; 32], String> {
-                data_encoding::BASE64
-                    .decode(v.trim().as_bytes())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                crate::mqtt::envelope::key32(v)
                     .ok_or_else(|| format!("{at}.{what}: base64 of exactly 32 bytes"))
             };
             let pk = bytes32("public_key", &a.public_key)?;

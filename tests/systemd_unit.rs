@@ -9,11 +9,10 @@ fn unit() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/lockerd.service")
 }
 
-#[test]
-fn unit_passes_systemd_analyze_verify() {
-    // verify checks that ExecStart exists: point it at the binary we just built, as an
-    // installed unit would point at /usr/bin/lockerd.
-    let d = tempfile::tempdir().unwrap();
+/// The shipped unit (plus `extra`, e.g. a drop-in) with ExecStart pointing at the binary
+/// just built (verify checks that it exists), written to `dir`; verify's output is
+/// asserted clean. Returns the written copy.
+fn verified_copy(dir: &Path, extra: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(unit()).unwrap();
     assert!(
         text.contains("ExecStart=/usr/bin/lockerd "),
@@ -22,8 +21,8 @@ fn unit_passes_systemd_analyze_verify() {
     let text = text.replace(
         "ExecStart=/usr/bin/lockerd ",
         &format!("ExecStart={} ", env!("CARGO_BIN_EXE_lockerd")),
-    );
-    let copy = d.path().join("lockerd.service");
+    ) + extra;
+    let copy = dir.join("lockerd.service");
     std::fs::write(&copy, text).unwrap();
     let o = Command::new("systemd-analyze")
         .arg("verify")
@@ -33,6 +32,13 @@ fn unit_passes_systemd_analyze_verify() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "verify failed: {err}");
     assert!(err.trim().is_empty(), "verify printed warnings: {err}");
+    copy
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    let d = tempfile::tempdir().unwrap();
+    verified_copy(d.path(), "");
 }
 
 #[test]
@@ -159,21 +165,8 @@ fn the_mqtt_drop_in_opens_only_ip_sockets_to_the_broker_and_stays_ok() {
         !drop_in.lines().any(|l| l.starts_with("IPAddressDeny")),
         "the unit's deny-all stays"
     );
-    let text = std::fs::read_to_string(unit()).unwrap().replace(
-        "ExecStart=/usr/bin/lockerd ",
-        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_lockerd")),
-    ) + "\n"
-        + &drop_in;
     let d = tempfile::tempdir().unwrap();
-    let copy = d.path().join("lockerd.service");
-    std::fs::write(&copy, text).unwrap();
-    let o = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.trim().is_empty(), "verify: {err}");
+    let copy = verified_copy(d.path(), &format!("\n{drop_in}"));
     let (score, _, _) = exposure(&copy);
     eprintln!("exposure with the MQTT drop-in: {score}");
     assert!(score <= 2.0, "exposure {score} with the drop-in");

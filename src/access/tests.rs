@@ -136,6 +136,14 @@ fn issue(db: &mut Db, user: Option<&User>, ttl: u64, now: i64) -> credentials::I
     credentials::issue_code(db, &AccessConfig::default(), user, Some(ttl), now).unwrap()
 }
 
+/// alice, a user with TOTP and the PIN 4821: her enrollment and its secret.
+fn alice_with_totp(db: &mut Db, cfg: &AccessConfig) -> (credentials::TotpEnrollment, Vec<u8>) {
+    let u = db.add_user("alice", Role::User).unwrap();
+    let en = credentials::enroll_totp(db, cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
+    let secret = totp_secret(&en.uri);
+    (en, secret)
+}
+
 /// The TOTP secret inside an otpauth:// URI.
 fn totp_secret(uri: &str) -> Vec<u8> {
     let b32 = uri
@@ -289,10 +297,8 @@ async fn lockout_survives_a_restart_and_an_admin_reset_clears_it() {
 async fn totp_with_pin_one_step_of_drift_never_twice() {
     let (_d, p) = temp();
     let mut db = open_db(&p);
-    let u = db.add_user("alice", Role::User).unwrap();
     let cfg = AccessConfig::default();
-    let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
-    let secret = totp_secret(&en.uri);
+    let (en, secret) = alice_with_totp(&mut db, &cfg);
     let mut rig = Rig::start(db, cfg);
     let step = otp::totp_step(BASE_MS / 1000);
     let entry = |s: i64| format!("{}#4821{}#", en.keypad_no, otp::totp_code(&secret, s));
@@ -681,10 +687,8 @@ fn a_lockout_saved_under_a_later_clock_is_cut_to_its_length_on_start() {
 fn a_totp_code_used_before_the_clock_went_back_is_not_accepted_again() {
     let (_d, p) = temp();
     let mut db = open_db(&p);
-    let u = db.add_user("alice", Role::User).unwrap();
     let cfg = AccessConfig::default();
-    let en = credentials::enroll_totp(&mut db, &cfg, &u, "lockerd", Some("4821"), BASE_MS).unwrap();
-    let secret = totp_secret(&en.uri);
+    let (en, secret) = alice_with_totp(&mut db, &cfg);
     let (mut ctl, _lock) = bare(db);
     let keys = format!(
         "{}#4821{}#",

@@ -186,8 +186,10 @@ impl Timed {
 }
 
 /// The event bus: the broadcast every adapter subscribes to and, when MQTT is on, the
-/// store's outbox. An event is written to the outbox (one transaction per batch) before
-/// it is broadcast, so a broker that is down, or a restart, loses nothing.
+/// store's outbox. An event is queued for the outbox (one transaction per batch) before
+/// it is broadcast, so a broker that is down, or a restart, loses nothing. The write is
+/// queued, not awaited: no sender (the controller's thread, an async handler) waits on
+/// the disk, and the store thread's order still puts the row before any later read.
 #[derive(Clone)]
 pub struct EventBus {
     tx: tokio::sync::broadcast::Sender<Timed>,
@@ -229,9 +231,9 @@ impl EventBus {
                 .collect();
             if !rows.is_empty() {
                 let max = *max;
-                if let Err(e) = store.call_sync(move |db| db.outbox_push(&rows, max)) {
-                    log::error!("mqtt outbox: {e}; these events go out only if the broker is up");
-                }
+                store.enqueue("mqtt outbox: events not queued", move |db| {
+                    db.outbox_push(&rows, max).map(|_| ())
+                });
             }
         }
         for t in batch {

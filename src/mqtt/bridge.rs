@@ -101,6 +101,29 @@ impl Topics {
     }
 }
 
+/// Reconnection back-off of a connection: 1 s doubling to 32 s, reset on a ConnAck;
+/// failures are logged at the first and then at powers of two.
+#[derive(Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn connected(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Log the failure (`why`) and sleep before the next try.
+    pub async fn failed(&mut self, why: String) {
+        self.failures += 1;
+        let wait = Duration::from_millis(500 * (1 << self.failures.min(6)));
+        if self.failures == 1 || self.failures.is_power_of_two() {
+            log::warn!("{why}; retrying in {} ms", wait.as_millis());
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// How to reach the broker; each connection makes its options from it.
 #[derive(Clone)]
 pub struct Connection {
@@ -254,12 +277,12 @@ pub fn spawn(
     let (c1, t1, status1) = (client.clone(), topics.clone(), api.status());
     let max_payload = cfg.max_payload_bytes as usize;
     let poll = tokio::spawn(async move {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::default();
         let mut dropped = 0u64;
         loop {
             let cmd = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    failures = 0;
+                    backoff.connected();
                     log::info!("mqtt: connected; serving {}", t1.cmd());
                     let _ = c1.subscribe(t1.cmd(), QoS::AtLeastOnce).await;
                     let _ = c1
@@ -303,12 +326,7 @@ pub fn spawn(
                 }
                 Ok(_) => None,
                 Err(e) => {
-                    failures += 1;
-                    let wait = Duration::from_millis(500 * (1 << failures.min(6)));
-                    if failures == 1 || failures.is_power_of_two() {
-                        log::warn!("mqtt: {e}; retrying in {} ms", wait.as_millis());
-                    }
-                    tokio::time::sleep(wait).await;
+                    backoff.failed(format!("mqtt: {e}")).await;
                     None
                 }
             };

@@ -110,6 +110,14 @@ pub trait NonceGuard {
 }
 
 /// The bytes the signature covers.
+/// A 32-byte key written as base64 (the config's admin keys, the admin's key file).
+pub fn key32(text: &str) -> Option<[u8; 32]> {
+    BASE64
+        .decode(text.trim().as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
 pub fn signed_bytes(topic: &str, body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(DOMAIN.len() + topic.len() + body.len() + 2);
     m.extend_from_slice(DOMAIN);

@@ -10,7 +10,7 @@
 //! oldest row still in the outbox, so an event is delivered at least once, in order; a
 //! consumer drops repeats by `seq`. Woken by the event broadcast and by a 1 s tick.
 
-use super::bridge::{Connection, Topics};
+use super::bridge::{Backoff, Connection, Topics};
 use crate::api::Timed;
 use crate::store::Store;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
@@ -39,51 +39,42 @@ pub async fn run(
     store: Store,
     mut wake: broadcast::Receiver<Timed>,
 ) {
-    let mut failures = 0u32;
-    let mut head_sent: Option<String> = None;
+    let mut backoff = Backoff::default();
     loop {
         let (client, eventloop) = AsyncClient::new(
             conn.options(format!("{}-events", conn.client_id)),
             4 * WINDOW,
         );
         let mut reached = false;
-        let r = session(
+        let r = serve(
             client,
             eventloop,
             (&topics, &store),
             &mut wake,
-            &mut head_sent,
             &mut reached,
         )
         .await;
         if reached {
-            failures = 0;
+            backoff.connected();
         }
-        match r {
-            Ok(()) => return,
-            Err(e) => {
-                failures += 1;
-                let wait = Duration::from_millis(500 * (1 << failures.min(6)));
-                if failures == 1 || failures.is_power_of_two() {
-                    log::warn!(
-                        "mqtt events: {e}; retrying in {} ms (events wait in the outbox)",
-                        wait.as_millis()
-                    );
-                }
-                tokio::time::sleep(wait).await;
-            }
-        }
+        let e = match r {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        backoff
+            .failed(format!("mqtt events: {e} (events wait in the outbox)"))
+            .await;
     }
 }
 
-async fn session(
+/// One connection, until it fails (the error says why).
+async fn serve(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
     (topics, store): (&Topics, &Store),
     wake: &mut broadcast::Receiver<Timed>,
-    head_sent: &mut Option<String>,
     reached: &mut bool,
-) -> Result<(), String> {
+) -> Result<std::convert::Infallible, String> {
     let mut connected = false;
     // Publishes asked for but not yet written (rumqttc gives their packet ids in order).
     let mut asked: VecDeque<Sent> = VecDeque::new();
@@ -93,22 +84,22 @@ async fn session(
     let mut after = 0i64;
     let mut woken = true;
     let mut wake_open = true;
-    *head_sent = None;
+    // The audit head last published on this connection.
+    let mut head_sent: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         if connected && woken {
             woken = false;
             // The audit head, when it moved.
-            let head = store.call(|db| db.setting("audit_head")).await;
-            if let Ok(Some(h)) = head {
-                if head_sent.as_deref() != Some(h.as_str()) {
-                    if let Some(body) = head_payload(&h) {
-                        client
-                            .try_publish(topics.audit_head(), QoS::AtLeastOnce, true, body)
-                            .map_err(|e| e.to_string())?;
-                        asked.push_back(Sent::AuditHead);
-                        *head_sent = Some(h);
-                    }
+            if let Ok(Some((seq, hash))) = store.call(|db| db.audit_head()).await {
+                let body =
+                    serde_json::json!({"seq": seq, "hash": hash.to_ascii_lowercase()}).to_string();
+                if head_sent.as_deref() != Some(body.as_str()) {
+                    client
+                        .try_publish(topics.audit_head(), QoS::AtLeastOnce, true, body.clone())
+                        .map_err(|e| e.to_string())?;
+                    asked.push_back(Sent::AuditHead);
+                    head_sent = Some(body);
                 }
             }
             // More rows, up to the window.
@@ -147,7 +138,6 @@ async fn session(
                     connected = true;
                     *reached = true;
                     woken = true;
-                    *head_sent = None;
                 }
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     if let Some(s) = asked.pop_front() {
@@ -185,11 +175,4 @@ async fn session(
                 .map_err(|e| format!("outbox: {e}"))?;
         }
     }
-}
-
-/// `SEQ:HEX` (the store's setting) as `{"seq": N, "hash": "hex"}`.
-fn head_payload(setting: &str) -> Option<String> {
-    let (seq, hash) = setting.split_once(':')?;
-    let seq: i64 = seq.parse().ok()?;
-    Some(serde_json::json!({"seq": seq, "hash": hash.to_ascii_lowercase()}).to_string())
 }

@@ -25,14 +25,21 @@ pub enum RemoteError {
     Unseal(String),
 }
 
-/// The admin's key file: secrets, owner-only (0600).
+/// The admin's key file as written: secrets, owner-only (0600).
 #[derive(Serialize, Deserialize)]
+struct KeyFile {
+    id: String,
+    /// Ed25519 seed, base64.
+    sign_key: String,
+    /// X25519 secret, base64.
+    seal_secret: String,
+}
+
+/// An admin's keys, decoded once when made or loaded.
 pub struct AdminKeys {
     pub id: String,
-    /// Ed25519 seed, base64.
-    pub sign_key: String,
-    /// X25519 secret, base64.
-    pub seal_secret: String,
+    signing: ed25519_dalek::SigningKey,
+    seal: [u8; 32],
 }
 
 impl std::fmt::Debug for AdminKeys {
@@ -41,22 +48,12 @@ impl std::fmt::Debug for AdminKeys {
     }
 }
 
-fn b32(s: &str, what: &str) -> Result<[u8; 32], String> {
-    BASE64
-        .decode(s.as_bytes())
-        .ok()
-        .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .ok_or_else(|| format!("{what} is not base64 of 32 bytes"))
-}
-
 impl AdminKeys {
     pub fn generate(id: &str) -> AdminKeys {
-        let sk = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-        let seal = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
         AdminKeys {
             id: id.to_owned(),
-            sign_key: BASE64.encode(&sk.to_bytes()),
-            seal_secret: BASE64.encode(&seal.to_bytes()),
+            signing: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+            seal: crypto_box::SecretKey::generate(&mut rand::rngs::OsRng).to_bytes(),
         }
     }
 
@@ -71,7 +68,12 @@ impl AdminKeys {
             .mode(0o600)
             .open(path)
             .map_err(e)?;
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        let file = KeyFile {
+            id: self.id.clone(),
+            sign_key: BASE64.encode(&self.signing.to_bytes()),
+            seal_secret: BASE64.encode(&self.seal),
+        };
+        let text = serde_json::to_string_pretty(&file).unwrap_or_default();
         f.write_all(text.as_bytes()).map_err(e)?;
         f.write_all(b"\n").map_err(e)
     }
@@ -84,24 +86,21 @@ impl AdminKeys {
             return Err(e("readable by group or others; chmod 600 it".into()));
         }
         let text = std::fs::read_to_string(path).map_err(|x| e(x.to_string()))?;
-        let k: AdminKeys = serde_json::from_str(&text).map_err(|x| e(x.to_string()))?;
-        b32(&k.sign_key, "sign_key").map_err(e)?;
-        b32(&k.seal_secret, "seal_secret").map_err(e)?;
-        Ok(k)
-    }
-
-    fn signing(&self) -> ed25519_dalek::SigningKey {
-        ed25519_dalek::SigningKey::from_bytes(&b32(&self.sign_key, "").unwrap_or([0; 32]))
-    }
-
-    fn seal_secret(&self) -> [u8; 32] {
-        b32(&self.seal_secret, "").unwrap_or([0; 32])
+        let k: KeyFile = serde_json::from_str(&text).map_err(|x| e(x.to_string()))?;
+        let key = |v: &str, what: &str| {
+            envelope::key32(v).ok_or_else(|| e(format!("{what} is not base64 of 32 bytes")))
+        };
+        Ok(AdminKeys {
+            signing: ed25519_dalek::SigningKey::from_bytes(&key(&k.sign_key, "sign_key")?),
+            seal: key(&k.seal_secret, "seal_secret")?,
+            id: k.id,
+        })
     }
 
     /// The `[[mqtt.admins]]` table for the kiosk's lockerd.toml (public keys only).
     pub fn admin_table(&self, role: crate::api::Role) -> String {
-        let public = BASE64.encode(self.signing().verifying_key().as_bytes());
-        let seal = crypto_box::SecretKey::from_bytes(self.seal_secret());
+        let public = BASE64.encode(self.signing.verifying_key().as_bytes());
+        let seal = crypto_box::SecretKey::from_bytes(self.seal);
         format!(
             "[[mqtt.admins]]\nid = \"{}\"\npublic_key = \"{public}\"\nseal_key = \"{}\"\nrole = \"{role}\"\n",
             self.id,
@@ -123,13 +122,13 @@ impl AdminKeys {
             "args": args,
         });
         let topic = Topics::new(kiosk).cmd();
-        (id, envelope::sign(&self.signing(), &self.id, &topic, &body))
+        (id, envelope::sign(&self.signing, &self.id, &topic, &body))
     }
 
     /// Open `result.sealed` of a reply in place (as `result.secret`).
     pub fn open_reply(&self, mut reply: Value) -> Result<Value, RemoteError> {
         if let Some(sealed) = reply["result"]["sealed"].as_str() {
-            let secret = super::reply::unseal(&self.seal_secret(), sealed)
+            let secret = super::reply::unseal(&self.seal, sealed)
                 .map_err(|e| RemoteError::Unseal(e.to_string()))?;
             reply["result"]["secret"] = secret;
         }

@@ -616,6 +616,15 @@ impl Db {
         Ok(out)
     }
 
+    /// The recorded head of the audit chain: the seq and upper-case hex hash of the last
+    /// row written through [`Db::audit_append`] (a malformed record reads as seq -1).
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self.setting("audit_head")?.map(|h| {
+            let (seq, hash) = h.split_once(':').unwrap_or(("", ""));
+            (seq.parse().unwrap_or(-1), hash.to_owned())
+        }))
+    }
+
     /// Is there a row with this hash (at this seq, when given)? Checks a head published
     /// earlier (`lockerd audit verify --against`).
     pub fn audit_contains(&self, seq: Option<i64>, hash: &[u8]) -> Result<bool, StoreError> {
@@ -659,16 +668,14 @@ impl Db {
         let mut rep = v.finish();
         if rep.ok {
             // The rows link up; do they reach the recorded head?
-            let head = self.setting("audit_head")?;
+            let head = self.audit_head()?;
             let problem = match (head, &last) {
                 (None, None) => None,
                 (None, Some((seq, _))) => Some((
                     *seq,
                     "the chain's head record is missing (it was removed)".to_string(),
                 )),
-                (Some(h), last) => {
-                    let (hseq, hhash) = h.split_once(':').unwrap_or(("0", ""));
-                    let hseq: i64 = hseq.parse().unwrap_or(-1);
+                (Some((hseq, hhash)), last) => {
                     match last {
                         Some((seq, hash))
                             if *seq == hseq && hex::encode_upper(hash) == hhash => None,

@@ -210,6 +210,29 @@ impl Store {
         self.submit(f)?.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Queue `f` on the store thread without waiting for it. Jobs run in the order they
+    /// were queued, so any call queued after this returns sees its effect; a failure is
+    /// logged (prefixed with `what`) on the store thread.
+    pub fn enqueue<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&mut Db) -> Result<(), StoreError> + Send + 'static,
+    {
+        let r = match &self.inline {
+            Some(cell) => Self::run_inline(cell, f),
+            None => self
+                .tx
+                .send(Msg::Job(Box::new(move |db: &mut Db| {
+                    if let Err(e) = f(db) {
+                        log::error!("{what}: {e}");
+                    }
+                })))
+                .map_err(|_| StoreError::Closed),
+        };
+        if let Err(e) = r {
+            log::error!("{what}: {e}");
+        }
+    }
+
     /// Run `f` on the store thread and block until it is done. Usable from any thread,
     /// including one that runs an async runtime (the access controller's own thread).
     pub fn call_sync<R, F>(&self, f: F) -> Result<R, StoreError>
