@@ -298,6 +298,11 @@ impl Backend {
                     EnrollSource::Camera { seconds } => {
                         p.enroll_from_camera(&user, *seconds).await.map_err(e)?
                     }
+                    EnrollSource::Photo(_) => {
+                        return Err(ApiError::InvalidArgument(
+                            "over D-Bus, enroll from files (the daemon reads them)".into(),
+                        ))
+                    }
                 };
                 Response::EnrollStarted { job, user }
             }

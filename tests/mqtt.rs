@@ -713,3 +713,96 @@ fn unlocks_in(log: &str) -> usize {
         .filter(|l| l.contains("\"event\":\"unlock\""))
         .count()
 }
+
+/// A remote admin enrolls a user from a photo sent in the signed command: templates are
+/// stored and the progress events say so; a photo that is not an image fails with a
+/// clear message and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_enroll_with_a_photo_stores_templates_and_a_bad_photo_stores_none() {
+    let Some(data) = shared_data() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "mqtt enroll test key 0123456789");
+    let ada = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let clip = data.join("blink/zju/000010M_FNN.mp4");
+    let edits = mqtt_edits(
+        broker.port,
+        &[
+            (
+                "models",
+                format!("models = {:?}", models_dir().display().to_string()),
+            ),
+            (
+                "source",
+                format!("source = {:?}", clip.display().to_string()),
+            ),
+        ],
+    );
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    let c = Client::connect(broker.port).await;
+    let mut n = 0u8;
+    let mut send = |cmd: &str, args: serde_json::Value| {
+        n += 1;
+        let body = serde_json::json!({"kiosk": "k1", "id": format!("e{n}"), "ts": now_s(),
+            "nonce": BASE64.encode(&[n; 16]), "cmd": cmd, "args": args});
+        sign(&ada, "ada", "lockerd/k1/cmd", &body)
+    };
+    let photo = std::fs::read(data.join("faces/Megawati_Sukarnoputri/1.jpg")).unwrap();
+    c.send(send("user_add", serde_json::json!({"name": "meg"})))
+        .await;
+    assert_eq!(c.wait("lockerd/k1/reply/ada", 0).await["ok"], true);
+    let done = |c: &Client, job: &serde_json::Value| {
+        c.all("lockerd/k1/event").into_iter().find(|e| {
+            e["event"] == "enroll" && e["enroll"]["job"] == *job && e["enroll"]["done"] == true
+        })
+    };
+    for (args, ok) in [
+        (
+            serde_json::json!({"user": "meg", "source": {"photo": BASE64.encode(b"not a photo")}}),
+            false,
+        ),
+        (
+            serde_json::json!({"user": "meg", "source": {"photo": BASE64.encode(&photo)}}),
+            true,
+        ),
+    ] {
+        let skip = c.all("lockerd/k1/reply/ada").len();
+        c.send(send("enroll", args)).await;
+        let r = c.wait("lockerd/k1/reply/ada", skip).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let job = r["result"]["job"].clone();
+        let t0 = Instant::now();
+        let ev = loop {
+            if let Some(e) = done(&c, &job) {
+                break e;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "job {job} did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let status = ev["enroll"]["status"].as_str().unwrap().to_string();
+        if ok {
+            assert_eq!(status, "completed", "{ev}");
+        } else {
+            assert_eq!(status, "failed", "{ev}");
+            let msg = ev["enroll"]["message"].as_str().unwrap();
+            assert!(msg.contains("the photo sent"), "a clear message: {msg}");
+        }
+    }
+    let skip = c.all("lockerd/k1/reply/ada").len();
+    c.send(send("users_list", serde_json::json!({}))).await;
+    let r = c.wait("lockerd/k1/reply/ada", skip).await;
+    let meg = r["result"]["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "meg")
+        .cloned()
+        .unwrap();
+    assert_eq!(meg["templates"], 1, "{meg}");
+    daemon.stop();
+}

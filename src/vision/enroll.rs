@@ -27,6 +27,9 @@ pub enum EnrollInput {
     Files(Vec<std::path::PathBuf>),
     /// The kiosk camera for up to this many seconds (the person must blink).
     Camera { seconds: u32 },
+    /// A photo sent with the request (MQTT, `{"photo": BASE64}`): JPEG or PNG. Its size
+    /// is capped by the request's (`mqtt.max_payload_bytes`) and the decoder's limits.
+    Photo(String),
 }
 
 /// Why an enrollment source was refused (the API turns it into a progress status).
@@ -76,20 +79,30 @@ pub fn from_photo(
     path: &Path,
 ) -> Result<PhotoResult, VisionError> {
     let frame = load_image(path)?;
-    let r = from_frame(models, gates, &frame, &format!("photo:{}", file_name(path)))?.ok_or_else(
-        || {
-            refuse(
-                Refusal::NoFace,
-                format!("no face found in {}", path.display()),
-            )
-        },
-    )?;
+    one_face(
+        models,
+        gates,
+        &frame,
+        &format!("photo:{}", file_name(path)),
+        &path.display().to_string(),
+    )
+}
+
+/// The one face of a photo (`what` names it in refusals).
+fn one_face(
+    models: &Models,
+    gates: &QualityGates,
+    frame: &Frame,
+    source: &str,
+    what: &str,
+) -> Result<PhotoResult, VisionError> {
+    let r = from_frame(models, gates, frame, source)?
+        .ok_or_else(|| refuse(Refusal::NoFace, format!("no face found in {what}")))?;
     if r.faces > 1 {
         return Err(refuse(
             Refusal::SeveralFaces,
             format!(
-                "{}: {} faces in the photo; enroll from a photo of one person",
-                path.display(),
+                "{what}: {} faces in the photo; enroll from a photo of one person",
                 r.faces
             ),
         ));
@@ -319,19 +332,37 @@ pub fn samples_from_path(
 ) -> Result<Vec<Sample>, VisionError> {
     if is_image(path) {
         let r = from_photo(models, &cfg.gates(), path)?;
-        if let (Some(rej), false) = (r.rejected, allow_poor_photo) {
-            return Err(refuse(
-                Refusal::Poor,
-                format!(
-                "{}: photo fails the quality gate ({rej:?}); use a sharper, frontal, larger photo",
-                path.display()
-            ),
-            ));
-        }
-        Ok(vec![r.sample])
+        gated(r, allow_poor_photo, &path.display().to_string())
     } else {
         Ok(from_clip(models, cfg, path, 5)?.0)
     }
+}
+
+/// Templates from a photo sent in a request (JPEG or PNG bytes, decoded with the same
+/// size and decompression-bomb limits as a file).
+pub fn samples_from_image_bytes(
+    models: &Models,
+    cfg: &VisionConfig,
+    bytes: &[u8],
+    allow_poor_photo: bool,
+) -> Result<Vec<Sample>, VisionError> {
+    let what = "the photo sent";
+    let frame = super::source::decode_image(bytes, what)?;
+    let r = one_face(models, &cfg.gates(), &frame, "photo:sent", what)?;
+    gated(r, allow_poor_photo, what)
+}
+
+/// A photo's sample, unless it fails the quality gate (and poor photos are not allowed).
+fn gated(r: PhotoResult, allow_poor: bool, what: &str) -> Result<Vec<Sample>, VisionError> {
+    if let (Some(rej), false) = (r.rejected, allow_poor) {
+        return Err(refuse(
+            Refusal::Poor,
+            format!(
+                "{what}: photo fails the quality gate ({rej:?}); use a sharper, frontal, larger photo"
+            ),
+        ));
+    }
+    Ok(vec![r.sample])
 }
 
 #[cfg(test)]

@@ -143,6 +143,21 @@ impl VisionShared {
                 }
                 Ok(all)
             }
+            EnrollInput::Photo(base64) => {
+                let bytes = data_encoding::BASE64
+                    .decode(base64.trim().as_bytes())
+                    .map_err(|e| VisionError::BadInput(format!("the photo is not base64: {e}")))?;
+                let s = self.with_pipe(|pipe| {
+                    enroll::samples_from_image_bytes(
+                        pipe.models(),
+                        &self.vcfg,
+                        &bytes,
+                        allow_poor_photos,
+                    )
+                })??;
+                progress("the photo sent", s.len());
+                Ok(s)
+            }
             EnrollInput::Camera { seconds } => {
                 if !self.running.load(Ordering::SeqCst) {
                     return Err(VisionError::Camera(
