@@ -243,7 +243,7 @@ async fn run_open(
                 }
             };
             rt.block_on(async move {
-                let (ctl, events) =
+                let (mut ctl, events) =
                     match Controller::new(cfg2, store2, devices, crate::types::now_ms()) {
                         Ok(c) => c,
                         Err(e) => {
@@ -251,6 +251,7 @@ async fn run_open(
                             return;
                         }
                     };
+                ctl.set_outbox(ev2.outbox_max());
                 let at_ms = crate::types::now_ms();
                 ev2.send_all(
                     events

@@ -13,7 +13,7 @@
 use super::credentials::{self, Entry, Verdict};
 use super::face::{self, FaceDecision};
 use super::lockout::LockoutPolicy;
-use crate::api::event::{AlertKind, Event, EventKind};
+use crate::api::event::{AlertKind, Event, EventKind, Pending, Timed};
 use crate::api::{ApiError, DoorState, LockState};
 use crate::config::AccessConfig;
 use crate::hw::{Devices, Signal};
@@ -29,6 +29,18 @@ pub trait DbAccess {
         &mut self,
         f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError>;
+
+    /// Run `f` later, in order with every other call, without waiting (errors are
+    /// logged with `what`).
+    fn enqueue(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Db) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        if let Err(e) = self.with(f) {
+            log::error!("{what}: {e}");
+        }
+    }
 }
 
 impl DbAccess for Db {
@@ -46,6 +58,14 @@ impl DbAccess for crate::store::Store {
         f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.call_sync(f)
+    }
+
+    fn enqueue(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Db) -> Result<(), StoreError> + Send + 'static,
+    ) {
+        crate::store::Store::enqueue(self, what, f)
     }
 }
 
@@ -131,8 +151,12 @@ pub struct Controller<S: DbAccess> {
     idle_at: Option<i64>,
     /// When a failed re-lock is tried again.
     relock_retry_at: Option<i64>,
-    /// The latest wall-clock time seen (to notice the clock going back).
+    /// The latest wall-clock time seen (to notice the clock going back); the time the
+    /// events of the input being handled are stamped with.
     last_now: i64,
+    /// The MQTT outbox's bound when there is one: each event is queued by the controller,
+    /// in the transaction of its audit row when it has one.
+    outbox: Option<usize>,
 }
 
 /// A step back of the wall clock larger than this is a jump (not jitter).
@@ -189,6 +213,7 @@ impl<S: DbAccess> Controller<S> {
             idle_at: None,
             relock_retry_at: None,
             last_now: now_ms,
+            outbox: None,
         };
         c.clamp_lockout(now_ms);
         c.show_idle(now_ms);
@@ -205,6 +230,12 @@ impl<S: DbAccess> Controller<S> {
             log::error!("cannot lock at shutdown: {e}");
         }
         self.unlocked_until = None;
+    }
+
+    /// Queue every event in the MQTT outbox, bounded by `max` (`None`: no outbox; the
+    /// bus queues nothing the controller queued).
+    pub fn set_outbox(&mut self, max: Option<usize>) {
+        self.outbox = max;
     }
 
     pub fn lockout(&self) -> LockoutState {
@@ -350,15 +381,48 @@ impl<S: DbAccess> Controller<S> {
         log::warn!("alert {kind:?}: {message}");
         let entry = AuditEntry::new(Method::System, Outcome::Alert, format!("{kind:?}"))
             .evidence(json!({ "message": message }));
-        if let Err(e) = self.store.with(move |db| db.audit_append(&entry)) {
+        if let Err(e) = self.record(entry, Event::alert(kind, message), ev) {
             log::error!("could not audit an alert: {e}");
         }
-        ev.push(Event::alert(kind, message));
     }
 
     fn audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
         self.store
             .with(move |db| db.audit_append(&entry).map(|_| ()))
+    }
+
+    /// Write `entry` and queue `event` in the outbox in one transaction, then send the
+    /// event: the audit log and what MQTT will carry never disagree. When the write
+    /// fails, the event is still sent (unqueued: the bus tries the outbox again) and the
+    /// error returned.
+    fn record(
+        &mut self,
+        entry: AuditEntry,
+        event: Event,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let (t, pending) = Pending::stage(Timed::at(self.last_now, event), self.outbox);
+        let r = self.store.with(move |db| {
+            db.atomically(|db| {
+                db.audit_append(&entry)?;
+                pending.write(db)
+            })
+        });
+        let mut event = t.event;
+        event.queued &= r.is_ok();
+        ev.push(event);
+        r
+    }
+
+    /// Send an event that has no audit row, queued in the outbox first (without waiting,
+    /// in order with every store write of the controller).
+    fn emit(&mut self, event: Event, ev: &mut Vec<Event>) {
+        let (t, pending) = Pending::stage(Timed::at(self.last_now, event), self.outbox);
+        if t.event.queued {
+            self.store
+                .enqueue("mqtt outbox: event not queued", move |db| pending.write(db));
+        }
+        ev.push(t.event);
     }
 
     fn signal(&mut self, now: i64, s: Signal) {
@@ -410,11 +474,21 @@ impl<S: DbAccess> Controller<S> {
         } else {
             entry.user_name = Some(label.clone());
         }
-        if let Err(e) = self.audit(entry) {
+        // The unlock event goes with the grant's audit row (the outbox mirrors the audit):
+        // if the lock then fails to open, a `fault` denial and alert follow it, as in the
+        // audit log.
+        let unlock = Event::new(EventKind::Unlock)
+            .user(Some(label.clone()))
+            .method(method)
+            .reason(reason)
+            .detail(evidence);
+        let mut granted = Vec::new();
+        if let Err(e) = self.record(entry, unlock, &mut granted) {
             let why = format!("audit write failed: {e}");
             self.fail_closed(now, &label, method, &why, ev);
             return Err(why);
         }
+        ev.append(&mut granted);
         if let Err(e) = self.dev.lock.set_locked(false) {
             let _ = self.dev.lock.set_locked(true);
             let why = format!("lock did not open: {e}");
@@ -426,13 +500,6 @@ impl<S: DbAccess> Controller<S> {
         self.authorized_until = now + pulse + (self.cfg.door_grace_s * 1000.0) as i64;
         self.signal(now, Signal::Granted);
         self.show(now, "Welcome", &label);
-        ev.push(
-            Event::new(EventKind::Unlock)
-                .user(Some(label))
-                .method(method)
-                .reason(reason)
-                .detail(evidence),
-        );
         // A user with the admin role who is let in (so is at the door, identified) clears
         // a keypad lockout: the alert asks an admin to check who is there first, and
         // this admin has.
@@ -449,12 +516,13 @@ impl<S: DbAccess> Controller<S> {
         log::error!("fail closed ({method:?}, {who}): {why}");
         self.signal(now, Signal::Denied);
         self.show(now, "Out of order", "Lock stays shut");
-        ev.push(
+        self.emit(
             Event::new(EventKind::Deny)
                 .user(Some(who.to_owned()))
                 .method(method)
                 .reason("fault")
                 .detail(json!({ "error": why })),
+            ev,
         );
         self.alert(
             AlertKind::Fault,
@@ -474,17 +542,15 @@ impl<S: DbAccess> Controller<S> {
     ) {
         let mut entry = AuditEntry::new(method, Outcome::Deny, reason).evidence(evidence.clone());
         entry.user_name = user.clone();
-        if let Err(e) = self.audit(entry) {
+        let event = Event::new(EventKind::Deny)
+            .user(user)
+            .method(method)
+            .reason(reason)
+            .detail(evidence);
+        if let Err(e) = self.record(entry, event, ev) {
             log::error!("could not audit a denial: {e}");
         }
         self.signal(now, Signal::Denied);
-        ev.push(
-            Event::new(EventKind::Deny)
-                .user(user)
-                .method(method)
-                .reason(reason)
-                .detail(evidence),
-        );
     }
 
     // ----- face -----------------------------------------------------------------------
@@ -502,10 +568,11 @@ impl<S: DbAccess> Controller<S> {
             "probes": a.result.probes,
         });
         if now < self.face_cooldown_until && a.live {
-            ev.push(
+            self.emit(
                 Event::new(EventKind::Ignored)
                     .method(Method::Face)
                     .reason("face_rate_limited"),
+                ev,
             );
             return;
         }
@@ -779,11 +846,12 @@ impl<S: DbAccess> Controller<S> {
         self.show(now, "Wrong code", "");
         if let Some(until) = locked {
             let secs = (until - now) / 1000;
-            ev.push(
+            self.emit(
                 Event::new(EventKind::Lockout)
                     .method(method)
                     .reason("too_many_wrong_codes")
                     .detail(json!({ "level": s.level, "seconds": secs })),
+                ev,
             );
             self.alert(
                 AlertKind::KeypadLockout,
@@ -816,24 +884,27 @@ impl<S: DbAccess> Controller<S> {
         if open {
             self.door_opened_at = now;
             self.held_alerted = false;
-            ev.push(Event::new(EventKind::DoorOpen).method(Method::Door));
+            let opened = Event::new(EventKind::DoorOpen).method(Method::Door);
             if now > self.authorized_until {
-                let _ = self.audit(AuditEntry::new(Method::Door, Outcome::Alert, "door_forced"));
+                let entry = AuditEntry::new(Method::Door, Outcome::Alert, "door_forced");
+                let _ = self.record(entry, opened, ev);
                 self.alert(
                     AlertKind::DoorForced,
                     "door opened without a grant".into(),
                     ev,
                 );
             } else {
-                let _ = self.audit(AuditEntry::new(Method::Door, Outcome::Info, "door_opened"));
+                let entry = AuditEntry::new(Method::Door, Outcome::Info, "door_opened");
+                let _ = self.record(entry, opened, ev);
             }
         } else {
             let held = (now - self.door_opened_at) / 1000;
-            let _ = self.audit(
+            let _ = self.record(
                 AuditEntry::new(Method::Door, Outcome::Info, "door_closed")
                     .evidence(json!({ "open_s": held })),
+                Event::new(EventKind::DoorClosed).method(Method::Door),
+                ev,
             );
-            ev.push(Event::new(EventKind::DoorClosed).method(Method::Door));
         }
     }
 
@@ -874,12 +945,16 @@ impl<S: DbAccess> Controller<S> {
                 self.unlocked_until = None;
                 self.relock_retry_at = None;
                 self.authorized_until = self.authorized_until.min(now);
-                let _ = self.audit(
-                    AuditEntry::new(via, Outcome::Info, "locked_by_request")
-                        .evidence(json!({ "by": by, "was_unlocked": was_open })),
-                );
+                let entry = AuditEntry::new(via, Outcome::Info, "locked_by_request")
+                    .evidence(json!({ "by": by, "was_unlocked": was_open }));
                 if was_open {
-                    ev.push(Event::new(EventKind::Lock).method(via).user(Some(by)));
+                    let _ = self.record(
+                        entry,
+                        Event::new(EventKind::Lock).method(via).user(Some(by)),
+                        ev,
+                    );
+                } else {
+                    let _ = self.audit(entry);
                 }
                 self.show_idle(now);
                 Ok(if was_open { "locked" } else { "already locked" }.into())
@@ -887,29 +962,27 @@ impl<S: DbAccess> Controller<S> {
             AdminRequest::LockoutReset { by, via } => {
                 let mut s = self.lockout;
                 self.policy.reset(&mut s);
-                let saved = {
-                    let by2 = by.clone();
-                    self.store.with(move |db| {
-                        db.atomically(|db| {
-                            db.lockout_save(&s)?;
-                            db.audit_append(
-                                &AuditEntry::new(via, Outcome::Info, "keypad_lockout_reset")
-                                    .evidence(json!({ "by": by2 })),
-                            )
-                        })
+                let event = Event::new(EventKind::LockoutReset)
+                    .method(via)
+                    .detail(json!({ "by": by.clone() }));
+                let (t, pending) = Pending::stage(Timed::at(now, event), self.outbox);
+                let saved = self.store.with(move |db| {
+                    db.atomically(|db| {
+                        db.lockout_save(&s)?;
+                        db.audit_append(
+                            &AuditEntry::new(via, Outcome::Info, "keypad_lockout_reset")
+                                .evidence(json!({ "by": by })),
+                        )?;
+                        pending.write(db)
                     })
-                };
+                });
                 if let Err(e) = saved {
                     return Err(ApiError::Internal(format!(
                         "cannot persist the lockout reset: {e}; nothing changed"
                     )));
                 }
                 self.lockout = s;
-                ev.push(
-                    Event::new(EventKind::LockoutReset)
-                        .method(via)
-                        .detail(json!({ "by": by })),
-                );
+                ev.push(t.event);
                 self.show_idle(now);
                 Ok("keypad lockout cleared".into())
             }
@@ -926,7 +999,7 @@ impl<S: DbAccess> Controller<S> {
                 Ok(()) => {
                     let was = self.unlocked_until.take();
                     if was.is_some() {
-                        ev.push(Event::new(EventKind::Relock));
+                        self.emit(Event::new(EventKind::Relock), ev);
                     }
                     self.relock_retry_at = None;
                     if self.idle_at.is_none() {

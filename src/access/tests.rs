@@ -765,3 +765,104 @@ fn a_remote_credential_is_a_keypad_entry_audited_as_its_channel() {
     ctl.handle(later + 100, input);
     assert!(matches!(rx.try_recv(), Ok(Err(_))), "single use");
 }
+
+/// With an outbox, every event the controller sends is queued by the controller, once,
+/// in order, each audited one with its audit row; none is left for the bus to queue.
+#[test]
+fn each_event_is_queued_once_in_order_with_its_audit_row() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let good = issue(&mut db, None, 600, BASE_MS);
+    let bad = wrong_code_keys(&issue(&mut db, None, 600, BASE_MS));
+    let (mut ctl, _lock) = bare(db);
+    ctl.set_outbox(Some(1000));
+    let mut sent = Vec::new();
+    let mut type_keys = |ctl: &mut Controller<Db>, keys: &str, now: i64| {
+        for k in keys.chars() {
+            sent.extend(ctl.handle(now, Input::Key(k)));
+        }
+    };
+    for i in 0..3 {
+        type_keys(&mut ctl, &bad, BASE_MS + i);
+    }
+    type_keys(&mut ctl, &good.keys, BASE_MS + 121_000);
+    sent.extend(ctl.handle(BASE_MS + 121_500, Input::Door { open: true }));
+    sent.extend(ctl.handle(BASE_MS + 125_000, Input::Door { open: false }));
+    sent.extend(ctl.handle(BASE_MS + 200_000, Input::Tick));
+    let kinds: Vec<EventKind> = sent.iter().map(|e| e.event).collect();
+    for k in [
+        EventKind::Deny,
+        EventKind::Lockout,
+        EventKind::Alert,
+        EventKind::Unlock,
+        EventKind::DoorClosed,
+        EventKind::Relock,
+    ] {
+        assert!(kinds.contains(&k), "{k:?} in {kinds:?}");
+    }
+    assert!(sent.iter().all(|e| e.queued), "{sent:?}");
+    let db = ctl.into_store();
+    let rows = db.outbox_after(0, 1000).unwrap();
+    let queued: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["event"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let want: Vec<String> = sent
+        .iter()
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        queued, want,
+        "the outbox holds what was sent, in order, once"
+    );
+    // Every audited outcome has its event: denials, the alert and the grant.
+    let audit = db.audit_list(0, 100).unwrap();
+    let denials = audit.iter().filter(|r| r.outcome == "deny").count();
+    assert_eq!(
+        denials,
+        kinds.iter().filter(|k| **k == EventKind::Deny).count()
+    );
+}
+
+/// The event and its audit row are kept or lost together: when the outbox cannot be
+/// written, the grant's audit row is rolled back with it and the lock stays locked.
+#[test]
+fn an_outbox_that_cannot_be_written_fails_the_grant_closed() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let good = issue(&mut db, None, 600, BASE_MS);
+    db.conn()
+        .execute_batch(
+            "CREATE TEMP TRIGGER full BEFORE INSERT ON outbox
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    let grants_before = grants(&db);
+    let (mut ctl, lock) = bare(db);
+    ctl.set_outbox(Some(1000));
+    let mut ev = Vec::new();
+    for k in good.keys.chars() {
+        ev.extend(ctl.handle(BASE_MS, Input::Key(k)));
+    }
+    assert!(lock.is_locked());
+    assert!(ev.iter().all(|e| e.event != EventKind::Unlock), "{ev:?}");
+    assert!(ev.iter().any(|e| e.reason.as_deref() == Some("fault")));
+    let db = ctl.into_store();
+    assert_eq!(grants(&db), grants_before, "no grant row without its event");
+}
+
+fn grants(db: &Db) -> usize {
+    db.audit_list(0, 1000)
+        .unwrap()
+        .iter()
+        .filter(|r| r.outcome == "grant")
+        .count()
+}

@@ -19,7 +19,7 @@
 //! waits in the channel and never reaches the face path, which goes from vision to the
 //! controller directly.
 
-use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Timed};
+use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
 use super::{
     authorize, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource, IssuedCode,
     LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
@@ -280,12 +280,15 @@ impl Service {
         });
     }
 
-    fn publish(&self, event: Event) {
-        log::info!("{}", serde_json::to_string(&event).unwrap_or_default());
-        self.b.events.send(Timed {
-            at_ms: self.b.clock.now_ms(),
-            event,
-        });
+    /// `event` stamped now with its outbox row: write the row in the transaction of the
+    /// event's audit row, then [`Self::publish_staged`] the stamped event.
+    fn stage(&self, event: Event) -> (Timed, Pending) {
+        self.b.events.stage(self.b.clock.now_ms(), event)
+    }
+
+    fn publish_staged(&self, t: Timed) {
+        log::info!("{}", serde_json::to_string(&t.event).unwrap_or_default());
+        self.b.events.send(t);
     }
 
     async fn handle(
@@ -390,7 +393,13 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let by = caller.id.clone();
         let via = caller.via.method();
-        let (user, count, info) = self
+        let (event, pending) = self.stage(
+            Event::new(EventKind::UserChanged)
+                .user(Some(name.clone()))
+                .method(via)
+                .reason(what),
+        );
+        let (count, info) = self
             .b
             .store
             .call(move |db| {
@@ -401,20 +410,16 @@ impl Service {
                             .user(u.id, &u.name)
                             .evidence(json!({ "by": by, "role": u.role, "enabled": u.enabled })),
                     )?;
+                    pending.write(db)?;
                     let count = db.list_users()?.len();
                     let info = user_info(db, &u)?;
-                    Ok((u, count, info))
+                    Ok((count, info))
                 })
             })
             .await?;
         self.users.store(count as u32, Ordering::SeqCst);
         self.changed.notify_one();
-        self.publish(
-            Event::new(EventKind::UserChanged)
-                .user(Some(user.name.clone()))
-                .method(via)
-                .reason(what),
-        );
+        self.publish_staged(event);
         self.push_gallery().await;
         Ok(Response::User { user: info })
     }
@@ -540,7 +545,8 @@ impl Service {
             Request::OtpIssue { user, ttl_s } => {
                 let cfg = self.cfg.access.clone();
                 let now = self.b.clock.now_ms();
-                let issued = self
+                let bus = self.b.events.clone();
+                let (issued, event) = self
                     .b
                     .store
                     .call(move |db| {
@@ -559,16 +565,19 @@ impl Service {
                                 entry = entry.user(u.id, &u.name);
                             }
                             db.audit_append(&entry)?;
-                            Ok(c)
+                            let (event, pending) = bus.stage(
+                                now,
+                                Event::new(EventKind::CodeIssued)
+                                    .user(c.user.clone())
+                                    .method(via)
+                                    .detail(json!({ "slot": c.slot, "expires_ms": c.expires_ms })),
+                            );
+                            pending.write(db)?;
+                            Ok((c, event))
                         })
                     })
                     .await?;
-                self.publish(
-                    Event::new(EventKind::CodeIssued)
-                        .user(issued.user.clone())
-                        .method(via)
-                        .detail(json!({ "slot": issued.slot, "expires_ms": issued.expires_ms })),
-                );
+                self.publish_staged(event);
                 Ok(Response::Code(IssuedCode {
                     slot: issued.slot,
                     keys: issued.keys.clone(),
@@ -608,6 +617,12 @@ impl Service {
                 let cfg = self.cfg.access.clone();
                 let issuer = format!("lockerd-{}", self.cfg.daemon.kiosk_name);
                 let now = self.b.clock.now_ms();
+                let (event, pending) = self.stage(
+                    Event::new(EventKind::UserChanged)
+                        .user(Some(user.clone()))
+                        .method(via)
+                        .reason("totp enrolled"),
+                );
                 let en = self
                     .b
                     .store
@@ -627,16 +642,12 @@ impl Service {
                                     .user(u.id, &u.name)
                                     .evidence(json!({ "keypad_no": en.keypad_no, "by": by })),
                             )?;
+                            pending.write(db)?;
                             Ok(en)
                         })
                     })
                     .await?;
-                self.publish(
-                    Event::new(EventKind::UserChanged)
-                        .user(Some(en.user.clone()))
-                        .method(via)
-                        .reason("totp enrolled"),
-                );
+                self.publish_staged(event);
                 Ok(Response::Totp(TotpEnrolled {
                     user: en.user.clone(),
                     keypad_no: en.keypad_no,
@@ -657,6 +668,12 @@ impl Service {
                     self.to_controller(AdminRequest::LockoutReset { by, via })
                         .await?
                 } else {
+                    // The same event the controller sends when it clears the lockout.
+                    let (event, pending) = self.stage(
+                        Event::new(EventKind::LockoutReset)
+                            .method(via)
+                            .detail(json!({ "by": by.clone() })),
+                    );
                     self.b
                         .store
                         .call(move |db| {
@@ -665,10 +682,12 @@ impl Service {
                                 db.audit_append(
                                     &AuditEntry::new(via, Outcome::Info, "keypad_lockout_reset")
                                         .evidence(json!({ "by": by })),
-                                )
+                                )?;
+                                pending.write(db)
                             })
                         })
                         .await?;
+                    self.publish_staged(event);
                     "keypad lockout cleared".to_string()
                 };
                 Ok(Response::Done { message })
@@ -790,6 +809,19 @@ fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
     ))
 }
 
+/// An enrollment job's progress event.
+fn progress(user: &str, job: u64, status: EnrollStatus, done: bool, message: String) -> Event {
+    Event::enroll(
+        user,
+        EnrollProgress {
+            job,
+            status,
+            done,
+            message,
+        },
+    )
+}
+
 struct EnrollCtx {
     store: Store,
     events: EventBus,
@@ -804,20 +836,13 @@ struct EnrollCtx {
 
 impl EnrollCtx {
     fn emit(&self, status: EnrollStatus, done: bool, message: String) {
-        let e = Event::enroll(
-            &self.user.name,
-            EnrollProgress {
-                job: self.job,
-                status,
-                done,
-                message,
-            },
-        );
-        log::info!("{}", serde_json::to_string(&e).unwrap_or_default());
-        self.events.send(Timed {
-            at_ms: self.clock.now_ms(),
-            event: e,
-        });
+        let e = progress(&self.user.name, self.job, status, done, message);
+        self.send(Timed::at(self.clock.now_ms(), e));
+    }
+
+    fn send(&self, t: Timed) {
+        log::info!("{}", serde_json::to_string(&t.event).unwrap_or_default());
+        self.events.send(t);
     }
 
     /// Run the job to its end; true when templates were stored.
@@ -832,19 +857,9 @@ impl EnrollCtx {
         let src = source.clone();
         let samples = tokio::task::spawn_blocking(move || {
             vision.enroll(&src, allow_poor, &cancel, &mut |what, n| {
-                let e = Event::enroll(
-                    &name,
-                    EnrollProgress {
-                        job,
-                        status: EnrollStatus::StagePassed,
-                        done: false,
-                        message: format!("{what}: {n} template(s)"),
-                    },
-                );
-                events.send(Timed {
-                    at_ms: clock.now_ms(),
-                    event: e,
-                });
+                let message = format!("{what}: {n} template(s)");
+                let e = progress(&name, job, EnrollStatus::StagePassed, false, message);
+                events.send(Timed::at(clock.now_ms(), e));
             })
         })
         .await
@@ -870,12 +885,8 @@ impl EnrollCtx {
             }
         };
         match self.store_samples(samples).await {
-            Ok(Ok((added, total))) => {
-                self.emit(
-                    EnrollStatus::Completed,
-                    true,
-                    format!("{added} template(s) added, {total} in all"),
-                );
+            Ok(Ok((added, completed))) => {
+                self.send(completed);
                 added > 0
             }
             Ok(Err(other)) => {
@@ -899,12 +910,13 @@ impl EnrollCtx {
     }
 
     /// Refuse a face that matches another user; skip exact repeats of the user's own
-    /// templates; store the rest with the audit row in one transaction.
-    /// `Ok(Err(name))` names the other user.
+    /// templates; store the rest with the audit row and the `completed` event in one
+    /// transaction. `Ok(Err(name))` names the other user; `Ok(Ok((added, completed)))`
+    /// gives the event to send.
     async fn store_samples(
         &self,
         samples: Vec<Sample>,
-    ) -> Result<Result<(usize, i64), String>, StoreError> {
+    ) -> Result<Result<(usize, Timed), String>, StoreError> {
         let (uid, uname, by, via, threshold) = (
             self.user.id,
             self.user.name.clone(),
@@ -912,6 +924,7 @@ impl EnrollCtx {
             self.via,
             self.threshold,
         );
+        let (bus, job, now) = (self.events.clone(), self.job, self.clock.now_ms());
         self.store
             .call(move |db| {
                 let gallery = load_gallery(db)?;
@@ -943,9 +956,15 @@ impl EnrollCtx {
                             .user(uid, &uname)
                             .evidence(json!({ "templates": added, "by": by })),
                     )?;
-                    Ok(())
-                })?;
-                Ok(Ok((added, db.template_count(uid)?)))
+                    let total = db.template_count(uid)?;
+                    let message = format!("{added} template(s) added, {total} in all");
+                    let (t, pending) = bus.stage(
+                        now,
+                        progress(&uname, job, EnrollStatus::Completed, true, message),
+                    );
+                    pending.write(db)?;
+                    Ok(Ok((added, t)))
+                })
             })
             .await
     }

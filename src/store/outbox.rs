@@ -1,5 +1,6 @@
-//! The MQTT outbox: secret-free events waiting for the broker. Rows are written by the
-//! event bus (`api::event::EventBus`) before an event is broadcast, read in `seq` order
+//! The MQTT outbox: secret-free events waiting for the broker. Rows are written before
+//! an event is broadcast, in the transaction of its audit row where it has one
+//! (`api::event::Pending`), else by the event bus (`api::event::EventBus`); read in `seq` order
 //! by the MQTT publisher and deleted when the broker has acknowledged them (PUBACK). The
 //! table is bounded: past [`Db::outbox_push`]'s `max`, the oldest tenth goes and one
 //! alert row says how many and which numbers, so a dead broker cannot fill the disk.
