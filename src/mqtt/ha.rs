@@ -240,7 +240,10 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, String> {
     }
 }
 
-/// Is `code` shaped like [`CODE_FORMAT`]?
+/// Is `code` shaped like [`CODE_FORMAT`] (the pattern Home Assistant is given)? Only a
+/// pre-filter, so text that is no credential at all is refused here, without a strike;
+/// the controller parses the entry with the keypad's own rules
+/// (`access::credentials::parse_entry`, which knows the configured lengths).
 pub fn code_well_formed(code: &str) -> bool {
     let rest = code.strip_prefix('*').unwrap_or(code);
     let Some((a, b)) = rest.split_once('#') else {
