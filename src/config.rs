@@ -45,7 +45,41 @@ pub struct Config {
     pub vision: VisionConfig,
     pub access: AccessConfig,
     pub hardware: HardwareConfig,
+    pub lock: LockConfig,
     pub mqtt: MqttConfig,
+}
+
+/// `[lock]`: which lock the controller drives: the GPIO relay of `[hardware]`, or an
+/// ESP32 lock reached through the MQTT broker (`hardware/LOCK-PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockConfig {
+    /// "relay" (default) or "esp32".
+    pub kind: String,
+    /// The ESP32 lock's id in its topics (`lockerd/<kiosk_id>/lock/<lock_id>/...`).
+    pub lock_id: String,
+    /// An owner-only file holding the lock's 32 raw key bytes.
+    pub key_file: PathBuf,
+    /// How long to wait for the lock to acknowledge a command before sending it again
+    /// under a new counter.
+    pub ack_timeout_ms: u64,
+    /// Tries after the first before an unlock fails (closed) with a `fault` alert.
+    pub retries: u32,
+    /// The lock reports at least every 10 s; silent this long, it is unavailable.
+    pub report_timeout_s: u64,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        Self {
+            kind: "relay".into(),
+            lock_id: "door1".into(),
+            key_file: PathBuf::new(),
+            ack_timeout_ms: 1000,
+            retries: 2,
+            report_timeout_s: 35,
+        }
+    }
 }
 
 /// `[mqtt]`: remote admin, events and Home Assistant through a broker (`crate::mqtt`).
@@ -558,6 +592,36 @@ impl Config {
         self.validate_access(&v)?;
         self.validate_hardware(&v)?;
         self.validate_mqtt(&v)?;
+        self.validate_lock(&v)?;
+        Ok(())
+    }
+
+    fn validate_lock(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
+        let l = &self.lock;
+        v.one_of("lock.kind", &l.kind, &["relay", "esp32"])?;
+        v.check(
+            "lock.lock_id",
+            &l.lock_id,
+            topic_safe(&l.lock_id),
+            "1-64 characters of a-z, A-Z, 0-9, '-', '_'",
+        )?;
+        v.range("lock.ack_timeout_ms", l.ack_timeout_ms, 100, 10_000)?;
+        v.range("lock.retries", l.retries, 0, 5)?;
+        v.range("lock.report_timeout_s", l.report_timeout_s, 2, 600)?;
+        if l.kind == "esp32" {
+            v.check(
+                "lock.key_file",
+                &l.key_file.display(),
+                !l.key_file.as_os_str().is_empty(),
+                "the lock's key file (32 raw bytes, owner-only)",
+            )?;
+            v.check(
+                "mqtt.enabled",
+                &self.mqtt.enabled,
+                self.mqtt.enabled,
+                "true: an ESP32 lock is reached through the MQTT broker",
+            )?;
+        }
         Ok(())
     }
 

@@ -219,6 +219,18 @@ async fn run_open(
         }
     };
 
+    // An ESP32 lock replaces the relay: the controller drives its actuator, the MQTT
+    // bridge carries its link.
+    let mut devices = devices;
+    let mut lock_link = None;
+    if config.lock.kind == "esp32" {
+        let pulse_ms = (config.access.unlock_pulse_s * 1000.0).round() as u32;
+        let (actuator, link) = crate::mqtt::lock::pair(&config.lock, pulse_ms)
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        devices.lock = Box::new(actuator);
+        lock_link = Some(link);
+    }
+
     // The access controller on its own thread (its store calls block only that thread).
     let (in_tx, in_rx) = mpsc::channel::<Input>(256);
     let mut ev_tx = EventBus::new(1024);
@@ -325,7 +337,8 @@ async fn run_open(
     // The MQTT bridge on the same API (when configured). A broker that is down is
     // retried inside; a bridge that cannot start leaves the kiosk working locally.
     let mqtt = if config.mqtt.enabled {
-        match crate::mqtt::bridge::spawn(&config.mqtt, api.clone(), store.clone()) {
+        let lock = lock_link.map(|l| (l, in_tx.clone()));
+        match crate::mqtt::bridge::spawn(&config.mqtt, api.clone(), store.clone(), lock) {
             Ok(tasks) => Some(tasks),
             Err(e) => {
                 log::error!("MQTT not started: {e}");

@@ -6,13 +6,15 @@
 //! - [`config`]: typed settings, validation, embedded defaults.
 //! - [`store`]: the SQLCipher store on its own thread (users, templates, OTP, audit).
 //! - [`hw`]: hardware traits with real and simulated implementations.
-//! - [`safety`]: emergency locking from the panic hook.
+//! - [`safety`]: emergency locking from the panic hook; [`secret_file`]: owner-only
+//!   secrets on disk.
 //! - [`api`]: the one way in: typed requests, the role table, the serving task, the
 //!   secret-free event broadcast.
 //! - [`dbus`]: the `org.lockerd.Locker1` service and its client proxy; [`ctl`]: the
 //!   admin commands shared by `lockerctl` and `lockerd admin`.
 //! - [`access`]: the access controller; [`vision`]: frames to face attempts.
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
+//! - [`mqtt`]: remote admin, events, Home Assistant and the ESP32 lock link.
 //! - [`sim`], [`eval`]: the simulator and the measurement commands.
 
 pub mod access;
@@ -26,6 +28,7 @@ pub mod hw;
 pub mod logging;
 pub mod mqtt;
 pub mod safety;
+pub mod secret_file;
 pub mod sim;
 pub mod store;
 pub mod timefmt;

@@ -245,7 +245,9 @@ impl<S: DbAccess> Controller<S> {
     /// Lock, door and lockout as they are now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            lock: if self.relock_retry_at.is_some() {
+            lock: if self.dev.lock.health().is_none() {
+                LockState::Unavailable
+            } else if self.relock_retry_at.is_some() || self.dev.lock.health() == Some(true) {
                 LockState::Jammed
             } else if self.unlocked_until.is_some() {
                 LockState::Unlocked
@@ -441,7 +443,9 @@ impl<S: DbAccess> Controller<S> {
 
     fn show_idle(&mut self, now: i64) {
         self.idle_at = None;
-        let r = if self.policy.is_locked(&self.lockout, now) {
+        let r = if self.dev.lock.health().is_none() {
+            self.dev.display.show("Lock offline", "Please wait")
+        } else if self.policy.is_locked(&self.lockout, now) {
             self.dev.display.show(
                 "Keypad locked",
                 &format!("Face only {}", minutes_seconds(self.lockout.until_ms - now)),

@@ -337,8 +337,12 @@ pub enum LockState {
     #[default]
     Locked,
     Unlocked,
-    /// The lock could not be driven (a relay fault); the controller keeps retrying.
+    /// The lock could not be driven (a relay fault), or a remote lock reports itself
+    /// jammed; the controller keeps retrying.
     Jammed,
+    /// A remote lock (ESP32) stopped reporting: it locks itself on link loss, and every
+    /// grant fails closed until it reports again.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -446,7 +446,7 @@ impl Locker1 {
         }
     }
 
-    /// locked, unlocked or jammed.
+    /// locked, unlocked, jammed, or unavailable (an ESP32 lock that stopped reporting).
     #[zbus(property)]
     fn lock_state(&self) -> String {
         enum_str(&self.st().lock)

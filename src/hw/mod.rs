@@ -10,6 +10,7 @@
 //! an emergency lock with [`crate::safety`] so a panic anywhere leaves the door locked.
 
 pub mod door;
+pub mod esp32;
 pub mod indicator;
 pub mod keypad;
 pub mod lcd;
@@ -52,6 +53,11 @@ pub trait Keypad: Send {
 pub trait LockActuator: Send {
     fn set_locked(&mut self, locked: bool) -> Result<(), HwError>;
     fn is_locked(&self) -> bool;
+    /// What the lock itself last said, for a lock that reports (ESP32): `None` when it
+    /// is not heard from (unavailable), `Some(jammed)` otherwise. A relay always answers.
+    fn health(&self) -> Option<bool> {
+        Some(false)
+    }
 }
 
 /// The door contact. `Ok(true)` when open.

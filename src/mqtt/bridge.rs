@@ -25,7 +25,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Commands waiting for the command task; more are dropped (and counted).
@@ -98,6 +98,18 @@ impl Topics {
     }
     pub fn ha_alert(&self) -> String {
         self.at("ha/alert")
+    }
+    /// An ESP32 lock's commands (daemon -> lock, binary frames).
+    pub fn lock_cmd(&self, lock_id: &str) -> String {
+        format!("{}/lock/{lock_id}/cmd", self.base)
+    }
+    /// An ESP32 lock's reports (lock -> daemon, binary frames).
+    pub fn lock_state(&self, lock_id: &str) -> String {
+        format!("{}/lock/{lock_id}/state", self.base)
+    }
+    /// Whether the daemon hears the lock (retained online/offline, written by the daemon).
+    pub fn lock_availability(&self, lock_id: &str) -> String {
+        format!("{}/lock/{lock_id}/availability", self.base)
     }
 }
 
@@ -250,10 +262,14 @@ enum Cmd {
 
 /// Connect and serve until the returned handles are aborted. Never blocks the caller:
 /// a broker that is down is retried with back-off inside the poll tasks.
+/// An ESP32 lock for the bridge to carry: its link and the controller's input.
+pub type LockWiring = (super::lock::LockLink, mpsc::Sender<crate::access::controller::Input>);
+
 pub fn spawn(
     cfg: &MqttConfig,
     api: ApiHandle,
     store: Store,
+    lock: Option<LockWiring>,
 ) -> Result<Vec<JoinHandle<()>>, MqttError> {
     let conn = Connection::new(cfg)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
@@ -268,10 +284,16 @@ pub fn spawn(
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
     let ha_cfg = cfg.home_assistant.clone();
+    let lock_id = lock.as_ref().map(|(l, _)| l.lock_id.clone());
     let discovery = (
         ha::discovery_topic(cfg),
-        serde_json::to_vec(&ha::discovery(cfg, &topics)).unwrap_or_default(),
+        serde_json::to_vec(&ha::discovery(cfg, &topics, lock_id.as_deref()))
+            .unwrap_or_default(),
     );
+    // The lock link's inputs: its state topic's payloads, and whether we are connected.
+    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(64);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let lock_state = lock_id.as_ref().map(|id| topics.lock_state(id));
 
     // 1. The poll loop: owns the command connection.
     let (c1, t1, status1) = (client.clone(), topics.clone(), api.status());
@@ -283,6 +305,7 @@ pub fn spawn(
             let cmd = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.connected();
+                    connected_tx.send_replace(true);
                     log::info!("mqtt: connected; serving {}", t1.cmd());
                     let _ = c1.subscribe(t1.cmd(), QoS::AtLeastOnce).await;
                     let _ = c1
@@ -318,6 +341,14 @@ pub fn spawn(
                         retained: p.retain,
                     })
                 }
+                Ok(Event::Incoming(Packet::Publish(p)))
+                    if lock_state.as_deref() == Some(p.topic.as_str()) =>
+                {
+                    // Frames are 52 bytes: anything longer goes on cut (and is refused).
+                    let f = p.payload.iter().take(lock_proto::REPORT_LEN + 1).copied();
+                    let _ = frames_tx.try_send(f.collect());
+                    None
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.ha_set() => {
                     // A retained lock command would replay itself on every reconnect.
                     (!p.retain).then(|| Cmd::Ha {
@@ -326,6 +357,7 @@ pub fn spawn(
                 }
                 Ok(_) => None,
                 Err(e) => {
+                    connected_tx.send_replace(false);
                     backoff.failed(format!("mqtt: {e}")).await;
                     None
                 }
@@ -359,6 +391,7 @@ pub fn spawn(
     ));
 
     // 3. The retained state and HA's events (best effort: the outbox has every event).
+    let lock_client = client.clone();
     let (c3, t3) = (client, topics.clone());
     let (mut status, mut events) = (api.status(), api.subscribe());
     let state = tokio::spawn(async move {
@@ -390,8 +423,27 @@ pub fn spawn(
     });
 
     // 4. Events, from the outbox, on their own connection.
-    let outbox = tokio::spawn(super::publisher::run(conn, topics, store, api.subscribe()));
-    Ok(vec![poll, commands, state, outbox])
+    let outbox = tokio::spawn(super::publisher::run(
+        conn,
+        topics.clone(),
+        store.clone(),
+        api.subscribe(),
+    ));
+    let mut tasks = vec![poll, commands, state, outbox];
+
+    // 5. The ESP32 lock link, on the command connection.
+    if let Some((link, controller)) = lock {
+        let wiring = super::lock::Wiring {
+            client: lock_client,
+            topics,
+            frames: frames_rx,
+            connected: connected_rx,
+            store,
+            controller,
+        };
+        tasks.push(tokio::spawn(super::lock::run(link, wiring)));
+    }
+    Ok(tasks)
 }
 
 #[derive(Clone)]

@@ -29,8 +29,10 @@ pub fn discovery_topic(cfg: &MqttConfig) -> String {
     )
 }
 
-/// The device-based discovery message (`dev`, `o`, `cmps`).
-pub fn discovery(cfg: &MqttConfig, topics: &Topics) -> Value {
+/// The device-based discovery message (`dev`, `o`, `cmps`). With an ESP32 lock
+/// (`esp32_lock` = its id) the lock entity is available only while both the kiosk and
+/// the lock are.
+pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) -> Value {
     let k = &cfg.kiosk_id;
     let id = |c: &str| format!("lockerd_{k}_{c}");
     let state = topics.state();
@@ -49,6 +51,13 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics) -> Value {
         "payload_unlock": "UNLOCK",
         "json_attributes_topic": topics.last_access(),
     });
+    if let Some(id) = esp32_lock {
+        lock["availability"] = json!([
+            { "topic": topics.availability() },
+            { "topic": topics.lock_availability(id) },
+        ]);
+        lock["availability_mode"] = "all".into();
+    }
     if cfg.home_assistant.allow_unlock {
         lock["code_format"] = CODE_FORMAT.into();
         lock["command_template"] = r#"{"action": "{{ value }}", "code": "{{ code }}"}"#.into();
@@ -139,7 +148,9 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics) -> Value {
 pub fn state(s: &Status) -> Value {
     let door_open = s.door == DoorState::Open;
     let lock = match (s.lock, door_open) {
-        (LockState::Jammed, _) => "JAMMED",
+        // HA has no "unavailable" lock state: the lock's own availability topic makes
+        // the entity unavailable; its state reads as a fault meanwhile.
+        (LockState::Jammed | LockState::Unavailable, _) => "JAMMED",
         (_, true) => "OPEN",
         (LockState::Unlocked, false) => "UNLOCKED",
         (LockState::Locked, false) => "LOCKED",
@@ -346,14 +357,14 @@ mod tests {
         }
     }
 
-    fn check_discovery(allow_unlock: bool) {
+    fn check_discovery(allow_unlock: bool, esp32: Option<&str>) {
         let mut cfg = MqttConfig {
             kiosk_id: "k1".into(),
             ..Default::default()
         };
         cfg.home_assistant.allow_unlock = allow_unlock;
         let topics = Topics::new("k1");
-        let d = discovery(&cfg, &topics);
+        let d = discovery(&cfg, &topics, esp32);
         let top: BTreeSet<&str> = d.as_object().unwrap().keys().map(|k| expand(k)).collect();
         for k in &top {
             assert!(
@@ -412,6 +423,19 @@ mod tests {
                     "a lock must have a command topic"
                 );
                 assert_eq!(c.contains_key("code_format"), allow_unlock);
+                // With an ESP32 lock, the lock is available only while both are.
+                let avail: Vec<&str> = c
+                    .get("availability")
+                    .and_then(|a| a.as_array())
+                    .map(|a| a.iter().filter_map(|t| t["topic"].as_str()).collect())
+                    .unwrap_or_default();
+                match esp32 {
+                    Some(id) => {
+                        assert_eq!(avail, [topics.availability(), topics.lock_availability(id)]);
+                        assert_eq!(c["availability_mode"], "all");
+                    }
+                    None => assert!(avail.is_empty()),
+                }
                 assert!(
                     !c.contains_key("payload_open"),
                     "no open: an unlock is a pulse"
@@ -433,8 +457,9 @@ mod tests {
 
     #[test]
     fn discovery_uses_only_documented_options() {
-        check_discovery(false);
-        check_discovery(true);
+        check_discovery(false, None);
+        check_discovery(true, None);
+        check_discovery(false, Some("door1"));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! replay guard in the store ([`StoreNonces`]), sealed replies ([`reply`]), the broker
 //! connection ([`bridge`], TLS) that hands commands to the same request API as D-Bus with
 //! a `Via::Mqtt` caller, the outbox publisher ([`publisher`]: events and the audit head,
-//! in order, across outages) and Home Assistant ([`ha`]). Not built yet: the ESP32 lock.
+//! in order, across outages), Home Assistant ([`ha`]) and the ESP32 lock link ([`lock`]).
 
 pub mod bridge;
 pub mod envelope;
 pub mod ha;
+pub mod lock;
 pub mod publisher;
 pub mod remote;
 pub mod reply;

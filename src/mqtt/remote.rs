@@ -79,14 +79,9 @@ impl AdminKeys {
     }
 
     pub fn load(path: &Path) -> Result<AdminKeys, RemoteError> {
-        use std::os::unix::fs::PermissionsExt;
         let e = |x: String| RemoteError::KeyFile(path.display().to_string(), x);
-        let meta = std::fs::metadata(path).map_err(|x| e(x.to_string()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(e("readable by group or others; chmod 600 it".into()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|x| e(x.to_string()))?;
-        let k: KeyFile = serde_json::from_str(&text).map_err(|x| e(x.to_string()))?;
+        let bytes = crate::secret_file::read_owner_only(path).map_err(e)?;
+        let k: KeyFile = serde_json::from_slice(&bytes).map_err(|x| e(x.to_string()))?;
         let key = |v: &str, what: &str| {
             envelope::key32(v).ok_or_else(|| e(format!("{what} is not base64 of 32 bytes")))
         };

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod db;
 pub mod key;
 pub mod otp;
+pub mod lock_counters;
 pub mod outbox;
 pub mod schema;
 
@@ -312,3 +313,18 @@ impl InstanceLock {
 }
 
 use std::os::unix::fs::DirBuilderExt;
+
+/// A store in `dir` (created on first use) for unit tests.
+#[cfg(test)]
+pub(crate) fn test_db(dir: &std::path::Path) -> Db {
+    let k = DbKey::from_text("store unit test key 0123456789", std::path::Path::new("t"))
+        .expect("test key");
+    Db::open(
+        &dir.join("t.db"),
+        &k,
+        Create::IfMissing,
+        std::time::Duration::from_secs(5),
+    )
+    .expect("test store")
+    .0
+}

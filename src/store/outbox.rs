@@ -122,22 +122,7 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{Create, DbKey};
-    use std::path::Path;
-    use std::time::Duration;
-
-    fn db(dir: &Path) -> Db {
-        let k = DbKey::from_text("outbox test key 0123456789", Path::new("t")).unwrap();
-        Db::open(
-            &dir.join("o.db"),
-            &k,
-            Create::IfMissing,
-            Duration::from_secs(5),
-        )
-        .unwrap()
-        .0
-    }
+    use crate::store::test_db as db;
 
     fn ev(i: i64) -> (i64, bool, String) {
         (i, false, format!("{{\"at_ms\":{i},\"event\":\"unlock\"}}"))

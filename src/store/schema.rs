@@ -98,6 +98,15 @@ const MIGRATIONS: &[&str] = &[
         body        TEXT    NOT NULL
     );
     "#,
+    // v5: the counters of each ESP32 lock link (lock-proto): the reservation of command
+    // counters and the last report counter accepted. Only ever raised.
+    r#"
+    CREATE TABLE lock_counters (
+        lock_id     TEXT    PRIMARY KEY,
+        reserved    INTEGER NOT NULL CHECK (reserved >= 0),
+        seen        INTEGER NOT NULL CHECK (seen >= 0)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,40 @@
+//! The lock protocol between lockerd and an ESP32 lock: the two frames, their HMAC, the
+//! counters that make every frame single-use, and the state machines both ends run.
+//! `no_std` and allocation-free, so the daemon, the firmware (`hardware/esp32-lock`)
+//! and the host lock simulator (`lockerd lock-sim`) share this one implementation.
+//!
+//! Frames (`hardware/LOCK-PROTOCOL.md` is the prose version):
+//! - command, daemon -> lock: `0x01 | kind u8 | counter u64 BE | pulse_ms u32 BE | HMAC`
+//!   ([`Command`], [`COMMAND_LEN`] bytes);
+//! - report, lock -> daemon: `0x01 | 0x80 | counter u64 BE | acked u64 BE | state u8 |
+//!   door u8 | HMAC` ([`Report`], [`REPORT_LEN`] bytes);
+//!
+//! where HMAC is HMAC-SHA256 under the lock's 32-byte key over every byte before it. Each
+//! direction has its own counter, strictly increasing and persisted by its sender
+//! ([`Sender`], reserved in blocks so flash is not written per frame) and by its receiver
+//! ([`Receiver`], written before the frame is acted on): a frame whose counter is not
+//! above the last accepted one is refused, also after a power cut.
+//!
+//! The I/O (MQTT, flash, relay pins) belongs to whoever runs these machines; nothing
+//! here blocks or allocates.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+mod frame;
+mod lock;
+mod link;
+
+pub use frame::{Command, Door, FrameError, Kind, LockState, Report};
+pub use frame::{COMMAND_LEN, KEY_LEN, MAC_LEN, MAX_PULSE_MS, REPORT_LEN, REPORT_TAG, VERSION};
+pub use link::{Accepted, Counters, DaemonEnd, Receiver, Sender, Stats, RESERVE};
+pub use lock::{Lock, Outgoing};
+
+/// The lock's shared secret.
+pub type Key = [u8; KEY_LEN];
+
+#[cfg(test)]
+mod tests;

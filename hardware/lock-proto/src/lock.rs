@@ -1,0 +1,126 @@
+//! The lock's end, as the firmware and the host simulator run it: fail-secure on boot and
+//! on link loss, an unlock pulse that ends by itself, and reports with the last command
+//! it accepted.
+
+use crate::frame::{Command, Door, FrameError, Kind, LockState, Report, REPORT_LEN};
+use crate::link::{Accepted, Counters, Link, Stats};
+use crate::Key;
+
+/// The lock's state machine. The caller owns the relay (drive it from
+/// [`Lock::relay_open`] after every call), the door contact, flash and the link.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    link: Link,
+    open_until: Option<u64>,
+    jammed: bool,
+    door: Door,
+    pub stats: Stats,
+}
+
+/// A report to publish. When `persist` is set, write it (and call [`Lock::reserved`])
+/// before sending: see [`Lock::report`].
+pub type Outgoing = [u8; REPORT_LEN];
+
+impl Lock {
+    /// Start locked, whatever the state before the reset or power cut.
+    pub fn boot(key: Key, saved: Counters, door: Door) -> Lock {
+        Lock {
+            link: Link::new(key, saved),
+            open_until: None,
+            jammed: false,
+            door,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.link.counters()
+    }
+
+    pub fn state(&self) -> LockState {
+        if self.jammed {
+            LockState::Jammed
+        } else if self.open_until.is_some() {
+            LockState::Unlocked
+        } else {
+            LockState::Locked
+        }
+    }
+
+    /// Whether the relay should be in its unlocking position now.
+    pub fn relay_open(&self) -> bool {
+        self.open_until.is_some() && !self.jammed
+    }
+
+    /// Check a command: authentic, well formed and fresh (counted either way). Nothing
+    /// changes until [`Lock::apply`].
+    pub fn check(&mut self, frame: &[u8]) -> Result<Accepted<Command>, FrameError> {
+        let r = Command::decode(frame, &self.link.key)
+            .and_then(|c| self.link.accepted(c, c.counter));
+        self.stats.count(&r);
+        r
+    }
+
+    /// Act on a checked command whose counters are persisted. Send a report after it.
+    pub fn apply(&mut self, now_ms: u64, a: Accepted<Command>) {
+        self.link.commit(a.counter);
+        match a.frame.kind {
+            Kind::Unlock if !self.jammed => {
+                self.open_until = Some(now_ms.saturating_add(a.frame.pulse_ms as u64));
+            }
+            Kind::Unlock | Kind::Report => {}
+            Kind::Lock => self.open_until = None,
+        }
+    }
+
+    /// End a pulse whose time is up. True when the state changed (send a report).
+    pub fn tick(&mut self, now_ms: u64) -> bool {
+        match self.open_until {
+            Some(t) if now_ms >= t => {
+                self.open_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The link to the broker is gone: lock now. True when that changed the state.
+    pub fn link_lost(&mut self) -> bool {
+        self.open_until.take().is_some()
+    }
+
+    /// The door contact moved. True when it changed.
+    pub fn set_door(&mut self, door: Door) -> bool {
+        let changed = self.door != door;
+        self.door = door;
+        changed
+    }
+
+    /// The bolt sensor disagrees with the relay (or agrees again). A jammed lock stays
+    /// locked (the relay is released) and ignores unlocks until it clears.
+    pub fn set_jammed(&mut self, jammed: bool) -> bool {
+        let changed = self.jammed != jammed;
+        self.jammed = jammed;
+        if jammed {
+            self.open_until = None;
+        }
+        changed
+    }
+
+    /// The next report frame; `Err(c)`: persist `c`, call [`Lock::reserved`], ask again.
+    pub fn report(&mut self) -> Result<Outgoing, Counters> {
+        let counter = self.link.next()?;
+        Ok(Report {
+            counter,
+            acked: self.link.rx.seen(),
+            state: self.state(),
+            door: self.door,
+        }
+        .encode(&self.link.key))
+    }
+
+    /// `c` (from [`Lock::report`]'s error) is persisted.
+    pub fn reserved(&mut self, c: Counters) {
+        self.link.tx.reserved_to(c.reserved);
+    }
+}

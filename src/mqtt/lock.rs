@@ -1,0 +1,400 @@
+//! The ESP32 lock link. One task owns the daemon's end of the lock protocol
+//! (`lock_proto::DaemonEnd`), its counters in the store and the lock's topics on the
+//! bridge's connection (`lockerd/<kiosk>/lock/<id>/cmd`, `.../state`, and the retained
+//! `.../availability` it writes). The actuator (`hw::esp32::Esp32Lock`, owned by the
+//! controller) sends it requests and waits for the answer to an unlock; the bridge's poll
+//! loop hands it the payloads of the state topic and whether the broker is connected.
+//! Back to the controller go the lock's door contact (`Input::Door`), a jam (`Input::Fault`,
+//! an alert) and a `Tick` whenever what the lock reports changes, so the status follows.
+//!
+//! Fail closed: an unlock is answered `Ok` only when a fresh, authentic report acknowledges
+//! its counter. Not acknowledged within `ack_timeout_ms` it is sent again under a new
+//! counter, `retries` times; then it fails (the controller raises a `fault` alert) and a
+//! lock command supersedes anything still in flight. A lock silent for
+//! `report_timeout_s`, or a broker that is down, makes the lock unavailable: grants fail
+//! at once until it reports again.
+
+use super::bridge::Topics;
+use crate::access::controller::Input;
+use crate::config::LockConfig;
+use crate::hw::esp32::{Esp32Lock, LinkHealth, LinkRequest};
+use crate::store::Store;
+use lock_proto::{DaemonEnd, Door, Key, Kind, LockState};
+use rumqttc::{AsyncClient, QoS};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockLinkError {
+    #[error("lock.key_file {0}: {1}")]
+    Key(String, String),
+}
+
+/// The link task's half: built with its actuator by [`pair`], run by the bridge.
+pub struct LockLink {
+    pub lock_id: String,
+    key: Zeroizing<Key>,
+    requests: mpsc::Receiver<LinkRequest>,
+    health: Arc<LinkHealth>,
+    ack_timeout: Duration,
+    retries: u32,
+    report_timeout: Duration,
+}
+
+/// The actuator for the controller and the link for the bridge, from `[lock]`. The key
+/// file must be owner-only and hold exactly 32 bytes.
+pub fn pair(cfg: &LockConfig, pulse_ms: u32) -> Result<(Esp32Lock, LockLink), LockLinkError> {
+    let path = cfg.key_file.display().to_string();
+    let bytes = crate::secret_file::read_owner_only(&cfg.key_file)
+        .map_err(|e| LockLinkError::Key(path.clone(), e))?;
+    let key: Key = bytes.as_slice().try_into().map_err(|_| {
+        LockLinkError::Key(
+            path,
+            format!(
+                "{} bytes; it must hold exactly 32 raw bytes (head -c 32 /dev/urandom)",
+                bytes.len()
+            ),
+        )
+    })?;
+    let (tx, requests) = mpsc::channel(8);
+    let health = Arc::new(LinkHealth::default());
+    let ack_timeout = Duration::from_millis(cfg.ack_timeout_ms);
+    let wait = ack_timeout * (cfg.retries + 1) + Duration::from_secs(1);
+    let actuator = Esp32Lock::new(tx, health.clone(), pulse_ms, wait);
+    let link = LockLink {
+        lock_id: cfg.lock_id.clone(),
+        key: Zeroizing::new(key),
+        requests,
+        health,
+        ack_timeout,
+        retries: cfg.retries,
+        report_timeout: Duration::from_secs(cfg.report_timeout_s),
+    };
+    Ok((actuator, link))
+}
+
+/// What the bridge gives the link task.
+pub struct Wiring {
+    pub client: AsyncClient,
+    pub topics: Topics,
+    /// Payloads published on the lock's state topic.
+    pub frames: mpsc::Receiver<Vec<u8>>,
+    /// Whether the bridge's connection is up.
+    pub connected: watch::Receiver<bool>,
+    pub store: Store,
+    pub controller: mpsc::Sender<Input>,
+}
+
+struct Pending {
+    counter: u64,
+    tries: u32,
+    pulse_ms: u32,
+    deadline: Instant,
+    reply: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+struct Task {
+    link: LockLink,
+    end: DaemonEnd,
+    w: Wiring,
+    pending: Option<Pending>,
+    last_report: Instant,
+    available: bool,
+    jammed: bool,
+    door: Door,
+}
+
+/// Run the link until the actuator is gone.
+pub async fn run(mut link: LockLink, w: Wiring) {
+    let id = link.lock_id.clone();
+    let saved = match w.store.call(move |db| db.lock_counters_load(&id)).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Without its counters the link could reuse one: it stays down (closed).
+            log::error!("lock {}: cannot read its counters: {e}", link.lock_id);
+            while let Some(r) = link.requests.recv().await {
+                if let LinkRequest::Unlock { reply, .. } = r {
+                    let _ = reply.send(Err("the lock link cannot read its counters".into()));
+                }
+            }
+            return;
+        }
+    };
+    let end = DaemonEnd::new(*link.key, saved);
+    let mut t = Task {
+        link,
+        end,
+        w,
+        pending: None,
+        last_report: Instant::now(),
+        available: false,
+        jammed: false,
+        door: Door::None,
+    };
+    log::info!(
+        "lock {}: ESP32 link on {} (counters: {} reserved, {} seen)",
+        t.link.lock_id,
+        t.w.topics.lock_cmd(&t.link.lock_id),
+        saved.reserved,
+        saved.seen
+    );
+    t.run().await;
+}
+
+impl Task {
+    async fn run(&mut self) {
+        if *self.w.connected.borrow() {
+            self.on_connected().await;
+        }
+        loop {
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(3600);
+            if let Some(p) = &self.pending {
+                next = next.min(p.deadline);
+            }
+            if self.available {
+                next = next.min(self.last_report + self.link.report_timeout);
+            }
+            tokio::select! {
+                r = self.link.requests.recv() => match r {
+                    Some(r) => self.on_request(r).await,
+                    None => break,
+                },
+                f = self.w.frames.recv() => match f {
+                    Some(f) => self.on_frame(&f).await,
+                    None => break,
+                },
+                r = self.w.connected.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    let up = *self.w.connected.borrow_and_update();
+                    if up {
+                        self.on_connected().await;
+                    } else {
+                        self.set_available(false, "the broker connection dropped").await;
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => self.on_time().await,
+            }
+        }
+        if let Some(p) = self.pending.take() {
+            let _ = p.reply.send(Err("the lock link stopped".into()));
+        }
+    }
+
+    async fn on_connected(&mut self) {
+        let (c, t) = (&self.w.client, &self.w.topics);
+        let avail = if self.available { "online" } else { "offline" };
+        let _ = c
+            .subscribe(t.lock_state(&self.link.lock_id), QoS::AtLeastOnce)
+            .await;
+        let _ = c
+            .publish(t.lock_availability(&self.link.lock_id), QoS::AtLeastOnce, true, avail)
+            .await;
+        // Ask for a report at once rather than wait for the next heartbeat.
+        if let Err(e) = self.send(Kind::Report, 0).await {
+            log::warn!("lock {}: {e}", self.link.lock_id);
+        }
+    }
+
+    async fn on_request(&mut self, r: LinkRequest) {
+        match r {
+            LinkRequest::Unlock { pulse_ms, reply } => {
+                if let Some(p) = self.pending.take() {
+                    let _ = p.reply.send(Err("superseded by a newer unlock".into()));
+                }
+                if !*self.w.connected.borrow() {
+                    let _ = reply.send(Err("the MQTT broker is not connected".into()));
+                    return;
+                }
+                match self.send(Kind::Unlock, pulse_ms).await {
+                    Ok(counter) => {
+                        self.pending = Some(Pending {
+                            counter,
+                            tries: 1,
+                            pulse_ms,
+                            deadline: Instant::now() + self.link.ack_timeout,
+                            reply,
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            LinkRequest::Lock => {
+                if *self.w.connected.borrow() {
+                    if let Err(e) = self.send(Kind::Lock, 0).await {
+                        log::warn!("lock {}: {e}", self.link.lock_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frame a command under the next counter (persisting a new reservation first when
+    /// one is due) and publish it. Its counter, or why not.
+    async fn send(&mut self, kind: Kind, pulse_ms: u32) -> Result<u64, String> {
+        let (counter, frame) = loop {
+            match self.end.command(kind, pulse_ms) {
+                Ok(x) => break x,
+                Err(c) => {
+                    let id = self.link.lock_id.clone();
+                    self.w
+                        .store
+                        .call(move |db| db.lock_counters_save(&id, c))
+                        .await
+                        .map_err(|e| format!("cannot persist the lock counters: {e}"))?;
+                    self.end.reserved(c);
+                }
+            }
+        };
+        let topic = self.w.topics.lock_cmd(&self.link.lock_id);
+        self.w
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, frame.to_vec())
+            .await
+            .map_err(|e| format!("cannot publish to the lock: {e}"))?;
+        log::debug!("lock {}: sent {kind:?} #{counter}", self.link.lock_id);
+        Ok(counter)
+    }
+
+    async fn on_frame(&mut self, frame: &[u8]) {
+        let id = self.link.lock_id.clone();
+        let a = match self.end.check_report(frame) {
+            Ok(a) => a,
+            Err(e) => {
+                let s = self.end.stats;
+                log::warn!(
+                    "lock {id}: refused a report ({}): {e}; refused so far: {} forged, {} replayed, {} truncated, {} invalid",
+                    e.kind(),
+                    s.forged,
+                    s.replayed,
+                    s.truncated,
+                    s.invalid
+                );
+                return;
+            }
+        };
+        let c = a.counters;
+        let id2 = id.clone();
+        if let Err(e) = self
+            .w
+            .store
+            .call(move |db| db.lock_counters_save(&id2, c))
+            .await
+        {
+            // Not persisted, not taken: a report is not worth a counter that could go back.
+            log::error!("lock {id}: cannot persist the report counter: {e}");
+            return;
+        }
+        let r = self.end.commit(a);
+        log::debug!("lock {id}: report #{} {r:?}", r.counter);
+        self.last_report = Instant::now();
+        self.set_available(true, "reporting").await;
+        if let Some(p) = self.pending.take_if(|p| r.acked >= p.counter) {
+            log::info!(
+                "lock {id}: unlock #{} acknowledged (try {})",
+                p.counter,
+                p.tries
+            );
+            let _ = p.reply.send(Ok(()));
+        }
+        let jammed = r.state == LockState::Jammed;
+        if jammed != self.jammed {
+            self.jammed = jammed;
+            self.link.health.set(self.available, jammed);
+            if jammed {
+                let _ = self.w.controller.try_send(Input::Fault(format!(
+                    "the ESP32 lock {id} reports itself jammed"
+                )));
+            } else {
+                log::info!("lock {id}: no longer jammed");
+                let _ = self.w.controller.try_send(Input::Tick);
+            }
+        }
+        if r.door != self.door {
+            self.door = r.door;
+            let open = match r.door {
+                Door::Open => Some(true),
+                Door::Closed => Some(false),
+                Door::None => None,
+            };
+            if let Some(open) = open {
+                let _ = self.w.controller.try_send(Input::Door { open });
+            }
+        }
+    }
+
+    async fn on_time(&mut self) {
+        let now = Instant::now();
+        if self.available && now >= self.last_report + self.link.report_timeout {
+            self.set_available(false, "no report").await;
+        }
+        let Some(p) = self.pending.take_if(|p| now >= p.deadline) else {
+            return;
+        };
+        let id = self.link.lock_id.clone();
+        if p.tries > self.link.retries {
+            log::error!(
+                "lock {id}: unlock not acknowledged after {} tries; the grant fails closed",
+                p.tries
+            );
+            let _ = p.reply.send(Err(format!(
+                "the ESP32 lock did not acknowledge the unlock ({} tries, {} ms each)",
+                p.tries,
+                self.link.ack_timeout.as_millis()
+            )));
+            // Anything of it still in flight is superseded by a later counter.
+            let _ = self.send(Kind::Lock, 0).await;
+            return;
+        }
+        log::warn!(
+            "lock {id}: unlock #{} not acknowledged; sending it again under a new counter",
+            p.counter
+        );
+        match self.send(Kind::Unlock, p.pulse_ms).await {
+            Ok(counter) => {
+                self.pending = Some(Pending {
+                    counter,
+                    tries: p.tries + 1,
+                    deadline: now + self.link.ack_timeout,
+                    ..p
+                });
+            }
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+    }
+
+    async fn set_available(&mut self, available: bool, why: &str) {
+        if available == self.available {
+            return;
+        }
+        self.available = available;
+        self.link.health.set(available, self.jammed);
+        let id = &self.link.lock_id;
+        if available {
+            log::info!("lock {id}: available ({why})");
+        } else {
+            log::warn!("lock {id}: unavailable ({why}); grants fail closed until it reports");
+        }
+        let payload = if available { "online" } else { "offline" };
+        let _ = self
+            .w
+            .client
+            .publish(
+                self.w.topics.lock_availability(id),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .await;
+        let _ = self.w.controller.try_send(Input::Tick);
+    }
+}
