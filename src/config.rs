@@ -74,7 +74,7 @@ impl Default for LockConfig {
         Self {
             kind: "relay".into(),
             lock_id: "door1".into(),
-            key_file: PathBuf::new(),
+            key_file: PathBuf::from("/etc/lockerd/lock.key"),
             ack_timeout_ms: 1000,
             retries: 2,
             report_timeout_s: 35,

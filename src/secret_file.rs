@@ -15,7 +15,9 @@ pub fn read_owner_only(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
     if meta.permissions().mode() & 0o077 != 0 {
         return Err("readable by group or others; chmod 600 it".into());
     }
-    std::fs::read(path).map(Zeroizing::new).map_err(|e| e.to_string())
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,15 +1,16 @@
-//! MQTT (issue #8, in progress): sealed replies are libsodium sealed boxes, checked both
+//! MQTT (issue #8): sealed replies are libsodium sealed boxes, checked both
 //! ways against libsodium itself (PyNaCl, Debian's python3-nacl, with the system Python);
 //! signed commands through a real mosquitto on loopback to the running daemon.
 
 mod common;
+use common::mqtt::*;
 use common::*;
 use data_encoding::BASE64;
 use lockerd::mqtt::envelope::sign;
 use lockerd::mqtt::reply::{seal, unseal};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PY: &str = "/usr/bin/python3";
@@ -56,170 +57,6 @@ fn sealed_replies_open_with_libsodium_and_libsodium_boxes_open_here() {
         &[&BASE64.encode(&pk)],
     );
     assert_eq!(unseal(&sk, &theirs).unwrap()["pin"], "4821");
-}
-
-/// mosquitto on a free loopback port, anonymous, no persistence unless `extra` asks for
-/// it. Killed on drop.
-struct Broker {
-    port: u16,
-    child: Child,
-    conf: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Broker::start_with("")
-    }
-
-    /// With more lines for mosquitto.conf (TLS); it runs as root to read the test keys.
-    fn start_with(extra: &str) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        let persistence = if extra.contains("persistence") {
-            ""
-        } else {
-            "persistence false\n"
-        };
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}user root\n{extra}"
-            ),
-        )
-        .unwrap();
-        Broker {
-            port,
-            child: Broker::spawn(&conf, port),
-            conf,
-            _dir: dir,
-        }
-    }
-
-    fn spawn(conf: &Path, port: u16) -> Child {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (scripts/setup.sh installs it)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "mosquitto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child
-    }
-
-    /// A clean stop (SIGTERM: a persistent broker saves its sessions).
-    fn stop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.child = Broker::spawn(&self.conf, self.port);
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Messages seen: (topic, payload).
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A watcher/sender on the broker: every message under lockerd/k1/ is collected.
-struct Client {
-    client: AsyncClient,
-    seen: Seen,
-}
-
-impl Client {
-    async fn connect(port: u16) -> Client {
-        Client::connect_as(port, "test-admin", true).await
-    }
-
-    /// With `clean` false the broker keeps the subscriptions and queues QoS 1 messages
-    /// while this client is away; the client reconnects by itself.
-    async fn connect_as(port: u16, id: &str, clean: bool) -> Client {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        o.set_clean_session(clean);
-        let (client, mut ev) = AsyncClient::new(o, 64);
-        for t in ["lockerd/k1/#", "homeassistant/#"] {
-            client.subscribe(t, QoS::AtLeastOnce).await.unwrap();
-        }
-        let seen: Seen = Default::default();
-        let s2 = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => s2
-                        .lock()
-                        .unwrap()
-                        .push((p.topic.clone(), p.payload.to_vec())),
-                    Ok(_) => {}
-                    Err(_) if clean => break,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        Client { client, seen }
-    }
-
-    /// The payloads seen on `topic`, as JSON.
-    fn all(&self, topic: &str) -> Vec<serde_json::Value> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| t == topic)
-            .filter_map(|(_, p)| serde_json::from_slice(p).ok())
-            .collect()
-    }
-
-    async fn send(&self, payload: Vec<u8>) {
-        self.client
-            .publish("lockerd/k1/cmd", QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
-    }
-
-    /// Wait for the next message on `topic` after the first `skip`.
-    async fn wait(&self, topic: &str, skip: usize) -> serde_json::Value {
-        let t0 = Instant::now();
-        loop {
-            let got: Vec<Vec<u8>> = self
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(t, _)| t == topic)
-                .map(|(_, p)| p.clone())
-                .collect();
-            if got.len() > skip {
-                let p = &got[skip];
-                return serde_json::from_slice(p).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(p).into())
-                });
-            }
-            assert!(t0.elapsed() < Duration::from_secs(20), "nothing on {topic}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 fn now_s() -> i64 {
@@ -509,37 +346,6 @@ fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
         );
     }
     drop(broker);
-}
-
-fn ctl(bus: &TestBus, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
-        .args(args)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "lockerctl {args:?}: {}", stderr(&o));
-    stdout(&o)
-}
-
-fn mqtt_edits(port: u16, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut e = vec![
-        ("enabled = false", "enabled = true".to_string()),
-        ("url = ", format!("url = \"mqtt://127.0.0.1:{port}\"")),
-        ("kiosk_id", "kiosk_id = \"k1\"".into()),
-        (
-            "# [[mqtt.admins]]",
-            format!(
-                "[[mqtt.admins]]\nid = \"ada\"\npublic_key = \"{k}\"\nseal_key = \"{k}\"\nrole = \"admin\"\n",
-                k = BASE64.encode(
-                    ed25519_dalek::SigningKey::from_bytes(&[7; 32])
-                        .verifying_key()
-                        .as_bytes()
-                )
-            ),
-        ),
-    ];
-    e.extend(extra.iter().cloned());
-    e
 }
 
 /// Broker stopped, 20 events made through D-Bus, the daemon restarted, the broker back:

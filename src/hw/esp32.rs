@@ -109,9 +109,7 @@ impl LockActuator for Esp32Lock {
     }
 
     fn health(&self) -> Option<bool> {
-        self.health
-            .available()
-            .then(|| self.health.jammed())
+        self.health.available().then(|| self.health.jammed())
     }
 }
 

@@ -263,7 +263,10 @@ enum Cmd {
 /// Connect and serve until the returned handles are aborted. Never blocks the caller:
 /// a broker that is down is retried with back-off inside the poll tasks.
 /// An ESP32 lock for the bridge to carry: its link and the controller's input.
-pub type LockWiring = (super::lock::LockLink, mpsc::Sender<crate::access::controller::Input>);
+pub type LockWiring = (
+    super::lock::LockLink,
+    mpsc::Sender<crate::access::controller::Input>,
+);
 
 pub fn spawn(
     cfg: &MqttConfig,
@@ -287,8 +290,7 @@ pub fn spawn(
     let lock_id = lock.as_ref().map(|(l, _)| l.lock_id.clone());
     let discovery = (
         ha::discovery_topic(cfg),
-        serde_json::to_vec(&ha::discovery(cfg, &topics, lock_id.as_deref()))
-            .unwrap_or_default(),
+        serde_json::to_vec(&ha::discovery(cfg, &topics, lock_id.as_deref())).unwrap_or_default(),
     );
     // The lock link's inputs: its state topic's payloads, and whether we are connected.
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(64);

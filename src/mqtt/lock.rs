@@ -47,6 +47,26 @@ pub struct LockLink {
 /// The actuator for the controller and the link for the bridge, from `[lock]`. The key
 /// file must be owner-only and hold exactly 32 bytes.
 pub fn pair(cfg: &LockConfig, pulse_ms: u32) -> Result<(Esp32Lock, LockLink), LockLinkError> {
+    let key = read_key(cfg)?;
+    let (tx, requests) = mpsc::channel(8);
+    let health = Arc::new(LinkHealth::default());
+    let ack_timeout = Duration::from_millis(cfg.ack_timeout_ms);
+    let wait = ack_timeout * (cfg.retries + 1) + Duration::from_secs(1);
+    let actuator = Esp32Lock::new(tx, health.clone(), pulse_ms, wait);
+    let link = LockLink {
+        lock_id: cfg.lock_id.clone(),
+        key,
+        requests,
+        health,
+        ack_timeout,
+        retries: cfg.retries,
+        report_timeout: Duration::from_secs(cfg.report_timeout_s),
+    };
+    Ok((actuator, link))
+}
+
+/// The lock's key from `lock.key_file`: owner-only, exactly 32 bytes.
+pub fn read_key(cfg: &LockConfig) -> Result<Zeroizing<Key>, LockLinkError> {
     let path = cfg.key_file.display().to_string();
     let bytes = crate::secret_file::read_owner_only(&cfg.key_file)
         .map_err(|e| LockLinkError::Key(path.clone(), e))?;
@@ -59,21 +79,7 @@ pub fn pair(cfg: &LockConfig, pulse_ms: u32) -> Result<(Esp32Lock, LockLink), Lo
             ),
         )
     })?;
-    let (tx, requests) = mpsc::channel(8);
-    let health = Arc::new(LinkHealth::default());
-    let ack_timeout = Duration::from_millis(cfg.ack_timeout_ms);
-    let wait = ack_timeout * (cfg.retries + 1) + Duration::from_secs(1);
-    let actuator = Esp32Lock::new(tx, health.clone(), pulse_ms, wait);
-    let link = LockLink {
-        lock_id: cfg.lock_id.clone(),
-        key: Zeroizing::new(key),
-        requests,
-        health,
-        ack_timeout,
-        retries: cfg.retries,
-        report_timeout: Duration::from_secs(cfg.report_timeout_s),
-    };
-    Ok((actuator, link))
+    Ok(Zeroizing::new(key))
 }
 
 /// What the bridge gives the link task.
@@ -193,7 +199,12 @@ impl Task {
             .subscribe(t.lock_state(&self.link.lock_id), QoS::AtLeastOnce)
             .await;
         let _ = c
-            .publish(t.lock_availability(&self.link.lock_id), QoS::AtLeastOnce, true, avail)
+            .publish(
+                t.lock_availability(&self.link.lock_id),
+                QoS::AtLeastOnce,
+                true,
+                avail,
+            )
             .await;
         // Ask for a report at once rather than wait for the next heartbeat.
         if let Err(e) = self.send(Kind::Report, 0).await {

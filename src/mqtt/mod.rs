@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod envelope;
 pub mod ha;
 pub mod lock;
+pub mod lock_sim;
 pub mod publisher;
 pub mod remote;
 pub mod reply;

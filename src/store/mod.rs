@@ -10,8 +10,8 @@
 pub mod audit;
 pub mod db;
 pub mod key;
-pub mod otp;
 pub mod lock_counters;
+pub mod otp;
 pub mod outbox;
 pub mod schema;
 

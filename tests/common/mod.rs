@@ -280,3 +280,5 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+pub mod mqtt;

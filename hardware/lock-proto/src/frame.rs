@@ -290,7 +290,11 @@ mod tests {
         for i in 0..f.len() * 8 {
             let mut g = f;
             g[i / 8] ^= 1 << (i % 8);
-            assert_eq!(Command::decode(&g, &KEY), Err(FrameError::BadMac), "bit {i}");
+            assert_eq!(
+                Command::decode(&g, &KEY),
+                Err(FrameError::BadMac),
+                "bit {i}"
+            );
         }
         let r = report().encode(&KEY);
         for i in 0..r.len() * 8 {

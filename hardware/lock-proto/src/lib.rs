@@ -25,8 +25,8 @@
 extern crate std;
 
 mod frame;
-mod lock;
 mod link;
+mod lock;
 
 pub use frame::{Command, Door, FrameError, Kind, LockState, Report};
 pub use frame::{COMMAND_LEN, KEY_LEN, MAC_LEN, MAX_PULSE_MS, REPORT_LEN, REPORT_TAG, VERSION};

@@ -69,7 +69,7 @@ impl Sender {
 
     /// The counter for the next frame; `Err(r)` when the reservation is used up: persist
     /// `r`, call [`Sender::reserved_to`], and ask again.
-    pub fn next(&mut self) -> Result<u64, u64> {
+    pub fn next_counter(&mut self) -> Result<u64, u64> {
         if self.next > self.reserved {
             return Err(self.next.saturating_add(RESERVE - 1));
         }
@@ -154,8 +154,8 @@ impl Link {
     }
 
     /// The next counter, or the counters to persist first.
-    pub fn next(&mut self) -> Result<u64, Counters> {
-        self.tx.next().map_err(|r| Counters {
+    pub fn next_counter(&mut self) -> Result<u64, Counters> {
+        self.tx.next_counter().map_err(|r| Counters {
             reserved: r,
             seen: self.rx.seen(),
         })
@@ -231,7 +231,7 @@ impl DaemonEnd {
         kind: Kind,
         pulse_ms: u32,
     ) -> Result<(u64, [u8; COMMAND_LEN]), Counters> {
-        let counter = self.link.next()?;
+        let counter = self.link.next_counter()?;
         let c = Command {
             kind,
             counter,
@@ -247,8 +247,8 @@ impl DaemonEnd {
 
     /// Check a report: authentic, well formed and fresh (counted either way).
     pub fn check_report(&mut self, frame: &[u8]) -> Result<Accepted<Report>, FrameError> {
-        let r = Report::decode(frame, &self.link.key)
-            .and_then(|r| self.link.accepted(r, r.counter));
+        let r =
+            Report::decode(frame, &self.link.key).and_then(|r| self.link.accepted(r, r.counter));
         self.stats.count(&r);
         r
     }

@@ -17,8 +17,7 @@ pub struct Lock {
     pub stats: Stats,
 }
 
-/// A report to publish. When `persist` is set, write it (and call [`Lock::reserved`])
-/// before sending: see [`Lock::report`].
+/// A report frame ready to publish (see [`Lock::report`]).
 pub type Outgoing = [u8; REPORT_LEN];
 
 impl Lock {
@@ -55,8 +54,8 @@ impl Lock {
     /// Check a command: authentic, well formed and fresh (counted either way). Nothing
     /// changes until [`Lock::apply`].
     pub fn check(&mut self, frame: &[u8]) -> Result<Accepted<Command>, FrameError> {
-        let r = Command::decode(frame, &self.link.key)
-            .and_then(|c| self.link.accepted(c, c.counter));
+        let r =
+            Command::decode(frame, &self.link.key).and_then(|c| self.link.accepted(c, c.counter));
         self.stats.count(&r);
         r
     }
@@ -109,7 +108,7 @@ impl Lock {
 
     /// The next report frame; `Err(c)`: persist `c`, call [`Lock::reserved`], ask again.
     pub fn report(&mut self) -> Result<Outgoing, Counters> {
-        let counter = self.link.next()?;
+        let counter = self.link.next_counter()?;
         Ok(Report {
             counter,
             acked: self.link.rx.seen(),

@@ -103,7 +103,10 @@ fn replays_are_refused_by_both_ends_and_counted() {
     // Forged and truncated frames are counted by kind.
     let mut forged = b;
     forged[3] ^= 1;
-    assert_eq!(deliver(&mut l, &mut lf, 0, &forged), Err(FrameError::BadMac));
+    assert_eq!(
+        deliver(&mut l, &mut lf, 0, &forged),
+        Err(FrameError::BadMac)
+    );
     assert!(deliver(&mut l, &mut lf, 0, &b[..20]).is_err());
     assert_eq!((l.stats.forged, l.stats.truncated), (1, 1));
     assert_eq!(l.stats.refused(), 4);

@@ -82,6 +82,17 @@ enum Command {
     /// Test-clip tools.
     #[command(subcommand)]
     Tools(vision_cmd::ToolsCmd),
+    /// Simulate the ESP32 lock of `[lock]` on the `[mqtt]` broker (the firmware's state
+    /// machine on this host). Reads control lines on stdin (jam, unjam, door open,
+    /// door closed, deaf, hear, mute, unmute, quit); prints one JSON object per line.
+    LockSim {
+        /// The simulated flash holding the lock's counters (created if missing).
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// Seconds between reports.
+        #[arg(long, default_value_t = 10.0)]
+        heartbeat_s: f64,
+    },
 }
 
 /// Everything a subcommand needs from the global flags.
@@ -153,6 +164,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             tail,
         } => simulate(&ctx, &scenario, json, tail),
+        Command::LockSim { state, heartbeat_s } => lock_sim(&ctx, state, heartbeat_s),
     }
 }
 
@@ -175,6 +187,47 @@ fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
         .await
         .map_err(anyhow::Error::from)
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lock_sim(ctx: &Ctx, state: PathBuf, heartbeat_s: f64) -> anyhow::Result<ExitCode> {
+    if !heartbeat_s.is_finite() || !(0.05..=3600.0).contains(&heartbeat_s) {
+        anyhow::bail!("--heartbeat-s {heartbeat_s}: give seconds from 0.05 to 3600");
+    }
+    use lockerd::mqtt::lock_sim::{self, Control, SimOptions};
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            match Control::parse(&line) {
+                Some(c) => {
+                    if tx.blocking_send(c).is_err() {
+                        break;
+                    }
+                }
+                None => log::warn!("lock-sim: unknown control {line:?}"),
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let opts = SimOptions {
+        state_file: state,
+        heartbeat: std::time::Duration::from_secs_f64(heartbeat_s),
+    };
+    let mut stdout = std::io::stdout();
+    rt.block_on(lock_sim::run(
+        &ctx.config.mqtt,
+        &ctx.config.lock,
+        opts,
+        rx,
+        |v| {
+            let _ = writeln!(stdout, "{v}");
+            let _ = stdout.flush();
+        },
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,375 @@
+//! The ESP32 lock (issue #12) through a real mosquitto on loopback: the daemon with
+//! `[lock] kind = "esp32"` and the host lock simulator (`lockerd lock-sim`, the
+//! firmware's state machine from `hardware/lock-proto`) as separate processes.
+
+mod common;
+use common::mqtt::*;
+use common::*;
+use rumqttc::QoS;
+use serde_json::Value;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CMD: &str = "lockerd/k1/lock/door1/cmd";
+const STATE: &str = "lockerd/k1/lock/door1/state";
+const AVAIL: &str = "lockerd/k1/lock/door1/availability";
+
+/// `lockerd lock-sim` with its stdin (controls) and its JSON lines.
+struct LockSim {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl LockSim {
+    fn start(conf: &Path, state: &Path) -> LockSim {
+        let mut child = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(conf)
+            .args(["lock-sim", "--heartbeat-s", "0.5", "--state"])
+            .arg(state)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<Value>>> = Default::default();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    l2.lock().unwrap().push(v);
+                }
+            }
+        });
+        let s = LockSim { child, lines };
+        s.wait(|v| v["event"] == "connected");
+        s
+    }
+
+    fn say(&mut self, control: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{control}").unwrap();
+        stdin.flush().unwrap();
+        self.wait(|v| v["event"] == "control");
+    }
+
+    fn count(&self, f: impl Fn(&Value) -> bool) -> usize {
+        self.lines.lock().unwrap().iter().filter(|v| f(v)).count()
+    }
+
+    /// Wait for a line (after the lines already seen with the same test) and return it.
+    fn wait(&self, f: impl Fn(&Value) -> bool) -> Value {
+        self.wait_n(1, f)
+    }
+
+    fn wait_n(&self, n: usize, f: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let got: Vec<Value> = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| f(v))
+                .cloned()
+                .collect();
+            if got.len() >= n {
+                return got[n - 1].clone();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "lock-sim never said it; it said:\n{:#?}",
+                self.lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LockSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Rig {
+    d: tempfile::TempDir,
+    broker: Broker,
+    bus: TestBus,
+    db: PathBuf,
+    key: PathBuf,
+    edits: Vec<(&'static str, String)>,
+    watcher: Client,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let d = tempfile::tempdir().unwrap();
+        let broker = Broker::start();
+        let bus = TestBus::start();
+        let (db, key) = new_store(d.path(), "esp32 lock test key 0123456789");
+        let lock_key = d.path().join("lock.key");
+        let bytes: [u8; 32] = rand_bytes();
+        std::fs::write(&lock_key, bytes).unwrap();
+        std::fs::set_permissions(&lock_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let edits = mqtt_edits(
+            broker.port,
+            &[
+                ("kind = \"relay\"", "kind = \"esp32\"".into()),
+                (
+                    "key_file = \"/etc/lockerd/lock.key\"",
+                    format!("key_file = \"{}\"", lock_key.display()),
+                ),
+                ("ack_timeout_ms", "ack_timeout_ms = 400".into()),
+                ("report_timeout_s", "report_timeout_s = 3".into()),
+            ],
+        );
+        let watcher = Client::connect(broker.port).await;
+        Rig {
+            d,
+            broker,
+            bus,
+            db,
+            key,
+            edits,
+            watcher,
+        }
+    }
+
+    fn daemon(&self) -> Daemon {
+        Daemon::start_in(
+            &self.bus,
+            &self.db,
+            &self.key,
+            &self.edits,
+            self.d.path(),
+            &[],
+        )
+    }
+
+    fn sim(&self) -> LockSim {
+        LockSim::start(
+            &self.d.path().join("daemon.toml"),
+            &self.d.path().join("lock.state"),
+        )
+    }
+
+    /// Raw frames seen on a topic.
+    fn frames(&self, topic: &str) -> Vec<Vec<u8>> {
+        self.watcher
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.watcher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    fn lockerctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
+            .output()
+            .unwrap()
+    }
+
+    fn lock_state(&self) -> String {
+        let o = self.lockerctl(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["lock"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    b
+}
+
+fn counter(frame: &[u8]) -> u64 {
+    u64::from_be_bytes(frame[2..10].try_into().unwrap())
+}
+
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An unlock is acknowledged and the relay opens, then closes at the end of the pulse;
+/// forged, replayed and truncated frames are refused and counted by both ends; both
+/// counters survive a restart of either side (an old frame stays refused after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_esp32_lock_opens_on_an_acknowledged_unlock_and_refuses_forged_replayed_and_truncated_frames(
+) {
+    let rig = Rig::new().await;
+    let daemon = rig.daemon();
+    let sim = rig.sim();
+    daemon.wait_log("lock door1: available", Duration::from_secs(20));
+    assert_eq!(rig.watcher.wait(AVAIL, 0).await, "offline");
+
+    // An unlock through D-Bus: acknowledged, the relay opens, then closes by itself.
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = sim.wait(|v| v["event"] == "accepted" && v["kind"] == "unlock");
+    assert_eq!(acc["pulse_ms"], 5000, "access.unlock_pulse_s: {acc}");
+    sim.wait(|v| v["event"] == "relay" && v["open"] == true);
+    sim.wait(|v| v["event"] == "relay" && v["open"] == false);
+    assert!(daemon.log().contains("unlock #"), "{}", daemon.log());
+    assert_eq!(rig.lock_state(), "locked");
+
+    // To the lock: a replay of that unlock, a forgery, a truncated frame.
+    let unlock = rig
+        .frames(CMD)
+        .into_iter()
+        .find(|f| f.len() == 46 && f[1] == 1)
+        .unwrap();
+    rig.publish(CMD, unlock.clone()).await;
+    let mut forged = unlock.clone();
+    forged[13] ^= 0x40; // a longer pulse
+    rig.publish(CMD, forged).await;
+    rig.publish(CMD, unlock[..30].to_vec()).await;
+    for why in ["replayed", "forged", "truncated"] {
+        sim.wait(|v| v["event"] == "refused" && v["why"] == why);
+    }
+    let last = sim.wait(|v| v["event"] == "refused" && v["why"] == "truncated");
+    assert_eq!(last["refused"]["replayed"], 1);
+    assert_eq!(last["refused"]["forged"], 1);
+    assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 1);
+
+    // To the daemon: an old report again, a forgery, a truncated one.
+    let report = rig.frames(STATE).first().unwrap().clone();
+    rig.publish(STATE, report.clone()).await;
+    let mut f = report.clone();
+    f[18] = 1; // "unlocked"
+    rig.publish(STATE, f).await;
+    rig.publish(STATE, report[..51].to_vec()).await;
+    let log = daemon.wait_log("refused a report (truncated)", Duration::from_secs(10));
+    assert!(log.contains("refused a report (replayed)"), "{log}");
+    assert!(log.contains("refused a report (forged)"), "{log}");
+    assert!(log.contains("1 forged, 1 replayed, 1 truncated"), "{log}");
+
+    // Restart the lock (from its state file), then the daemon: counters go on, an old
+    // frame stays refused, and an unlock still opens.
+    let seen_before = counter(&unlock);
+    sim.kill();
+    let mut sim = rig.sim();
+    let boot = sim.wait(|v| v["event"] == "boot");
+    assert!(boot["seen"].as_u64().unwrap() >= seen_before, "{boot}");
+    rig.publish(CMD, unlock.clone()).await;
+    sim.wait(|v| v["event"] == "refused" && v["why"] == "replayed");
+    let old_report = rig.frames(STATE).last().unwrap().clone();
+    daemon.stop();
+    let daemon = rig.daemon();
+    daemon.wait_log("lock door1: available", Duration::from_secs(20));
+    rig.publish(STATE, old_report).await;
+    daemon.wait_log("refused a report (replayed)", Duration::from_secs(10));
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    sim.wait(|v| v["event"] == "relay" && v["open"] == true);
+    let cmds: Vec<u64> = rig
+        .frames(CMD)
+        .iter()
+        .filter(|f| f.len() == 46)
+        .map(|f| counter(f))
+        .collect();
+    // Ours (not the test's replays) rise across the restart.
+    let ours: Vec<u64> = {
+        let mut seen = std::collections::BTreeSet::new();
+        cmds.iter().copied().filter(|c| seen.insert(*c)).collect()
+    };
+    assert!(ours.windows(2).all(|w| w[0] < w[1]), "{ours:?}");
+    sim.say("quit");
+    daemon.stop();
+    drop(rig.broker);
+}
+
+/// A lock that does not acknowledge: the unlock is sent again under new counters, then
+/// fails closed with a fault alert. A jam is an alert. A lock that stops reporting is
+/// unavailable on D-Bus and to Home Assistant, and grants fail at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_unlock_is_retried_then_fails_closed_and_a_silent_lock_is_unavailable() {
+    let rig = Rig::new().await;
+    let daemon = rig.daemon();
+    let mut sim = rig.sim();
+    daemon.wait_log("lock door1: available", Duration::from_secs(20));
+
+    sim.say("deaf");
+    let before = rig.frames(CMD).len();
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(!o.status.success(), "a lock that never acknowledged opened");
+    assert!(stderr(&o).contains("did not acknowledge"), "{}", stderr(&o));
+    let unlocks: Vec<u64> = rig.frames(CMD)[before..]
+        .iter()
+        .filter(|f| f[1] == 1)
+        .map(|f| counter(f))
+        .collect();
+    assert_eq!(unlocks.len(), 3, "first try and two retries: {unlocks:?}");
+    assert!(
+        unlocks.windows(2).all(|w| w[0] < w[1]),
+        "new counters: {unlocks:?}"
+    );
+    let alert = |kind: &str, text: &str| {
+        rig.watcher.all("lockerd/k1/event").into_iter().any(|e| {
+            e["event"] == "alert"
+                && e["alert"]["kind"] == kind
+                && e["alert"]["message"].as_str().unwrap_or("").contains(text)
+        })
+    };
+    wait_for("a fault alert for the unlock", || {
+        alert("fault", "did not acknowledge")
+    });
+    assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 0);
+
+    sim.say("hear");
+    sim.say("jam");
+    wait_for("a jam alert", || alert("fault", "jammed"));
+    wait_for("jammed on D-Bus", || rig.lock_state() == "jammed");
+    sim.say("unjam");
+    wait_for("no longer jammed", || rig.lock_state() == "locked");
+
+    sim.say("mute");
+    daemon.wait_log("lock door1: unavailable", Duration::from_secs(10));
+    wait_for("unavailable on D-Bus", || rig.lock_state() == "unavailable");
+    wait_for("offline to Home Assistant", || {
+        rig.frames(AVAIL).last().is_some_and(|v| v == b"offline")
+    });
+    let t0 = Instant::now();
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not reporting"), "{}", stderr(&o));
+    assert!(t0.elapsed() < Duration::from_secs(5), "refused at once");
+    let ha = rig.watcher.all("homeassistant/device/lockerd_k1/config");
+    let lock = &ha.last().unwrap()["cmps"]["lock"];
+    assert_eq!(lock["availability"][1]["topic"], AVAIL);
+
+    sim.say("unmute");
+    daemon.wait_log("lock door1: available (reporting)", Duration::from_secs(10));
+    wait_for("locked again", || rig.lock_state() == "locked");
+    sim.say("quit");
+    daemon.stop();
+}
