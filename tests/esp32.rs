@@ -47,7 +47,7 @@ impl LockSim {
             }
         });
         let s = LockSim { child, lines };
-        s.wait(|v| v["event"] == "connected");
+        s.wait(|v| v["event"] == "subscribed");
         s
     }
 
@@ -371,5 +371,126 @@ async fn an_unacknowledged_unlock_is_retried_then_fails_closed_and_a_silent_lock
     daemon.wait_log("lock door1: available (reporting)", Duration::from_secs(10));
     wait_for("locked again", || rig.lock_state() == "locked");
     sim.say("quit");
+    daemon.stop();
+}
+
+/// Two sectors of RAM standing in for the ESP32's flash (survives a "reboot" of the
+/// session: it is handed to the next one).
+struct RamFlash(Vec<u8>);
+
+impl lock_proto::flash_log::Flash for RamFlash {
+    type Error = ();
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), ()> {
+        let o = offset as usize;
+        buf.copy_from_slice(&self.0[o..o + buf.len()]);
+        Ok(())
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> Result<(), ()> {
+        for (i, b) in data.iter().enumerate() {
+            self.0[offset as usize + i] &= b;
+        }
+        Ok(())
+    }
+    fn erase(&mut self, offset: u32) -> Result<(), ()> {
+        let o = offset as usize;
+        self.0[o..o + 4096].fill(0xFF);
+        Ok(())
+    }
+}
+
+type FwSession = lock_proto::session::Session<RamFlash>;
+
+/// Run the firmware's session over a plain TCP socket to the broker until `stop`; the
+/// relay's moves go to `relay`. Returns the session (its flash inside) for a reboot.
+fn run_firmware(
+    port: u16,
+    mut s: FwSession,
+    relay: Arc<Mutex<Vec<bool>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> FwSession {
+    use std::io::Read;
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_millis() as u64;
+    let mut out = [0u8; lock_proto::session::OUT_MAX];
+    let n = s.on_connect(now(), None, &mut out).unwrap();
+    sock.write_all(&out[..n]).unwrap();
+    let mut was = false;
+    let mut buf = [0u8; 256];
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                let o = s.on_bytes(now(), &buf[..k], &mut out).unwrap();
+                sock.write_all(&out[..o.send]).unwrap();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+        let n = s.poll(now(), &mut out).unwrap();
+        sock.write_all(&out[..n]).unwrap();
+        if s.relay_open() != was {
+            was = s.relay_open();
+            relay.lock().unwrap().push(was);
+        }
+    }
+    s.link_lost();
+    s
+}
+
+/// The firmware's own protocol code (`lock_proto::session`: MQTT, frames, counters in a
+/// flash log, fail-secure) over a plain socket, in place of the ESP32: the daemon's
+/// unlock opens it and it closes by itself; after a reboot from its flash an unlock
+/// still opens (nothing reused, nothing lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firmware_session_opens_for_the_daemon_and_keeps_its_counters_across_a_reboot() {
+    use lock_proto::flash_log::CounterLog;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rig = Rig::new().await;
+    let key: [u8; 32] = std::fs::read(rig.d.path().join("lock.key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let daemon = rig.daemon();
+    let relay: Arc<Mutex<Vec<bool>>> = Default::default();
+    let boot = |flash: RamFlash| {
+        let log = CounterLog::open(flash, 0).unwrap();
+        FwSession::boot(key, log, "k1", "door1", lock_proto::Door::Closed).unwrap()
+    };
+    let start = |s: FwSession| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (port, r, st) = (rig.broker.port, relay.clone(), stop.clone());
+        (
+            stop,
+            std::thread::spawn(move || run_firmware(port, s, r, st)),
+        )
+    };
+    let (stop, fw) = start(boot(RamFlash(vec![0xFF; 8192])));
+    daemon.wait_log("lock door1: available", Duration::from_secs(20));
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for("the relay opened and closed", || {
+        *relay.lock().unwrap() == [true, false]
+    });
+    stop.store(true, Ordering::SeqCst);
+    let s = fw.join().unwrap();
+    let seen = s.lock().counters().seen;
+    assert!(seen > 0);
+    // Reboot from flash: boots locked with the same counters, and still opens.
+    let s = boot(s.into_log().into_flash());
+    assert!(!s.relay_open());
+    assert_eq!(s.lock().counters().seen, seen);
+    let (stop, fw) = start(s);
+    std::thread::sleep(Duration::from_millis(500)); // connected and subscribed
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for("opened again", || relay.lock().unwrap().len() >= 3);
+    stop.store(true, Ordering::SeqCst);
+    let s = fw.join().unwrap();
+    assert!(s.lock().counters().seen > seen);
+    assert_eq!(s.lock().stats.refused(), 0);
     daemon.stop();
 }

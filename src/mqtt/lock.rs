@@ -96,6 +96,8 @@ pub struct Wiring {
 
 struct Pending {
     counter: u64,
+    /// When the first try went out (the round trip the log reports).
+    since: Instant,
     tries: u32,
     pulse_ms: u32,
     deadline: Instant,
@@ -226,6 +228,7 @@ impl Task {
                     Ok(counter) => {
                         self.pending = Some(Pending {
                             counter,
+                            since: Instant::now(),
                             tries: 1,
                             pulse_ms,
                             deadline: Instant::now() + self.link.ack_timeout,
@@ -309,9 +312,10 @@ impl Task {
         self.set_available(true, "reporting").await;
         if let Some(p) = self.pending.take_if(|p| r.acked >= p.counter) {
             log::info!(
-                "lock {id}: unlock #{} acknowledged (try {})",
+                "lock {id}: unlock #{} acknowledged (try {}) in {:.1} ms",
                 p.counter,
-                p.tries
+                p.tries,
+                p.since.elapsed().as_secs_f64() * 1000.0
             );
             let _ = p.reply.send(Ok(()));
         }

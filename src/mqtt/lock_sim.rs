@@ -157,6 +157,9 @@ pub async fn run<F: FnMut(Value)>(
                     (sim.out)(json!({ "event": "connected" }));
                     sim.report().await?;
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    (sim.out)(json!({ "event": "subscribed" }));
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
                     sim.on_command(&p.payload).await?;
                 }

@@ -24,9 +24,12 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod flash_log;
 mod frame;
 mod link;
 mod lock;
+pub mod mqtt_wire;
+pub mod session;
 
 pub use frame::{Command, Door, FrameError, Kind, LockState, Report};
 pub use frame::{COMMAND_LEN, KEY_LEN, MAC_LEN, MAX_PULSE_MS, REPORT_LEN, REPORT_TAG, VERSION};

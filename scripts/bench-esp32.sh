@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# ESP32 lock figures (README "The ESP32 lock"): the unlock round trip through a loopback
+# mosquitto, from the daemon publishing the signed command frame to the lock's
+# authenticated report acknowledging it (both counters persisted on the way: the lock's
+# before it acts, the daemon's before it believes), as the daemon logs it. The lock is the
+# host simulator (`lockerd lock-sim`), which runs the firmware's state machine.
+# Usage: scripts/bench-esp32.sh [UNLOCKS]. Prints one JSON line. Timings are noisy.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$REPO"
+N="${1:-100}"
+source "$REPO/scripts/bench-setup.sh"
+bench_setup esp32
+CTL="$REPO/target/release/lockerctl"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\n' \
+    "$PORT" "$(id -un)" > "$W/mosquitto.conf"
+mosquitto -c "$W/mosquitto.conf" 2>/dev/null &
+"$CTL" remote keygen --id ada --out "$W/ada.key" > "$W/ada.toml"
+head -c 32 /dev/urandom > "$W/lock.key"; chmod 600 "$W/lock.key"
+sed -e 's/^enabled = false/enabled = true/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
+    -e 's/^kiosk_id = .*/kiosk_id = "bench"/' -e "/^# \[\[mqtt.admins\]\]/r $W/ada.toml" \
+    -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$W/lock.key\"#" \
+    -e 's/^unlock_pulse_s = .*/unlock_pulse_s = 0.5/' \
+    config/lockerd.toml > "$W/lockerd.toml"
+"$LOCKERD_BIN" --config "$W/lockerd.toml" lock-sim --state "$W/lock.state" > "$W/sim.log" 2>&1 < /dev/null &
+start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"
+for _ in $(seq 200); do grep -q "lock door1: available" "$W/log" && break; sleep 0.05; done
+for _ in $(seq "$N"); do
+    DBUS_SYSTEM_BUS_ADDRESS="$BUS" "$CTL" unlock >/dev/null
+done
+stop_daemon
+python3 - "$W/log" "$W/sim.log" "$N" <<'PY'
+import json, re, sys
+ms = sorted(float(m) for m in re.findall(r"acknowledged \(try 1\) in ([0-9.]+) ms", open(sys.argv[1]).read()))
+retried = len(re.findall(r"acknowledged \(try [2-9]\)", open(sys.argv[1]).read()))
+opened = sum(1 for l in open(sys.argv[2]) if '"event":"relay"' in l and '"open":true' in l)
+q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))] if ms else None
+print(json.dumps({"bench": "esp32_unlock_round_trip", "unlocks": int(sys.argv[3]),
+                  "acknowledged_first_try": len(ms), "retried": retried,
+                  "relay_pulses_seen_by_lock": opened,
+                  "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": ms[-1] if ms else None}))
+PY
