@@ -8,14 +8,21 @@ source "$(dirname "$0")/env.sh"
 cd "$REPO"
 bash scripts/setup.sh
 start=$(date +%s)
-echo "== cargo fmt --check"
+echo "== cargo fmt --check (daemon, lock protocol, firmware)"
 cargo fmt --all -- --check
+(cd hardware/esp32-lock && cargo fmt -- --check)
 echo "== cargo clippy (release profile, all targets, -D warnings)"
-cargo clippy --release --locked --all-targets -- -D warnings
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== cargo build --release"
 cargo build --release --locked
-echo "== cargo test --release"
-cargo test --release --locked -- --test-threads="${LOCKERD_TEST_THREADS:-2}"
+echo "== cargo test --release (daemon and lock protocol)"
+cargo test --release --locked --workspace -- --test-threads="${LOCKERD_TEST_THREADS:-2}"
+echo "== ESP32-C3 lock firmware: clippy and a check build (scripts/firmware.sh)"
+(cd hardware/esp32-lock && rustup target list --installed | grep -qx riscv32imc-unknown-none-elf \
+    || rustup target add riscv32imc-unknown-none-elf
+ LOCK_KEY_HEX=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') \
+    cargo clippy --release --locked -- -D warnings)
+bash scripts/firmware.sh
 smoke="${LOCKERD_FUZZ_SMOKE_S:-20}"
 echo "== fuzz smoke: each target ${smoke} s from the committed corpus (scripts/fuzz.sh)"
 bash scripts/fuzz.sh "$smoke"
