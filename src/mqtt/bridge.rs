@@ -191,6 +191,17 @@ impl Connection {
         opts.set_max_packet_size(self.max_packet, 1 << 20);
         opts
     }
+
+    /// A client and its event loop for `client_id`, with TCP_NODELAY: every message here
+    /// is small and waiting on Nagle's algorithm (and the peer's delayed ACK) cost an
+    /// unlock about 40 ms (scripts/bench-esp32.sh).
+    pub fn client(&self, client_id: String, cap: usize) -> (AsyncClient, rumqttc::EventLoop) {
+        let (client, mut eventloop) = AsyncClient::new(self.options(client_id), cap);
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
+        (client, eventloop)
+    }
 }
 
 /// Scheme (true for TLS), host and port of the broker URL. Plain `mqtt://` only to a
@@ -277,14 +288,13 @@ pub fn spawn(
     let conn = Connection::new(cfg)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
     let topics = Topics::new(&cfg.kiosk_id);
-    let mut opts = conn.options(conn.client_id.clone());
-    opts.set_last_will(LastWill::new(
+    let (client, mut eventloop) = conn.client(conn.client_id.clone(), 64);
+    eventloop.mqtt_options.set_last_will(LastWill::new(
         topics.availability(),
         "offline",
         QoS::AtLeastOnce,
         true,
     ));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
     let ha_cfg = cfg.home_assistant.clone();
     let lock_id = lock.as_ref().map(|(l, _)| l.lock_id.clone());

@@ -124,8 +124,10 @@ pub async fn run<F: FnMut(Value)>(
     let conn = Connection::new(mqtt)?;
     let topics = Topics::new(&mqtt.kiosk_id);
     let cmd_topic = topics.lock_cmd(&cfg.lock_id);
-    let opts_mqtt = conn.options(format!("lockerd-{}-lock-{}", mqtt.kiosk_id, cfg.lock_id));
-    let (client, mut eventloop) = AsyncClient::new(opts_mqtt, 16);
+    let (client, mut eventloop) = conn.client(
+        format!("lockerd-{}-lock-{}", mqtt.kiosk_id, cfg.lock_id),
+        16,
+    );
     let mut sim = Sim {
         // Fail-secure on boot: locked, whatever was going on before.
         lock: Lock::boot(*key, saved, Door::Closed),

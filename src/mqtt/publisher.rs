@@ -41,10 +41,7 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let (client, eventloop) = AsyncClient::new(
-            conn.options(format!("{}-events", conn.client_id)),
-            4 * WINDOW,
-        );
+        let (client, eventloop) = conn.client(format!("{}-events", conn.client_id), 4 * WINDOW);
         let mut reached = false;
         let r = serve(
             client,

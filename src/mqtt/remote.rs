@@ -7,7 +7,7 @@ use super::bridge::{Connection, Topics};
 use super::envelope;
 use crate::config::MqttConfig;
 use data_encoding::BASE64;
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use rumqttc::{Event, Packet, QoS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -144,8 +144,8 @@ pub async fn send(
     let topics = Topics::new(&cfg.kiosk_id);
     let mut suffix = [0u8; 4];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-    let opts = conn.options(format!("lockerctl-{}-{}", keys.id, hex::encode(suffix)));
-    let (client, mut ev) = AsyncClient::new(opts, 16);
+    let (client, mut ev) =
+        conn.client(format!("lockerctl-{}-{}", keys.id, hex::encode(suffix)), 16);
     let (id, payload) = keys.command(&cfg.kiosk_id, cmd, args);
     let (reply_t, rejected_t) = (topics.reply(&keys.id), topics.rejected());
     let work = async {
