@@ -20,8 +20,7 @@ cargo test --release --locked --workspace -- --test-threads="${LOCKERD_TEST_THRE
 echo "== ESP32-C3 lock firmware: clippy and a check build (scripts/firmware.sh)"
 (cd hardware/esp32-lock && rustup target list --installed | grep -qx riscv32imc-unknown-none-elf \
     || rustup target add riscv32imc-unknown-none-elf
- LOCK_KEY_HEX=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n') \
-    cargo clippy --release --locked -- -D warnings)
+ cargo clippy --release --locked -- -D warnings)
 bash scripts/firmware.sh
 smoke="${LOCKERD_FUZZ_SMOKE_S:-20}"
 echo "== fuzz smoke: each target ${smoke} s from the committed corpus (scripts/fuzz.sh)"

@@ -494,3 +494,135 @@ async fn the_firmware_session_opens_for_the_daemon_and_keeps_its_counters_across
     assert_eq!(s.lock().stats.refused(), 0);
     daemon.stop();
 }
+
+/// The firmware's TLS 1.3 client settings (`lock_proto::tls`: the broker checked against
+/// the compiled-in CA and its name, the lock's own client certificate) with embedded-tls,
+/// the firmware's TLS stack, over a host socket: through a mosquitto that requires client
+/// certificates and enforces the shipped ACL (the lock may only read its commands and
+/// write its reports), the daemon's unlock opens it. A broker with a certificate from
+/// another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firmware_session_over_tls_opens_for_the_daemon_and_refuses_a_foreign_broker() {
+    use embedded_io_adapters::std::FromStd;
+    use embedded_tls::blocking::{TlsConfig, TlsConnection, TlsContext};
+    use lock_proto::flash_log::CounterLog;
+    use lock_proto::tls::LockTls;
+    let d = tempfile::tempdir().unwrap();
+    let pki = d.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    make_pki(&pki);
+    let p = |f: &str| pki.join(f).display().to_string();
+    let acl = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mosquitto-lockerd.acl");
+    let tls_broker = |server: &str| {
+        Broker::start_with(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+             use_identity_as_username true\nacl_file {}\nset_tcp_nodelay true\n",
+            p("ca.pem"),
+            p(&format!("{server}.pem")),
+            p(&format!("{server}.key")),
+            acl.display()
+        ))
+    };
+    let broker = tls_broker("server");
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "esp32 tls test key 0123456789");
+    let lock_key = d.path().join("lock.key");
+    let secret = rand_bytes();
+    std::fs::write(&lock_key, secret).unwrap();
+    std::fs::set_permissions(&lock_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut edits = mqtt_edits(broker.port, &[]);
+    edits[1] = (
+        "url = ",
+        format!("url = \"mqtts://localhost:{}\"", broker.port),
+    );
+    edits.extend([
+        ("ca_file", format!("ca_file = \"{}\"", p("ca.pem"))),
+        ("cert_file", format!("cert_file = \"{}\"", p("kiosk.pem"))),
+        (
+            "key_file = \"\"",
+            "# [store] key_file from --key-file".to_string(),
+        ),
+        (
+            "key_file = \"\"",
+            format!("key_file = \"{}\"", p("kiosk.key")),
+        ),
+        ("kind = \"relay\"", "kind = \"esp32\"".into()),
+        (
+            "key_file = \"/etc/lockerd/lock.key\"",
+            format!("key_file = \"{}\"", lock_key.display()),
+        ),
+    ]);
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+
+    let read = |n: &str| std::fs::read(pki.join(n)).unwrap();
+    let (ca, cert, ckey) = (
+        read("ca.der"),
+        read("lock-door1.der"),
+        read("lock-door1.key.der"),
+    );
+    // Connect with TLS and run the session until the relay opens; Err on a failed handshake.
+    let firmware = Arc::new(move |port: u16| -> Result<u64, String> {
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // A session that never opens fails (as an error) instead of hanging.
+        sock.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let (mut rbuf, mut wbuf) = (vec![0u8; 16_640], vec![0u8; 16_640]);
+        let mut tls = TlsConnection::new(FromStd::new(sock), &mut rbuf, &mut wbuf);
+        let config = TlsConfig::new().with_server_name("localhost");
+        let provider = LockTls::new(rand::rngs::OsRng, &ca, &cert, &ckey).unwrap();
+        tls.open(TlsContext::new(&config, provider))
+            .map_err(|e| format!("{e:?}"))?;
+        let log = CounterLog::open(RamFlash(vec![0xFF; 8192]), 0).unwrap();
+        let mut s = FwSession::boot(secret, log, "k1", "door1", lock_proto::Door::Closed).unwrap();
+        let t0 = Instant::now();
+        let mut out = [0u8; lock_proto::session::OUT_MAX];
+        let n = s.on_connect(0, None, &mut out).unwrap();
+        tls.write(&out[..n]).unwrap();
+        tls.flush().unwrap();
+        let mut buf = [0u8; 512];
+        while !s.relay_open() {
+            let k = tls.read(&mut buf).map_err(|e| format!("{e:?}"))?;
+            let o = s
+                .on_bytes(t0.elapsed().as_millis() as u64, &buf[..k], &mut out)
+                .unwrap();
+            tls.write(&out[..o.send]).unwrap();
+            tls.flush().unwrap();
+        }
+        Ok(s.lock().counters().seen)
+    });
+    let (port, f2) = (broker.port, firmware.clone());
+    let fw = std::thread::spawn(move || f2(port));
+    daemon.wait_log("lock door1: available", Duration::from_secs(20));
+    let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        .arg("unlock")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let seen = fw.join().unwrap().expect("TLS session");
+    assert!(seen > 0, "the unlock was accepted over TLS");
+    daemon.stop();
+
+    // A broker whose certificate another CA signed: the firmware refuses the handshake.
+    let rogue = {
+        let mut b = tls_broker("server");
+        b.stop();
+        drop(b);
+        // Reissue the server certificate from the rogue CA for this broker.
+        let o = Command::new("sh")
+            .arg("-ec")
+            .arg(
+                "openssl x509 -req -in server.csr -CA rogue.pem -CAkey rogue.key -CAcreateserial \
+                 -out rogue-server.pem -days 2 -extfile san.ext 2>/dev/null; \
+                 cp server.key rogue-server.key",
+            )
+            .current_dir(&pki)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        tls_broker("rogue-server")
+    };
+    let err = firmware(rogue.port).unwrap_err();
+    assert!(err.contains("InvalidCertificate"), "{err}");
+}

@@ -209,39 +209,6 @@ async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused
     }
 }
 
-/// A test PKI made with openssl: a CA with a server certificate (localhost, 127.0.0.1)
-/// and a client certificate, and a second, unrelated CA with its own client certificate.
-fn make_pki(dir: &Path) {
-    let sh = |script: &str| {
-        let o = Command::new("sh")
-            .arg("-ec")
-            .arg(script)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{script}: {}", stderr(&o));
-    };
-    sh(
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
-        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
-        for ca in ca rogue; do
-          openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -keyout $ca.key -out $ca.pem -days 2 -subj /CN=$ca 2>/dev/null
-        done
-        issue() { # NAME CA [EXTFILE]
-          openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -keyout $1.key -out $1.csr -subj /CN=$1 2>/dev/null
-          openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial \
-            -out $1.pem -days 2 ${3:+-extfile $3} 2>/dev/null
-        }
-        issue server ca san.ext
-        issue kiosk ca client.ext
-        issue admin ca client.ext
-        issue intruder rogue client.ext
-        chmod 600 *.key",
-    );
-}
-
 #[test]
 fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
     let d = tempfile::tempdir().unwrap();
@@ -284,7 +251,8 @@ fn over_tls_only_a_client_certificate_from_the_ca_gets_in() {
                 ("cert_file", format!("cert_file = \"{c}\"")),
                 // The first key_file line is [store]'s (given by --key-file here).
                 ("key_file", "# [store] key_file from --key-file".into()),
-                ("key_file", format!("key_file = \"{k}\"")),
+                // Then [mqtt]'s ([lock]'s names a file: /etc/lockerd/lock.key).
+                ("key_file = \"\"", format!("key_file = \"{k}\"")),
                 ("# [[mqtt.admins]]", admins.clone()),
             ],
             d.path(),

@@ -202,3 +202,40 @@ pub fn mqtt_edits(port: u16, extra: &[(&'static str, String)]) -> Vec<(&'static 
     e.extend(extra.iter().cloned());
     e
 }
+
+/// A test PKI made with openssl: a CA with a server certificate (localhost, 127.0.0.1)
+/// and client certificates (kiosk, admin, the ESP32 lock lock-door1, also in DER), and a
+/// second, unrelated CA with its own client certificate.
+pub fn make_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let o = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", stderr(&o));
+    };
+    sh(
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext
+        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+        for ca in ca rogue; do
+          openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout $ca.key -out $ca.pem -days 2 -subj /CN=$ca 2>/dev/null
+        done
+        issue() { # NAME CA [EXTFILE]
+          openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout $1.key -out $1.csr -subj /CN=$1 2>/dev/null
+          openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial \
+            -out $1.pem -days 2 ${3:+-extfile $3} 2>/dev/null
+        }
+        issue server ca san.ext
+        issue kiosk ca client.ext
+        issue admin ca client.ext
+        issue intruder rogue client.ext
+        issue lock-door1 ca client.ext
+        for n in lock-door1 ca; do openssl x509 -in $n.pem -outform der -out $n.der; done
+        openssl ec -in lock-door1.key -outform der -out lock-door1.key.der 2>/dev/null
+        chmod 600 *.key",
+    );
+}

@@ -30,6 +30,8 @@ mod link;
 mod lock;
 pub mod mqtt_wire;
 pub mod session;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use frame::{Command, Door, FrameError, Kind, LockState, Report};
 pub use frame::{COMMAND_LEN, KEY_LEN, MAC_LEN, MAX_PULSE_MS, REPORT_LEN, REPORT_TAG, VERSION};

@@ -46,6 +46,12 @@ impl Lock {
         }
     }
 
+    /// When the current pulse ends (ms, the clock given to [`Lock::apply`]): a relay
+    /// driver can close at this time by itself, whatever else the firmware is doing.
+    pub fn open_until(&self) -> Option<u64> {
+        self.open_until.filter(|_| !self.jammed)
+    }
+
     /// Whether the relay should be in its unlocking position now.
     pub fn relay_open(&self) -> bool {
         self.open_until.is_some() && !self.jammed
