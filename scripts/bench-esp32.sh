@@ -14,17 +14,10 @@ N="${1:-100}"; NODELAY="${BROKER_NODELAY:-true}"
 source "$REPO/scripts/bench-setup.sh"
 bench_setup esp32
 CTL="$REPO/target/release/lockerctl"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nset_tcp_nodelay %s\n' \
-    "$PORT" "$(id -un)" "$NODELAY" > "$W/mosquitto.conf"
-mosquitto -c "$W/mosquitto.conf" 2>/dev/null &
-"$CTL" remote keygen --id ada --out "$W/ada.key" > "$W/ada.toml"
+start_broker "set_tcp_nodelay $NODELAY"
 head -c 32 /dev/urandom > "$W/lock.key"; chmod 600 "$W/lock.key"
-sed -e 's/^enabled = false/enabled = true/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
-    -e 's/^kiosk_id = .*/kiosk_id = "bench"/' -e "/^# \[\[mqtt.admins\]\]/r $W/ada.toml" \
-    -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$W/lock.key\"#" \
-    -e 's/^unlock_pulse_s = .*/unlock_pulse_s = 0.5/' \
-    config/lockerd.toml > "$W/lockerd.toml"
+sed -i -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$W/lock.key\"#" \
+    -e 's/^unlock_pulse_s = .*/unlock_pulse_s = 0.5/' "$W/lockerd.toml"
 "$LOCKERD_BIN" --config "$W/lockerd.toml" lock-sim --state "$W/lock.state" > "$W/sim.log" 2>&1 < /dev/null &
 start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"
 for _ in $(seq 200); do grep -q "lock door1: available" "$W/log" && break; sleep 0.05; done

@@ -11,14 +11,7 @@ CALLS="${1:-100}"; EVENTS="${2:-300}"
 source "$REPO/scripts/bench-setup.sh"
 bench_setup mqtt
 CTL="$REPO/target/release/lockerctl"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nmax_queued_messages 100000\n' \
-    "$PORT" "$(id -un)" > "$W/mosquitto.conf"
-mosquitto -c "$W/mosquitto.conf" 2>/dev/null &
-"$CTL" remote keygen --id ada --out "$W/ada.key" > "$W/ada.toml"
-sed -e 's/^enabled = false/enabled = true/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
-    -e 's/^kiosk_id = .*/kiosk_id = "bench"/' -e "/^# \[\[mqtt.admins\]\]/r $W/ada.toml" \
-    config/lockerd.toml > "$W/lockerd.toml"
+start_broker "max_queued_messages 100000"
 L+=(--config "$W/lockerd.toml")
 # Events made while no daemon runs wait in the outbox.
 for i in $(seq "$EVENTS"); do "${L[@]}" admin users add "u$i" >/dev/null; done

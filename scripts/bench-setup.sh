@@ -32,6 +32,19 @@ start_daemon() {
     for _ in $(seq 600); do grep -q "ready:" "$W/log" && break; sleep 0.05; done
     READY_MS=$(date +%s%3N)
 }
+# start_broker [LINE ...]: mosquitto on a free loopback port ($PORT), anonymous, with these
+# extra mosquitto.conf lines; $W/lockerd.toml then has MQTT on for kiosk "bench" with admin
+# ada ($W/ada.key).
+start_broker() {
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    { printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\n' "$PORT" "$(id -un)"
+      printf '%s\n' "$@"; } > "$W/mosquitto.conf"
+    mosquitto -c "$W/mosquitto.conf" 2>/dev/null &
+    "$REPO/target/release/lockerctl" remote keygen --id ada --out "$W/ada.key" > "$W/ada.toml"
+    sed -e 's/^enabled = false/enabled = true/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
+        -e 's/^kiosk_id = .*/kiosk_id = "bench"/' -e "/^# \[\[mqtt.admins\]\]/r $W/ada.toml" \
+        config/lockerd.toml > "$W/lockerd.toml"
+}
 stop_daemon() { kill -TERM "$PID"; wait "$PID" || true; }
 # grant_after_ready: ms from READY to the first unlock event (waits up to 30 s).
 grant_after_ready() {

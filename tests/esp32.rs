@@ -167,14 +167,7 @@ impl Rig {
 
     /// Raw frames seen on a topic.
     fn frames(&self, topic: &str) -> Vec<Vec<u8>> {
-        self.watcher
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, p)| p.clone())
-            .collect()
+        self.watcher.raw(topic)
     }
 
     async fn publish(&self, topic: &str, payload: Vec<u8>) {

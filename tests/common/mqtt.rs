@@ -148,18 +148,22 @@ impl Client {
             .unwrap();
     }
 
+    /// The raw payloads seen on `topic`.
+    pub fn raw(&self, topic: &str) -> Vec<Vec<u8>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
     /// Wait for the next message on `topic` after the first `skip`.
     pub async fn wait(&self, topic: &str, skip: usize) -> serde_json::Value {
         let t0 = Instant::now();
         loop {
-            let got: Vec<Vec<u8>> = self
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(t, _)| t == topic)
-                .map(|(_, p)| p.clone())
-                .collect();
+            let got = self.raw(topic);
             if got.len() > skip {
                 let p = &got[skip];
                 return serde_json::from_slice(p).unwrap_or_else(|_| {
