@@ -389,7 +389,7 @@ pub struct VisionConfig {
 impl Default for VisionConfig {
     fn default() -> Self {
         Self {
-            models: PathBuf::from("/usr/share/lockerd/models"),
+            models: PathBuf::new(),
             source: "camera".into(),
             camera_device: "/dev/video0".into(),
             camera_width: 640,

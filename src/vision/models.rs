@@ -9,7 +9,7 @@ use dlib_face_recognition::{
     FaceDetector, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait, FaceLandmarks,
     LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
@@ -43,26 +43,82 @@ pub struct Shape {
     raw: FaceLandmarks,
 }
 
+/// Where the models are looked for, in order: `configured` (`--models` or
+/// `vision.models`, when set), `$LOCKERD_MODELS`, `/usr/share/lockerd/models` (the
+/// lockerd-models package), then `${XDG_CACHE_HOME:-~/.cache}/lockerd/models` (where
+/// `scripts/setup.sh` puts them).
+pub fn search_path(configured: &Path) -> Vec<(&'static str, PathBuf)> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    places(
+        configured,
+        env("LOCKERD_MODELS"),
+        env("XDG_CACHE_HOME"),
+        env("HOME"),
+    )
+}
+
+fn places(
+    configured: &Path,
+    env_models: Option<PathBuf>,
+    xdg_cache: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Vec<(&'static str, PathBuf)> {
+    let mut v = Vec::new();
+    if !configured.as_os_str().is_empty() {
+        v.push(("--models / vision.models", configured.to_owned()));
+    }
+    v.extend(env_models.map(|p| ("$LOCKERD_MODELS", p)));
+    v.push((
+        "the lockerd-models package",
+        PathBuf::from("/usr/share/lockerd/models"),
+    ));
+    let cache = xdg_cache.or_else(|| home.map(|h| h.join(".cache")));
+    v.extend(cache.map(|c| ("scripts/setup.sh", c.join("lockerd/models"))));
+    v
+}
+
+/// The first directory of [`search_path`] holding every model file; the error lists
+/// each place looked at and the one command that fixes it.
+pub fn find(configured: &Path) -> Result<PathBuf, VisionError> {
+    find_in(&search_path(configured))
+}
+
+fn find_in(places: &[(&'static str, PathBuf)]) -> Result<PathBuf, VisionError> {
+    let complete = |d: &Path| [LANDMARKS_68, RESNET].iter().all(|f| d.join(f).is_file());
+    if let Some((_, d)) = places.iter().find(|(_, d)| complete(d)) {
+        return Ok(d.clone());
+    }
+    let looked: Vec<String> = places
+        .iter()
+        .map(|(why, d)| format!("{} ({why})", d.display()))
+        .collect();
+    Err(VisionError::Models(format!(
+        "the face models ({LANDMARKS_68}, {RESNET}) are in none of: {}. Fix: run `bash \
+         scripts/setup.sh` (or install the lockerd-models package, or pass --models DIR)",
+        looked.join(", ")
+    )))
+}
+
 extern "C" {
     /// From libopenblas, which dlib links for the encoder's matrix maths.
     fn openblas_set_num_threads(n: std::os::raw::c_int);
 }
 
 impl Models {
-    /// Load all three models from `dir`, in parallel (the 68-point file dominates).
-    pub fn load(dir: &Path) -> Result<Models, VisionError> {
+    /// Load all three models, in parallel (the 68-point file dominates), from the first
+    /// directory of [`search_path`] that has them (`configured` first when set).
+    pub fn load(configured: &Path) -> Result<Models, VisionError> {
         let t0 = Instant::now();
         // One face per call: BLAS threads only spin (and cost system time), so use one.
         // SAFETY: a plain setter in OpenBLAS, safe to call at any time.
         unsafe { openblas_set_num_threads(1) };
-        for f in [LANDMARKS_68, RESNET] {
-            if !dir.join(f).is_file() {
-                return Err(VisionError::Models(format!(
-                    "{} is missing in {} (run scripts/setup.sh, or pass --models DIR)",
-                    f,
-                    dir.display()
-                )));
-            }
+        let dir = find(configured)?;
+        if dir != configured {
+            log::info!("face models from {}", dir.display());
         }
         let lp = dir.join(LANDMARKS_68);
         let rn = dir.join(RESNET);
@@ -133,5 +189,51 @@ impl Models {
             self.encoder
                 .get_face_encodings(&patch.matrix, std::slice::from_ref(&shape.raw), 0);
         enc.first().and_then(|e| Embedding::from_f64(e.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    #[test]
+    fn models_are_looked_for_in_the_documented_order_and_the_error_lists_every_place() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |n: &str, full: bool| {
+            let p = d.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join(LANDMARKS_68), b"x").unwrap();
+            if full {
+                std::fs::write(p.join(RESNET), b"x").unwrap();
+            }
+            p
+        };
+        let (conf, env, cache) = (mk("conf", false), mk("env", true), mk("xdg", true));
+        let p = places(&conf, Some(env.clone()), Some(cache.clone()), None);
+        let names: Vec<&str> = p.iter().map(|(w, _)| *w).collect();
+        assert_eq!(
+            names,
+            [
+                "--models / vision.models",
+                "$LOCKERD_MODELS",
+                "the lockerd-models package",
+                "scripts/setup.sh"
+            ]
+        );
+        assert_eq!(p[3].1, cache.join("lockerd/models"));
+        // The configured directory lacks a file: the next complete one is used.
+        assert_eq!(find_in(&p).unwrap(), env);
+        // Nothing complete anywhere: every place is named, with the fix.
+        let p = places(Path::new(""), None, None, Some(d.path().join("home")));
+        let e = find_in(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("/usr/share/lockerd/models (the lockerd-models package)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("home/.cache/lockerd/models (scripts/setup.sh)"),
+            "{e}"
+        );
+        assert!(e.contains("run `bash scripts/setup.sh`"), "{e}");
     }
 }
