@@ -154,7 +154,8 @@ pub async fn run(mut link: LockLink, w: Wiring) {
 
 impl Task {
     async fn run(&mut self) {
-        if *self.w.connected.borrow() {
+        // Marked seen here, so `changed()` does not announce the same connection again.
+        if *self.w.connected.borrow_and_update() {
             self.on_connected().await;
         }
         loop {
