@@ -169,13 +169,17 @@ echo
 echo "== the ESP32 lock across the room: the daemon drives it through the broker (every frame"
 echo "   HMAC-signed, single-use counters); here the lock is \`lockerd lock-sim\`, which runs the"
 echo "   firmware's own state machine. alice walks up again; then a captured unlock is replayed."
-mosquitto -c "$DEMO/mosquitto.conf" 2>/dev/null &
+# A broker of its own on a fresh port (the previous one may still be closing its socket).
+wait "$mq_pid" 2>/dev/null || true
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nset_tcp_nodelay true\n' "$PORT" "$(id -un)" > "$DEMO/mosquitto-lock.conf"
+mosquitto -c "$DEMO/mosquitto-lock.conf" 2>/dev/null &
 mq_pid=$!
 start_private_bus "$DEMO/bus3"
 trap 'kill "$pid" "$mq_pid" "$sub_pid" "$sim_pid" 2>/dev/null || true; kill "$BUS_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 head -c 32 /dev/urandom > "$DEMO/lock.key"; chmod 600 "$DEMO/lock.key"
-sed -e 's/^kind = "relay"/kind = "esp32"/' \
+sed -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
     -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$DEMO/lock.key\"#" \
     "$DEMO/lockerd-mqtt.toml" > "$DEMO/lockerd-esp32.toml"
 mosquitto_sub -p "$PORT" -v -F '%t %x' -t 'lockerd/demo/lock/#' > "$DEMO/lock-frames.txt" 2>/dev/null &
@@ -187,9 +191,9 @@ sim_pid=$!
 LOG="$DEMO/daemon-esp32.log"
 "${D[@]}" --config "$DEMO/lockerd-esp32.toml" run 2>"$LOG" &
 pid=$!
-for _ in $(seq 300); do grep -q '"event":"unlock"' "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+for _ in $(seq 1200); do grep -q 'lock door1: unlock #' "$LOG" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 sleep 1
-grep -E 'lock door1: (available|unlock)' "$LOG" | sed 's/.*\] //; s/^/   daemon | /'
+grep -E 'lock door1: (available|unlock)' "$LOG" | sed 's/^/   daemon | /' || true
 UNLOCK_HEX=$(awk '$1 ~ /\/cmd$/ && substr($2, 3, 2) == "01" { print $2; exit }' "$DEMO/lock-frames.txt")
 python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$UNLOCK_HEX" > "$DEMO/unlock.bin"
 echo "   \$ mosquitto_pub -t lockerd/demo/lock/door1/cmd -f unlock.bin   (the captured unlock, sent again)"
