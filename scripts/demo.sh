@@ -119,13 +119,19 @@ tail -n 1 "$LOG" | sed 's/^/   daemon | /'
 echo
 echo "== remote admin over MQTT: mosquitto on loopback, a signed command from lockerctl remote,"
 echo "   the events (from the outbox, numbered by seq) and the Home Assistant discovery message"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\n' "$PORT" "$(id -un)" > "$DEMO/mosquitto.conf"
-mosquitto -c "$DEMO/mosquitto.conf" 2>/dev/null &
-mq_pid=$!
+# demo_broker NAME: mosquitto on a fresh loopback port ($PORT, pid $mq_pid), anonymous, with
+# TCP_NODELAY; waits until it accepts connections.
+demo_broker() {
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nset_tcp_nodelay true\n' \
+        "$PORT" "$(id -un)" > "$DEMO/$1.conf"
+    mosquitto -c "$DEMO/$1.conf" 2>/dev/null &
+    mq_pid=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+}
+demo_broker mosquitto
 start_private_bus "$DEMO/bus2"
 trap 'kill "$pid" "$mq_pid" "$sub_pid" 2>/dev/null || true; kill "$BUS_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 rm -f "$DEMO/ada.key"
 echo "   \$ lockerctl remote keygen --id ada --out ada.key"
 "$CTL" remote keygen --id ada --out "$DEMO/ada.key" > "$DEMO/ada.toml"
@@ -171,13 +177,9 @@ echo "   HMAC-signed, single-use counters); here the lock is \`lockerd lock-sim\
 echo "   firmware's own state machine. alice walks up again; then a captured unlock is replayed."
 # A broker of its own on a fresh port (the previous one may still be closing its socket).
 wait "$mq_pid" 2>/dev/null || true
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nuser %s\nset_tcp_nodelay true\n' "$PORT" "$(id -un)" > "$DEMO/mosquitto-lock.conf"
-mosquitto -c "$DEMO/mosquitto-lock.conf" 2>/dev/null &
-mq_pid=$!
+demo_broker mosquitto-lock
 start_private_bus "$DEMO/bus3"
 trap 'kill "$pid" "$mq_pid" "$sub_pid" "$sim_pid" 2>/dev/null || true; kill "$BUS_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 head -c 32 /dev/urandom > "$DEMO/lock.key"; chmod 600 "$DEMO/lock.key"
 sed -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^url = .*#url = \"mqtt://127.0.0.1:$PORT\"#" \
     -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$DEMO/lock.key\"#" \
