@@ -15,7 +15,8 @@
 //! - [`access`]: the access controller; [`vision`]: frames to face attempts.
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
 //! - [`mqtt`]: remote admin, events, Home Assistant and the ESP32 lock link.
-//! - [`sim`], [`eval`]: the simulator and the measurement commands.
+//! - [`sim`], [`eval`]: the simulator and the measurement commands; [`doctor`]: the
+//!   first-run checks on a device.
 
 pub mod access;
 pub mod api;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dbus;
+pub mod doctor;
 pub mod eval;
 pub mod hw;
 pub mod logging;

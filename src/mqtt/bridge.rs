@@ -206,7 +206,7 @@ impl Connection {
 
 /// Scheme (true for TLS), host and port of the broker URL. Plain `mqtt://` only to a
 /// loopback host.
-fn endpoint(url: &str) -> Result<(bool, String, u16), MqttError> {
+pub fn endpoint(url: &str) -> Result<(bool, String, u16), MqttError> {
     let bad = |why: &str| MqttError::Url(url.to_string(), why.to_string());
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
     let tls = match scheme {

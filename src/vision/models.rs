@@ -15,6 +15,48 @@ use std::time::Instant;
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
 pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
 
+/// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (from the
+/// face_recognition_models 0.3.0 sdist on PyPI).
+pub const PINNED: [(&str, &str); 2] = [
+    (
+        LANDMARKS_68,
+        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+    ),
+    (
+        RESNET,
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    ),
+];
+
+/// Check every model in `dir` against [`PINNED`]; the number checked, or what differs.
+pub fn verify(dir: &Path) -> Result<usize, String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    for (name, want) in PINNED {
+        let path = dir.join(name);
+        let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let got = hex::encode(h.finalize());
+        if got != want {
+            return Err(format!(
+                "{}: sha256 {got}, not the pinned {want} (damaged or another model)",
+                path.display()
+            ));
+        }
+    }
+    Ok(PINNED.len())
+}
+
 pub struct Models {
     detector: FaceDetector,
     predictor: LandmarkPredictor,
@@ -235,5 +277,21 @@ mod search_tests {
             "{e}"
         );
         assert!(e.contains("run `bash scripts/setup.sh`"), "{e}");
+    }
+
+    #[test]
+    fn a_model_that_differs_from_the_pinned_sum_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        for (n, _) in PINNED {
+            std::fs::write(d.path().join(n), b"not a model").unwrap();
+        }
+        let e = verify(d.path()).unwrap_err();
+        assert!(
+            e.contains(LANDMARKS_68) && e.contains("not the pinned"),
+            "{e}"
+        );
+        std::fs::remove_file(d.path().join(RESNET)).unwrap();
+        let e = verify(d.path()).unwrap_err();
+        assert!(e.contains(LANDMARKS_68), "{e}");
     }
 }

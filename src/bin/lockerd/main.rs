@@ -85,6 +85,20 @@ enum Command {
     /// Simulate the ESP32 lock of `[lock]` on the `[mqtt]` broker (the firmware's state
     /// machine on this host). Reads control lines on stdin (jam, unjam, door open,
     /// door closed, deaf, hear, mute, unmute, quit); prints one JSON object per line.
+    /// First-run checks on the device: camera, models, key, store, bus, broker, GPIO,
+    /// I2C, clock. One line each, ok or what to do; exit status 1 if any failed.
+    Doctor {
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// Check an installed system under this directory (a mounted image) instead of /.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     LockSim {
         /// The simulated flash holding the lock's counters (created if missing).
         #[arg(long, value_name = "FILE")]
@@ -140,6 +154,47 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "lockerd",
+                &mut std::io::stdout(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Doctor { json, root } => {
+            let (json, root) = (*json, root.clone());
+            // An image's own configuration, unless one is given.
+            let mut cli = cli;
+            if cli.config.is_none() && root != std::path::Path::new("/") {
+                cli.config = Some(root.join("etc/lockerd/lockerd.toml"));
+            }
+            // A configuration that does not load is the first finding, not a crash.
+            let config = match load_config(&cli) {
+                Ok(c) => c,
+                Err(e) => {
+                    let c = lockerd::doctor::Check {
+                        name: "config",
+                        status: lockerd::doctor::Status::Fail,
+                        detail: format!("{e:#}"),
+                        fix: Some(
+                            "fix the file named above (`lockerd --config FILE doctor`)".into(),
+                        ),
+                    };
+                    return doctor_report(&[c], json);
+                }
+            };
+            return doctor(&config, &root, json);
+        }
+        _ => {}
+    }
     let config = load_config(&cli)?;
     lockerd::logging::set_level(lockerd::logging::parse_level(&config.daemon.log_level));
     let ctx = Ctx {
@@ -165,7 +220,55 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tail,
         } => simulate(&ctx, &scenario, json, tail),
         Command::LockSim { state, heartbeat_s } => lock_sim(&ctx, state, heartbeat_s),
+        Command::Doctor { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled before the configuration is loaded")
+        }
     }
+}
+
+fn doctor(config: &Config, root: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use lockerd::doctor;
+    let layout = doctor::Layout::new(root);
+    let mut config = config.clone();
+    if root != std::path::Path::new("/") {
+        // The image's paths, not this machine's.
+        config.store.path = layout.under(&config.store.path);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let bus = rt.block_on(doctor::bus_check(layout.setup_marker().exists()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut checks = vec![doctor::Check {
+        name: "config",
+        status: doctor::Status::Ok,
+        detail: "loaded".into(),
+        fix: None,
+    }];
+    checks.extend(doctor::checks(&config, &layout, &bus, now));
+    doctor_report(&checks, json)
+}
+
+fn doctor_report(checks: &[lockerd::doctor::Check], json: bool) -> anyhow::Result<ExitCode> {
+    let failed = checks
+        .iter()
+        .any(|c| c.status == lockerd::doctor::Status::Fail);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({ "ok": !failed, "checks": checks });
+        writeln!(out, "{v}")?;
+    } else {
+        write!(out, "{}", lockerd::doctor::render(checks))?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
