@@ -27,6 +27,7 @@ PACKAGES=(
     mosquitto mosquitto-clients dbus dbus-bin        # real broker (and its CLI) / bus (dbus-monitor) for tests
     ffmpeg jq                                        # test clips, JSON in scripts
     systemd                                          # systemd-analyze for the unit checks
+    dpkg-dev xz-utils                                # scripts/package.sh (dpkg-shlibdeps, .deb)
     python3 python3-pip curl ca-certificates         # model download
     python3-nacl                                     # libsodium interop test of sealed replies
 )

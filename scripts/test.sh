@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, format and lint checks, release build, every test, and a
-# short smoke run of every fuzz target.
+# The whole test suite: set-up, format and lint checks, release build, every test, the
+# package install test, and a short smoke run of every fuzz target.
 # CI runs exactly this (.ci/run). Benchmarks are separate (scripts/bench*.sh), so is the
 # long fuzz campaign (scripts/fuzz.sh 600).
 set -euo pipefail
@@ -17,6 +17,8 @@ echo "== cargo build --release"
 cargo build --release --locked
 echo "== cargo test --release (daemon and lock protocol)"
 cargo test --release --locked --workspace -- --test-threads="${LOCKERD_TEST_THREADS:-2}"
+echo "== Debian packages: built, installed with dpkg into a throwaway root, the unit's ExecStart run, purged (scripts/test-package.sh)"
+bash scripts/test-package.sh
 echo "== ESP32-C3 lock firmware: clippy and a check build (scripts/firmware.sh)"
 (cd hardware/esp32-lock && rustup target list --installed | grep -qx riscv32imc-unknown-none-elf \
     || rustup target add riscv32imc-unknown-none-elf

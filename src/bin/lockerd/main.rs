@@ -233,6 +233,9 @@ fn doctor(config: &Config, root: &std::path::Path, json: bool) -> anyhow::Result
     if root != std::path::Path::new("/") {
         // The image's paths, not this machine's.
         config.store.path = layout.under(&config.store.path);
+        if config.vision.models.as_os_str().is_empty() {
+            config.vision.models = layout.under(std::path::Path::new("/usr/share/lockerd/models"));
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
