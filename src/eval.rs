@@ -137,11 +137,26 @@ pub struct FacesReport {
     pub genuine_distance: Summary,
     pub impostor_best_distance: Summary,
     pub sweep: Vec<FacesTally>,
+    /// Every probe at the configured policy (compared across builds: arm64 against amd64).
+    pub probes: Vec<ProbeResult>,
     pub model_load_s: f64,
     pub elapsed_s: f64,
 }
 
+/// One probe photo: whom it shows, the nearest enrolled user and the decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub file: String,
+    /// `None` for an impostor photo.
+    pub person: Option<String>,
+    pub nearest: Option<String>,
+    pub distance: Option<f32>,
+    /// The user granted at the configured policy, if any.
+    pub granted_as: Option<String>,
+}
+
 struct Probe {
+    file: String,
     person: Option<String>,
     scores: Vec<(usize, f32)>,
 }
@@ -239,6 +254,16 @@ pub fn eval_faces(
     let mut probe = |person: Option<String>, p: &Path| -> Result<(), EvalError> {
         match enroll::from_photo(models, &gates, p) {
             Ok(r) => probes.push(Probe {
+                file: p
+                    .file_name()
+                    .map(|f| {
+                        format!(
+                            "{}/{}",
+                            person.as_deref().unwrap_or("impostor"),
+                            f.to_string_lossy()
+                        )
+                    })
+                    .unwrap_or_default(),
                 person,
                 scores: gallery.scores(std::slice::from_ref(&r.sample.embedding)),
             }),
@@ -290,6 +315,22 @@ pub fn eval_faces(
             sweep.push(tally(&gallery, &probes, no_face, p));
         }
     }
+    let per_probe = probes
+        .iter()
+        .map(|p| {
+            let r = Gallery::decide(&gallery.users, &p.scores, 1, policy);
+            let nearest = p.scores.first();
+            ProbeResult {
+                file: p.file.clone(),
+                person: p.person.clone(),
+                nearest: nearest.map(|(i, _)| gallery.users[*i].name.clone()),
+                distance: nearest.map(|s| s.1),
+                granted_as: (r.verdict == Verdict::Match)
+                    .then_some(r.best_user)
+                    .flatten(),
+            }
+        })
+        .collect();
     Ok(FacesReport {
         at_default: tally(&gallery, &probes, no_face, policy),
         enroll_per_person: k,
@@ -301,6 +342,7 @@ pub fn eval_faces(
         genuine_distance: summarize(&genuine),
         impostor_best_distance: summarize(&impostor_best),
         sweep,
+        probes: per_probe,
         model_load_s: models.load_s,
         elapsed_s: t0.elapsed().as_secs_f64(),
     })
