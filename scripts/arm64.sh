@@ -77,9 +77,17 @@ base() {
     touch "$ARM64_DIR/base/.done"
 }
 
-in_root() { local r="$1"; shift; chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive "$@"; }
+# in_root DIR CMD...: CMD in the arm64 root under qemu-user, with /proc as on a real system.
+in_root() {
+    local r="$1" rc=0; shift
+    mountpoint -q "$r/proc" || mount -t proc proc "$r/proc"
+    chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive "$@" || rc=$?
+    umount "$r/proc" 2>/dev/null || umount -l "$r/proc" 2>/dev/null || true
+    return "$rc"
+}
 
 new_root() { # new_root DIR: a fresh copy of base that can reach the mirror
+    umount "$1/proc" 2>/dev/null || true
     rm -rf "$1"
     cp -a "$ARM64_DIR/base" "$1"
     cp /etc/resolv.conf "$1/etc/resolv.conf"
