@@ -46,6 +46,8 @@ lockerd eval faces --gallery /tmp/run/gallery --json >$out/faces.json 2>/dev/nul
 lockerd replay /tmp/run/walkup.mp4 --gallery /tmp/run/enroll --json >$out/walkup.json 2>/dev/null
 lockerd replay /tmp/run/photo_attack.avi --gallery /tmp/run/enroll --json >$out/photo_attack.json 2>/dev/null
 lockerd doctor >$out/doctor.txt 2>&1 || true
+lockerd tools inspect /tmp/run/gallery/Serena_Williams/4.jpg >$out/inspect_photo.json 2>/dev/null
+lockerd tools inspect /tmp/run/walkup.mp4 --frame 40 >$out/inspect_frame.json 2>/dev/null
 SH
     # README "Install on a Raspberry Pi", as far as a chroot allows: no systemd runs here, so
     # the unit's ExecStart is started by hand with the key as its credential, on the
@@ -85,6 +87,8 @@ SH
     target/release/lockerd eval faces --gallery "$IN/gallery" --json >"$A/faces.json" 2>/dev/null
     target/release/lockerd replay "$IN/walkup.mp4" --gallery "$IN/enroll" --json >"$A/walkup.json" 2>/dev/null
     target/release/lockerd replay "$IN/photo_attack.avi" --gallery "$IN/enroll" --json >"$A/photo_attack.json" 2>/dev/null
+    target/release/lockerd tools inspect "$IN/gallery/Serena_Williams/4.jpg" >"$A/inspect_photo.json" 2>/dev/null
+    target/release/lockerd tools inspect "$IN/walkup.mp4" --frame 40 >"$A/inspect_frame.json" 2>/dev/null
     rm -rf "$W"
 
     python3 - "$ARM64_DIR/amd64-out" "$ARM64_DIR/arm64-out" "$ARM64_DIR/compare.txt" <<'PY'
@@ -118,7 +122,18 @@ for clip in ["walkup", "photo_attack"]:
         for k in ["verdict", "distance", "blinks", "frame", "decision"]:
             cmp(f"replay {clip} attempt {i}: {k}", x.get(k), y.get(k), 1e-4 if k == "distance" else 0)
     if len(ra["attempts"]) != len(rb["attempts"]): bad.append(f"{clip} attempt count")
-summary = (f"{len(rows)} values compared, {len(bad)} differ; largest distance difference {worst:.2e}"
+# Where the two builds part, stage by stage (README "arm64"): pixels, face box, landmarks,
+# embedding, for a JPEG photo and for a frame of an H.264 clip. Reported, not judged.
+import math
+stages = []
+for what, f in [("photo", "inspect_photo.json"), ("clip frame 40", "inspect_frame.json")]:
+    x, y = load(a_dir, f), load(b_dir, f)
+    lm = max(math.hypot(p[0] - q[0], p[1] - q[1]) for p, q in zip(x["landmarks"], y["landmarks"]))
+    em = max(abs(p - q) for p, q in zip(x["embedding"], y["embedding"]))
+    stages.append(f"stages {what:<14} pixels {'same' if x['pixels_sha256'] == y['pixels_sha256'] else 'DIFFER'}, "
+                  f"box {'same' if x['bbox'] == y['bbox'] else 'DIFFERS'}, landmarks max {lm:.4f} px, embedding max {em:.2e}")
+rows += [""] + stages
+summary = (f"{len(rows) - len(stages) - 1} values compared, {len(bad)} differ; largest distance difference {worst:.2e}"
            + (f"; differing: {', '.join(bad)}" if bad else ""))
 open(out, "w").write("\n".join(rows + ["", summary, ""]))
 print(summary)

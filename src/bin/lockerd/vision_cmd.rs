@@ -208,6 +208,15 @@ pub enum ToolsCmd {
         #[arg(long, default_value_t = 30.0)]
         fps: f64,
     },
+    /// What the pipeline sees in a photo (or one frame of a clip), stage by stage, as one
+    /// JSON object: the decoded pixels' sha256, the face box, the 68 landmarks and the
+    /// 128-d embedding (used to find where two builds, e.g. arm64 and amd64, differ).
+    Inspect {
+        image: PathBuf,
+        /// The frame of a clip (from 0).
+        #[arg(long, default_value_t = 0)]
+        frame: u64,
+    },
     /// Make a photo-attack clip (.avi): the photo moved like a hand-held print.
     PhotoAttack {
         image: PathBuf,
@@ -239,6 +248,37 @@ pub fn tools_cmd(ctx: &Ctx, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
                 "wrote {} ({frames} frames at {fps} fps, two synthetic blinks)",
                 out.display()
             );
+        }
+        ToolsCmd::Inspect { image, frame: n } => {
+            use sha2::Digest;
+            let models = load_models(ctx)?;
+            let mut src = lockerd::vision::source::open_path(&image)?;
+            let mut frame = None;
+            for _ in 0..=n {
+                frame = src.next_frame()?;
+            }
+            let frame = frame.with_context(|| format!("{}: no frame {n}", image.display()))?;
+            let pixels = hex::encode(sha2::Sha256::digest(frame.rgb.as_slice()));
+            let face = lockerd::vision::pipeline::still_face(&models, &frame)?;
+            let v = match face {
+                None => {
+                    serde_json::json!({ "image": image, "pixels_sha256": pixels, "face": null })
+                }
+                Some(f) => {
+                    let emb = models.encode(&f.patch, &f.shape);
+                    serde_json::json!({
+                        "image": image,
+                        "width": frame.width,
+                        "height": frame.height,
+                        "pixels_sha256": pixels,
+                        "faces": f.faces,
+                        "bbox": [f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h],
+                        "landmarks": f.shape.points.0,
+                        "embedding": emb.map(|e| e.0.to_vec()),
+                    })
+                }
+            };
+            println!("{v}");
         }
         ToolsCmd::PhotoAttack {
             image,
