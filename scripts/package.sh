@@ -53,21 +53,20 @@ fi
 # dpkg-shlibdeps on the target's own package database: the host's for amd64, the
 # sysroot's (run under qemu-user) for arm64.
 shlibs() {
-    local dir
+    local dir run=()
     if [[ $ARCH == "$(dpkg --print-architecture)" ]]; then
         dir=$(mktemp -d)
-        cp "$BIN/lockerd" "$BIN/lockerctl" "$dir/"
-        mkdir "$dir/debian" && printf 'Source: lockerd\n\nPackage: lockerd\nArchitecture: any\n' >"$dir/debian/control"
-        (cd "$dir" && dpkg-shlibdeps -O -e lockerd -e lockerctl 2>/dev/null)
-        rm -rf "$dir"
     else
         dir="$ARM64_SYSROOT/tmp/shlibs"
-        rm -rf "$dir" && mkdir -p "$dir/debian"
-        cp "$BIN/lockerd" "$BIN/lockerctl" "$dir/"
-        printf 'Source: lockerd\n\nPackage: lockerd\nArchitecture: any\n' >"$dir/debian/control"
-        chroot "$ARM64_SYSROOT" sh -c 'cd /tmp/shlibs && dpkg-shlibdeps -O -e lockerd -e lockerctl 2>/dev/null'
         rm -rf "$dir"
-    fi | sed -n 's/^shlibs:Depends=//p'
+        run=(chroot "$ARM64_SYSROOT")
+    fi
+    mkdir -p "$dir/debian"
+    cp "$BIN/lockerd" "$BIN/lockerctl" "$dir/"
+    printf 'Source: lockerd\n\nPackage: lockerd\nArchitecture: any\n' >"$dir/debian/control"
+    "${run[@]}" sh -c "cd ${dir#"${ARM64_SYSROOT:-}"} && dpkg-shlibdeps -O -e lockerd -e lockerctl 2>/dev/null" |
+        sed -n 's/^shlibs:Depends=//p'
+    rm -rf "$dir"
 }
 
 # --- lockerd_<version>_<arch>.deb ---------------------------------------------------------

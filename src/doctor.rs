@@ -163,13 +163,13 @@ fn models_check(config: &Config) -> Check {
 /// (which the service user must own). Returns the check and the key when readable.
 fn key_check(config: &Config, layout: &Layout) -> (Check, Option<store::DbKey>) {
     let cred = layout.credential_key();
-    let (path, owner_ok, whose): (PathBuf, Box<dyn Fn(u32) -> bool>, &str) = if cred.exists() {
-        (cred, Box::new(|uid| uid == 0), "root")
+    // The owner the key must have: root for the credential, the service user for a key file.
+    let (path, owner, whose) = if cred.exists() {
+        (cred, Some(0), "root")
     } else if !config.store.key_file.as_os_str().is_empty() {
-        let want = user_id(&layout.service_user);
         (
-            layout.at(&config.store.key_file.to_string_lossy()),
-            Box::new(move |uid| Some(uid) == want),
+            layout.under(&config.store.key_file),
+            user_id(&layout.service_user),
             "the service user",
         )
     } else {
@@ -223,7 +223,7 @@ fn key_check(config: &Config, layout: &Layout) -> (Check, Option<store::DbKey>) 
             None,
         );
     }
-    if !owner_ok(meta.uid()) {
+    if owner != Some(meta.uid()) {
         return (
             Check::bad(
                 "key",

@@ -82,9 +82,6 @@ enum Command {
     /// Test-clip tools.
     #[command(subcommand)]
     Tools(vision_cmd::ToolsCmd),
-    /// Simulate the ESP32 lock of `[lock]` on the `[mqtt]` broker (the firmware's state
-    /// machine on this host). Reads control lines on stdin (jam, unjam, door open,
-    /// door closed, deaf, hear, mute, unmute, quit); prints one JSON object per line.
     /// First-run checks on the device: camera, models, key, store, bus, broker, GPIO,
     /// I2C, clock. One line each, ok or what to do; exit status 1 if any failed.
     Doctor {
@@ -99,6 +96,9 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff).
     Man,
+    /// Simulate the ESP32 lock of `[lock]` on the `[mqtt]` broker (the firmware's state
+    /// machine on this host). Reads control lines on stdin (jam, unjam, door open,
+    /// door closed, deaf, hear, mute, unmute, quit); prints one JSON object per line.
     LockSim {
         /// The simulated flash holding the lock's counters (created if missing).
         #[arg(long, value_name = "FILE")]
