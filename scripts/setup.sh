@@ -108,6 +108,32 @@ else
     log "models: installed and verified in $MODELS"
 fi
 
+# --- 3b. presentation-attack models (MiniFASNet V2 and V1SE, ONNX, Apache-2.0) ----------
+# From ../shared/models when it is there (development machines and CI), otherwise from the
+# upstream release named in its README; the sha256 is checked either way.
+PAD_URL="https://github.com/yakhyo/face-anti-spoofing/releases/download/weights"
+PAD_LOCAL="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared/models"
+declare -A PSHA=(
+    [MiniFASNetV2.onnx]=4eed38f0bde33c9b805942a5f25e42ce1161e2bda545254be622be957727794e
+    [MiniFASNetV1SE.onnx]=d819a69bac6b9ade2a0f4d9b60b618e1260f7bf3ba1fddff6c5d82131cb1083f
+)
+for f in "${!PSHA[@]}"; do
+    if echo "${PSHA[$f]}  $MODELS/$f" | sha256sum -c --status - 2>/dev/null; then continue; fi
+    mkdir -p "$MODELS"
+    if [[ -f "$PAD_LOCAL/$f" ]]; then
+        cp -f "$PAD_LOCAL/$f" "$MODELS/$f.partial"
+    else
+        log "fetching $f from $PAD_URL"
+        curl -fsSL --retry 3 -o "$MODELS/$f.partial" "$PAD_URL/$f"
+    fi
+    if ! echo "${PSHA[$f]}  $MODELS/$f.partial" | sha256sum -c --status -; then
+        log "ERROR: sha256 mismatch for $f (got $(sha256sum "$MODELS/$f.partial" | cut -d' ' -f1))"
+        rm -f "$MODELS/$f.partial"; exit 1
+    fi
+    mv -f "$MODELS/$f.partial" "$MODELS/$f"
+    log "models: $f installed and verified in $MODELS"
+done
+
 # --- 4. demo photos --------------------------------------------------------------------
 # Three photos of one person and one of another, from the face_recognition sdist's tests.
 ASSETS="${LOCKERD_DEMO_ASSETS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/demo-assets}"

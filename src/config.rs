@@ -384,6 +384,8 @@ pub struct VisionConfig {
     pub identity_break: f32,
     pub post_blink_frames: u32,
     pub blink: crate::vision::blink::BlinkConfig,
+    /// Presentation-attack detection (`[vision.pad]`).
+    pub pad: crate::vision::pad::PadConfig,
 }
 
 impl Default for VisionConfig {
@@ -411,6 +413,7 @@ impl Default for VisionConfig {
             identity_break: 0.55,
             post_blink_frames: 3,
             blink: Default::default(),
+            pad: Default::default(),
         }
     }
 }
@@ -453,6 +456,7 @@ impl VisionConfig {
             identity_break: self.identity_break,
             post_blink_frames: self.post_blink_frames,
             blink: self.blink.clone(),
+            pad: self.pad.clone(),
         }
     }
 
@@ -728,6 +732,18 @@ impl Config {
         v.range("vision.liveness_window_s", vi.liveness_window_s, 0.5, 30.0)?;
         v.range("vision.identity_break", vi.identity_break, 0.3, 1.0)?;
         v.range("vision.post_blink_frames", vi.post_blink_frames, 0, 10)?;
+        let pad = &vi.pad;
+        // A live verdict can never be had with fewer than 2 frames or under half live.
+        v.range("vision.pad.live_at", pad.live_at, 0.05, 0.95)?;
+        v.range("vision.pad.min_frames", pad.min_frames, 2, 32)?;
+        v.range("vision.pad.live_share", pad.live_share, 0.5, 1.0)?;
+        v.range("vision.pad.attack_share", pad.attack_share, 0.0, 0.5)?;
+        v.check(
+            "vision.pad.attack_share",
+            &pad.attack_share,
+            pad.attack_share < pad.live_share,
+            "less than vision.pad.live_share",
+        )?;
         let b = &vi.blink;
         v.range("vision.blink.close_ratio", b.close_ratio, 0.3, 0.99)?;
         v.range("vision.blink.open_ratio", b.open_ratio, 0.3, 1.2)?;

@@ -3,14 +3,17 @@
 //! pipeline and access decision over a clip, with timings). Each returns a serialisable
 //! report; the CLI prints it as one JSON object.
 
-use crate::access::face;
+use crate::access::controller::{Controller, Input};
+use crate::api::event::EventKind;
 use crate::api::service::load_gallery;
-use crate::config::VisionConfig;
+use crate::config::{AccessConfig, VisionConfig};
 use crate::store::{Create, Db, DbKey};
 use crate::types::Role;
 use crate::vision::enroll;
+use crate::vision::frame::Frame;
 use crate::vision::matcher::{Gallery, MatchPolicy, Verdict};
 use crate::vision::models::Models;
+use crate::vision::pad::{PadConfig, PadSummary, PadVerdict};
 use crate::vision::pipeline::{Attempt, FaceEvent, Pipeline};
 use crate::vision::source::{is_image, is_video, list_images, open_path, FrameSource};
 use crate::vision::VisionError;
@@ -98,6 +101,35 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// The videos in `dir`, sorted.
+fn videos_in(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_video(p))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// A photo attack clip (a hand-held print, [`crate::vision::synth::HandHeld`]) made from
+/// the 15th frame of `src`, written to `out`; false when `src` is too short.
+fn photo_attack_of(src: &Path, out: &Path, seed: u64) -> Result<bool, VisionError> {
+    let mut s = crate::vision::source::VideoFileSource::open(src)?;
+    let mut still = None;
+    for _ in 0..15 {
+        still = s.next_frame()?;
+    }
+    let Some(still) = still else { return Ok(false) };
+    let p = crate::vision::synth::HandHeld {
+        frames: 120,
+        seed,
+        ..Default::default()
+    };
+    crate::vision::synth::photo_attack_from_frame(&still, out, &p)?;
+    Ok(true)
 }
 
 fn name_of(p: &Path) -> String {
@@ -582,6 +614,8 @@ pub struct ReplayReport {
     pub decision_frame: Option<u64>,
     pub frames_after_blink: Option<u64>,
     pub alert: bool,
+    /// PAD over the deciding attempt's frames.
+    pub presentation_attack: Option<PadSummary>,
     pub attempts: Vec<AttemptOutcome>,
     pub fps: Option<f64>,
     pub model_load_s: f64,
@@ -600,10 +634,82 @@ pub struct ReplayStages {
     pub detect: Summary,
     pub landmarks: Summary,
     pub encode: Summary,
+    /// Both MiniFASNet models on one frame.
+    pub pad: Summary,
 }
 
-/// Run the pipeline and the access decision over every frame of `clip`.
-pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalError> {
+/// The daemon's own access decision for replays: the real [`Controller`] with simulated
+/// devices and a fresh temporary store holding the gallery's users (never the device's
+/// store, whose audit log a measurement must not write to).
+pub struct Decider {
+    ctl: Controller<Db>,
+    base_ms: i64,
+    _dir: tempfile::TempDir,
+}
+
+/// What the controller did with one attempt.
+pub struct Decision {
+    pub granted: bool,
+    pub reason: String,
+    pub alert: bool,
+}
+
+impl Decider {
+    /// A fresh store with `gallery`'s users (same names, roles and enabled flags); the
+    /// gallery's user ids are rewritten to the fresh store's.
+    pub fn new(gallery: &mut Gallery, cfg: &AccessConfig) -> Result<Decider, EvalError> {
+        let TempStore { mut db, _dir } = TempStore::new()?;
+        for u in gallery.users.iter_mut() {
+            let fresh = match db.user_by_name(&u.name)? {
+                Some(x) => x,
+                None => db.add_user(&u.name, u.role)?,
+            };
+            if !u.enabled {
+                db.set_enabled(&u.name, false)?;
+            }
+            u.user_id = fresh.id;
+        }
+        let (devices, _kit) = crate::hw::sim::devices();
+        let base_ms = crate::types::now_ms();
+        let (ctl, _) = Controller::new(cfg.clone(), db, devices, base_ms)?;
+        Ok(Decider { ctl, base_ms, _dir })
+    }
+
+    /// The next clip starts an hour later: no pulse, cooldown or lockout carries over.
+    fn next_clip(&mut self) {
+        self.base_ms += 3_600_000;
+        let _ = self.ctl.handle(self.base_ms, Input::Tick);
+    }
+
+    /// Hand the attempt to the controller, as the daemon's vision bridge does.
+    pub fn decide(&mut self, a: &Attempt) -> Decision {
+        let now = self.base_ms + (a.at_s * 1000.0).round() as i64;
+        let ev = self.ctl.handle(now, Input::Face(Box::new(a.clone())));
+        let granted = ev.iter().any(|e| e.event == EventKind::Unlock);
+        let reason = if granted {
+            "match".to_string()
+        } else {
+            ev.iter()
+                .filter(|e| matches!(e.event, EventKind::Deny | EventKind::Ignored))
+                .find_map(|e| e.reason.clone())
+                .unwrap_or_else(|| "no_decision".into())
+        };
+        Decision {
+            granted,
+            reason,
+            alert: ev.iter().any(|e| e.alert.is_some()),
+        }
+    }
+}
+
+/// Run the pipeline over every frame of `clip`, each attempt decided by the real access
+/// controller ([`Decider`]).
+pub fn replay(
+    pipe: &mut Pipeline,
+    decider: &mut Decider,
+    clip: &Path,
+) -> Result<ReplayReport, EvalError> {
+    decider.next_clip();
     let t0 = Instant::now();
     let mut src = open_path(clip)?;
     pipe.stats = crate::vision::pipeline::Stats::recording();
@@ -614,11 +720,11 @@ pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalErro
             match e {
                 FaceEvent::Blink { .. } => blinks += 1,
                 FaceEvent::Attempt(a) => {
-                    let d = face::decide(&a);
+                    let d = decider.decide(&a);
                     attempts.push(AttemptOutcome {
-                        decision: if d.is_grant() { "grant" } else { "deny" }.into(),
-                        reason: d.reason().into(),
-                        alert: d.is_alert(),
+                        decision: if d.granted { "grant" } else { "deny" }.into(),
+                        reason: d.reason,
+                        alert: d.alert,
                         attempt: a,
                     });
                 }
@@ -657,6 +763,7 @@ pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalErro
         ),
     };
     let user = if decision == "grant" { user } else { None };
+    let presentation_attack = decisive.map(|a| a.attempt.presentation_attack.clone());
     Ok(ReplayReport {
         clip: clip.display().to_string(),
         decision,
@@ -670,6 +777,7 @@ pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalErro
         decision_frame: frame,
         frames_after_blink: after,
         alert: attempts.iter().any(|a| a.alert),
+        presentation_attack,
         attempts,
         fps: src.fps(),
         model_load_s: pipe.models().load_s,
@@ -678,6 +786,7 @@ pub fn replay(pipe: &mut Pipeline, clip: &Path) -> Result<ReplayReport, EvalErro
             detect: summarize(&st.detect_ms),
             landmarks: summarize(&st.landmarks_ms),
             encode: summarize(&st.encode_ms),
+            pad: summarize(&st.pad_ms),
         },
         frame_cpu_ms: summarize(&st.frame_cpu_ms),
         frame_wall_ms: summarize(&st.frame_wall_ms),
@@ -715,6 +824,7 @@ pub struct KioskClip {
     pub reason: String,
     pub distance: Option<f32>,
     pub frames_after_blink: Option<u64>,
+    pub presentation_attack: Option<PadSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -730,28 +840,32 @@ pub struct KioskReport {
     pub noblink_granted: usize,
     pub photo_attacks: usize,
     pub photo_attacks_granted: usize,
+    pub replay_attacks: usize,
+    pub replay_attacks_granted: usize,
+    /// Attacks (photo and replay) denied as `spoof`.
+    pub attacks_denied_as_spoof: usize,
+    /// Genuine clips denied as `spoof` or `pad_unsure`.
+    pub genuine_denied_by_pad: usize,
     pub max_frames_after_blink: Option<u64>,
     pub clips: Vec<KioskClip>,
     pub elapsed_s: f64,
 }
 
 /// `eval kiosk`: enroll each person from `<person>_FNN.mp4` in `dir`, replay their other
-/// clips (must grant them, never someone else), every clip in `noblink` (must deny), and
-/// a photo attack made from a still of each enrolled person (must deny).
+/// clips (must grant them, never someone else), every clip in `noblink` (must deny), a
+/// photo attack made from a still of each enrolled person (must deny), and with
+/// `replays`, each `<name>_replay_*` video there after enrolling `<name>` from their
+/// `<name>_live_*` video (must deny).
 pub fn eval_kiosk(
     models: Models,
     cfg: &VisionConfig,
     dir: &Path,
     noblink: Option<&Path>,
     photo_attacks: bool,
+    replays: Option<&Path>,
 ) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
-    let mut clips: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_video(p))
-        .collect();
-    clips.sort();
+    let clips = videos_in(dir)?;
     let person_of = |p: &Path| name_of(p).split('_').next().unwrap_or_default().to_string();
     let mut store = TempStore::new()?;
     let mut people: Vec<String> = clips.iter().map(|p| person_of(p)).collect();
@@ -774,13 +888,47 @@ pub fn eval_kiosk(
             Err(e) => enroll_failures.push(e.to_string()),
         }
     }
-    let gallery = load_gallery(&store.db)?;
+    // Replay attacks: the person is enrolled from their own live video.
+    let mut replay_clips = Vec::new();
+    if let Some(rd) = replays {
+        let files = videos_in(rd)?;
+        for f in &files {
+            let n = name_of(f);
+            let Some((who, _)) = n.split_once("_replay_") else {
+                continue;
+            };
+            let Some(live) = files
+                .iter()
+                .find(|p| name_of(p).starts_with(&format!("{who}_live_")))
+            else {
+                enroll_failures.push(format!("{who}: no live clip to enroll from"));
+                continue;
+            };
+            match enroll::from_clip(&models, cfg, live, 5) {
+                Ok((samples, _)) => {
+                    let u = match store.db.user_by_name(who)? {
+                        Some(u) => u,
+                        None => store.db.add_user(who, Role::User)?,
+                    };
+                    let items: Vec<_> = samples
+                        .into_iter()
+                        .map(|s| (s.embedding, s.quality, s.source))
+                        .collect();
+                    store.db.add_templates(u.id, &items)?;
+                    replay_clips.push((f.clone(), who.to_string()));
+                }
+                Err(e) => enroll_failures.push(format!("{who}: {e}")),
+            }
+        }
+    }
+    let mut gallery = load_gallery(&store.db)?;
     let enrolled: Vec<String> = gallery.users.iter().map(|u| u.name.clone()).collect();
+    let mut decider = Decider::new(&mut gallery, &AccessConfig::default())?;
     let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
     let mut out = Vec::new();
     let mut run =
         |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), EvalError> {
-            let r = replay(pipe, file)?;
+            let r = replay(pipe, &mut decider, file)?;
             out.push(KioskClip {
                 file: file.display().to_string(),
                 person: person.to_string(),
@@ -790,6 +938,7 @@ pub fn eval_kiosk(
                 reason: r.reason,
                 distance: r.distance,
                 frames_after_blink: r.frames_after_blink,
+                presentation_attack: r.presentation_attack,
             });
             Ok(())
         };
@@ -801,13 +950,7 @@ pub fn eval_kiosk(
         run(&mut pipe, c, &person, "genuine")?;
     }
     if let Some(nb) = noblink {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(nb)
-            .map_err(|e| VisionError::Io(nb.to_owned(), e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_video(p))
-            .collect();
-        v.sort();
-        for c in v {
+        for c in videos_in(nb)? {
             let person = person_of(&c);
             run(&mut pipe, &c, &person, "noblink")?;
         }
@@ -822,21 +965,14 @@ pub fn eval_kiosk(
             else {
                 continue;
             };
-            let mut s = crate::vision::source::VideoFileSource::open(src)?;
-            let mut still = None;
-            for _ in 0..15 {
-                still = s.next_frame()?;
-            }
-            let Some(still) = still else { continue };
             let out_clip = tmp.path().join(format!("{person}_photo_attack.avi"));
-            let p = crate::vision::synth::HandHeld {
-                frames: 120,
-                seed: 1000 + i as u64,
-                ..Default::default()
-            };
-            crate::vision::synth::photo_attack_from_frame(&still, &out_clip, &p)?;
-            run(&mut pipe, &out_clip, person, "photo_attack")?;
+            if photo_attack_of(src, &out_clip, 1000 + i as u64)? {
+                run(&mut pipe, &out_clip, person, "photo_attack")?;
+            }
         }
+    }
+    for (c, who) in &replay_clips {
+        run(&mut pipe, c, who, "replay_attack")?;
     }
     let genuine: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "genuine").collect();
     let granted = genuine
@@ -849,8 +985,10 @@ pub fn eval_kiosk(
         .count();
     let noblink: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "noblink").collect();
     let attacks: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "photo_attack").collect();
+    let replayed: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "replay_attack").collect();
+    let is_attack = |c: &&KioskClip| c.kind == "photo_attack" || c.kind == "replay_attack";
     Ok(KioskReport {
-        people: people.len(),
+        people: people.len() + replay_clips.len(),
         enrolled: enrolled.len(),
         enroll_failures,
         genuine_clips: genuine.len(),
@@ -861,12 +999,233 @@ pub fn eval_kiosk(
         noblink_granted: noblink.iter().filter(|c| c.decision == "grant").count(),
         photo_attacks: attacks.len(),
         photo_attacks_granted: attacks.iter().filter(|c| c.decision == "grant").count(),
+        replay_attacks: replayed.len(),
+        replay_attacks_granted: replayed.iter().filter(|c| c.decision == "grant").count(),
+        attacks_denied_as_spoof: out
+            .iter()
+            .filter(is_attack)
+            .filter(|c| c.reason == "spoof")
+            .count(),
+        genuine_denied_by_pad: genuine
+            .iter()
+            .filter(|c| c.reason == "spoof" || c.reason == "pad_unsure")
+            .count(),
         max_frames_after_blink: out
             .iter()
             .filter(|c| c.decision == "grant")
             .filter_map(|c| c.frames_after_blink)
             .max(),
         clips: out,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+// ----- eval spoof -------------------------------------------------------------------
+
+/// One clip or still of `eval spoof`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoofItem {
+    pub file: String,
+    /// "live" or "attack" (from the data's own labels: `_replay_`/`attack` in the name).
+    pub truth: &'static str,
+    /// "video", "still", or "photo_attack" (made here from a ZJU frame).
+    pub source: &'static str,
+    /// The deciding attempt's PAD (the first `live` one, else the last); for a still, its
+    /// one frame.
+    pub presentation_attack: Option<PadSummary>,
+    /// Every scored frame of the item (all tracks).
+    pub frames_scored: u64,
+    /// PAD would let it through (a `live` verdict on some attempt).
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoofReport {
+    pub items: Vec<SpoofItem>,
+    pub attacks: usize,
+    pub attacks_passed: usize,
+    /// Attack presentations classified live / attack presentations (ISO/IEC 30107-3).
+    pub apcer: f64,
+    pub live: usize,
+    pub live_rejected: usize,
+    /// Live presentations not classified live / live presentations.
+    pub bpcer: f64,
+    /// Both models on one frame (ms).
+    pub pad_ms: Summary,
+    pub elapsed_s: f64,
+}
+
+/// The four rotations of a still; the first in which HOG finds a face is "upright".
+fn upright_face(
+    models: &Models,
+    frame: &Frame,
+) -> Result<Option<(Frame, crate::vision::frame::BBox)>, VisionError> {
+    use opencv::core::{rotate, ROTATE_180, ROTATE_90_CLOCKWISE, ROTATE_90_COUNTERCLOCKWISE};
+    use opencv::prelude::*;
+    for code in [
+        None,
+        Some(ROTATE_90_CLOCKWISE),
+        Some(ROTATE_90_COUNTERCLOCKWISE),
+        Some(ROTATE_180),
+    ] {
+        let f = match code {
+            None => frame.clone(),
+            Some(c) => {
+                let mut out = opencv::core::Mat::default();
+                rotate(&frame.as_mat()?, &mut out, c)
+                    .map_err(|e| VisionError::OpenCv(e.to_string()))?;
+                let bytes = out
+                    .data_bytes()
+                    .map_err(|e| VisionError::OpenCv(e.to_string()))?
+                    .to_vec();
+                Frame::from_rgb(
+                    bytes,
+                    out.cols() as u32,
+                    out.rows() as u32,
+                    0,
+                    Duration::ZERO,
+                )?
+            }
+        };
+        if let Some(face) = crate::vision::pipeline::still_face(models, &f)? {
+            return Ok(Some((f, face.bbox)));
+        }
+    }
+    Ok(None)
+}
+
+/// `eval spoof`: presentation-attack detection alone, on every live and attack video and
+/// still under `data` (`blink/zju`, `blink/live_noblink`, `blink/replay_and_live`,
+/// `spoof_stills`) and a photo attack made from a frame of each ZJU person. Videos run
+/// through the pipeline (PAD scores only the frames it encodes) with nobody enrolled.
+pub fn eval_spoof(
+    models: Models,
+    cfg: &VisionConfig,
+    data: &Path,
+) -> Result<SpoofReport, EvalError> {
+    let t0 = Instant::now();
+    let mut items = Vec::new();
+    let mut nobody = Gallery::default();
+    let mut decider = Decider::new(&mut nobody, &AccessConfig::default())?;
+    let mut pipe = Pipeline::new(models, nobody, cfg.pipeline());
+    let mut pad_ms = Vec::new();
+    let mut run_clip = |pipe: &mut Pipeline,
+                        clip: &Path,
+                        truth: &'static str,
+                        source: &'static str|
+     -> Result<(), EvalError> {
+        let r = replay(pipe, &mut decider, clip)?;
+        pad_ms.extend_from_slice(&pipe.stats.pad_ms);
+        let pads: Vec<&PadSummary> = r
+            .attempts
+            .iter()
+            .map(|a| &a.attempt.presentation_attack)
+            .collect();
+        let decisive = pads
+            .iter()
+            .find(|p| p.verdict == PadVerdict::Live)
+            .or_else(|| pads.last())
+            .map(|p| (*p).clone());
+        items.push(SpoofItem {
+            file: clip.display().to_string(),
+            truth,
+            source,
+            passed: decisive
+                .as_ref()
+                .is_some_and(|p| p.verdict == PadVerdict::Live),
+            presentation_attack: decisive,
+            frames_scored: pipe.stats.pad_scored,
+        });
+        Ok(())
+    };
+    let blink = data.join("blink");
+    for sub in ["zju", "live_noblink", "replay_and_live"] {
+        let dir = blink.join(sub);
+        if !dir.is_dir() {
+            continue;
+        }
+        for c in videos_in(&dir)? {
+            let truth = if name_of(&c).contains("_replay_") {
+                "attack"
+            } else {
+                "live"
+            };
+            run_clip(&mut pipe, &c, truth, "video")?;
+        }
+    }
+    // Photo attacks: one per ZJU person, from a session that is not FNN.
+    let zju = blink.join("zju");
+    if zju.is_dir() {
+        let tmp = tempfile::tempdir().map_err(|e| VisionError::Io(std::env::temp_dir(), e))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in videos_in(&zju)?.iter().enumerate() {
+            let n = name_of(c);
+            let person = n.split('_').next().unwrap_or_default().to_string();
+            if n.ends_with("_FNN") || !seen.insert(person.clone()) {
+                continue;
+            }
+            let out = tmp.path().join(format!("{person}_photo_attack.avi"));
+            if photo_attack_of(c, &out, 2000 + i as u64)? {
+                run_clip(&mut pipe, &out, "attack", "photo_attack")?;
+            }
+        }
+    }
+    let stills = data.join("spoof_stills");
+    if stills.is_dir() {
+        for p in list_images(&stills)? {
+            let truth = if name_of(&p).contains("attack") {
+                "attack"
+            } else {
+                "live"
+            };
+            let frame = crate::vision::source::load_image(&p)?;
+            let (summary, scored) = match upright_face(pipe.models(), &frame)? {
+                Some((f, bbox)) => {
+                    let t = Instant::now();
+                    let score = pipe.models_mut().live_probability(&f, &bbox)?;
+                    pad_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    let scores: Vec<f32> = score.into_iter().collect();
+                    // One frame is all a still has: judged by that frame alone.
+                    let one = PadConfig {
+                        min_frames: 1,
+                        ..cfg.pad.clone()
+                    };
+                    (Some(PadSummary::over(&scores, &one)), scores.len() as u64)
+                }
+                None => (None, 0),
+            };
+            items.push(SpoofItem {
+                file: p.display().to_string(),
+                truth,
+                source: "still",
+                passed: summary
+                    .as_ref()
+                    .is_some_and(|s| s.verdict == PadVerdict::Live),
+                presentation_attack: summary,
+                frames_scored: scored,
+            });
+        }
+    }
+    let attacks = items.iter().filter(|i| i.truth == "attack").count();
+    let attacks_passed = items
+        .iter()
+        .filter(|i| i.truth == "attack" && i.passed)
+        .count();
+    let live = items.iter().filter(|i| i.truth == "live").count();
+    let live_rejected = items
+        .iter()
+        .filter(|i| i.truth == "live" && !i.passed)
+        .count();
+    let ratio = |a: usize, b: usize| (a as f64 / b.max(1) as f64 * 10000.0).round() / 10000.0;
+    Ok(SpoofReport {
+        apcer: ratio(attacks_passed, attacks),
+        bpcer: ratio(live_rejected, live),
+        items,
+        attacks,
+        attacks_passed,
+        live,
+        live_rejected,
+        pad_ms: summarize(&pad_ms),
         elapsed_s: t0.elapsed().as_secs_f64(),
     })
 }

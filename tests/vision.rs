@@ -65,10 +65,11 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         &data.join("blink/zju"),
         Some(&data.join("blink/live_noblink")),
         true,
+        Some(&data.join("blink/replay_and_live")),
     )
     .unwrap();
     println!(
-        "enrolled {}/{} granted {}/{} ({}), wrong {}, noblink {}/{}, photo {}/{}",
+        "enrolled {}/{} granted {}/{} ({}), wrong {}, noblink {}/{}, photo {}/{}, replay {}/{}",
         r.enrolled,
         r.people,
         r.granted,
@@ -78,7 +79,9 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         r.noblink_granted,
         r.noblink_clips,
         r.photo_attacks_granted,
-        r.photo_attacks
+        r.photo_attacks,
+        r.replay_attacks_granted,
+        r.replay_attacks
     );
     assert_eq!(r.granted_as_someone_else, 0, "granted as someone else");
     assert_eq!(r.noblink_clips, 4);
@@ -88,6 +91,22 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         "photo attacks made for most enrolled people"
     );
     assert_eq!(r.photo_attacks_granted, 0, "a photo attack was granted");
+    // Video replays: the person is enrolled from their own live video first.
+    assert_eq!(r.replay_attacks, 2);
+    assert_eq!(r.replay_attacks_granted, 0, "a video replay was granted");
+    // The monitor replay blinks and matches: only presentation-attack detection stops it.
+    let monitor = r
+        .clips
+        .iter()
+        .find(|c| c.file.ends_with("tranvanluyt_replay_monitor.mp4"))
+        .unwrap();
+    assert_eq!(monitor.reason, "spoof", "{monitor:?}");
+    assert!(r.attacks_denied_as_spoof >= 1);
+    assert!(
+        r.genuine_denied_by_pad <= 1,
+        "{} genuine walk-ups denied by PAD",
+        r.genuine_denied_by_pad
+    );
     assert!(r.enrolled >= 15, "enrollment from the FNN clips");
     assert!(r.grant_rate >= 0.75, "grant rate {}", r.grant_rate);
     // Decided within 3 frames of the blink completing (grants were made, so this is known).
@@ -95,6 +114,46 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         .max_frames_after_blink
         .expect("no grant reported how many frames after its blink it was decided");
     assert!(after <= 3, "decided {after} frames after the blink");
+}
+
+#[test]
+fn presentation_attack_detection_on_real_attacks_and_live_faces() {
+    let Some(data) = shared_data() else { return };
+    let cfg = Config::default().vision;
+    let r = eval::eval_spoof(models(), &cfg, &data).unwrap();
+    let item = |end: &str| r.items.iter().find(|i| i.file.ends_with(end)).unwrap();
+    println!(
+        "APCER {} ({}/{}), BPCER {} ({}/{}), pad p50 {} ms",
+        r.apcer, r.attacks_passed, r.attacks, r.bpcer, r.live_rejected, r.live, r.pad_ms.p50
+    );
+    // Recorded attacks of a real screen or print: none passes.
+    for f in [
+        "tranvanluyt_replay_monitor.mp4",
+        "printed_photo_attack_F1.jpg",
+        "tablet_replay_attack_F2.jpg",
+    ] {
+        let i = item(f);
+        assert_eq!(i.truth, "attack");
+        assert!(!i.passed, "{f} passed PAD: {i:?}");
+    }
+    // Live faces: the still, and (nearly) every live video.
+    assert!(item("live_T1.jpg").passed);
+    let live_videos: Vec<_> = r
+        .items
+        .iter()
+        .filter(|i| i.truth == "live" && i.source == "video")
+        .collect();
+    assert_eq!(live_videos.len(), 70);
+    let rejected = live_videos.iter().filter(|i| !i.passed).count();
+    assert!(rejected <= 3, "{rejected} live videos rejected by PAD");
+    // Every ZJU person got a photo attack (synthetic: see the README on what PAD sees).
+    assert_eq!(
+        r.items
+            .iter()
+            .filter(|i| i.source == "photo_attack")
+            .count(),
+        16
+    );
 }
 
 #[test]

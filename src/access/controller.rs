@@ -11,7 +11,7 @@
 //! why. A relay that cannot be driven is an alert too, and re-locking is retried.
 
 use super::credentials::{self, Entry, Verdict};
-use super::face::{self, FaceDecision};
+use super::face::{self, DenyReason, FaceDecision};
 use super::lockout::LockoutPolicy;
 use crate::api::event::{AlertKind, Event, EventKind, Pending, Timed};
 use crate::api::{ApiError, DoorState, LockState};
@@ -570,6 +570,7 @@ impl<S: DbAccess> Controller<S> {
             "second": a.result.second_user,
             "verdict": a.result.verdict,
             "probes": a.result.probes,
+            "presentation_attack": a.presentation_attack,
         });
         if now < self.face_cooldown_until && a.live {
             self.emit(
@@ -609,12 +610,26 @@ impl<S: DbAccess> Controller<S> {
             }
             FaceDecision::Deny { reason, user } => {
                 let r = reason.as_str();
-                let shown = if alert { user.clone() } else { None };
+                // Named only when it is an alert about that user: a banned user, or a
+                // spoof that matched someone (not the nearest stranger to a screen).
+                let named = reason != DenyReason::Spoof
+                    || a.result.verdict == crate::vision::matcher::Verdict::Match;
+                let shown = if alert && named { user.clone() } else { None };
                 self.deny(now, Method::Face, shown.clone(), r, evidence, ev);
                 if a.live {
                     self.show(now, "Not recognised", "Try again or code");
                 }
-                if alert {
+                if reason == DenyReason::Spoof {
+                    let pa = &a.presentation_attack;
+                    self.alert(
+                        AlertKind::PresentationAttack,
+                        format!(
+                            "a face on a screen or on paper: {} of {} frames live",
+                            pa.frames_live, pa.frames_scored
+                        ),
+                        ev,
+                    );
+                } else if alert {
                     let who = shown.unwrap_or_default();
                     self.alert(
                         AlertKind::BannedUser,

@@ -1,8 +1,10 @@
-//! The face rule: grant only a live (blinked) track matched to an enabled, non-banned
-//! user. Everything else is a denial with a reason; a match on a banned user is an alert.
+//! The face rule: grant only a live (blinked) track that presentation-attack detection
+//! calls live, matched to an enabled, non-banned user. Everything else is a denial with a
+//! reason; a match on a banned user and a clear presentation attack are alerts.
 
 use crate::types::Role;
 use crate::vision::matcher::Verdict;
+use crate::vision::pad::PadVerdict;
 use crate::vision::pipeline::Attempt;
 use serde::Serialize;
 
@@ -36,6 +38,10 @@ pub enum DenyReason {
     NoTemplates,
     /// A face was seen but never good enough to encode.
     NoFace,
+    /// Presentation-attack detection: a face on a screen or on paper (also an alert).
+    Spoof,
+    /// Matched and blinked, but too few frames were scored live or attack to decide.
+    PadUnsure,
 }
 
 impl DenyReason {
@@ -48,6 +54,8 @@ impl DenyReason {
             DenyReason::Disabled => "disabled",
             DenyReason::NoTemplates => "no_templates",
             DenyReason::NoFace => "no_face",
+            DenyReason::Spoof => "spoof",
+            DenyReason::PadUnsure => "pad_unsure",
         }
     }
 }
@@ -57,12 +65,13 @@ impl FaceDecision {
         matches!(self, FaceDecision::Grant { .. })
     }
 
-    /// A banned user's face at the door is worth an alert, live or not.
+    /// A banned user's face at the door is worth an alert, live or not; so is a clear
+    /// presentation attack.
     pub fn is_alert(&self) -> bool {
         matches!(
             self,
             FaceDecision::Deny {
-                reason: DenyReason::Banned,
+                reason: DenyReason::Banned | DenyReason::Spoof,
                 ..
             }
         )
@@ -82,6 +91,11 @@ pub fn decide(a: &Attempt) -> FaceDecision {
         reason,
         user: who.clone(),
     };
+    let pad = a.presentation_attack.verdict;
+    let matched = a.result.verdict == Verdict::Match;
+    if pad == PadVerdict::Attack && !(matched && a.role == Some(Role::Banned)) {
+        return deny(DenyReason::Spoof);
+    }
     match a.result.verdict {
         Verdict::Empty => deny(DenyReason::NoTemplates),
         Verdict::NoMatch => deny(if a.live {
@@ -101,6 +115,8 @@ pub fn decide(a: &Attempt) -> FaceDecision {
                 deny(DenyReason::NoBlink)
             } else if a.enabled != Some(true) {
                 deny(DenyReason::Disabled)
+            } else if pad != PadVerdict::Live {
+                deny(DenyReason::PadUnsure)
             } else {
                 match (a.user_id, who.clone()) {
                     (Some(user_id), Some(user)) => FaceDecision::Grant { user_id, user },
@@ -118,6 +134,16 @@ mod tests {
     use crate::vision::matcher::MatchResult;
 
     fn attempt(verdict: Verdict, live: bool, role: Role, enabled: bool) -> Attempt {
+        with_pad(verdict, live, role, enabled, PadVerdict::Live)
+    }
+
+    fn with_pad(
+        verdict: Verdict,
+        live: bool,
+        role: Role,
+        enabled: bool,
+        pad: PadVerdict,
+    ) -> Attempt {
         Attempt {
             track: 1,
             frame: 10,
@@ -138,6 +164,12 @@ mod tests {
             user_id: (verdict == Verdict::Match).then_some(7),
             role: (verdict == Verdict::Match).then_some(role),
             enabled: (verdict == Verdict::Match).then_some(enabled),
+            presentation_attack: crate::vision::pad::PadSummary {
+                frames_scored: 3,
+                frames_live: if pad == PadVerdict::Live { 3 } else { 0 },
+                verdict: pad,
+                median: None,
+            },
         }
     }
 
@@ -181,5 +213,39 @@ mod tests {
             assert!(!d.is_grant());
             assert!(d.is_alert());
         }
+    }
+
+    #[test]
+    fn presentation_attacks_are_denied_and_alert_and_only_live_is_granted() {
+        for v in [
+            Verdict::Match,
+            Verdict::NoMatch,
+            Verdict::Ambiguous,
+            Verdict::Empty,
+        ] {
+            for live in [true, false] {
+                let d = decide(&with_pad(v, live, Role::User, true, PadVerdict::Attack));
+                assert_eq!(d.reason(), "spoof", "{v:?} live={live}");
+                assert!(d.is_alert());
+            }
+        }
+        let d = decide(&with_pad(
+            Verdict::Match,
+            true,
+            Role::User,
+            true,
+            PadVerdict::Unknown,
+        ));
+        assert_eq!(d.reason(), "pad_unsure");
+        assert!(!d.is_grant() && !d.is_alert());
+        // A banned user's photo still names the banned user.
+        let d = decide(&with_pad(
+            Verdict::Match,
+            false,
+            Role::Banned,
+            true,
+            PadVerdict::Attack,
+        ));
+        assert_eq!(d.reason(), "banned");
     }
 }

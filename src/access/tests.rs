@@ -12,6 +12,7 @@ use crate::hw::sim::{self, SimLockState};
 use crate::store::{Create, Db, DbKey, Method, StoreError};
 use crate::types::{Role, User};
 use crate::vision::matcher::{MatchResult, Verdict};
+use crate::vision::pad::{PadSummary, PadVerdict};
 use crate::vision::pipeline::Attempt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -414,6 +415,15 @@ async fn forced_door_and_door_held_open_raise_alerts() {
 }
 
 fn attempt(live: bool, verdict: Verdict, user: Option<(&User, Role)>) -> Input {
+    attempt_pad(live, verdict, user, PadVerdict::Live)
+}
+
+fn attempt_pad(
+    live: bool,
+    verdict: Verdict,
+    user: Option<(&User, Role)>,
+    pad: PadVerdict,
+) -> Input {
     Input::Face(Box::new(Attempt {
         track: 1,
         frame: 30,
@@ -434,7 +444,59 @@ fn attempt(live: bool, verdict: Verdict, user: Option<(&User, Role)>) -> Input {
         user_id: user.map(|u| u.0.id),
         role: user.map(|u| u.1),
         enabled: user.map(|_| true),
+        presentation_attack: PadSummary {
+            frames_scored: 4,
+            frames_live: if pad == PadVerdict::Live { 4 } else { 0 },
+            verdict: pad,
+            median: None,
+        },
     }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replayed_face_that_blinks_and_matches_is_denied_as_a_spoof_with_an_alert() {
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let alice = db.add_user("alice", Role::User).unwrap();
+    let mut rig = Rig::start(db, AccessConfig::default());
+    let alice_on_a_screen = || {
+        attempt_pad(
+            true,
+            Verdict::Match,
+            Some((&alice, Role::User)),
+            PadVerdict::Attack,
+        )
+    };
+    rig.send(alice_on_a_screen()).await;
+    let ev = rig.drain();
+    let deny = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Deny)
+        .unwrap();
+    assert_eq!(deny.event.reason.as_deref(), Some("spoof"));
+    let alert = ev.iter().find_map(|e| e.event.alert.clone()).unwrap();
+    assert_eq!(alert.kind, AlertKind::PresentationAttack);
+    assert!(!ev.iter().any(|e| e.event.event == EventKind::Unlock));
+    assert!(rig.lock.is_locked());
+    // Too few frames to tell: no grant, no alert.
+    rig.send(attempt_pad(
+        true,
+        Verdict::Match,
+        Some((&alice, Role::User)),
+        PadVerdict::Unknown,
+    ))
+    .await;
+    let ev = rig.drain();
+    let deny = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Deny)
+        .unwrap();
+    assert_eq!(deny.event.reason.as_deref(), Some("pad_unsure"));
+    assert!(!ev
+        .iter()
+        .any(|e| e.event.alert.is_some() || e.event.event == EventKind::Unlock));
+    assert!(rig.lock.is_locked());
+    rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

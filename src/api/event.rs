@@ -38,17 +38,20 @@ pub enum AlertKind {
     DoorHeldOpen,
     FaceRateLimited,
     Fault,
+    /// A face shown on a screen or on paper (presentation-attack detection).
+    PresentationAttack,
 }
 
 impl AlertKind {
     /// Every kind (Home Assistant's alert event types).
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::KeypadLockout,
         AlertKind::BannedUser,
         AlertKind::DoorForced,
         AlertKind::DoorHeldOpen,
         AlertKind::FaceRateLimited,
         AlertKind::Fault,
+        AlertKind::PresentationAttack,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl AlertKind {
             AlertKind::DoorHeldOpen => "door_held_open",
             AlertKind::FaceRateLimited => "face_rate_limited",
             AlertKind::Fault => "fault",
+            AlertKind::PresentationAttack => "presentation_attack",
         }
     }
 }

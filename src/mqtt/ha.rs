@@ -118,7 +118,7 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) ->
                 "state_topic": topics.ha_alert(),
                 "event_types": [
                     "keypad_lockout", "banned_user", "door_forced", "door_held_open",
-                    "face_rate_limited", "fault",
+                    "face_rate_limited", "fault", "presentation_attack",
                 ],
             },
             "camera": {

@@ -18,6 +18,7 @@ pub mod frame;
 pub mod geometry;
 pub mod matcher;
 pub mod models;
+pub mod pad;
 pub mod pipeline;
 pub mod quality;
 pub mod runner;

@@ -1,8 +1,10 @@
-//! The three dlib models (HOG detector, 68-point shape predictor, ResNet encoder),
-//! loaded in parallel, and thin safe calls on [`Patch`]es that return frame coordinates.
+//! The three dlib models (HOG detector, 68-point shape predictor, ResNet encoder) and the
+//! two presentation-attack CNNs ([`super::pad`]), loaded in parallel, and thin safe calls
+//! on [`Patch`]es and frames that return frame coordinates.
 //! Models are `Send` but not `Sync`: each thread that runs them owns its own `Models`.
 
-use super::frame::{BBox, Patch};
+use super::frame::{BBox, Frame, Patch};
+use super::pad::{Pad, FAS_V1SE, FAS_V2};
 use super::VisionError;
 use crate::types::Embedding;
 use dlib_face_recognition::{
@@ -14,10 +16,12 @@ use std::time::Instant;
 
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
 pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
+/// Every file [`Models::load`] needs.
+pub const REQUIRED: [&str; 4] = [LANDMARKS_68, RESNET, FAS_V2, FAS_V1SE];
 
-/// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (from the
-/// face_recognition_models 0.3.0 sdist on PyPI).
-pub const PINNED: [(&str, &str); 2] = [
+/// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (dlib's from
+/// the face_recognition_models 0.3.0 sdist on PyPI, MiniFASNet's from `../shared/models`).
+pub const PINNED: [(&str, &str); 4] = [
     (
         LANDMARKS_68,
         "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
@@ -25,6 +29,14 @@ pub const PINNED: [(&str, &str); 2] = [
     (
         RESNET,
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    ),
+    (
+        FAS_V2,
+        "4eed38f0bde33c9b805942a5f25e42ce1161e2bda545254be622be957727794e",
+    ),
+    (
+        FAS_V1SE,
+        "d819a69bac6b9ade2a0f4d9b60b618e1260f7bf3ba1fddff6c5d82131cb1083f",
     ),
 ];
 
@@ -61,6 +73,7 @@ pub struct Models {
     detector: FaceDetector,
     predictor: LandmarkPredictor,
     encoder: FaceEncoderNetwork,
+    pad: Pad,
     /// Wall seconds spent loading.
     pub load_s: f64,
 }
@@ -130,7 +143,7 @@ pub fn find(configured: &Path) -> Result<PathBuf, VisionError> {
 }
 
 fn find_in(places: &[(&'static str, PathBuf)]) -> Result<PathBuf, VisionError> {
-    let complete = |d: &Path| [LANDMARKS_68, RESNET].iter().all(|f| d.join(f).is_file());
+    let complete = |d: &Path| REQUIRED.iter().all(|f| d.join(f).is_file());
     if let Some((_, d)) = places.iter().find(|(_, d)| complete(d)) {
         return Ok(d.clone());
     }
@@ -139,8 +152,9 @@ fn find_in(places: &[(&'static str, PathBuf)]) -> Result<PathBuf, VisionError> {
         .map(|(why, d)| format!("{} ({why})", d.display()))
         .collect();
     Err(VisionError::Models(format!(
-        "the face models ({LANDMARKS_68}, {RESNET}) are in none of: {}. Fix: run `bash \
+        "the face models ({}) are in none of: {}. Fix: run `bash \
          scripts/setup.sh` (or install the lockerd-models package, or pass --models DIR)",
+        REQUIRED.join(", "),
         looked.join(", ")
     )))
 }
@@ -167,6 +181,7 @@ impl Models {
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
         let encoder = std::thread::spawn(move || FaceEncoderNetwork::open(&rn));
         let detector = FaceDetector::new();
+        let pad = Pad::load(&dir)?;
         let predictor = joined(predictor.join(), "landmark model")?;
         let encoder = joined(encoder.join(), "encoder model")?;
         // The loader threads' scratch memory stays in their malloc arenas otherwise.
@@ -179,6 +194,7 @@ impl Models {
             detector,
             predictor,
             encoder,
+            pad,
             load_s: t0.elapsed().as_secs_f64(),
         })
     }
@@ -225,6 +241,15 @@ impl Models {
         })
     }
 
+    /// Fused MiniFASNet live probability of the face in `bbox` on `frame` ([`Pad`]).
+    pub fn live_probability(
+        &mut self,
+        frame: &Frame,
+        bbox: &BBox,
+    ) -> Result<Option<f32>, VisionError> {
+        self.pad.live_probability(frame, bbox)
+    }
+
     /// ResNet embedding of the face whose landmarks were found on this same `patch`.
     pub fn encode(&self, patch: &Patch, shape: &Shape) -> Option<Embedding> {
         let enc =
@@ -246,7 +271,9 @@ mod search_tests {
             std::fs::create_dir_all(&p).unwrap();
             std::fs::write(p.join(LANDMARKS_68), b"x").unwrap();
             if full {
-                std::fs::write(p.join(RESNET), b"x").unwrap();
+                for f in REQUIRED {
+                    std::fs::write(p.join(f), b"x").unwrap();
+                }
             }
             p
         };

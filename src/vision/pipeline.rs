@@ -17,6 +17,7 @@ use super::blink::{BlinkConfig, BlinkTracker};
 use super::frame::{BBox, Frame, Patch};
 use super::matcher::{Gallery, MatchPolicy, MatchResult, Verdict};
 use super::models::{Models, Shape};
+use super::pad::{PadConfig, PadSummary, PadVerdict};
 use super::quality::{self, QualityGates};
 use super::VisionError;
 use crate::types::{Embedding, Role, UserId};
@@ -47,6 +48,7 @@ pub struct PipelineConfig {
     /// Frames after a blink within which a post-blink encoding is sought.
     pub post_blink_frames: u32,
     pub blink: BlinkConfig,
+    pub pad: PadConfig,
 }
 
 /// Something the pipeline has to say.
@@ -88,6 +90,8 @@ pub struct Attempt {
     pub frames_after_blink: Option<u64>,
     #[serde(flatten)]
     pub result: MatchResult,
+    /// Presentation-attack detection over the frames of this attempt.
+    pub presentation_attack: PadSummary,
     #[serde(skip)]
     pub user_id: Option<UserId>,
     #[serde(skip)]
@@ -108,10 +112,12 @@ pub struct Stats {
     pub detect_ms: Vec<f64>,
     pub landmarks_ms: Vec<f64>,
     pub encode_ms: Vec<f64>,
+    pub pad_ms: Vec<f64>,
     pub frame_wall_ms: Vec<f64>,
     pub frame_cpu_ms: Vec<f64>,
     pub full_detects: u64,
     pub roi_detects: u64,
+    pub pad_scored: u64,
 }
 
 /// How this frame's face box was found.
@@ -145,6 +151,8 @@ struct Track {
     rel: [f32; 4],
     blink: BlinkTracker,
     encodings: VecDeque<(Duration, u64, Embedding)>,
+    /// Fused PAD live probability of scored frames (media time, score).
+    pad: VecDeque<(Duration, f32)>,
     last_encode_frame: Option<u64>,
     since_roi: u32,
     since_full: u32,
@@ -166,6 +174,7 @@ impl Track {
             rel: [0.0, 0.0, 1.0, 1.0],
             blink: BlinkTracker::new(blink.clone()),
             encodings: VecDeque::new(),
+            pad: VecDeque::new(),
             last_encode_frame: None,
             since_roi: 0,
             since_full: 0,
@@ -183,6 +192,38 @@ impl Track {
         let v: Vec<Embedding> = self.encodings.iter().map(|e| e.2.clone()).collect();
         Embedding::mean(&v)
     }
+
+    /// PAD scores since `from` (all of them when None).
+    fn pad_since(&self, from: Option<Duration>) -> Vec<f32> {
+        self.pad
+            .iter()
+            .filter(|p| from.is_none_or(|f| p.0 >= f))
+            .map(|p| p.1)
+            .collect()
+    }
+}
+
+/// Most PAD scores a track keeps (a quorum needs a few; a long track must not grow).
+const PAD_KEEP: usize = 32;
+
+/// Score PAD for the track's face on this frame and keep the score on the track.
+fn score_pad(
+    models: &mut Models,
+    stats: &mut Stats,
+    frame: &Frame,
+    t: &mut Track,
+) -> Result<(), VisionError> {
+    let t0 = Instant::now();
+    let p = models.live_probability(frame, &t.bbox)?;
+    stats.sample(|s| &mut s.pad_ms, ms_since(t0));
+    if let Some(p) = p {
+        stats.pad_scored += 1;
+        t.pad.push_back((frame.ts, p));
+        while t.pad.len() > PAD_KEEP {
+            t.pad.pop_front();
+        }
+    }
+    Ok(())
 }
 
 /// One row of the optional per-frame trace (`eval blinks --trace`).
@@ -251,6 +292,10 @@ impl Pipeline {
         &self.models
     }
 
+    pub fn models_mut(&mut self) -> &mut Models {
+        &mut self.models
+    }
+
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
     }
@@ -299,17 +344,25 @@ impl Pipeline {
         r.map(|_| ev)
     }
 
-    fn start_track(&mut self, bbox: BBox, frame: u64, ev: &mut Vec<FaceEvent>) {
+    /// A new track on `bbox` (announced).
+    fn new_track(&mut self, bbox: BBox, frame: u64, ev: &mut Vec<FaceEvent>) -> Track {
         let id = self.next_track;
         self.next_track += 1;
-        self.track = Some(Track::new(id, bbox, &self.cfg.blink, frame));
         ev.push(FaceEvent::TrackStarted { track: id, frame });
+        Track::new(id, bbox, &self.cfg.blink, frame)
     }
 
-    fn end_track(&mut self, frame: u64, at: Duration, reason: &str, ev: &mut Vec<FaceEvent>) {
-        let Some(t) = self.track.take() else { return };
+    /// Close a track: a last (not live) attempt if it never made one, then the end.
+    fn close_track(
+        &self,
+        t: Track,
+        frame: u64,
+        at: Duration,
+        reason: &str,
+        ev: &mut Vec<FaceEvent>,
+    ) {
         if !t.attempted && !t.granted && !t.encodings.is_empty() {
-            let a = attempt(&self.gallery, &self.cfg, &t, frame, at, false, None);
+            let a = attempt(&self.gallery, &self.cfg, &t, frame, at, None);
             ev.push(FaceEvent::Attempt(a));
         }
         ev.push(FaceEvent::TrackEnded {
@@ -322,12 +375,12 @@ impl Pipeline {
     /// End of a finite stream: close the open track.
     pub fn finish(&mut self) -> Vec<FaceEvent> {
         let mut ev = Vec::new();
-        if let Some(t) = &self.track {
+        if let Some(t) = self.track.take() {
             let (f, at) = (
                 t.last_frame,
                 t.encodings.back().map(|e| e.0).unwrap_or_default(),
             );
-            self.end_track(f, at, "end_of_stream", &mut ev);
+            self.close_track(t, f, at, "end_of_stream", &mut ev);
         }
         ev
     }
@@ -347,161 +400,177 @@ impl Pipeline {
         }
     }
 
+    /// The track is owned here for the whole frame, never reached through an `Option`:
+    /// every path either puts it back, closes it, or replaces it.
     fn process_inner(&mut self, frame: &Frame, ev: &mut Vec<FaceEvent>) -> Result<(), VisionError> {
-        // 1. Where is the face?
-        let full_scale = self.full_scale(frame);
-        let (bbox, det) = match self.track.as_ref() {
+        let (mut t, mut fresh) = match self.track.take() {
+            Some(t) => (t, false),
             None => {
-                let faces = self.detect(frame, None, full_scale)?;
-                match Self::pick(&faces, None) {
-                    Some(b) => {
-                        self.start_track(b, frame.index, ev);
-                        (b, Det::Full)
-                    }
-                    None => return Ok(()),
+                let faces = self.detect(frame, None, self.full_scale(frame))?;
+                let Some(b) = Self::pick(&faces, None) else {
+                    return Ok(());
+                };
+                (self.new_track(b, frame.index, ev), true)
+            }
+        };
+        loop {
+            match self.follow(frame, &mut t, fresh, ev) {
+                Ok(Flow::Keep) => {
+                    self.track = Some(t);
+                    return Ok(());
+                }
+                Ok(Flow::End(reason)) => {
+                    self.close_track(t, frame.index, frame.ts, reason, ev);
+                    return Ok(());
+                }
+                Ok(Flow::Restart(reason, b)) => {
+                    self.close_track(t, frame.index, frame.ts, reason, ev);
+                    t = self.new_track(b, frame.index, ev);
+                    fresh = true;
+                }
+                Err(e) => {
+                    self.track = Some(t);
+                    return Err(e);
                 }
             }
-            Some(t) if t.since_full + 1 >= self.cfg.full_detect_every => {
-                let prev = t.bbox;
-                let faces = self.detect(frame, None, full_scale)?;
-                match Self::pick(&faces, Some(&prev)) {
-                    Some(b) => (b, Det::Full),
-                    None => {
-                        self.end_track(frame.index, frame.ts, "lost", ev);
-                        match Self::pick(&faces, None) {
-                            Some(b) => {
-                                self.start_track(b, frame.index, ev);
-                                (b, Det::Full)
-                            }
-                            None => return Ok(()),
-                        }
-                    }
+        }
+    }
+
+    /// One frame of a track. `fresh`: its box was detected on this very frame.
+    fn follow(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        fresh: bool,
+        ev: &mut Vec<FaceEvent>,
+    ) -> Result<Flow, VisionError> {
+        // 1. Where is the face?
+        let (bbox, det) = if fresh {
+            (t.bbox, Det::Full)
+        } else if t.since_full + 1 >= self.cfg.full_detect_every {
+            let prev = t.bbox;
+            let faces = self.detect(frame, None, self.full_scale(frame))?;
+            match Self::pick(&faces, Some(&prev)) {
+                Some(b) => (b, Det::Full),
+                None => {
+                    return Ok(match Self::pick(&faces, None) {
+                        Some(b) => Flow::Restart("lost", b),
+                        None => Flow::End("lost"),
+                    })
                 }
             }
-            Some(t) if t.since_roi + 1 >= self.cfg.roi_check_every => {
-                let prev = t.bbox;
-                let roi = prev.expand(0.4);
-                let scale = (100.0 / prev.w.max(1.0)).min(1.0);
-                let faces = self.detect(frame, Some(roi), scale)?;
-                match Self::pick(&faces, Some(&prev)) {
-                    Some(b) => (b, Det::Roi),
-                    None => {
-                        let t = self.track.as_mut().expect("track");
-                        t.roi_misses += 1;
-                        t.since_roi = 0;
-                        if t.roi_misses >= 2 {
-                            self.end_track(frame.index, frame.ts, "lost", ev);
-                            return Ok(());
-                        }
-                        (prev, Det::Tracked)
+        } else if t.since_roi + 1 >= self.cfg.roi_check_every {
+            let prev = t.bbox;
+            let roi = prev.expand(0.4);
+            let scale = (100.0 / prev.w.max(1.0)).min(1.0);
+            let faces = self.detect(frame, Some(roi), scale)?;
+            match Self::pick(&faces, Some(&prev)) {
+                Some(b) => (b, Det::Roi),
+                None => {
+                    t.roi_misses += 1;
+                    t.since_roi = 0;
+                    if t.roi_misses >= 2 {
+                        return Ok(Flow::End("lost"));
                     }
+                    (prev, Det::Tracked)
                 }
             }
-            Some(t) => (t.bbox, Det::Tracked),
+        } else {
+            (t.bbox, Det::Tracked)
         };
         let detected = det != Det::Tracked;
 
         // 2. Landmarks on a patch around the face (scaled so big faces stay cheap).
         let lscale = (220.0 / bbox.w.max(1.0)).min(2.0);
         let Some(patch) = frame.patch(Some(bbox.expand(0.3)), lscale)? else {
-            self.end_track(frame.index, frame.ts, "left_frame", ev);
-            return Ok(());
+            return Ok(Flow::End("left_frame"));
         };
         let t0 = Instant::now();
         let shape = self.models.landmarks(&patch, &bbox);
         self.stats.sample(|s| &mut s.landmarks_ms, ms_since(t0));
         let Some(shape) = shape else {
-            self.end_track(frame.index, frame.ts, "no_landmarks", ev);
-            return Ok(());
+            return Ok(Flow::End("no_landmarks"));
         };
         let lb = shape.points.bbox();
         if !detected && lb.iou(&bbox) < 0.15 {
             // The landmarks wandered off: re-detect on the next frame.
-            self.end_track(frame.index, frame.ts, "lost", ev);
-            return Ok(());
+            return Ok(Flow::End("lost"));
         }
         self.stats.frames_with_face += 1;
 
         // 3. Update the track's geometry.
-        {
-            let t = self.track.as_mut().expect("track");
-            t.last_frame = frame.index;
-            if detected {
-                t.rel = [
-                    (bbox.x - lb.x) / lb.w.max(1.0),
-                    (bbox.y - lb.y) / lb.h.max(1.0),
-                    bbox.w / lb.w.max(1.0),
-                    bbox.h / lb.h.max(1.0),
-                ];
-                t.roi_misses = 0;
-                t.since_roi = 0;
-                if det == Det::Full {
-                    t.since_full = 0;
-                }
+        t.last_frame = frame.index;
+        if detected {
+            t.rel = [
+                (bbox.x - lb.x) / lb.w.max(1.0),
+                (bbox.y - lb.y) / lb.h.max(1.0),
+                bbox.w / lb.w.max(1.0),
+                bbox.h / lb.h.max(1.0),
+            ];
+            t.roi_misses = 0;
+            t.since_roi = 0;
+            if det == Det::Full {
+                t.since_full = 0;
             }
-            t.since_roi += 1;
-            t.since_full += 1;
-            t.bbox = BBox {
-                x: lb.x + t.rel[0] * lb.w,
-                y: lb.y + t.rel[1] * lb.h,
-                w: t.rel[2] * lb.w,
-                h: t.rel[3] * lb.h,
-            };
         }
+        t.since_roi += 1;
+        t.since_full += 1;
+        t.bbox = BBox {
+            x: lb.x + t.rel[0] * lb.w,
+            y: lb.y + t.rel[1] * lb.h,
+            w: t.rel[2] * lb.w,
+            h: t.rel[3] * lb.h,
+        };
 
         // 4. Blinks.
         let (el, er) = shape.points.ears();
         let ear = (el + er) / 2.0;
-        {
-            let t = self.track.as_mut().expect("track");
-            let blinked = t.blink.push(frame.ts, ear);
-            if let Some(tr) = self.trace.as_mut() {
-                tr.push(TraceRow {
-                    frame: frame.index,
-                    track: t.id,
-                    detection: match det {
-                        Det::Full => "full",
-                        Det::Roi => "roi",
-                        Det::Tracked => "tracked",
-                    },
-                    ear_left: el,
-                    ear_right: er,
-                    level: t.blink.level(),
-                    blink: blinked.is_some(),
-                });
-            }
-            if let Some(b) = blinked {
-                if b.live {
-                    t.last_blink = Some((frame.ts, frame.index));
-                    if !t.granted {
-                        t.post_blink_wait = Some(self.cfg.post_blink_frames);
-                        t.post_blink_encoded = false;
-                    }
+        let blinked = t.blink.push(frame.ts, ear);
+        if let Some(tr) = self.trace.as_mut() {
+            tr.push(TraceRow {
+                frame: frame.index,
+                track: t.id,
+                detection: match det {
+                    Det::Full => "full",
+                    Det::Roi => "roi",
+                    Det::Tracked => "tracked",
+                },
+                ear_left: el,
+                ear_right: er,
+                level: t.blink.level(),
+                blink: blinked.is_some(),
+            });
+        }
+        if let Some(b) = blinked {
+            if b.live {
+                t.last_blink = Some((frame.ts, frame.index));
+                if !t.granted {
+                    t.post_blink_wait = Some(self.cfg.post_blink_frames);
+                    t.post_blink_encoded = false;
                 }
-                ev.push(FaceEvent::Blink {
-                    track: t.id,
-                    frame: frame.index,
-                    depth: b.depth,
-                    snr: b.snr,
-                    live: b.live,
-                });
             }
+            ev.push(FaceEvent::Blink {
+                track: t.id,
+                frame: frame.index,
+                depth: b.depth,
+                snr: b.snr,
+                live: b.live,
+            });
         }
 
         // 5. Encode this frame?
-        if self.wants_encoding(frame.index, ear) {
-            self.maybe_encode(frame, &patch, &shape, ev)?;
+        if self.wants_encoding(t, frame.index, ear) {
+            if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
+                return Ok(replaced);
+            }
         }
 
         // 6. Decide.
-        self.maybe_attempt(frame, ev);
-        Ok(())
+        self.maybe_attempt(frame, t, ev)?;
+        Ok(Flow::Keep)
     }
 
-    fn wants_encoding(&self, frame: u64, ear: f32) -> bool {
-        let Some(t) = self.track.as_ref() else {
-            return false;
-        };
+    fn wants_encoding(&self, t: &Track, frame: u64, ear: f32) -> bool {
         if t.granted || t.blink.is_closing() {
             return false;
         }
@@ -516,66 +585,106 @@ impl Pipeline {
         post_blink || early || refresh
     }
 
+    /// Encode a good frame (and score PAD on it). Some(flow) when the face turned out to
+    /// be someone else's: the track must restart on it, this frame's encoding first.
     fn maybe_encode(
         &mut self,
         frame: &Frame,
+        t: &mut Track,
         patch: &Patch,
         shape: &Shape,
         ev: &mut Vec<FaceEvent>,
-    ) -> Result<(), VisionError> {
+    ) -> Result<Option<Flow>, VisionError> {
         let q = quality::measure(frame, &shape.points)?;
         if q.check(&self.cfg.gates).is_err() {
-            return Ok(());
+            return Ok(None);
         }
         let t0 = Instant::now();
         let emb = self.models.encode(patch, shape);
         self.stats.sample(|s| &mut s.encode_ms, ms_since(t0));
-        let Some(emb) = emb else { return Ok(()) };
-        let identity_break = self.cfg.identity_break;
-        let t = self.track.as_mut().expect("track");
+        let Some(emb) = emb else { return Ok(None) };
         if let Some(mean) = t.mean_encoding() {
-            if t.encodings.len() >= 2 && mean.distance(&emb) > identity_break {
-                // A different face in the same place: a new track, with no blink.
-                let bbox = t.bbox;
-                self.end_track(frame.index, frame.ts, "identity_changed", ev);
-                self.start_track(bbox, frame.index, ev);
+            if t.encodings.len() >= 2 && mean.distance(&emb) > self.cfg.identity_break {
+                // A different face in the same place: a new track, with no blink, that
+                // starts from this frame's encoding.
+                let mut next = self.new_track_after(t, frame);
+                self.keep_encoding(frame, &mut next, emb)?;
+                let old = std::mem::replace(t, next);
+                self.close_track(old, frame.index, frame.ts, "identity_changed", ev);
+                ev.push(FaceEvent::TrackStarted {
+                    track: t.id,
+                    frame: frame.index,
+                });
+                return Ok(Some(Flow::Keep));
             }
         }
-        let max = self.cfg.max_encodings;
-        let t = self.track.as_mut().expect("track");
+        self.keep_encoding(frame, t, emb)?;
+        Ok(None)
+    }
+
+    /// The track that follows `t` on the same box (announced by the caller, after `t`'s end).
+    fn new_track_after(&mut self, t: &Track, frame: &Frame) -> Track {
+        let id = self.next_track;
+        self.next_track += 1;
+        Track::new(id, t.bbox, &self.cfg.blink, frame.index)
+    }
+
+    fn keep_encoding(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        emb: Embedding,
+    ) -> Result<(), VisionError> {
         t.encodings.push_back((frame.ts, frame.index, emb));
-        while t.encodings.len() > max {
+        while t.encodings.len() > self.cfg.max_encodings {
             t.encodings.pop_front();
         }
         t.last_encode_frame = Some(frame.index);
         if t.post_blink_wait.is_some() {
             t.post_blink_encoded = true;
         }
-        Ok(())
+        // The frames that are encoded are the ones PAD scores: good, frontal, spread over
+        // the track (early, after the blink, refreshes).
+        score_pad(&mut self.models, &mut self.stats, frame, t)
     }
 
-    fn maybe_attempt(&mut self, frame: &Frame, ev: &mut Vec<FaceEvent>) {
+    fn maybe_attempt(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        ev: &mut Vec<FaceEvent>,
+    ) -> Result<(), VisionError> {
         let window = self.cfg.liveness_window;
-        let Some(t) = self.track.as_mut() else { return };
         let Some(wait) = t.post_blink_wait else {
-            return;
+            return Ok(());
         };
         let Some((blink_t, _)) = t.last_blink else {
             t.post_blink_wait = None;
-            return;
+            return Ok(());
         };
         if frame.ts.saturating_sub(blink_t) > window {
             t.post_blink_wait = None;
-            return;
+            return Ok(());
         }
         let in_window = t
             .encodings
             .iter()
             .any(|e| e.0 + window >= blink_t && e.0 <= frame.ts);
-        let ready = (t.post_blink_encoded || wait == 0) && in_window;
+        let mut ready = (t.post_blink_encoded || wait == 0) && in_window;
+        // Too few PAD scores for a quorum: score this frame too (it has the face), and
+        // wait for more while the post-blink wait lasts.
+        let pad_from = blink_t.checked_sub(window);
+        if ready && (t.pad_since(pad_from).len() as u32) < self.cfg.pad.min_frames {
+            if t.pad.back().is_none_or(|p| p.0 != frame.ts) {
+                score_pad(&mut self.models, &mut self.stats, frame, t)?;
+            }
+            if (t.pad_since(pad_from).len() as u32) < self.cfg.pad.min_frames && wait > 0 {
+                ready = false;
+            }
+        }
         if !ready {
             t.post_blink_wait = Some(wait.saturating_sub(1));
-            return;
+            return Ok(());
         }
         t.post_blink_wait = None;
         let a = attempt(
@@ -584,24 +693,33 @@ impl Pipeline {
             t,
             frame.index,
             frame.ts,
-            true,
             Some(blink_t),
         );
         t.attempted = true;
-        t.granted = a.result.verdict == Verdict::Match;
+        t.granted =
+            a.result.verdict == Verdict::Match && a.presentation_attack.verdict == PadVerdict::Live;
         ev.push(FaceEvent::Attempt(a));
+        Ok(())
     }
 }
 
-/// The attempt a track makes now: fused match over its recent encodings (those within the
-/// liveness window of the blink, when there is one).
+/// What happens to a track after a frame.
+enum Flow {
+    Keep,
+    End(&'static str),
+    /// The track ended; a new one starts on this box (found on the same frame).
+    Restart(&'static str, BBox),
+}
+
+/// The attempt a track makes now: fused match over its recent encodings and the PAD
+/// verdict over its scored frames, those within the liveness window of the blink when
+/// there is one (`live`), all of them otherwise.
 fn attempt(
     gallery: &Gallery,
     cfg: &PipelineConfig,
     t: &Track,
     frame: u64,
     at: Duration,
-    live: bool,
     blink_t: Option<Duration>,
 ) -> Attempt {
     let window = cfg.liveness_window;
@@ -614,13 +732,17 @@ fn attempt(
         .map(|e| e.2.clone())
         .collect();
     let result = gallery.identify(&probes, cfg.policy);
+    let pad = PadSummary::over(
+        &t.pad_since(blink_t.and_then(|b| b.checked_sub(window))),
+        &cfg.pad,
+    );
     let user = result.best_index.map(|i| &gallery.users[i]);
     let matched = result.verdict == Verdict::Match;
     Attempt {
         track: t.id,
         frame,
         at_s: at.as_secs_f64(),
-        live,
+        live: blink_t.is_some(),
         blinks: t.blink.live_blinks(),
         blink_frame: t.last_blink.map(|b| b.1),
         frames_after_blink: t.last_blink.map(|b| frame.saturating_sub(b.1)),
@@ -628,6 +750,7 @@ fn attempt(
         role: user.filter(|_| matched).map(|u| u.role),
         enabled: user.filter(|_| matched).map(|u| u.enabled),
         result,
+        presentation_attack: pad,
     }
 }
 

@@ -33,6 +33,18 @@ pub enum EvalCmd {
         /// Also make and replay a photo attack of each enrolled person.
         #[arg(long)]
         photo_attacks: bool,
+        /// Video replay attacks: each <name>_replay_* video here is replayed after
+        /// enrolling <name> from its <name>_live_* video.
+        #[arg(long, value_name = "DIR")]
+        replays: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Presentation-attack detection alone on every live and attack clip and still under
+    /// DIR (the shared data folder), plus a photo attack per ZJU person: APCER and BPCER.
+    Spoof {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -90,6 +102,7 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
             dir,
             noblink,
             photo_attacks,
+            replays,
             json,
         } => {
             let r = eval::eval_kiosk(
@@ -98,6 +111,7 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                 &dir,
                 noblink.as_deref(),
                 photo_attacks,
+                replays.as_deref(),
             )?;
             print(json, &r, || {
                 for c in &r.clips {
@@ -115,9 +129,37 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                     );
                 }
                 println!(
-                    "enrolled {}/{}; granted {}/{} ({:.1}%), as someone else {}; no-blink granted {}/{}; photo attacks granted {}/{}",
+                    "enrolled {}/{}; granted {}/{} ({:.1}%), as someone else {}; no-blink granted {}/{}; photo attacks granted {}/{}; replay attacks granted {}/{}",
                     r.enrolled, r.people, r.granted, r.genuine_clips, r.grant_rate * 100.0, r.granted_as_someone_else,
-                    r.noblink_granted, r.noblink_clips, r.photo_attacks_granted, r.photo_attacks
+                    r.noblink_granted, r.noblink_clips, r.photo_attacks_granted, r.photo_attacks,
+                    r.replay_attacks_granted, r.replay_attacks
+                );
+            })?;
+        }
+        EvalCmd::Spoof { data, json } => {
+            let r = eval::eval_spoof(models, &ctx.config.vision, &data)?;
+            print(json, &r, || {
+                for i in &r.items {
+                    let pa = i.presentation_attack.as_ref();
+                    println!(
+                        "{:<62} {:<6} {:<12} scored {:>3} live {:>3} median {:<5} {}",
+                        i.file,
+                        i.truth,
+                        i.source,
+                        pa.map_or(0, |p| p.frames_scored),
+                        pa.map_or(0, |p| p.frames_live),
+                        pa.and_then(|p| p.median)
+                            .map_or("-".into(), |m| format!("{m:.2}")),
+                        if i.passed == (i.truth == "live") {
+                            ""
+                        } else {
+                            "WRONG"
+                        }
+                    );
+                }
+                println!(
+                    "APCER {:.1}% ({} of {} attacks passed), BPCER {:.1}% ({} of {} live rejected); PAD per frame p50 {:.1} ms",
+                    r.apcer * 100.0, r.attacks_passed, r.attacks, r.bpcer * 100.0, r.live_rejected, r.live, r.pad_ms.p50
                 );
             })?;
         }
@@ -173,8 +215,12 @@ pub fn replay_cmd(
             lockerd::api::service::load_gallery(&db)?
         }
     };
+    // The daemon's decision: its controller on simulated devices and a throwaway store
+    // with the same users (the device's own store and audit log are never written).
+    let mut gal = gal;
+    let mut decider = eval::Decider::new(&mut gal, &ctx.config.access)?;
     let mut pipe = Pipeline::new(models, gal, cfg.pipeline());
-    let r = eval::replay(&mut pipe, &clip)?;
+    let r = eval::replay(&mut pipe, &mut decider, &clip)?;
     print(json, &r, || {
         println!(
             "{}: {} ({}){} after {} frames; blinks {}, distance {}; frame CPU p50 {:.1} ms",
