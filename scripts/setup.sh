@@ -117,8 +117,11 @@ declare -A PSHA=(
     [MiniFASNetV2.onnx]=4eed38f0bde33c9b805942a5f25e42ce1161e2bda545254be622be957727794e
     [MiniFASNetV1SE.onnx]=d819a69bac6b9ade2a0f4d9b60b618e1260f7bf3ba1fddff6c5d82131cb1083f
 )
+pad_present=0
 for f in "${!PSHA[@]}"; do
-    if echo "${PSHA[$f]}  $MODELS/$f" | sha256sum -c --status - 2>/dev/null; then continue; fi
+    if echo "${PSHA[$f]}  $MODELS/$f" | sha256sum -c --status - 2>/dev/null; then
+        pad_present=$((pad_present + 1)); continue
+    fi
     mkdir -p "$MODELS"
     if [[ -f "$PAD_LOCAL/$f" ]]; then
         cp -f "$PAD_LOCAL/$f" "$MODELS/$f.partial"
@@ -133,6 +136,7 @@ for f in "${!PSHA[@]}"; do
     mv -f "$MODELS/$f.partial" "$MODELS/$f"
     log "models: $f installed and verified in $MODELS"
 done
+[[ $pad_present == "${#PSHA[@]}" ]] && log "models: MiniFASNet V2 and V1SE present and verified in $MODELS"
 
 # --- 4. demo photos --------------------------------------------------------------------
 # Three photos of one person and one of another, from the face_recognition sdist's tests.

@@ -5,7 +5,8 @@
 //! [`pipeline::Pipeline`] detects the face (HOG on a downscaled frame, then in a region
 //! around the tracked face), finds 68 landmarks every frame, tracks blinks per face track
 //! ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
-//! 1:N against templates held in memory ([`matcher`]), and emits [`pipeline::FaceEvent`]s.
+//! 1:N against templates held in memory ([`matcher`]), scores the encoded frames for
+//! presentation attacks ([`pad`]), and emits [`pipeline::FaceEvent`]s.
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
 //! into templates. Vision imports neither the store nor access control: templates are
 //! handed in ([`matcher::Gallery`]), attempts handed out; the measurement commands live in

@@ -12,6 +12,11 @@
 //! the track's earlier ones (someone swapped a photo in) ends the track and starts a new
 //! one with no blink. An attempt is emitted when a live track has been matched (or
 //! failed to match), or when a track ends without ever blinking (`live = false`).
+//!
+//! Every encoded frame is also scored for presentation attacks ([`super::pad`]); an
+//! attempt carries the PAD verdict over the same track's scores in the liveness window.
+//! The track is owned by the frame being processed (taken out of the pipeline and put
+//! back), so no step can find it missing.
 
 use super::blink::{BlinkConfig, BlinkTracker};
 use super::frame::{BBox, Frame, Patch};

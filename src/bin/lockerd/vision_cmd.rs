@@ -223,7 +223,7 @@ pub fn replay_cmd(
     let r = eval::replay(&mut pipe, &mut decider, &clip)?;
     print(json, &r, || {
         println!(
-            "{}: {} ({}){} after {} frames; blinks {}, distance {}; frame CPU p50 {:.1} ms",
+            "{}: {} ({}){} after {} frames; blinks {}, distance {}, PAD {}; frame CPU p50 {:.1} ms",
             r.clip,
             r.decision,
             r.reason,
@@ -235,6 +235,13 @@ pub fn replay_cmd(
             r.blinks,
             r.distance
                 .map(|d| format!("{d:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            r.presentation_attack
+                .as_ref()
+                .map(|p| format!(
+                    "{:?} ({} of {} frames live)",
+                    p.verdict, p.frames_live, p.frames_scored
+                ))
                 .unwrap_or_else(|| "-".into()),
             r.frame_cpu_ms.p50
         );
