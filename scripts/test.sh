@@ -13,6 +13,11 @@ cargo fmt --all -- --check
 (cd hardware/esp32-lock && cargo fmt -- --check)
 echo "== cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
+echo "== daemon-only build (no measurement tools): clippy-clean, without tempfile or tokio's test clock"
+cargo clippy --release --locked --no-default-features --lib --bins -- -D warnings
+if cargo tree --locked --no-default-features -e normal,features -p lockerd | grep -E "tempfile|test-util"; then
+    echo "a daemon-only build still depends on a measurement-only crate or feature (above)"; exit 1
+fi
 echo "== cargo build --release"
 cargo build --release --locked
 echo "== cargo test --release (daemon and lock protocol)"

@@ -15,8 +15,8 @@
 //! - [`access`]: the access controller; [`vision`]: frames to face attempts.
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
 //! - [`mqtt`]: remote admin, events, Home Assistant and the ESP32 lock link.
-//! - [`sim`], [`eval`]: the simulator and the measurement commands; [`doctor`]: the
-//!   first-run checks on a device.
+//! - `sim`, `eval` (feature `tools`, on by default): the simulator and the measurement
+//!   commands, out of a daemon-only build; [`doctor`]: the first-run checks on a device.
 
 pub mod access;
 pub mod api;
@@ -25,12 +25,14 @@ pub mod ctl;
 pub mod daemon;
 pub mod dbus;
 pub mod doctor;
+#[cfg(feature = "tools")]
 pub mod eval;
 pub mod hw;
 pub mod logging;
 pub mod mqtt;
 pub mod safety;
 pub mod secret_file;
+#[cfg(feature = "tools")]
 pub mod sim;
 pub mod store;
 pub mod timefmt;

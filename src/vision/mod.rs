@@ -10,7 +10,7 @@
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
 //! into templates. Vision imports neither the store nor access control: templates are
 //! handed in ([`matcher::Gallery`]), attempts handed out; the measurement commands live in
-//! [`crate::eval`].
+//! `crate::eval` (feature `tools`).
 
 pub mod blink;
 pub mod camera;
@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod runner;
 pub mod source;
+#[cfg(feature = "tools")]
 pub mod synth;
 
 use std::path::PathBuf;

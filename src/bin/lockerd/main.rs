@@ -3,6 +3,7 @@
 
 mod admin_cmd;
 mod store_cmd;
+#[cfg(feature = "tools")]
 mod vision_cmd;
 
 use anyhow::Context;
@@ -48,9 +49,12 @@ enum Command {
     #[command(subcommand)]
     Bench(store_cmd::BenchCmd),
     /// Accuracy and liveness evaluations (one JSON object with --json).
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Eval(vision_cmd::EvalCmd),
-    /// Run the real pipeline and access decision over a clip (simulated lock).
+    /// Run the real pipeline and the daemon's access controller over a clip (simulated
+    /// lock, throwaway store).
+    #[cfg(feature = "tools")]
     Replay {
         clip: PathBuf,
         /// Enroll this gallery (DIR/<person>/ photos or clips) into a temporary store first.
@@ -70,6 +74,7 @@ enum Command {
     },
     /// Run a scenario (JSON lines of timed inputs) on virtual time with simulated
     /// hardware and a temporary store; print what happened.
+    #[cfg(feature = "tools")]
     Simulate {
         scenario: PathBuf,
         /// One JSON object per event instead of a readable timeline.
@@ -80,6 +85,7 @@ enum Command {
         tail: f64,
     },
     /// Test-clip tools.
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Tools(vision_cmd::ToolsCmd),
     /// First-run checks on the device: camera, models, key, store, bus, broker, GPIO,
@@ -206,14 +212,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(c) => store_cmd::store(&ctx, c),
         Command::Audit(c) => store_cmd::audit(&ctx, c),
         Command::Bench(c) => store_cmd::bench(&ctx, c),
+        #[cfg(feature = "tools")]
         Command::Eval(c) => vision_cmd::eval_cmd(&ctx, c),
+        #[cfg(feature = "tools")]
         Command::Replay {
             clip,
             gallery,
             json,
         } => vision_cmd::replay_cmd(&ctx, clip, gallery, json),
         Command::Admin { json, cmd } => admin_cmd::admin(&ctx, cmd, json),
+        #[cfg(feature = "tools")]
         Command::Tools(c) => vision_cmd::tools_cmd(&ctx, c),
+        #[cfg(feature = "tools")]
         Command::Simulate {
             scenario,
             json,
@@ -337,6 +347,7 @@ fn lock_sim(ctx: &Ctx, state: PathBuf, heartbeat_s: f64) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "tools")]
 fn simulate(
     ctx: &Ctx,
     scenario: &std::path::Path,
@@ -364,6 +375,7 @@ fn simulate(
 }
 
 /// One readable timeline line, e.g. `   12.30 s  unlock       alice (face: match)`.
+#[cfg(feature = "tools")]
 fn timeline_line(l: &lockerd::sim::OutLine) -> String {
     let b = &l.body;
     let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
