@@ -1110,6 +1110,21 @@ mod tests {
         );
         let err = parse("[vision]\ncamera_device = \"/dev/sda\"\n").unwrap_err();
         assert!(err.to_string().contains("`vision.camera_device`"), "{err}");
+        // PAD can never be set so that fewer than 2 frames or a minority of live frames
+        // grant, nor so that one verdict is both live and attack.
+        for (text, key) in [
+            ("min_frames = 1", "`vision.pad.min_frames`"),
+            ("live_share = 0.4", "`vision.pad.live_share`"),
+            (
+                "live_share = 0.5\nattack_share = 0.5",
+                "`vision.pad.attack_share`",
+            ),
+            ("unknown = 1", "unknown"),
+        ] {
+            let err = parse(&format!("[vision.pad]\n{text}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        assert!(parse("[vision.pad]\nlive_share = 0.8\nmin_frames = 4\n").is_ok());
     }
 
     #[test]

@@ -423,3 +423,55 @@ fn a_group_photo_is_refused_and_a_repeated_photo_adds_nothing() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_face_swapped_in_on_the_same_track_starts_a_new_track_without_the_blink() {
+    use lockerd::vision::matcher::Gallery;
+    use lockerd::vision::pipeline::{FaceEvent, Pipeline};
+    use lockerd::vision::source::{FrameSource, VideoFileSource};
+    let Some(data) = shared_data() else { return };
+    let cfg = Config::default().vision;
+    let mut pipe = Pipeline::new(models(), Gallery::default(), cfg.pipeline());
+    let mut events = Vec::new();
+    // One person for 40 frames, then another in the same place, frame times continuing:
+    // what a photo held up in front of the face (or a swap of prints) looks like.
+    let (mut index, mut ts) = (0u64, std::time::Duration::ZERO);
+    for (clip, frames) in [("000001M_FNN", 40), ("000004M_FNN", 60)] {
+        let mut src = VideoFileSource::open(&data.join(format!("blink/zju/{clip}.mp4"))).unwrap();
+        for _ in 0..frames {
+            let Some(mut f) = src.next_frame().unwrap() else {
+                break;
+            };
+            f.index = index;
+            f.ts = ts;
+            index += 1;
+            ts += std::time::Duration::from_millis(33);
+            events.extend(pipe.process(&f).unwrap());
+        }
+    }
+    events.extend(pipe.finish());
+    let swap = events.iter().position(|e| {
+        matches!(e, FaceEvent::TrackEnded { reason, frame, .. } if reason == "identity_changed" && *frame >= 40)
+    });
+    let Some(swap) = swap else {
+        panic!("no identity change: {events:?}");
+    };
+    let FaceEvent::TrackStarted { track: new, frame } = &events[swap + 1] else {
+        panic!(
+            "the swap does not start a track at once: {:?}",
+            &events[swap..]
+        );
+    };
+    assert!(*frame >= 40);
+    // Nothing the first face did (its blinks) is credited to the new track.
+    for e in &events[swap + 1..] {
+        if let FaceEvent::Attempt(a) = e {
+            if a.track == *new && a.live {
+                assert!(
+                    a.blink_frame.is_some_and(|b| b >= 40),
+                    "a blink from before the swap was counted: {a:?}"
+                );
+            }
+        }
+    }
+}
