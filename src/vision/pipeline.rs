@@ -199,12 +199,11 @@ impl Track {
     }
 
     /// PAD scores since `from` (all of them when None).
-    fn pad_since(&self, from: Option<Duration>) -> Vec<f32> {
+    fn pad_since(&self, from: Option<Duration>) -> impl Iterator<Item = f32> + '_ {
         self.pad
             .iter()
-            .filter(|p| from.is_none_or(|f| p.0 >= f))
+            .filter(move |p| from.is_none_or(|f| p.0 >= f))
             .map(|p| p.1)
-            .collect()
     }
 }
 
@@ -349,12 +348,18 @@ impl Pipeline {
         r.map(|_| ev)
     }
 
-    /// A new track on `bbox` (announced).
-    fn new_track(&mut self, bbox: BBox, frame: u64, ev: &mut Vec<FaceEvent>) -> Track {
+    /// A new track on `bbox`, not yet announced.
+    fn make_track(&mut self, bbox: BBox, frame: u64) -> Track {
         let id = self.next_track;
         self.next_track += 1;
-        ev.push(FaceEvent::TrackStarted { track: id, frame });
         Track::new(id, bbox, &self.cfg.blink, frame)
+    }
+
+    /// A new track on `bbox` (announced).
+    fn new_track(&mut self, bbox: BBox, frame: u64, ev: &mut Vec<FaceEvent>) -> Track {
+        let t = self.make_track(bbox, frame);
+        ev.push(FaceEvent::TrackStarted { track: t.id, frame });
+        t
     }
 
     /// Close a track: a last (not live) attempt if it never made one, then the end.
@@ -612,7 +617,7 @@ impl Pipeline {
             if t.encodings.len() >= 2 && mean.distance(&emb) > self.cfg.identity_break {
                 // A different face in the same place: a new track, with no blink, that
                 // starts from this frame's encoding.
-                let mut next = self.new_track_after(t, frame);
+                let mut next = self.make_track(t.bbox, frame.index);
                 self.keep_encoding(frame, &mut next, emb)?;
                 let old = std::mem::replace(t, next);
                 self.close_track(old, frame.index, frame.ts, "identity_changed", ev);
@@ -625,13 +630,6 @@ impl Pipeline {
         }
         self.keep_encoding(frame, t, emb)?;
         Ok(None)
-    }
-
-    /// The track that follows `t` on the same box (announced by the caller, after `t`'s end).
-    fn new_track_after(&mut self, t: &Track, frame: &Frame) -> Track {
-        let id = self.next_track;
-        self.next_track += 1;
-        Track::new(id, t.bbox, &self.cfg.blink, frame.index)
     }
 
     fn keep_encoding(
@@ -679,11 +677,12 @@ impl Pipeline {
         // Too few PAD scores for a quorum: score this frame too (it has the face), and
         // wait for more while the post-blink wait lasts.
         let pad_from = blink_t.checked_sub(window);
-        if ready && (t.pad_since(pad_from).len() as u32) < self.cfg.pad.min_frames {
+        let quorum = self.cfg.pad.min_frames as usize;
+        if ready && t.pad_since(pad_from).count() < quorum {
             if t.pad.back().is_none_or(|p| p.0 != frame.ts) {
                 score_pad(&mut self.models, &mut self.stats, frame, t)?;
             }
-            if (t.pad_since(pad_from).len() as u32) < self.cfg.pad.min_frames && wait > 0 {
+            if t.pad_since(pad_from).count() < quorum && wait > 0 {
                 ready = false;
             }
         }
@@ -737,10 +736,10 @@ fn attempt(
         .map(|e| e.2.clone())
         .collect();
     let result = gallery.identify(&probes, cfg.policy);
-    let pad = PadSummary::over(
-        &t.pad_since(blink_t.and_then(|b| b.checked_sub(window))),
-        &cfg.pad,
-    );
+    let scores: Vec<f32> = t
+        .pad_since(blink_t.and_then(|b| b.checked_sub(window)))
+        .collect();
+    let pad = PadSummary::over(&scores, &cfg.pad);
     let user = result.best_index.map(|i| &gallery.users[i]);
     let matched = result.verdict == Verdict::Match;
     Attempt {
