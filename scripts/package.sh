@@ -33,7 +33,7 @@ bash scripts/setup.sh >/dev/null
 MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
 MODEL_FILES=(shape_predictor_68_face_landmarks.dat dlib_face_recognition_resnet_model_v1.dat
              shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat
-             MiniFASNetV2.onnx MiniFASNetV1SE.onnx)
+             MiniFASNetV2.onnx MiniFASNetV1SE.onnx iris_landmark.onnx)
 
 # --- binaries ------------------------------------------------------------------------
 # Host binaries always: they also print the man pages and completions (arch-independent).
@@ -157,10 +157,11 @@ Maintainer: lockerd developers <lockerd@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$M" | cut -f1)
 Section: misc
 Priority: optional
-Description: face models for lockerd (dlib, MiniFASNet)
+Description: face models for lockerd (dlib, MiniFASNet, MediaPipe iris)
  The dlib HOG/MMOD face detector, the 5- and 68-point landmark predictors and the
- ResNet face encoder, from face_recognition_models 0.3.0, and the MiniFASNet V2 and
- V1SE presentation-attack CNNs (ONNX), with their sha256 sums in
+ ResNet face encoder, from face_recognition_models 0.3.0, the MiniFASNet V2 and
+ V1SE presentation-attack CNNs (ONNX) and MediaPipe's iris landmark model (converted
+ to ONNX), with their sha256 sums in
  /usr/share/doc/lockerd-models/SHA256SUMS. Nothing is downloaded at install.
 EOF
     (cd "$M" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)

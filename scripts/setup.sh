@@ -28,7 +28,7 @@ PACKAGES=(
     ffmpeg jq                                        # test clips, JSON in scripts
     systemd                                          # systemd-analyze for the unit checks
     dpkg-dev xz-utils                                # scripts/package.sh (dpkg-shlibdeps, .deb)
-    python3 python3-pip curl ca-certificates         # model download
+    python3 python3-pip python3-venv curl ca-certificates  # model download and conversion
     python3-nacl                                     # libsodium interop test of sealed replies
 )
 missing=()
@@ -137,6 +137,53 @@ for f in "${!PSHA[@]}"; do
     log "models: $f installed and verified in $MODELS"
 done
 [[ $pad_present == "${#PSHA[@]}" ]] && log "models: MiniFASNet V2 and V1SE present and verified in $MODELS"
+
+# --- 3c. eye model (MediaPipe iris landmarks, Apache-2.0), converted to ONNX ------------
+# The .tflite file is in the mediapipe 0.10.14 wheel on PyPI (the newest mediapipe ships
+# none); tflite2onnx, pinned with its dependencies in a throw-away venv, converts it. The
+# wheel, the .tflite inside it and the converted .onnx are each checked against a sha256.
+# tflite2onnx writes tensors and nodes in an order that changes from run to run, so
+# scripts/onnx-canonical.py rewrites the result in one canonical order (initializers by
+# name, nodes topologically with ties broken by name): the same bytes every time.
+IRIS_ONNX=iris_landmark.onnx
+IRIS_ONNX_SHA=a59366d265dc8b5c5e8fee4b08585bc56a10f2e1baada14061bd7fba4b934678
+IRIS_TFLITE_SHA=d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f
+IRIS_WHEEL=mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+IRIS_WHEEL_SHA=a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4
+IRIS_TOOLS="tflite2onnx==0.4.1 tflite==2.18.0 onnx==1.23.2 numpy==2.4.6 protobuf==7.36.2 flatbuffers==25.12.19 ml_dtypes==0.7.0 typing_extensions==4.16.0"
+if echo "$IRIS_ONNX_SHA  $MODELS/$IRIS_ONNX" | sha256sum -c --status - 2>/dev/null; then
+    log "models: $IRIS_ONNX present and verified in $MODELS"
+else
+    log "fetching mediapipe==0.10.14 (one wheel, 36 MB) and tflite2onnx to make $IRIS_ONNX"
+    mkdir -p "$MODELS"
+    tmp3=$(mktemp -d)
+    # The same wheel on every machine (the model file is the same in all of them).
+    python3 -m pip download --quiet --no-deps --only-binary :all: --disable-pip-version-check \
+        --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+        -d "$tmp3" "mediapipe==0.10.14"
+    echo "$IRIS_WHEEL_SHA  $tmp3/$IRIS_WHEEL" | sha256sum -c --status - ||
+        { log "ERROR: sha256 mismatch for $IRIS_WHEEL"; exit 1; }
+    python3 - "$tmp3/$IRIS_WHEEL" "$tmp3/iris_landmark.tflite" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("mediapipe/modules/iris_landmark/iris_landmark.tflite"))
+PY
+    echo "$IRIS_TFLITE_SHA  $tmp3/iris_landmark.tflite" | sha256sum -c --status - ||
+        { log "ERROR: sha256 mismatch for iris_landmark.tflite"; exit 1; }
+    python3 -m venv "$tmp3/venv"
+    # shellcheck disable=SC2086
+    "$tmp3/venv/bin/pip" install --quiet --disable-pip-version-check $IRIS_TOOLS
+    "$tmp3/venv/bin/tflite2onnx" "$tmp3/iris_landmark.tflite" "$tmp3/converted.onnx" >/dev/null
+    "$tmp3/venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/onnx-canonical.py" \
+        "$tmp3/converted.onnx" "$tmp3/$IRIS_ONNX"
+    if ! echo "$IRIS_ONNX_SHA  $tmp3/$IRIS_ONNX" | sha256sum -c --status -; then
+        log "ERROR: sha256 mismatch for the converted $IRIS_ONNX (got $(sha256sum "$tmp3/$IRIS_ONNX" | cut -d' ' -f1))"
+        exit 1
+    fi
+    mv -f "$tmp3/$IRIS_ONNX" "$MODELS/$IRIS_ONNX.partial" && mv -f "$MODELS/$IRIS_ONNX.partial" "$MODELS/$IRIS_ONNX"
+    rm -rf "$tmp3"
+    log "models: $IRIS_ONNX converted and verified in $MODELS"
+fi
 
 # --- 4. demo photos --------------------------------------------------------------------
 # Three photos of one person and one of another, from the face_recognition sdist's tests.

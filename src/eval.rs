@@ -633,6 +633,8 @@ pub struct ReplayReport {
 pub struct ReplayStages {
     pub detect: Summary,
     pub landmarks: Summary,
+    /// The iris model on both eyes of one frame (blinks with `eyes = "iris"`).
+    pub iris: Summary,
     pub encode: Summary,
     /// Both MiniFASNet models on one frame.
     pub pad: Summary,
@@ -785,6 +787,7 @@ pub fn replay(
         ms: ReplayStages {
             detect: summarize(&st.detect_ms),
             landmarks: summarize(&st.landmarks_ms),
+            iris: summarize(&st.iris_ms),
             encode: summarize(&st.encode_ms),
             pad: summarize(&st.pad_ms),
         },

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use lockerd::config::Config;
 use lockerd::eval;
+use lockerd::vision::blink::EyeSignal;
 use lockerd::vision::models::Models;
 use std::path::Path;
 use std::process::Command;
@@ -108,7 +109,8 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         r.genuine_denied_by_pad
     );
     assert!(r.enrolled >= 15, "enrollment from the FNN clips");
-    assert!(r.grant_rate >= 0.75, "grant rate {}", r.grant_rate);
+    // 46/48 with the iris model (40/48 with the 68-point eye aspect ratio).
+    assert!(r.grant_rate >= 0.9, "grant rate {}", r.grant_rate);
     // Decided within 3 frames of the blink completing (grants were made, so this is known).
     let after = r
         .max_frames_after_blink
@@ -167,12 +169,55 @@ fn blink_counts_agree_with_the_annotations() {
     );
     assert_eq!(r.clips, 64);
     assert!(
-        r.within_one_rate >= 0.85,
+        r.within_one_rate >= 0.9,
         "within one: {}",
         r.within_one_rate
     );
+    // 62 of 64 with the iris model (57 with the 68-point eye aspect ratio).
+    assert!(r.clips_with_live_blink >= 60, "{}", r.clips_with_live_blink);
     assert_eq!(r.no_blink_clips, 4);
     assert_eq!(r.no_blink_clips_with_live_blinks, 0);
+}
+
+/// Black-frame glasses: the 68-point eye points hardly move when these two people blink
+/// (no blink of liveness grade in either clip), the iris model sees every closure.
+#[test]
+fn the_iris_model_sees_blinks_behind_glasses_that_the_68_points_miss() {
+    let Some(data) = shared_data() else { return };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("manifest.json")).unwrap())
+            .unwrap();
+    let wanted = ["blink/zju/000005M_FBN.mp4", "blink/zju/000012M_FBN.mp4"];
+    let clips: Vec<serde_json::Value> = manifest["clips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| wanted.contains(&c["file"].as_str().unwrap_or("")))
+        .map(|c| {
+            let mut c = c.clone();
+            let abs = data.join(c["file"].as_str().unwrap());
+            c["file"] = abs.display().to_string().into();
+            c
+        })
+        .collect();
+    assert_eq!(clips.len(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("manifest.json");
+    std::fs::write(&m, serde_json::json!({ "clips": clips }).to_string()).unwrap();
+    let run = |eyes: EyeSignal| {
+        let mut cfg = Config::default().vision;
+        cfg.blink.eyes = eyes;
+        eval::eval_blinks(models(), &cfg, &m, None).unwrap()
+    };
+    let iris = run(EyeSignal::Iris);
+    let ear = run(EyeSignal::Landmarks);
+    println!(
+        "live-blink clips: iris {}, landmarks {}",
+        iris.clips_with_live_blink, ear.clips_with_live_blink
+    );
+    assert_eq!(iris.clips, 2);
+    assert_eq!(iris.clips_with_live_blink, 2, "{:?}", iris.per_clip);
+    assert_eq!(ear.clips_with_live_blink, 0, "{:?}", ear.per_clip);
 }
 
 fn lockerd_cmd(args: &[&str]) -> std::process::Output {

@@ -1,4 +1,7 @@
-//! Eye-blink detection for one face track, from the eye aspect ratio (EAR).
+//! Eye-blink detection for one face track, from a per-frame eye-openness signal: the
+//! iris model's lid gap over eye width ([`super::iris`], the default) or the 68-point
+//! landmarks' eye aspect ratio (EAR). Both are "open height over width"; below, "EAR"
+//! means whichever is configured (`eyes`).
 //!
 //! Adaptive to the face: the open-eye level is a high percentile of this track's recent
 //! open-eye EAR (a time window, so it behaves the same at 15 and 30 fps), and a blink is a
@@ -19,9 +22,21 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// What the per-frame eye signal is measured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EyeSignal {
+    /// Openness from MediaPipe's iris landmark model ([`super::iris`]).
+    Iris,
+    /// Eye aspect ratio of the 68-point landmarks' six eye points.
+    Landmarks,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlinkConfig {
+    /// The eye signal blinks are found in.
+    pub eyes: EyeSignal,
     /// Eyes start closing below this fraction of the open level.
     pub close_ratio: f32,
     /// Eyes are open again above this fraction.
@@ -49,6 +64,7 @@ pub struct BlinkConfig {
 impl Default for BlinkConfig {
     fn default() -> Self {
         Self {
+            eyes: EyeSignal::Iris,
             close_ratio: 0.85,
             open_ratio: 0.92,
             depth_ratio: 0.80,
@@ -57,7 +73,7 @@ impl Default for BlinkConfig {
             warmup_frames: 5,
             max_closed_s: 0.7,
             merge_gap_s: 0.15,
-            smooth_window_s: 0.1,
+            smooth_window_s: 0.07,
             noise_window_s: 1.0,
             liveness_min_snr: 8.0,
         }

@@ -32,6 +32,12 @@ impl Landmarks {
         (ear(self.eye(LEFT_EYE)), ear(self.eye(RIGHT_EYE)))
     }
 
+    /// The two corners of one eye (p1 and p4): the iris model's crop is made from them.
+    pub fn eye_corners(&self, left: bool) -> ((f32, f32), (f32, f32)) {
+        let idx = if left { LEFT_EYE } else { RIGHT_EYE };
+        (self.0[idx[0]], self.0[idx[3]])
+    }
+
     /// Centre and width of one eye.
     pub fn eye_box(&self, left: bool) -> ((f32, f32), f32) {
         let idx = if left { LEFT_EYE } else { RIGHT_EYE };

@@ -3,8 +3,8 @@
 //! Runs on its own OS thread (CPU-bound, blocking C++). A [`source::FrameSource`] yields
 //! frames (live camera with newest-frame-wins, or a replayed file); the
 //! [`pipeline::Pipeline`] detects the face (HOG on a downscaled frame, then in a region
-//! around the tracked face), finds 68 landmarks every frame, tracks blinks per face track
-//! ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
+//! around the tracked face), finds 68 landmarks every frame, measures the eyes with the
+//! iris model ([`iris`]) and tracks blinks per face track ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
 //! 1:N against templates held in memory ([`matcher`]), scores the encoded frames for
 //! presentation attacks ([`pad`]), and emits [`pipeline::FaceEvent`]s.
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
@@ -17,6 +17,7 @@ pub mod camera;
 pub mod enroll;
 pub mod frame;
 pub mod geometry;
+pub mod iris;
 pub mod matcher;
 pub mod models;
 pub mod pad;

@@ -1,9 +1,11 @@
-//! The three dlib models (HOG detector, 68-point shape predictor, ResNet encoder) and the
-//! two presentation-attack CNNs ([`super::pad`]), loaded in parallel, and thin safe calls
+//! The three dlib models (HOG detector, 68-point shape predictor, ResNet encoder), the
+//! two presentation-attack CNNs ([`super::pad`]) and the iris landmark CNN
+//! ([`super::iris`]), loaded in parallel, and thin safe calls
 //! on [`Patch`]es and frames that return frame coordinates.
 //! Models are `Send` but not `Sync`: each thread that runs them owns its own `Models`.
 
 use super::frame::{BBox, Frame, Patch};
+use super::iris::{Iris, IRIS};
 use super::pad::{Pad, FAS_V1SE, FAS_V2};
 use super::VisionError;
 use crate::types::Embedding;
@@ -17,11 +19,11 @@ use std::time::Instant;
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
 pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
 /// Every file [`Models::load`] needs.
-pub const REQUIRED: [&str; 4] = [LANDMARKS_68, RESNET, FAS_V2, FAS_V1SE];
+pub const REQUIRED: [&str; 5] = [LANDMARKS_68, RESNET, FAS_V2, FAS_V1SE, IRIS];
 
 /// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (dlib's from
 /// the face_recognition_models 0.3.0 sdist on PyPI, MiniFASNet's from `../shared/models`).
-pub const PINNED: [(&str, &str); 4] = [
+pub const PINNED: [(&str, &str); 5] = [
     (
         LANDMARKS_68,
         "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
@@ -37,6 +39,10 @@ pub const PINNED: [(&str, &str); 4] = [
     (
         FAS_V1SE,
         "d819a69bac6b9ade2a0f4d9b60b618e1260f7bf3ba1fddff6c5d82131cb1083f",
+    ),
+    (
+        IRIS,
+        "a59366d265dc8b5c5e8fee4b08585bc56a10f2e1baada14061bd7fba4b934678",
     ),
 ];
 
@@ -74,6 +80,7 @@ pub struct Models {
     predictor: LandmarkPredictor,
     encoder: FaceEncoderNetwork,
     pad: Pad,
+    iris: Iris,
     /// Wall seconds spent loading.
     pub load_s: f64,
 }
@@ -182,6 +189,7 @@ impl Models {
         let encoder = std::thread::spawn(move || FaceEncoderNetwork::open(&rn));
         let detector = FaceDetector::new();
         let pad = Pad::load(&dir)?;
+        let iris = Iris::load(&dir)?;
         let predictor = joined(predictor.join(), "landmark model")?;
         let encoder = joined(encoder.join(), "encoder model")?;
         // The loader threads' scratch memory stays in their malloc arenas otherwise.
@@ -195,6 +203,7 @@ impl Models {
             predictor,
             encoder,
             pad,
+            iris,
             load_s: t0.elapsed().as_secs_f64(),
         })
     }
@@ -248,6 +257,21 @@ impl Models {
         bbox: &BBox,
     ) -> Result<Option<f32>, VisionError> {
         self.pad.live_probability(frame, bbox)
+    }
+
+    /// Openness (lid gap over eye width) of the image-left and image-right eye of `lm`
+    /// from the iris model ([`super::iris`]); None when either eye gives nothing.
+    pub fn eye_openness(
+        &mut self,
+        frame: &Frame,
+        lm: &super::models::Landmarks,
+    ) -> Result<Option<(f32, f32)>, VisionError> {
+        let (a, b) = lm.eye_corners(true);
+        let Some(l) = self.iris.openness(frame, a, b, false)? else {
+            return Ok(None);
+        };
+        let (a, b) = lm.eye_corners(false);
+        Ok(self.iris.openness(frame, a, b, true)?.map(|r| (l, r)))
     }
 
     /// ResNet embedding of the face whose landmarks were found on this same `patch`.
