@@ -26,6 +26,8 @@ const CROP_SCALE: f32 = 2.3;
 const LOWER: [usize; 3] = [3, 4, 5];
 const UPPER: [usize; 3] = [11, 12, 13];
 const CORNERS: (usize, usize) = (0, 8);
+/// 71 points, x y z each.
+const CONTOUR_VALUES: usize = 213;
 
 fn cv(e: opencv::Error) -> VisionError {
     VisionError::OpenCv(e.to_string())
@@ -99,34 +101,39 @@ impl Iris {
         Ok(Iris { net, outputs })
     }
 
-    /// Openness of the eye with corners `a` and `b` (frame pixels). `mirror` for the eye
-    /// on the image's right. None when the eye is degenerate or the output unusable.
-    pub fn openness(
+    /// Openness of the image-left eye (corners `left`) and the image-right eye (corners
+    /// `right`, mirrored for the model), frame pixels, in one batched forward pass (the
+    /// network is many small layers: two eyes in one pass cost far less than two passes).
+    /// None when an eye is degenerate or the output unusable.
+    pub fn openness_pair(
         &mut self,
         frame: &Frame,
-        a: (f32, f32),
-        b: (f32, f32),
-        mirror: bool,
-    ) -> Result<Option<f32>, VisionError> {
-        let Some(t) = crop_transform(a, b, mirror) else {
-            return Ok(None);
-        };
-        let m = Mat::from_slice_2d(&t).map_err(cv)?;
+        left: ((f32, f32), (f32, f32)),
+        right: ((f32, f32), (f32, f32)),
+    ) -> Result<Option<(f32, f32)>, VisionError> {
         let full = frame.as_mat()?;
-        let mut crop = Mat::default();
-        opencv::imgproc::warp_affine(
-            &full,
-            &mut crop,
-            &m,
-            Size::new(INPUT, INPUT),
-            opencv::imgproc::INTER_LINEAR,
-            opencv::core::BORDER_REPLICATE,
-            Scalar::default(),
-        )
-        .map_err(cv)?;
+        let mut crops = Vector::<Mat>::new();
+        for ((a, b), mirror) in [(left, false), (right, true)] {
+            let Some(t) = crop_transform(a, b, mirror) else {
+                return Ok(None);
+            };
+            let m = Mat::from_slice_2d(&t).map_err(cv)?;
+            let mut crop = Mat::default();
+            opencv::imgproc::warp_affine(
+                &full,
+                &mut crop,
+                &m,
+                Size::new(INPUT, INPUT),
+                opencv::imgproc::INTER_LINEAR,
+                opencv::core::BORDER_REPLICATE,
+                Scalar::default(),
+            )
+            .map_err(cv)?;
+            crops.push(crop);
+        }
         // RGB in, 0..1 (measured: -1..1 gives shallower, noisier closures on our clips).
-        let blob = opencv::dnn::blob_from_image(
-            &crop,
+        let blob = opencv::dnn::blob_from_images(
+            &crops,
             1.0 / 255.0,
             Size::new(INPUT, INPUT),
             Scalar::default(),
@@ -139,15 +146,16 @@ impl Iris {
         let mut outs = Vector::<Mat>::new();
         self.net.forward(&mut outs, &self.outputs).map_err(cv)?;
         for out in outs.iter() {
-            if out.total() == 213 {
+            if out.total() == 2 * CONTOUR_VALUES {
                 let mut v = Mat::default();
                 out.reshape(1, 1).map_err(cv)?.copy_to(&mut v).map_err(cv)?;
-                let pts: Vec<f32> = v.data_typed::<f32>().map_err(cv)?.to_vec();
-                return Ok(openness(&pts));
+                let pts = v.data_typed::<f32>().map_err(cv)?;
+                let (l, r) = pts.split_at(CONTOUR_VALUES);
+                return Ok(openness(l).zip(openness(r)));
             }
         }
         Err(VisionError::Models(format!(
-            "{IRIS}: no 213-value eye-contour output"
+            "{IRIS}: no eye-contour output of 2 x {CONTOUR_VALUES} values"
         )))
     }
 }

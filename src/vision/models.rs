@@ -179,6 +179,9 @@ impl Models {
         // One face per call: BLAS threads only spin (and cost system time), so use one.
         // SAFETY: a plain setter in OpenBLAS, safe to call at any time.
         unsafe { openblas_set_num_threads(1) };
+        // The same for OpenCV (dnn, resize): its worker threads only spin on inputs this
+        // small (measured: frame CPU twice the wall time with them, the same wall time).
+        opencv::core::set_num_threads(1).map_err(|e| VisionError::OpenCv(e.to_string()))?;
         let dir = find(configured)?;
         if dir != configured {
             log::info!("face models from {}", dir.display());
@@ -266,12 +269,8 @@ impl Models {
         frame: &Frame,
         lm: &super::models::Landmarks,
     ) -> Result<Option<(f32, f32)>, VisionError> {
-        let (a, b) = lm.eye_corners(true);
-        let Some(l) = self.iris.openness(frame, a, b, false)? else {
-            return Ok(None);
-        };
-        let (a, b) = lm.eye_corners(false);
-        Ok(self.iris.openness(frame, a, b, true)?.map(|r| (l, r)))
+        self.iris
+            .openness_pair(frame, lm.eye_corners(true), lm.eye_corners(false))
     }
 
     /// ResNet embedding of the face whose landmarks were found on this same `patch`.

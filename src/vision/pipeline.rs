@@ -546,7 +546,34 @@ impl Pipeline {
             h: t.rel[3] * lb.h,
         };
 
-        // 4. Blinks.
+        // 4. Blinks, and 5. encoding: not once the track is granted (nothing it does then
+        // changes anything, and the iris model is most of a frame's cost).
+        if !t.granted {
+            let Some(ear) = self.blinks(frame, t, &shape, det, ev)? else {
+                return Ok(Flow::End("no_eyes"));
+            };
+            if self.wants_encoding(t, frame.index, ear) {
+                if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
+                    return Ok(replaced);
+                }
+            }
+        }
+
+        // 6. Decide.
+        self.maybe_attempt(frame, t, ev)?;
+        Ok(Flow::Keep)
+    }
+
+    /// Measure the eyes on this frame and feed the track's blink tracker; the signal fed,
+    /// or None when the iris model could not measure both eyes.
+    fn blinks(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        shape: &Shape,
+        det: Det,
+        ev: &mut Vec<FaceEvent>,
+    ) -> Result<Option<f32>, VisionError> {
         let (el, er) = match self.cfg.blink.eyes {
             EyeSignal::Landmarks => shape.points.ears(),
             EyeSignal::Iris => {
@@ -555,7 +582,7 @@ impl Pipeline {
                 self.stats.sample(|s| &mut s.iris_ms, ms_since(t0));
                 match o {
                     Some(o) => o,
-                    None => return Ok(Flow::End("no_eyes")),
+                    None => return Ok(None),
                 }
             }
         };
@@ -583,10 +610,8 @@ impl Pipeline {
         if let Some(b) = blinked {
             if b.live {
                 t.last_blink = Some((frame.ts, frame.index));
-                if !t.granted {
-                    t.post_blink_wait = Some(self.cfg.post_blink_frames);
-                    t.post_blink_encoded = false;
-                }
+                t.post_blink_wait = Some(self.cfg.post_blink_frames);
+                t.post_blink_encoded = false;
             }
             ev.push(FaceEvent::Blink {
                 track: t.id,
@@ -596,17 +621,7 @@ impl Pipeline {
                 live: b.live,
             });
         }
-
-        // 5. Encode this frame?
-        if self.wants_encoding(t, frame.index, ear) {
-            if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
-                return Ok(replaced);
-            }
-        }
-
-        // 6. Decide.
-        self.maybe_attempt(frame, t, ev)?;
-        Ok(Flow::Keep)
+        Ok(Some(ear))
     }
 
     fn wants_encoding(&self, t: &Track, frame: u64, ear: f32) -> bool {
