@@ -3,7 +3,7 @@
 #   lockerd_<version>_<arch>.deb     both binaries, the unit, sysusers/tmpfiles snippets,
 #                                    the D-Bus policy and interface, the config (conffile),
 #                                    man pages, completions; Depends from the shared libraries
-#   lockerd-models_<version>_all.deb the four dlib models with their sha256 and licences
+#   lockerd-models_<version>_all.deb the dlib, MiniFASNet and iris models with their sha256 and licences
 #
 #   bash scripts/package.sh                  amd64 (this machine), into target/debian/
 #   bash scripts/package.sh --arch arm64     cross-built against the arm64 sysroot that

