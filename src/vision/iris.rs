@@ -85,18 +85,7 @@ pub struct Iris {
 
 impl Iris {
     pub fn load(dir: &Path) -> Result<Iris, VisionError> {
-        let p = dir.join(IRIS);
-        if !p.is_file() {
-            return Err(VisionError::NotFound(p));
-        }
-        let net = opencv::dnn::read_net_from_onnx(&p)
-            .map_err(|e| VisionError::Models(format!("{}: {e}", p.display())))?;
-        if net.empty().map_err(cv)? {
-            return Err(VisionError::Models(format!(
-                "{}: empty network",
-                p.display()
-            )));
-        }
+        let net = super::pad::onnx_net(&dir.join(IRIS))?;
         let outputs = net.get_unconnected_out_layers_names().map_err(cv)?;
         Ok(Iris { net, outputs })
     }

@@ -127,19 +127,7 @@ impl Pad {
     pub fn load(dir: &Path) -> Result<Pad, VisionError> {
         let mut nets = Vec::new();
         for (name, scale) in NETS {
-            let p = dir.join(name);
-            if !p.is_file() {
-                return Err(VisionError::NotFound(p));
-            }
-            let net = opencv::dnn::read_net_from_onnx(&p)
-                .map_err(|e| VisionError::Models(format!("{}: {e}", p.display())))?;
-            if net.empty().map_err(cv)? {
-                return Err(VisionError::Models(format!(
-                    "{}: empty network",
-                    p.display()
-                )));
-            }
-            nets.push((net, scale));
+            nets.push((onnx_net(&dir.join(name))?, scale));
         }
         Ok(Pad { nets })
     }
@@ -195,6 +183,23 @@ impl Pad {
         }
         Ok(Some(sum / self.nets.len() as f32))
     }
+}
+
+/// An ONNX network through OpenCV `dnn` (MiniFASNet here, the iris model in
+/// [`super::iris`]): a missing file, one OpenCV cannot read and an empty network are errors.
+pub(super) fn onnx_net(p: &Path) -> Result<Net, VisionError> {
+    if !p.is_file() {
+        return Err(VisionError::NotFound(p.to_owned()));
+    }
+    let net = opencv::dnn::read_net_from_onnx(p)
+        .map_err(|e| VisionError::Models(format!("{}: {e}", p.display())))?;
+    if net.empty().map_err(cv)? {
+        return Err(VisionError::Models(format!(
+            "{}: empty network",
+            p.display()
+        )));
+    }
+    Ok(net)
 }
 
 /// Softmax of three logits, class 1 (live).
