@@ -15,7 +15,7 @@ use crate::vision::matcher::{Gallery, MatchPolicy, Verdict};
 use crate::vision::models::Models;
 use crate::vision::pad::{PadConfig, PadSummary, PadVerdict};
 use crate::vision::pipeline::{Attempt, FaceEvent, Pipeline};
-use crate::vision::source::{is_image, is_video, list_images, open_path, FrameSource};
+use crate::vision::source::{is_image, is_video, list_images, list_videos, open_path, FrameSource};
 use crate::vision::VisionError;
 use serde::Serialize;
 
@@ -98,17 +98,6 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
         .map_err(|e| VisionError::Io(dir.to_owned(), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// The videos in `dir`, sorted.
-fn videos_in(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| VisionError::Io(dir.to_owned(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_video(p))
         .collect();
     v.sort();
     Ok(v)
@@ -868,7 +857,7 @@ pub fn eval_kiosk(
     replays: Option<&Path>,
 ) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
-    let clips = videos_in(dir)?;
+    let clips = list_videos(dir)?;
     let person_of = |p: &Path| name_of(p).split('_').next().unwrap_or_default().to_string();
     let mut store = TempStore::new()?;
     let mut people: Vec<String> = clips.iter().map(|p| person_of(p)).collect();
@@ -894,7 +883,7 @@ pub fn eval_kiosk(
     // Replay attacks: the person is enrolled from their own live video.
     let mut replay_clips = Vec::new();
     if let Some(rd) = replays {
-        let files = videos_in(rd)?;
+        let files = list_videos(rd)?;
         for f in &files {
             let n = name_of(f);
             let Some((who, _)) = n.split_once("_replay_") else {
@@ -953,7 +942,7 @@ pub fn eval_kiosk(
         run(&mut pipe, c, &person, "genuine")?;
     }
     if let Some(nb) = noblink {
-        for c in videos_in(nb)? {
+        for c in list_videos(nb)? {
             let person = person_of(&c);
             run(&mut pipe, &c, &person, "noblink")?;
         }
@@ -1147,7 +1136,7 @@ pub fn eval_spoof(
         if !dir.is_dir() {
             continue;
         }
-        for c in videos_in(&dir)? {
+        for c in list_videos(&dir)? {
             let truth = if name_of(&c).contains("_replay_") {
                 "attack"
             } else {
@@ -1161,7 +1150,7 @@ pub fn eval_spoof(
     if zju.is_dir() {
         let tmp = tempfile::tempdir().map_err(|e| VisionError::Io(std::env::temp_dir(), e))?;
         let mut seen = std::collections::BTreeSet::new();
-        for (i, c) in videos_in(&zju)?.iter().enumerate() {
+        for (i, c) in list_videos(&zju)?.iter().enumerate() {
             let n = name_of(c);
             let person = n.split('_').next().unwrap_or_default().to_string();
             if n.ends_with("_FNN") || !seen.insert(person.clone()) {

@@ -166,10 +166,19 @@ impl ImageSource {
 
 /// Image files in a folder, sorted by name.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
+    list_files(dir, is_image)
+}
+
+/// The video files in `dir` (by extension), sorted by name.
+pub fn list_videos(dir: &Path) -> Result<Vec<PathBuf>, VisionError> {
+    list_files(dir, is_video)
+}
+
+fn list_files(dir: &Path, keep: fn(&Path) -> bool) -> Result<Vec<PathBuf>, VisionError> {
     let rd = std::fs::read_dir(dir).map_err(|e| VisionError::Io(dir.to_owned(), e))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_image(p))
+        .filter(|p| p.is_file() && keep(p))
         .collect();
     files.sort();
     Ok(files)
