@@ -8,6 +8,14 @@ use super::models::Landmarks;
 pub const LEFT_EYE: [usize; 6] = [36, 37, 38, 39, 40, 41];
 pub const RIGHT_EYE: [usize; 6] = [42, 43, 44, 45, 46, 47];
 
+fn eye_points(left: bool) -> [usize; 6] {
+    if left {
+        LEFT_EYE
+    } else {
+        RIGHT_EYE
+    }
+}
+
 fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
     ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
 }
@@ -34,14 +42,13 @@ impl Landmarks {
 
     /// The two corners of one eye (p1 and p4): the iris model's crop is made from them.
     pub fn eye_corners(&self, left: bool) -> ((f32, f32), (f32, f32)) {
-        let idx = if left { LEFT_EYE } else { RIGHT_EYE };
-        (self.0[idx[0]], self.0[idx[3]])
+        let e = self.eye(eye_points(left));
+        (e[0], e[3])
     }
 
     /// Centre and width of one eye.
     pub fn eye_box(&self, left: bool) -> ((f32, f32), f32) {
-        let idx = if left { LEFT_EYE } else { RIGHT_EYE };
-        let e = self.eye(idx);
+        let e = self.eye(eye_points(left));
         let cx = e.iter().map(|p| p.0).sum::<f32>() / 6.0;
         let cy = e.iter().map(|p| p.1).sum::<f32>() / 6.0;
         ((cx, cy), dist(e[0], e[3]))

@@ -179,8 +179,8 @@ impl Models {
         // One face per call: BLAS threads only spin (and cost system time), so use one.
         // SAFETY: a plain setter in OpenBLAS, safe to call at any time.
         unsafe { openblas_set_num_threads(1) };
-        // The same for OpenCV (dnn, resize): its worker threads only spin on inputs this
-        // small (measured: frame CPU twice the wall time with them, the same wall time).
+        // The same for OpenCV (dnn, resize): the vision thread keeps to one core, as dlib
+        // does (no effect on the frame time was measurable on this 2-core VM).
         opencv::core::set_num_threads(1).map_err(|e| VisionError::OpenCv(e.to_string()))?;
         let dir = find(configured)?;
         if dir != configured {
@@ -267,7 +267,7 @@ impl Models {
     pub fn eye_openness(
         &mut self,
         frame: &Frame,
-        lm: &super::models::Landmarks,
+        lm: &Landmarks,
     ) -> Result<Option<(f32, f32)>, VisionError> {
         self.iris
             .openness_pair(frame, lm.eye_corners(true), lm.eye_corners(false))
