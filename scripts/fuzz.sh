@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz everything that parses input from outside with cargo fuzz (libFuzzer, nightly):
 # config files, scenario lines, keypad entries, the request envelope (the MQTT command
-# body), photo headers, the ESP32 lock's frames. Seeds are committed in fuzz/corpus/<target>; new inputs found
+# body), photo headers, the ESP32 lock's frames, the video stream from the ffmpeg child. Seeds are committed in fuzz/corpus/<target>; new inputs found
 # in a run are added there (commit them).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 600 s, all targets)
@@ -17,7 +17,7 @@ cd "$REPO/fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config scenario keypad request image envelope lock_frame)
+((${#targets[@]})) || targets=(config scenario keypad request image envelope lock_frame y4m)
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
 

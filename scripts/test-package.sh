@@ -49,10 +49,13 @@ grep -q '^ConditionPathExists=!/etc/lockerd/setup-pending' "$R/usr/lib/systemd/s
 for f in usr/share/man/man1/lockerd.1.gz usr/share/man/man1/lockerctl.1.gz \
     usr/share/bash-completion/completions/lockerctl usr/share/dbus-1/system.d/org.lockerd.Locker1.conf \
     usr/share/dbus-1/interfaces/org.lockerd.Locker1.xml usr/lib/sysusers.d/lockerd.conf \
-    usr/share/lockerd/models/shape_predictor_68_face_landmarks.dat usr/share/doc/lockerd-models/SHA256SUMS; do
+    usr/share/lockerd/models/shape_predictor_5_face_landmarks.dat usr/share/doc/lockerd-models/SHA256SUMS; do
     [[ -s "$R/$f" ]] || fail "missing /$f"
 done
 [[ $(dpkg-query --root="$R" -W -f='${Conffiles}' lockerd) == *"/etc/lockerd/lockerd.toml"* ]] || fail "the config is not a conffile"
+# Video files are decoded by an ffmpeg child (src/vision/video.rs), not linked in.
+[[ $(dpkg-deb -f "${DEBS[0]}" Recommends) == *ffmpeg* ]] || fail "the package does not recommend ffmpeg"
+! ldd "$R/usr/bin/lockerd" | grep -Eq 'libopencv_videoio|libavcodec|libgdal' || fail "lockerd links a video decoder"
 say "installed: user $uid, key 0400 root, state 0700, unit enabled, first-run marker"
 
 # --- 3. doctor on the installed root; upgrade keeps the key ---------------------------------

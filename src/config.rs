@@ -433,8 +433,10 @@ impl VisionConfig {
         crate::vision::quality::QualityGates {
             min_face_px: self.min_face_px,
             max_yaw: self.max_yaw,
-            min_pitch: 0.05,
-            max_pitch: 1.2,
+            // The nose base below the eye line, in eye distances (about 0.7 frontal);
+            // the same range as the 68-point gate of 0.05-1.2 had (mapped on ZJU frames).
+            min_pitch: 0.2,
+            max_pitch: 1.8,
             max_roll_deg: 30.0,
             min_sharpness: self.min_sharpness,
         }
@@ -772,6 +774,7 @@ impl Config {
             1.0,
         )?;
         v.range("vision.blink.warmup_frames", b.warmup_frames, 1, 100)?;
+        v.range("vision.blink.reopen_fraction", b.reopen_fraction, 0.2, 1.0)?;
         v.range("vision.blink.max_closed_s", b.max_closed_s, 0.1, 3.0)?;
         v.range("vision.blink.merge_gap_s", b.merge_gap_s, 0.0, 1.0)?;
         v.range("vision.blink.smooth_window_s", b.smooth_window_s, 0.0, 0.5)?;

@@ -65,9 +65,13 @@ pub fn summarize(v: &[f64]) -> Summary {
 
 /// Peak resident set size of this process, MiB.
 pub fn peak_rss_mib() -> f64 {
+    max_rss_mib(libc::RUSAGE_SELF)
+}
+
+fn max_rss_mib(who: libc::c_int) -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct we own.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
         return 0.0;
     }
     (ru.ru_maxrss as f64 / 1024.0 * 10.0).round() / 10.0
@@ -616,6 +620,9 @@ pub struct ReplayReport {
     pub roi_detects: u64,
     pub wall_s: f64,
     pub peak_rss_mib: f64,
+    /// The video decoder child's peak (a separate process, running at the same time);
+    /// None for stills.
+    pub decoder_peak_rss_mib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -786,6 +793,7 @@ pub fn replay(
         roi_detects: st.roi_detects,
         wall_s: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
+        decoder_peak_rss_mib: src.decoder_peak_rss_mib(),
     })
 }
 

@@ -520,3 +520,49 @@ fn a_face_swapped_in_on_the_same_track_starts_a_new_track_without_the_blink() {
         }
     }
 }
+
+/// Video files come from an ffmpeg child as YUV and are turned to RGB here: every frame of
+/// a real H.264 clip arrives, at the size and rate ffprobe reports, in order, and the
+/// pixels are the YUV planes through BT.601 (checked against ffmpeg's own planes).
+#[test]
+fn a_real_clip_decodes_to_every_frame_with_exact_bt601_pixels() {
+    use lockerd::vision::source::{FrameSource, VideoFileSource};
+    use lockerd::vision::video::Y4mReader;
+    let Some(data) = shared_data() else { return };
+    let clip = data.join("blink/zju/000001M_FTN.mp4");
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=width,height,nb_read_frames"])
+        .args(["-of", "csv=p=0"])
+        .arg(&clip)
+        .output()
+        .expect("ffprobe (installed by scripts/setup.sh)");
+    let fields: Vec<u64> = stdout(&probe)
+        .trim()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let mut src = VideoFileSource::open(&clip).unwrap();
+    assert_eq!(src.fps(), Some(30.0));
+    let mut frames = Vec::new();
+    while let Some(f) = src.next_frame().unwrap() {
+        assert_eq!(f.index, frames.len() as u64);
+        assert_eq!((f.width as u64, f.height as u64), (fields[0], fields[1]));
+        frames.push(f);
+    }
+    assert_eq!(frames.len() as u64, fields[2]);
+    // The same clip's planes straight from ffmpeg, converted by the reader, are the frames.
+    let y4m = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&clip)
+        .args(["-frames:v", "3", "-f", "yuv4mpegpipe", "pipe:1"])
+        .output()
+        .unwrap();
+    let mut r = Y4mReader::new(&y4m.stdout[..]).unwrap();
+    for f in &frames[..3] {
+        assert_eq!(r.next_rgb().unwrap().unwrap(), *f.rgb, "frame {}", f.index);
+    }
+    // Not a grey picture: the colour planes were used.
+    let px = &frames[0].rgb;
+    assert!(px.chunks(3).any(|p| p[0].abs_diff(p[2]) > 20));
+}

@@ -39,8 +39,12 @@ pub struct BlinkConfig {
     pub eyes: EyeSignal,
     /// Eyes start closing below this fraction of the open level.
     pub close_ratio: f32,
-    /// Eyes are open again above this fraction.
+    /// Eyes are open again above this fraction...
     pub open_ratio: f32,
+    /// ...or once the signal has come back this fraction of the way from the dip's bottom
+    /// to the open level before it (0.5: the blink is measured at half depth). Some people
+    /// open their eyes a little less after a blink than before it.
+    pub reopen_fraction: f32,
     /// The dip must reach this fraction or lower to count.
     pub depth_ratio: f32,
     /// Seconds of open-eye history that define the open level.
@@ -67,6 +71,7 @@ impl Default for BlinkConfig {
             eyes: EyeSignal::Iris,
             close_ratio: 0.85,
             open_ratio: 0.92,
+            reopen_fraction: 0.5,
             depth_ratio: 0.80,
             baseline_window_s: 0.5,
             baseline_percentile: 0.7,
@@ -240,7 +245,9 @@ impl BlinkTracker {
                         self.history.clear();
                         self.noise_hist.clear();
                         self.level = None;
-                    } else if rel > self.cfg.open_ratio {
+                    } else if rel > self.cfg.open_ratio
+                        || rel >= min_rel + self.cfg.reopen_fraction * (open_med - min_rel)
+                    {
                         self.state = State::Open;
                         if min_rel <= self.cfg.depth_ratio {
                             let merged = self.last_end.is_some_and(|e| {
@@ -326,6 +333,23 @@ mod tests {
         let (n, at) = run(30.0, &s);
         assert_eq!(n, 1);
         assert_eq!(at, vec![35], "completes on the first reopened frame");
+    }
+
+    #[test]
+    fn a_blink_after_which_the_eyes_open_a_little_less_still_counts() {
+        // Open at 0.38, a dip to 0.29, then the eyes stay at 0.33-0.34 (87-89% of the
+        // level, under open_ratio) for a second: back more than half way, so a blink.
+        let mut s = open(30, 0.38);
+        s.extend([0.30, 0.29, 0.29, 0.29, 0.30]);
+        s.extend(open(30, 0.335));
+        let (n, _) = run(30.0, &s);
+        assert_eq!(n, 1);
+        // Asking for the full open level again (the old rule) the closure runs too long.
+        let full = BlinkConfig {
+            reopen_fraction: 1.0,
+            ..raw_cfg()
+        };
+        assert_eq!(run_cfg(full, 30.0, &s).0 .0, 0);
     }
 
     #[test]

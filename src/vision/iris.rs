@@ -78,8 +78,11 @@ pub fn crop_transform(a: (f32, f32), b: (f32, f32), mirror: bool) -> Option<[[f6
     Some([[m[0][0], m[0][1], tx], [m[1][0], m[1][1], ty]])
 }
 
+/// The network, in a `RefCell` because OpenCV's forward pass mutates it: `Iris` (like
+/// [`super::models::Models`]) is `Send`, not `Sync`, so one thread uses it at a time and
+/// enrollment can measure eyes through a shared `&Models`.
 pub struct Iris {
-    net: Net,
+    net: std::cell::RefCell<Net>,
     outputs: Vector<String>,
 }
 
@@ -87,7 +90,10 @@ impl Iris {
     pub fn load(dir: &Path) -> Result<Iris, VisionError> {
         let net = super::pad::onnx_net(&dir.join(IRIS))?;
         let outputs = net.get_unconnected_out_layers_names().map_err(cv)?;
-        Ok(Iris { net, outputs })
+        Ok(Iris {
+            net: std::cell::RefCell::new(net),
+            outputs,
+        })
     }
 
     /// Openness of the image-left eye (corners `left`) and the image-right eye (corners
@@ -95,7 +101,7 @@ impl Iris {
     /// network is many small layers: two eyes in one pass cost far less than two passes).
     /// None when an eye is degenerate or the output unusable.
     pub fn openness_pair(
-        &mut self,
+        &self,
         frame: &Frame,
         left: ((f32, f32), (f32, f32)),
         right: ((f32, f32), (f32, f32)),
@@ -131,9 +137,10 @@ impl Iris {
             opencv::core::CV_32F,
         )
         .map_err(cv)?;
-        self.net.set_input_def(&blob).map_err(cv)?;
+        let mut net = self.net.borrow_mut();
+        net.set_input_def(&blob).map_err(cv)?;
         let mut outs = Vector::<Mat>::new();
-        self.net.forward(&mut outs, &self.outputs).map_err(cv)?;
+        net.forward(&mut outs, &self.outputs).map_err(cv)?;
         for out in outs.iter() {
             if out.total() == 2 * CONTOUR_VALUES {
                 let mut v = Mat::default();

@@ -27,6 +27,7 @@ pub mod runner;
 pub mod source;
 #[cfg(feature = "tools")]
 pub mod synth;
+pub mod video;
 
 use std::path::PathBuf;
 

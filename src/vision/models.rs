@@ -1,7 +1,9 @@
-//! The three dlib models (HOG detector, 68-point shape predictor, ResNet encoder), the
+//! The three dlib models (HOG detector, 5-point shape predictor, ResNet encoder), the
 //! two presentation-attack CNNs ([`super::pad`]) and the iris landmark CNN
 //! ([`super::iris`]), loaded in parallel, and thin safe calls
-//! on [`Patch`]es and frames that return frame coordinates.
+//! on [`Patch`]es and frames that return frame coordinates. dlib's 68-point predictor
+//! (100 MB, most of the memory it used to take) is loaded only on first use, by the
+//! comparison mode `[vision.blink] eyes = "landmarks"`.
 //! Models are `Send` but not `Sync`: each thread that runs them owns its own `Models`.
 
 use super::frame::{BBox, Frame, Patch};
@@ -16,17 +18,19 @@ use dlib_face_recognition::{
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub const LANDMARKS_5: &str = "shape_predictor_5_face_landmarks.dat";
+/// Only for `[vision.blink] eyes = "landmarks"` (loaded on first use; not required).
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
 pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
 /// Every file [`Models::load`] needs.
-pub const REQUIRED: [&str; 5] = [LANDMARKS_68, RESNET, FAS_V2, FAS_V1SE, IRIS];
+pub const REQUIRED: [&str; 5] = [LANDMARKS_5, RESNET, FAS_V2, FAS_V1SE, IRIS];
 
 /// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (dlib's from
 /// the face_recognition_models 0.3.0 sdist on PyPI, MiniFASNet's from `../shared/models`).
 pub const PINNED: [(&str, &str); 5] = [
     (
-        LANDMARKS_68,
-        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+        LANDMARKS_5,
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
     ),
     (
         RESNET,
@@ -78,6 +82,9 @@ pub fn verify(dir: &Path) -> Result<usize, String> {
 pub struct Models {
     detector: FaceDetector,
     predictor: LandmarkPredictor,
+    /// The 68-point predictor, once `ears_68` has needed it (None: not yet asked for).
+    predictor_68: Option<LandmarkPredictor>,
+    dir: PathBuf,
     encoder: FaceEncoderNetwork,
     pad: Pad,
     iris: Iris,
@@ -95,9 +102,9 @@ fn joined<T>(r: std::thread::Result<Result<T, String>>, what: &str) -> Result<T,
     }
 }
 
-/// 68 landmark points in frame coordinates.
+/// dlib's 5 landmark points in frame coordinates ([`super::geometry`] names them).
 #[derive(Debug, Clone)]
-pub struct Landmarks(pub Vec<(f32, f32)>);
+pub struct Landmarks(pub [(f32, f32); 5]);
 
 /// Landmarks plus dlib's own object, kept for encoding the same patch.
 pub struct Shape {
@@ -171,8 +178,20 @@ extern "C" {
     fn openblas_set_num_threads(n: std::os::raw::c_int);
 }
 
+/// `bbox` (frame coordinates) as a dlib rectangle on `patch`.
+fn patch_rect(patch: &Patch, bbox: &BBox) -> Rectangle {
+    let (l, t) = patch.from_frame(bbox.x, bbox.y);
+    let (r, b) = patch.from_frame(bbox.right(), bbox.bottom());
+    Rectangle {
+        left: l.round() as _,
+        top: t.round() as _,
+        right: r.round() as _,
+        bottom: b.round() as _,
+    }
+}
+
 impl Models {
-    /// Load all three models, in parallel (the 68-point file dominates), from the first
+    /// Load the models, the two dlib files in parallel, from the first
     /// directory of [`search_path`] that has them (`configured` first when set).
     pub fn load(configured: &Path) -> Result<Models, VisionError> {
         let t0 = Instant::now();
@@ -186,7 +205,7 @@ impl Models {
         if dir != configured {
             log::info!("face models from {}", dir.display());
         }
-        let lp = dir.join(LANDMARKS_68);
+        let lp = dir.join(LANDMARKS_5);
         let rn = dir.join(RESNET);
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
         let encoder = std::thread::spawn(move || FaceEncoderNetwork::open(&rn));
@@ -204,6 +223,8 @@ impl Models {
         Ok(Models {
             detector,
             predictor,
+            predictor_68: None,
+            dir,
             encoder,
             pad,
             iris,
@@ -229,28 +250,41 @@ impl Models {
             .collect()
     }
 
-    /// 68 landmarks for the face in `bbox` (frame coordinates) on `patch`.
+    /// The 5 landmarks of the face in `bbox` (frame coordinates) on `patch`.
     pub fn landmarks(&self, patch: &Patch, bbox: &BBox) -> Option<Shape> {
-        let (l, t) = patch.from_frame(bbox.x, bbox.y);
-        let (r, b) = patch.from_frame(bbox.right(), bbox.bottom());
-        let rect = Rectangle {
-            left: l.round() as _,
-            top: t.round() as _,
-            right: r.round() as _,
-            bottom: b.round() as _,
-        };
-        let raw = self.predictor.face_landmarks(&patch.matrix, &rect);
-        if raw.len() != 68 {
+        let raw = self
+            .predictor
+            .face_landmarks(&patch.matrix, &patch_rect(patch, bbox));
+        let mut points = [(0.0, 0.0); 5];
+        if raw.len() != points.len() {
             return None;
         }
-        let points = raw
-            .iter()
-            .map(|p| patch.to_frame(p.x() as f32, p.y() as f32))
-            .collect();
+        for (p, q) in points.iter_mut().zip(raw.iter()) {
+            *p = patch.to_frame(q.x() as f32, q.y() as f32);
+        }
         Some(Shape {
             points: Landmarks(points),
             raw,
         })
+    }
+
+    /// (image-left, image-right) eye aspect ratios from dlib's 68-point predictor, for
+    /// the comparison mode `eyes = "landmarks"`; the predictor (100 MB) is loaded on the
+    /// first call. None when it gives no shape.
+    pub fn ears_68(
+        &mut self,
+        patch: &Patch,
+        bbox: &BBox,
+    ) -> Result<Option<(f32, f32)>, VisionError> {
+        let pred = match self.predictor_68.take() {
+            Some(p) => p,
+            None => LandmarkPredictor::open(self.dir.join(LANDMARKS_68))
+                .map_err(|e| VisionError::Models(format!("68-point landmark model: {e}")))?,
+        };
+        let pred = self.predictor_68.insert(pred);
+        let raw = pred.face_landmarks(&patch.matrix, &patch_rect(patch, bbox));
+        let points: Vec<(f32, f32)> = raw.iter().map(|p| (p.x() as f32, p.y() as f32)).collect();
+        Ok(super::geometry::ears_68(&points))
     }
 
     /// Fused MiniFASNet live probability of the face in `bbox` on `frame` ([`Pad`]).
@@ -265,7 +299,7 @@ impl Models {
     /// Openness (lid gap over eye width) of the image-left and image-right eye of `lm`
     /// from the iris model ([`super::iris`]); None when either eye gives nothing.
     pub fn eye_openness(
-        &mut self,
+        &self,
         frame: &Frame,
         lm: &Landmarks,
     ) -> Result<Option<(f32, f32)>, VisionError> {
@@ -292,7 +326,7 @@ mod search_tests {
         let mk = |n: &str, full: bool| {
             let p = d.path().join(n);
             std::fs::create_dir_all(&p).unwrap();
-            std::fs::write(p.join(LANDMARKS_68), b"x").unwrap();
+            std::fs::write(p.join(LANDMARKS_5), b"x").unwrap();
             if full {
                 for f in REQUIRED {
                     std::fs::write(p.join(f), b"x").unwrap();
@@ -337,11 +371,11 @@ mod search_tests {
         }
         let e = verify(d.path()).unwrap_err();
         assert!(
-            e.contains(LANDMARKS_68) && e.contains("not the pinned"),
+            e.contains(LANDMARKS_5) && e.contains("not the pinned"),
             "{e}"
         );
         std::fs::remove_file(d.path().join(RESNET)).unwrap();
         let e = verify(d.path()).unwrap_err();
-        assert!(e.contains(LANDMARKS_68), "{e}");
+        assert!(e.contains(LANDMARKS_5), "{e}");
     }
 }

@@ -6,8 +6,8 @@
 //! the tracked face (scaled so the face is about 130 px wide) every `roi_check_every`
 //! frames, and on the whole frame when that close look misses; on the other frames the
 //! face box follows the previous frame's landmarks. Two misses in a row end the track.
-//! Landmarks (68 points) run on every frame, and the iris model on both eyes (the blink
-//! signal, [`super::iris`]).
+//! dlib's 5 landmarks (eye corners, nose) run on every frame, and the iris model on both
+//! eyes (the blink signal, [`super::iris`]).
 //!
 //! Liveness is bound to identity: a track's blink only counts with encodings of the same
 //! track, and after a blink the next good frame (at most `post_blink_frames` later) is
@@ -549,9 +549,10 @@ impl Pipeline {
         // 4. Blinks, and 5. encoding: not once the track is granted (nothing it does then
         // changes anything, and the iris model is most of a frame's cost).
         if !t.granted {
-            let Some(ear) = self.blinks(frame, t, &shape, det, ev)? else {
+            let Some(eyes) = self.eyes(frame, &patch, &bbox, &shape)? else {
                 return Ok(Flow::End("no_eyes"));
             };
+            let ear = self.blinks(frame, t, eyes, det, ev);
             if self.wants_encoding(t, frame.index, ear) {
                 if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
                     return Ok(replaced);
@@ -564,28 +565,35 @@ impl Pipeline {
         Ok(Flow::Keep)
     }
 
-    /// Measure the eyes on this frame and feed the track's blink tracker; the signal fed,
-    /// or None when the iris model could not measure both eyes.
-    fn blinks(
+    /// How open the (image-left, image-right) eyes are on this frame, by the configured
+    /// signal; None when it could not measure both.
+    fn eyes(
         &mut self,
         frame: &Frame,
-        t: &mut Track,
+        patch: &Patch,
+        bbox: &BBox,
         shape: &Shape,
-        det: Det,
-        ev: &mut Vec<FaceEvent>,
-    ) -> Result<Option<f32>, VisionError> {
-        let (el, er) = match self.cfg.blink.eyes {
-            EyeSignal::Landmarks => shape.points.ears(),
+    ) -> Result<Option<(f32, f32)>, VisionError> {
+        match self.cfg.blink.eyes {
+            EyeSignal::Landmarks => self.models.ears_68(patch, bbox),
             EyeSignal::Iris => {
                 let t0 = Instant::now();
                 let o = self.models.eye_openness(frame, &shape.points)?;
                 self.stats.sample(|s| &mut s.iris_ms, ms_since(t0));
-                match o {
-                    Some(o) => o,
-                    None => return Ok(None),
-                }
+                Ok(o)
             }
-        };
+        }
+    }
+
+    /// Feed the track's blink tracker with this frame's eyes; the signal fed.
+    fn blinks(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        (el, er): (f32, f32),
+        det: Det,
+        ev: &mut Vec<FaceEvent>,
+    ) -> f32 {
         // A blink closes both eyes: follow the more open one, so that one eye's points
         // jittering shut (a print moved in front of the camera) is not a blink. On 48
         // synthetic photo attacks the mean of the two eyes made one liveness-grade false
@@ -621,7 +629,7 @@ impl Pipeline {
                 live: b.live,
             });
         }
-        Ok(Some(ear))
+        ear
     }
 
     fn wants_encoding(&self, t: &Track, frame: u64, ear: f32) -> bool {

@@ -1,11 +1,10 @@
-//! Frame sources: video files and still images through OpenCV/`image` (replay, demo,
-//! tests), and the live camera through a capture thread that keeps only the newest frame
-//! and re-opens a vanished camera with back-off (see [`capture_loop`]).
+//! Frame sources: video files (an `ffmpeg` child, [`super::video`]) and still images
+//! (`image`) for replay, demo and tests, and the live camera through a capture thread
+//! that keeps only the newest frame and re-opens a vanished camera with back-off (see
+//! [`capture_loop`]).
 
 use super::frame::{check_size, Frame};
 use super::VisionError;
-use opencv::prelude::*;
-use opencv::videoio::{VideoCapture, CAP_ANY, CAP_PROP_FPS, CAP_PROP_FRAME_COUNT};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,6 +20,10 @@ pub trait FrameSource: Send {
     /// True for a finite recording (every frame is processed, in order).
     fn is_replay(&self) -> bool {
         true
+    }
+    /// Peak RSS of a decoder process the source runs (MiB, as last sampled), if any.
+    fn decoder_peak_rss_mib(&self) -> Option<f64> {
+        None
     }
 }
 
@@ -62,69 +65,7 @@ pub fn open_path(path: &Path) -> Result<Box<dyn FrameSource>, VisionError> {
     }
 }
 
-/// A video file decoded by OpenCV (FFmpeg backend).
-pub struct VideoFileSource {
-    cap: VideoCapture,
-    path: PathBuf,
-    fps: f64,
-    next: u64,
-    mat: Mat,
-    pub frame_count: Option<u64>,
-}
-
-impl VideoFileSource {
-    pub fn open(path: &Path) -> Result<Self, VisionError> {
-        if !path.is_file() {
-            return Err(VisionError::NotFound(path.to_owned()));
-        }
-        let cap = VideoCapture::from_file(path, CAP_ANY)
-            .map_err(|e| VisionError::OpenCv(e.to_string()))?;
-        // A missing or undecodable file gives an unopened capture, not an error.
-        if !cap.is_opened().unwrap_or(false) {
-            return Err(VisionError::BadInput(format!(
-                "{}: cannot decode as video",
-                path.display()
-            )));
-        }
-        let fps = cap.get(CAP_PROP_FPS).unwrap_or(0.0);
-        let fps = if fps.is_finite() && fps > 0.5 && fps < 1000.0 {
-            fps
-        } else {
-            30.0
-        };
-        let n = cap.get(CAP_PROP_FRAME_COUNT).unwrap_or(0.0);
-        Ok(Self {
-            cap,
-            path: path.to_owned(),
-            fps,
-            next: 0,
-            mat: Mat::default(),
-            frame_count: (n.is_finite() && n >= 1.0).then_some(n as u64),
-        })
-    }
-}
-
-impl FrameSource for VideoFileSource {
-    fn next_frame(&mut self) -> Result<Option<Frame>, VisionError> {
-        let ok = self
-            .cap
-            .read(&mut self.mat)
-            .map_err(|e| VisionError::OpenCv(e.to_string()))?;
-        if !ok || self.mat.empty() {
-            return Ok(None);
-        }
-        let ts = Duration::from_secs_f64(self.next as f64 / self.fps);
-        let f = Frame::from_bgr_mat(&self.mat, self.next, ts)?;
-        self.next += 1;
-        Ok(Some(f))
-    }
-    fn describe(&self) -> String {
-        format!("video {}", self.path.display())
-    }
-    fn fps(&self) -> Option<f64> {
-        Some(self.fps)
-    }
-}
+pub use super::video::VideoFileSource;
 
 /// One still image, or a folder of them (sorted by name), one frame each.
 pub struct ImageSource {

@@ -4,10 +4,10 @@
 
 use super::frame::Frame;
 use super::source::load_image;
+use super::video::MjpegWriter;
 use super::VisionError;
 use opencv::core::{Mat, Point2f, Scalar, Size, Vec3b, BORDER_REPLICATE};
 use opencv::prelude::*;
-use opencv::videoio::VideoWriter;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,14 +101,7 @@ pub fn photo_attack_from_frame(frame: &Frame, out: &Path, p: &HandHeld) -> Resul
         opencv::imgproc::INTER_AREA,
     )
     .map_err(cv)?;
-    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').map_err(cv)?;
-    let mut vw = VideoWriter::new(out, fourcc, p.fps, Size::new(w, h), true).map_err(cv)?;
-    if !vw.is_opened().map_err(cv)? {
-        return Err(VisionError::BadInput(format!(
-            "cannot write video {}",
-            out.display()
-        )));
-    }
+    let mut vw = MjpegWriter::create(out, w as u32, h as u32, p.fps)?;
     let mut rng = Rng(p.seed);
     let (sx, sy, sr, ss, sb) = (
         sway(&mut rng),
@@ -144,9 +137,9 @@ pub fn photo_attack_from_frame(frame: &Frame, out: &Path, p: &HandHeld) -> Resul
             .convert_to(&mut lit, opencv::core::CV_8UC3, gain as f64, 0.0)
             .map_err(cv)?;
         debug_assert_eq!(lit.typ(), Vec3b::opencv_type());
-        vw.write(&lit).map_err(cv)?;
+        vw.write_bgr(lit.data_bytes().map_err(cv)?)?;
     }
-    vw.release().map_err(cv)?;
+    vw.finish()?;
     Ok(())
 }
 
@@ -212,20 +205,15 @@ pub fn blink_clip(
         .map_err(cv)?
         .try_clone()
         .map_err(cv)?;
-    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G').map_err(cv)?;
-    let mut vw = VideoWriter::new(out, fourcc, fps, Size::new(w, h), true).map_err(cv)?;
-    if !vw.is_opened().map_err(cv)? {
-        return Err(VisionError::BadInput(format!(
-            "cannot write video {}",
-            out.display()
-        )));
-    }
-    // How hard to squeeze for the landmark model to read "closed" depends on the face:
-    // try a few warps and keep the one whose eye aspect ratio drops the most.
-    let open_ear = {
-        let (l, r) = lm.ears();
-        (l + r) / 2.0
+    let mut vw = MjpegWriter::create(out, w as u32, h as u32, fps)?;
+    // How hard to squeeze for the iris model to read "closed" depends on the face: try a
+    // few warps and keep the one whose openness (the more open eye, as the pipeline
+    // reads it) drops the most.
+    let openness = |f: &Frame, lm: &super::models::Landmarks| -> Result<Option<f32>, VisionError> {
+        Ok(models.eye_openness(f, lm)?.map(|(l, r)| l.max(r)))
     };
+    let open_ear = openness(photo, &lm)?
+        .ok_or_else(|| VisionError::BadInput("the iris model sees no eyes in the photo".into()))?;
     let mut best: Option<(f32, f32, f32)> = None;
     for strength in [1.5f32, 2.5, 4.0, 6.0] {
         for ry_factor in [0.35f32, 0.5, 0.7] {
@@ -241,8 +229,9 @@ pub fn blink_clip(
                 std::time::Duration::ZERO,
             )?;
             if let Some(fc) = super::pipeline::still_face(models, &f)? {
-                let (l, r) = fc.shape.points.ears();
-                let ear = (l + r) / 2.0;
+                let Some(ear) = openness(&f, &fc.shape.points)? else {
+                    continue;
+                };
                 if best.is_none_or(|b| ear < b.0) {
                     best = Some((ear, strength, ry_factor));
                 }
@@ -253,7 +242,7 @@ pub fn blink_clip(
         best.ok_or_else(|| VisionError::BadInput("the face is lost under every eye warp".into()))?;
     if closed_ear > open_ear * 0.7 {
         return Err(VisionError::BadInput(format!(
-            "no eye warp closes these eyes for the landmark model (EAR {open_ear:.2} -> {closed_ear:.2})"
+            "no eye warp closes these eyes for the iris model (openness {open_ear:.2} -> {closed_ear:.2})"
         )));
     }
     // Closure profile of one blink (fraction of the lid gap closed), at 30 fps.
@@ -273,9 +262,9 @@ pub fn blink_clip(
         } else {
             base.try_clone().map_err(cv)?
         };
-        vw.write(&img).map_err(cv)?;
+        vw.write_bgr(img.data_bytes().map_err(cv)?)?;
     }
-    vw.release().map_err(cv)?;
+    vw.finish()?;
     Ok(())
 }
 

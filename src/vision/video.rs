@@ -1,0 +1,638 @@
+//! Video files through an `ffmpeg` child process: [`VideoFileSource`] decodes any clip
+//! to YUV4MPEG on a pipe and turns each frame into RGB here, [`MjpegWriter`] encodes raw
+//! frames into an MJPEG `.avi`.
+//!
+//! Why a child and not OpenCV's `videoio`: linking `videoio` brings OpenCV's codec
+//! libraries into every lockerd process (FFmpeg's, and through `imgcodecs` GDAL, poppler,
+//! proj: 53 MiB of resident library pages measured in `lockerd replay`), though the
+//! daemon on a kiosk reads a V4L2 camera and never decodes a file. Out of process, a
+//! malformed file can only crash the child. And the decoders' YUV output is exact on every
+//! architecture (H.264 decoding is bit-exact by specification; MJPEG is decoded with
+//! FFmpeg's `simple` IDCT and `bitexact`), so with the YUV to RGB conversion done here in
+//! integer maths the pixels are the same on x86_64 and arm64 (FFmpeg's swscale, which
+//! OpenCV used, is not: README "arm64").
+//!
+//! Frames are read one at a time (no buffering beyond the pipe); the child is killed when
+//! the source is dropped.
+
+use super::frame::{check_size, Frame};
+use super::VisionError;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+/// Longest YUV4MPEG stream or frame header line accepted.
+const MAX_HEADER: usize = 512;
+
+/// Chroma layout of a YUV4MPEG stream (the `C` tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chroma {
+    /// 4:2:0 (any siting: `420`, `420jpeg`, `420mpeg2`, `420paldv`).
+    C420,
+    C422,
+    C444,
+    Mono,
+}
+
+/// What a YUV4MPEG stream header declares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Y4mHeader {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    chroma: Chroma,
+    /// `XCOLORRANGE=FULL` (JPEG range); otherwise video range (16-235).
+    full_range: bool,
+}
+
+impl Y4mHeader {
+    /// Parse the stream header line (without the newline).
+    pub fn parse(line: &[u8]) -> Result<Y4mHeader, String> {
+        let line = std::str::from_utf8(line).map_err(|_| "header is not text".to_string())?;
+        let mut tags = line.split(' ');
+        if tags.next() != Some("YUV4MPEG2") {
+            return Err("not a YUV4MPEG2 stream".into());
+        }
+        let (mut w, mut h, mut fps) = (None, None, 30.0);
+        let (mut chroma, mut full_range) = (Chroma::C420, false);
+        for t in tags.filter(|t| !t.is_empty()) {
+            let (k, v) = t.split_at(1);
+            match k {
+                "W" => w = v.parse::<u32>().ok(),
+                "H" => h = v.parse::<u32>().ok(),
+                "F" => {
+                    let (n, d) = v.split_once(':').ok_or(format!("frame rate {v}"))?;
+                    let (n, d) = (n.parse::<f64>(), d.parse::<f64>());
+                    if let (Ok(n), Ok(d)) = (n, d) {
+                        let f = n / d;
+                        if f.is_finite() && f > 0.5 && f < 1000.0 {
+                            fps = f;
+                        }
+                    }
+                }
+                "C" => {
+                    chroma = match v {
+                        "420" | "420jpeg" | "420mpeg2" | "420paldv" => Chroma::C420,
+                        "422" => Chroma::C422,
+                        "444" => Chroma::C444,
+                        "mono" => Chroma::Mono,
+                        other => return Err(format!("pixel format C{other} is not supported")),
+                    }
+                }
+                "X" if v == "COLORRANGE=FULL" => full_range = true,
+                _ => {}
+            }
+        }
+        let (Some(width), Some(height)) = (w, h) else {
+            return Err("no frame size".into());
+        };
+        check_size(width, height).map_err(|e| e.to_string())?;
+        Ok(Y4mHeader {
+            width,
+            height,
+            fps,
+            chroma,
+            full_range,
+        })
+    }
+
+    /// Width and height of each chroma plane (0 for mono).
+    fn chroma_size(&self) -> (usize, usize) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        match self.chroma {
+            Chroma::C420 => (w.div_ceil(2), h.div_ceil(2)),
+            Chroma::C422 => (w.div_ceil(2), h),
+            Chroma::C444 => (w, h),
+            Chroma::Mono => (0, 0),
+        }
+    }
+
+    /// Bytes of one frame's planes.
+    pub fn frame_bytes(&self) -> usize {
+        let (cw, ch) = self.chroma_size();
+        self.width as usize * self.height as usize + 2 * cw * ch
+    }
+
+    /// RGB of one frame's planes (BT.601, as FFmpeg's and OpenCV's default; nearest chroma).
+    /// Integer maths only, so every architecture gives the same bytes.
+    pub fn to_rgb(&self, planes: &[u8]) -> Vec<u8> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (cw, ch) = self.chroma_size();
+        let (y_plane, rest) = planes.split_at(w * h);
+        let (u_plane, v_plane) = rest.split_at(cw * ch);
+        let (sx, sy) = match self.chroma {
+            Chroma::C420 => (1, 1),
+            Chroma::C422 => (1, 0),
+            Chroma::C444 | Chroma::Mono => (0, 0),
+        };
+        let mut out = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            for col in 0..w {
+                let y = i32::from(y_plane[row * w + col]);
+                let (d, e) = if self.chroma == Chroma::Mono {
+                    (0, 0)
+                } else {
+                    let ci = (row >> sy) * cw + (col >> sx);
+                    (i32::from(u_plane[ci]) - 128, i32::from(v_plane[ci]) - 128)
+                };
+                out.extend_from_slice(&yuv_to_rgb(y, d, e, self.full_range));
+            }
+        }
+        out
+    }
+}
+
+/// One pixel, coefficients in 1/256 (BT.601: video range scales luma by 255/219).
+fn yuv_to_rgb(y: i32, d: i32, e: i32, full_range: bool) -> [u8; 3] {
+    let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
+    if full_range {
+        let c = y << 8;
+        [
+            clamp(c + 359 * e),
+            clamp(c - 88 * d - 183 * e),
+            clamp(c + 454 * d),
+        ]
+    } else {
+        let c = 298 * (y - 16);
+        [
+            clamp(c + 409 * e),
+            clamp(c - 100 * d - 208 * e),
+            clamp(c + 516 * d),
+        ]
+    }
+}
+
+/// Read one `\n`-terminated header line of at most [`MAX_HEADER`] bytes; None at a clean
+/// end of stream.
+fn read_line(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, String> {
+    let mut line = Vec::new();
+    let n = r
+        .take(MAX_HEADER as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(if n > MAX_HEADER {
+            "header line too long".into()
+        } else {
+            "stream cut inside a header".into()
+        });
+    }
+    line.pop();
+    Ok(Some(line))
+}
+
+/// A YUV4MPEG stream read frame by frame from any reader (the `ffmpeg` pipe; fuzzed).
+pub struct Y4mReader<R: Read> {
+    r: BufReader<R>,
+    pub header: Y4mHeader,
+    planes: Vec<u8>,
+}
+
+impl<R: Read> Y4mReader<R> {
+    pub fn new(r: R) -> Result<Self, String> {
+        let mut r = BufReader::new(r);
+        let line = read_line(&mut r)?.ok_or("empty stream")?;
+        let header = Y4mHeader::parse(&line)?;
+        Ok(Y4mReader {
+            r,
+            header,
+            planes: vec![0; header.frame_bytes()],
+        })
+    }
+
+    /// The next frame's RGB bytes; None at the end of the stream.
+    pub fn next_rgb(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let Some(line) = read_line(&mut self.r)? else {
+            return Ok(None);
+        };
+        if !line.starts_with(b"FRAME") {
+            return Err("expected a FRAME header".into());
+        }
+        self.r
+            .read_exact(&mut self.planes)
+            .map_err(|e| format!("stream cut inside a frame: {e}"))?;
+        Ok(Some(self.header.to_rgb(&self.planes)))
+    }
+}
+
+/// Keeps the last few KiB of the child's stderr, read on a thread so it never blocks.
+fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let err = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Some(mut e) = err {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = e.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 8192 {
+                    kept.drain(..kept.len() - 4096);
+                }
+            }
+        }
+        String::from_utf8_lossy(&kept).trim().to_string()
+    })
+}
+
+fn spawn(args: &[&std::ffi::OsStr], what: &Path) -> Result<Child, VisionError> {
+    Command::new("ffmpeg")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            VisionError::BadInput(format!(
+                "{}: cannot run ffmpeg to read or write video ({e}); install it (`apt-get \
+                 install -y ffmpeg`, which scripts/setup.sh does)",
+                what.display()
+            ))
+        })
+}
+
+/// `file:PATH`, so that a name like `pipe:1` or `http://...` is never taken for a protocol.
+fn file_url(path: &Path) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from("file:");
+    s.push(path.as_os_str());
+    s
+}
+
+/// A video file decoded by an `ffmpeg` child (any container and codec it reads).
+pub struct VideoFileSource {
+    child: Child,
+    reader: Y4mReader<ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    path: PathBuf,
+    next: u64,
+    /// The child's VmHWM (peak RSS, KiB), sampled every [`HWM_EVERY`] frames.
+    hwm_kib: Option<u64>,
+}
+
+/// Frames between samples of the decoder's peak RSS (a /proc read, for the benchmarks).
+const HWM_EVERY: u64 = 16;
+
+/// VmHWM of a live process, KiB.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+impl VideoFileSource {
+    pub fn open(path: &Path) -> Result<Self, VisionError> {
+        if !path.is_file() {
+            return Err(VisionError::NotFound(path.to_owned()));
+        }
+        let url = file_url(path);
+        let args: [&std::ffi::OsStr; 21] = [
+            "-nostdin".as_ref(),
+            "-v".as_ref(),
+            "error".as_ref(),
+            // One decoding thread: 3 MiB less, and the pipeline is the slow side anyway.
+            "-threads".as_ref(),
+            "1".as_ref(),
+            "-flags:v".as_ref(),
+            "+bitexact".as_ref(),
+            "-idct".as_ref(),
+            "simple".as_ref(),
+            "-protocol_whitelist".as_ref(),
+            "file".as_ref(),
+            "-i".as_ref(),
+            url.as_os_str(),
+            "-map".as_ref(),
+            "0:v:0".as_ref(),
+            // Full-range 4:2:0 (MJPEG) is written only when asked for non-strictly.
+            "-strict".as_ref(),
+            "-1".as_ref(),
+            "-f".as_ref(),
+            "yuv4mpegpipe".as_ref(),
+            "-fflags".as_ref(),
+            "+bitexact".as_ref(),
+        ];
+        let mut args = args.to_vec();
+        args.push("pipe:1".as_ref());
+        let mut child = spawn(&args, path)?;
+        drop(child.stdin.take());
+        let stderr = drain_stderr(&mut child);
+        let out = child.stdout.take().ok_or_else(|| {
+            VisionError::BadInput(format!("{}: ffmpeg gave no output pipe", path.display()))
+        })?;
+        match Y4mReader::new(out) {
+            Ok(reader) => Ok(VideoFileSource {
+                child,
+                reader,
+                stderr: Some(stderr),
+                path: path.to_owned(),
+                next: 0,
+                hwm_kib: None,
+            }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let said = stderr.join().unwrap_or_default();
+                Err(VisionError::BadInput(format!(
+                    "{}: cannot decode as video ({e}){}",
+                    path.display(),
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {said}")
+                    }
+                )))
+            }
+        }
+    }
+
+    /// Frame width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.reader.header.width, self.reader.header.height)
+    }
+
+    fn failed(&mut self, e: String) -> VisionError {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let said = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        VisionError::BadInput(format!(
+            "{}: frame {}: {e}{}",
+            self.path.display(),
+            self.next,
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(" ({said})")
+            }
+        ))
+    }
+}
+
+impl super::source::FrameSource for VideoFileSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, VisionError> {
+        let rgb = match self.reader.next_rgb() {
+            Ok(Some(rgb)) => rgb,
+            Ok(None) => {
+                // The end: a decoder that stopped on an error says so.
+                let status = self.child.wait().map_err(|e| self.failed(e.to_string()))?;
+                if !status.success() && self.next == 0 {
+                    return Err(self.failed(format!("ffmpeg failed ({status})")));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
+        if self.next % HWM_EVERY == 0 {
+            // A high-water mark: a late sample covers everything before it.
+            self.hwm_kib = vm_hwm_kib(self.child.id()).or(self.hwm_kib);
+        }
+        let (w, h) = self.size();
+        let ts = Duration::from_secs_f64(self.next as f64 / self.reader.header.fps);
+        let f = Frame::from_rgb(rgb, w, h, self.next, ts)?;
+        self.next += 1;
+        Ok(Some(f))
+    }
+    fn describe(&self) -> String {
+        format!("video {}", self.path.display())
+    }
+    fn fps(&self) -> Option<f64> {
+        Some(self.reader.header.fps)
+    }
+    fn decoder_peak_rss_mib(&self) -> Option<f64> {
+        self.hwm_kib
+            .map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0)
+    }
+}
+
+impl Drop for VideoFileSource {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An MJPEG `.avi` written by an `ffmpeg` child from raw BGR frames of one size.
+pub struct MjpegWriter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    path: PathBuf,
+    frame_bytes: usize,
+}
+
+impl MjpegWriter {
+    pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self, VisionError> {
+        check_size(width, height)?;
+        let size = format!("{width}x{height}");
+        let rate = format!("{fps}");
+        let url = file_url(path);
+        let args: [&std::ffi::OsStr; 25] = [
+            "-nostdin".as_ref(),
+            "-v".as_ref(),
+            "error".as_ref(),
+            "-y".as_ref(),
+            "-f".as_ref(),
+            "rawvideo".as_ref(),
+            "-pix_fmt".as_ref(),
+            "bgr24".as_ref(),
+            "-s".as_ref(),
+            size.as_ref(),
+            "-r".as_ref(),
+            rate.as_ref(),
+            "-i".as_ref(),
+            "pipe:0".as_ref(),
+            "-c:v".as_ref(),
+            "mjpeg".as_ref(),
+            "-q:v".as_ref(),
+            "3".as_ref(),
+            "-pix_fmt".as_ref(),
+            "yuvj420p".as_ref(),
+            "-flags:v".as_ref(),
+            "+bitexact".as_ref(),
+            "-fflags".as_ref(),
+            "+bitexact".as_ref(),
+            url.as_os_str(),
+        ];
+        let mut child = spawn(&args, path)?;
+        let stderr = drain_stderr(&mut child);
+        let stdin = child.stdin.take();
+        Ok(MjpegWriter {
+            child,
+            stdin,
+            stderr: Some(stderr),
+            path: path.to_owned(),
+            frame_bytes: width as usize * height as usize * 3,
+        })
+    }
+
+    /// Append one frame of packed BGR bytes (the size given to `create`).
+    pub fn write_bgr(&mut self, bgr: &[u8]) -> Result<(), VisionError> {
+        if bgr.len() != self.frame_bytes {
+            return Err(VisionError::BadInput(format!(
+                "{}: a frame of {} bytes, not {}",
+                self.path.display(),
+                bgr.len(),
+                self.frame_bytes
+            )));
+        }
+        let r = match self.stdin.as_mut() {
+            Some(s) => s.write_all(bgr),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        r.map_err(|e| self.error(format!("ffmpeg stopped taking frames ({e})")))
+    }
+
+    /// Close the stream and wait for the file to be complete.
+    pub fn finish(mut self) -> Result<(), VisionError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|e| self.error(e.to_string()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(self.error(format!("ffmpeg failed ({status})")))
+        }
+    }
+
+    fn error(&mut self, e: String) -> VisionError {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let said = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        VisionError::BadInput(format!(
+            "{}: cannot write video: {e} {said}",
+            self.path.display()
+        ))
+    }
+}
+
+impl Drop for MjpegWriter {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(header: &str, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut s = format!("{header}\n").into_bytes();
+        for f in frames {
+            s.extend_from_slice(b"FRAME\n");
+            s.extend_from_slice(f);
+        }
+        s
+    }
+
+    #[test]
+    fn bt601_corners_of_the_colour_cube() {
+        // Video range: black, white, and saturated red/blue.
+        assert_eq!(yuv_to_rgb(16, 0, 0, false), [0, 0, 0]);
+        assert_eq!(yuv_to_rgb(235, 0, 0, false), [255, 255, 255]);
+        assert_eq!(yuv_to_rgb(81, 90 - 128, 240 - 128, false), [255, 0, 0]);
+        assert_eq!(yuv_to_rgb(41, 240 - 128, 110 - 128, false), [0, 0, 255]);
+        // Full range: grey stays grey, red from the JPEG formula.
+        assert_eq!(yuv_to_rgb(128, 0, 0, true), [128, 128, 128]);
+        assert_eq!(yuv_to_rgb(76, 85 - 128, 255 - 128, true), [254, 0, 0]);
+    }
+
+    #[test]
+    fn a_420_stream_is_read_frame_by_frame_with_shared_chroma() {
+        // 4x2, 4:2:0: two chroma samples per plane, each shared by a 2x2 block.
+        let y = vec![16u8, 16, 235, 235, 16, 16, 235, 235];
+        let frame = [y, vec![128, 128], vec![128, 240]].concat();
+        let s = stream(
+            "YUV4MPEG2 W4 H2 F15:1 Ip A1:1 C420mpeg2",
+            &[frame.clone(), frame],
+        );
+        let mut r = Y4mReader::new(&s[..]).unwrap();
+        assert_eq!(
+            (r.header.width, r.header.height, r.header.fps),
+            (4, 2, 15.0)
+        );
+        let rgb = r.next_rgb().unwrap().unwrap();
+        assert_eq!(rgb.len(), 4 * 2 * 3);
+        assert_eq!(&rgb[0..3], &[0, 0, 0]);
+        // Right half: white luma with a red-shifted chroma sample.
+        assert_eq!(rgb[6], 255);
+        assert!(rgb[7] < 200);
+        assert_eq!(&rgb[12..15], &[0, 0, 0]);
+        assert!(r.next_rgb().unwrap().is_some());
+        assert!(r.next_rgb().unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_streams_are_refused_with_a_reason() {
+        let err = |s: &[u8]| match Y4mReader::new(s) {
+            Ok(mut r) => r.next_rgb().map(|_| ()).unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"RIFF....\n").contains("not a YUV4MPEG2"));
+        assert!(err(b"YUV4MPEG2 W4 H2 C420p10\n").contains("not supported"));
+        assert!(err(b"YUV4MPEG2 H2\n").contains("no frame size"));
+        assert!(err(b"YUV4MPEG2 W100000 H100000\n").contains("100000"));
+        assert!(err(&[b'Y'; 2000]).contains("too long"));
+        assert!(err(b"YUV4MPEG2 W4 H2\nFRAME\n\x10\x10").contains("cut inside a frame"));
+        assert!(err(b"YUV4MPEG2 W4 H2\nFRAMEabc").contains("cut inside a header"));
+        assert!(err(b"YUV4MPEG2 W4 H2\nJUNK\n").contains("expected a FRAME"));
+    }
+
+    #[test]
+    fn a_written_clip_reads_back_with_its_size_rate_and_frames() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("pipe:1.avi");
+        let (w, h) = (64u32, 48u32);
+        let mut wr = MjpegWriter::create(&out, w, h, 10.0).unwrap();
+        for i in 0..5u8 {
+            // Grey levels 40, 80, ...: MJPEG keeps flat grey nearly exact.
+            wr.write_bgr(&vec![40 * (i + 1); (w * h * 3) as usize])
+                .unwrap();
+        }
+        assert!(wr.write_bgr(&[0; 3]).is_err());
+        // The error above ended the child: write a good one again.
+        let mut wr = MjpegWriter::create(&out, w, h, 10.0).unwrap();
+        for i in 0..5u8 {
+            wr.write_bgr(&vec![40 * (i + 1); (w * h * 3) as usize])
+                .unwrap();
+        }
+        wr.finish().unwrap();
+        use super::super::source::FrameSource;
+        let mut src = VideoFileSource::open(&out).unwrap();
+        assert_eq!(src.size(), (w, h));
+        assert_eq!(src.fps(), Some(10.0));
+        let mut n = 0u8;
+        while let Some(f) = src.next_frame().unwrap() {
+            let px = f.rgb[((h / 2) * w * 3 + w / 2 * 3) as usize];
+            let want = 40 * (n + 1);
+            assert!(px.abs_diff(want) <= 2, "frame {n}: {px} vs {want}");
+            assert_eq!(f.index, u64::from(n));
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_video_names_the_file_and_ffmpeg_s_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("fake.mp4");
+        std::fs::write(&p, b"this is not a video").unwrap();
+        let e = VideoFileSource::open(&p).err().unwrap().to_string();
+        assert!(
+            e.contains("fake.mp4") && e.contains("cannot decode as video"),
+            "{e}"
+        );
+    }
+}
