@@ -23,10 +23,10 @@ fi
 PACKAGES=(
     build-essential pkg-config clang libclang-dev    # C/C++ builds, bindgen (nokhwa, opencv)
     libdlib-dev libopenblas-dev liblapack-dev        # dlib-face-recognition
-    libopencv-dev opencv-data                        # opencv crate (videoio, imgproc, ...)
+    libopencv-dev opencv-data                        # opencv crate (core, imgproc, dnn)
     libssl-dev                                       # SQLCipher's crypto (rusqlite bundled-sqlcipher)
     mosquitto mosquitto-clients dbus dbus-bin        # real broker (and its CLI) / bus (dbus-monitor) for tests
-    ffmpeg jq                                        # test clips, JSON in scripts
+    ffmpeg jq                                        # video files (decoded by an ffmpeg child), JSON in scripts
     systemd                                          # systemd-analyze for the unit checks
     dpkg-dev xz-utils                                # scripts/package.sh (dpkg-shlibdeps, .deb)
     python3 python3-pip python3-venv curl ca-certificates  # model download and conversion

@@ -240,6 +240,20 @@ fn drain_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// Kill and reap the child; what it said on stderr, as " (...)" or "".
+fn stop(child: &mut Child, stderr: Option<std::thread::JoinHandle<String>>) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let said = stderr
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({said})")
+    }
+}
+
 fn spawn(args: &[&std::ffi::OsStr], what: &Path) -> Result<Child, VisionError> {
     Command::new("ffmpeg")
         .args(args)
@@ -333,17 +347,10 @@ impl VideoFileSource {
                 hwm_kib: None,
             }),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let said = stderr.join().unwrap_or_default();
+                let said = stop(&mut child, Some(stderr));
                 Err(VisionError::BadInput(format!(
-                    "{}: cannot decode as video ({e}){}",
+                    "{}: cannot decode as video ({e}){said}",
                     path.display(),
-                    if said.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {said}")
-                    }
                 )))
             }
         }
@@ -355,22 +362,11 @@ impl VideoFileSource {
     }
 
     fn failed(&mut self, e: String) -> VisionError {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let said = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let said = stop(&mut self.child, self.stderr.take());
         VisionError::BadInput(format!(
-            "{}: frame {}: {e}{}",
+            "{}: frame {}: {e}{said}",
             self.path.display(),
             self.next,
-            if said.is_empty() {
-                String::new()
-            } else {
-                format!(" ({said})")
-            }
         ))
     }
 }
@@ -502,15 +498,9 @@ impl MjpegWriter {
 
     fn error(&mut self, e: String) -> VisionError {
         drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let said = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
+        let said = stop(&mut self.child, self.stderr.take());
         VisionError::BadInput(format!(
-            "{}: cannot write video: {e} {said}",
+            "{}: cannot write video: {e}{said}",
             self.path.display()
         ))
     }
