@@ -181,7 +181,8 @@ fn blink_counts_agree_with_the_annotations() {
 }
 
 /// Black-frame glasses: the 68-point eye points hardly move when these two people blink
-/// (no blink of liveness grade in either clip), the iris model sees every closure.
+/// (000012M: no blink of liveness grade; 000005M: one of two, since blinks are measured at
+/// half depth), the iris model sees every closure in both.
 #[test]
 fn the_iris_model_sees_blinks_behind_glasses_that_the_68_points_miss() {
     let Some(data) = shared_data() else { return };
@@ -218,7 +219,16 @@ fn the_iris_model_sees_blinks_behind_glasses_that_the_68_points_miss() {
     );
     assert_eq!(iris.clips, 2);
     assert_eq!(iris.clips_with_live_blink, 2, "{:?}", iris.per_clip);
-    assert_eq!(ear.clips_with_live_blink, 0, "{:?}", ear.per_clip);
+    assert!(ear.clips_with_live_blink <= 1, "{:?}", ear.per_clip);
+    let live = |r: &eval::BlinksReport| r.per_clip.iter().map(|c| c.live).sum::<u32>();
+    assert!(
+        live(&iris) > live(&ear),
+        "iris {:?}, landmarks {:?}",
+        iris.per_clip,
+        ear.per_clip
+    );
+    let ear_12m = ear.per_clip.iter().find(|c| c.file.contains("000012M"));
+    assert_eq!(ear_12m.map(|c| c.live), Some(0), "{:?}", ear.per_clip);
 }
 
 fn lockerd_cmd(args: &[&str]) -> std::process::Output {
