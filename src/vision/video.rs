@@ -57,7 +57,10 @@ impl Y4mHeader {
         let (mut w, mut h, mut fps) = (None, None, 30.0);
         let (mut chroma, mut full_range) = (Chroma::C420, false);
         for t in tags.filter(|t| !t.is_empty()) {
-            let (k, v) = t.split_at(1);
+            // Not `split_at`: a tag may start with a multi-byte character (found by fuzzing).
+            let Some((k, v)) = t.split_at_checked(1) else {
+                continue;
+            };
             match k {
                 "W" => w = v.parse::<u32>().ok(),
                 "H" => h = v.parse::<u32>().ok(),
@@ -578,6 +581,10 @@ mod tests {
         assert!(err(b"YUV4MPEG2 W4 H2\nFRAME\n\x10\x10").contains("cut inside a frame"));
         assert!(err(b"YUV4MPEG2 W4 H2\nFRAMEabc").contains("cut inside a header"));
         assert!(err(b"YUV4MPEG2 W4 H2\nJUNK\n").contains("expected a FRAME"));
+        // A tag starting with a two-byte character is skipped (fuzzing found `split_at`
+        // panicking on it).
+        let h = Y4mHeader::parse("YUV4MPEG2 W2 H2 \u{33b}P W2".as_bytes()).unwrap();
+        assert_eq!((h.width, h.height), (2, 2));
     }
 
     #[test]
