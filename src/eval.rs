@@ -65,13 +65,9 @@ pub fn summarize(v: &[f64]) -> Summary {
 
 /// Peak resident set size of this process, MiB.
 pub fn peak_rss_mib() -> f64 {
-    max_rss_mib(libc::RUSAGE_SELF)
-}
-
-fn max_rss_mib(who: libc::c_int) -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct we own.
-    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return 0.0;
     }
     (ru.ru_maxrss as f64 / 1024.0 * 10.0).round() / 10.0

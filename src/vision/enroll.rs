@@ -205,11 +205,11 @@ pub fn from_source(
         if face.faces > 1 {
             rep.frames_with_several_faces += 1;
         }
-        // The eyes as the pipeline sees them (the iris model), the more open one.
+        // The eyes as the pipeline sees them.
         let Some((l, r)) = models.eye_openness(&frame, &face.shape.points)? else {
             continue;
         };
-        let ear = l.max(r);
+        let ear = super::blink::both_eyes(l, r);
         blink.push(frame.ts, ear);
         let open = blink.relative(ear).is_some_and(|x| x >= 0.9) && !blink.is_closing();
         let spaced = last_encoded.is_none_or(|f| frame.index >= f + 3);

@@ -117,29 +117,6 @@ fn cv(e: opencv::Error) -> VisionError {
 }
 
 impl Frame {
-    /// Build from an OpenCV BGR 8UC3 matrix.
-    pub fn from_bgr_mat(mat: &Mat, index: u64, ts: Duration) -> Result<Frame, VisionError> {
-        if mat.typ() != opencv::core::CV_8UC3 {
-            return Err(VisionError::BadInput(format!(
-                "unsupported frame type {} (want 8-bit BGR)",
-                mat.typ()
-            )));
-        }
-        let (w, h) = (mat.cols() as u32, mat.rows() as u32);
-        check_size(w, h)?;
-        let mut rgb = Mat::default();
-        opencv::imgproc::cvt_color_def(mat, &mut rgb, opencv::imgproc::COLOR_BGR2RGB)
-            .map_err(cv)?;
-        let bytes = rgb.data_bytes().map_err(cv)?.to_vec();
-        Ok(Frame {
-            index,
-            ts,
-            width: w,
-            height: h,
-            rgb: Arc::new(bytes),
-        })
-    }
-
     pub fn from_rgb(
         rgb: Vec<u8>,
         width: u32,

@@ -73,9 +73,15 @@ impl Landmarks {
         (mid(a, b), dist(a, b))
     }
 
+    /// The (image-left, image-right) eye centres.
+    fn eye_centres(&self) -> ((f32, f32), (f32, f32)) {
+        (self.eye_box(true).0, self.eye_box(false).0)
+    }
+
     /// Distance between the eye centres, in pixels.
     pub fn inter_ocular(&self) -> f32 {
-        dist(self.eye_box(true).0, self.eye_box(false).0)
+        let (le, re) = self.eye_centres();
+        dist(le, re)
     }
 
     /// The face's box (about brows to chin, jaw to jaw) estimated from the eyes.
@@ -90,7 +96,8 @@ impl Landmarks {
     }
 
     fn eyes_mid(&self) -> (f32, f32) {
-        mid(self.eye_box(true).0, self.eye_box(false).0)
+        let (le, re) = self.eye_centres();
+        mid(le, re)
     }
 
     /// Head pose proxies: (yaw, pitch, roll_degrees), with the nose base in the frame of
@@ -100,7 +107,7 @@ impl Landmarks {
     /// 0.91, with scale 1.94). `pitch` is how far below the eye line the nose is: about
     /// 0.7 frontal, less when the chin goes up, more when it goes down.
     pub fn pose(&self) -> (f32, f32, f32) {
-        let (le, re) = (self.eye_box(true).0, self.eye_box(false).0);
+        let (le, re) = self.eye_centres();
         let m = mid(le, re);
         let d = dist(le, re);
         let roll = (re.1 - le.1).atan2(re.0 - le.0);

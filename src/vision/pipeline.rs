@@ -594,11 +594,7 @@ impl Pipeline {
         det: Det,
         ev: &mut Vec<FaceEvent>,
     ) -> f32 {
-        // A blink closes both eyes: follow the more open one, so that one eye's points
-        // jittering shut (a print moved in front of the camera) is not a blink. On 48
-        // synthetic photo attacks the mean of the two eyes made one liveness-grade false
-        // blink; the more open eye none, and it finds the same real blinks (README).
-        let ear = el.max(er);
+        let ear = super::blink::both_eyes(el, er);
         let blinked = t.blink.push(frame.ts, ear);
         if let Some(tr) = self.trace.as_mut() {
             tr.push(TraceRow {

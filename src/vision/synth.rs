@@ -210,7 +210,9 @@ pub fn blink_clip(
     // few warps and keep the one whose openness (the more open eye, as the pipeline
     // reads it) drops the most.
     let openness = |f: &Frame, lm: &super::models::Landmarks| -> Result<Option<f32>, VisionError> {
-        Ok(models.eye_openness(f, lm)?.map(|(l, r)| l.max(r)))
+        Ok(models
+            .eye_openness(f, lm)?
+            .map(|(l, r)| super::blink::both_eyes(l, r)))
     };
     let open_ear = openness(photo, &lm)?
         .ok_or_else(|| VisionError::BadInput("the iris model sees no eyes in the photo".into()))?;

@@ -257,20 +257,24 @@ fn stop(child: &mut Child, stderr: Option<std::thread::JoinHandle<String>>) -> S
     }
 }
 
-fn spawn(args: &[&std::ffi::OsStr], what: &Path) -> Result<Child, VisionError> {
-    Command::new("ffmpeg")
-        .args(args)
-        .stdin(Stdio::piped())
+/// `ffmpeg` quiet but for errors, never reading the terminal, stdout and stderr piped;
+/// the caller adds its arguments and stdin.
+fn ffmpeg() -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            VisionError::BadInput(format!(
-                "{}: cannot run ffmpeg to read or write video ({e}); install it (`apt-get \
-                 install -y ffmpeg`, which scripts/setup.sh does)",
-                what.display()
-            ))
-        })
+        .stderr(Stdio::piped());
+    c
+}
+
+fn spawn(cmd: &mut Command, what: &Path) -> Result<Child, VisionError> {
+    cmd.spawn().map_err(|e| {
+        VisionError::BadInput(format!(
+            "{}: cannot run ffmpeg to read or write video ({e}); install it (`apt-get \
+             install -y ffmpeg`, which scripts/setup.sh does)",
+            what.display()
+        ))
+    })
 }
 
 /// `file:PATH`, so that a name like `pipe:1` or `http://...` is never taken for a protocol.
@@ -306,36 +310,24 @@ impl VideoFileSource {
         if !path.is_file() {
             return Err(VisionError::NotFound(path.to_owned()));
         }
-        let url = file_url(path);
-        let args: [&std::ffi::OsStr; 21] = [
-            "-nostdin".as_ref(),
-            "-v".as_ref(),
-            "error".as_ref(),
-            // One decoding thread: 3 MiB less, and the pipeline is the slow side anyway.
-            "-threads".as_ref(),
-            "1".as_ref(),
-            "-flags:v".as_ref(),
-            "+bitexact".as_ref(),
-            "-idct".as_ref(),
-            "simple".as_ref(),
-            "-protocol_whitelist".as_ref(),
-            "file".as_ref(),
-            "-i".as_ref(),
-            url.as_os_str(),
-            "-map".as_ref(),
-            "0:v:0".as_ref(),
+        let mut cmd = ffmpeg();
+        // One decoding thread: 3 MiB less, and the pipeline is the slow side anyway.
+        cmd.args(["-threads", "1", "-flags:v", "+bitexact", "-idct", "simple"])
+            .args(["-protocol_whitelist", "file", "-i"])
+            .arg(file_url(path))
+            .args(["-map", "0:v:0"])
             // Full-range 4:2:0 (MJPEG) is written only when asked for non-strictly.
-            "-strict".as_ref(),
-            "-1".as_ref(),
-            "-f".as_ref(),
-            "yuv4mpegpipe".as_ref(),
-            "-fflags".as_ref(),
-            "+bitexact".as_ref(),
-        ];
-        let mut args = args.to_vec();
-        args.push("pipe:1".as_ref());
-        let mut child = spawn(&args, path)?;
-        drop(child.stdin.take());
+            .args([
+                "-strict",
+                "-1",
+                "-f",
+                "yuv4mpegpipe",
+                "-fflags",
+                "+bitexact",
+                "pipe:1",
+            ])
+            .stdin(Stdio::null());
+        let mut child = spawn(&mut cmd, path)?;
         let stderr = drain_stderr(&mut child);
         let out = child.stdout.take().ok_or_else(|| {
             VisionError::BadInput(format!("{}: ffmpeg gave no output pipe", path.display()))
@@ -429,37 +421,19 @@ pub struct MjpegWriter {
 impl MjpegWriter {
     pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self, VisionError> {
         check_size(width, height)?;
-        let size = format!("{width}x{height}");
-        let rate = format!("{fps}");
-        let url = file_url(path);
-        let args: [&std::ffi::OsStr; 25] = [
-            "-nostdin".as_ref(),
-            "-v".as_ref(),
-            "error".as_ref(),
-            "-y".as_ref(),
-            "-f".as_ref(),
-            "rawvideo".as_ref(),
-            "-pix_fmt".as_ref(),
-            "bgr24".as_ref(),
-            "-s".as_ref(),
-            size.as_ref(),
-            "-r".as_ref(),
-            rate.as_ref(),
-            "-i".as_ref(),
-            "pipe:0".as_ref(),
-            "-c:v".as_ref(),
-            "mjpeg".as_ref(),
-            "-q:v".as_ref(),
-            "3".as_ref(),
-            "-pix_fmt".as_ref(),
-            "yuvj420p".as_ref(),
-            "-flags:v".as_ref(),
-            "+bitexact".as_ref(),
-            "-fflags".as_ref(),
-            "+bitexact".as_ref(),
-            url.as_os_str(),
-        ];
-        let mut child = spawn(&args, path)?;
+        let mut cmd = ffmpeg();
+        cmd.args(["-y", "-f", "rawvideo", "-pix_fmt", "bgr24"])
+            .arg("-s")
+            .arg(format!("{width}x{height}"))
+            .arg("-r")
+            .arg(format!("{fps}"))
+            .args([
+                "-i", "pipe:0", "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p",
+            ])
+            .args(["-flags:v", "+bitexact", "-fflags", "+bitexact"])
+            .arg(file_url(path))
+            .stdin(Stdio::piped());
+        let mut child = spawn(&mut cmd, path)?;
         let stderr = drain_stderr(&mut child);
         let stdin = child.stdin.take();
         Ok(MjpegWriter {
