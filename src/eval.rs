@@ -698,6 +698,21 @@ impl Decider {
 
 /// Run the pipeline over every frame of `clip`, each attempt decided by the real access
 /// controller ([`Decider`]).
+/// The outcome of a clip: the first grant if any; else the last denial.
+fn decisive_of(attempts: &[AttemptOutcome]) -> Option<&AttemptOutcome> {
+    attempts
+        .iter()
+        .find(|a| a.decision == "grant")
+        .or_else(|| attempts.last())
+}
+
+impl ReplayReport {
+    /// The attempt that decided the clip.
+    pub fn decisive(&self) -> Option<&AttemptOutcome> {
+        decisive_of(&self.attempts)
+    }
+}
+
 pub fn replay(
     pipe: &mut Pipeline,
     decider: &mut Decider,
@@ -731,11 +746,7 @@ pub fn replay(
     }
     handle(pipe.finish());
     let st = &pipe.stats;
-    // The outcome: the first grant if any; else the last denial.
-    let decisive = attempts
-        .iter()
-        .find(|a| a.decision == "grant")
-        .or_else(|| attempts.last());
+    let decisive = decisive_of(&attempts);
     let (decision, reason, user, distance, margin, frame, after) = match decisive {
         Some(a) => (
             a.decision.clone(),
@@ -819,6 +830,10 @@ pub struct KioskClip {
     pub user: Option<String>,
     pub reason: String,
     pub distance: Option<f32>,
+    /// The deciding attempt's margin to the nearest other user, and who that was (for a
+    /// clip denied `ambiguous`, who stood in the way).
+    pub margin: Option<f32>,
+    pub nearest_other: Option<String>,
     pub frames_after_blink: Option<u64>,
     pub presentation_attack: Option<PadSummary>,
 }
@@ -925,6 +940,9 @@ pub fn eval_kiosk(
     let mut run =
         |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), EvalError> {
             let r = replay(pipe, &mut decider, file)?;
+            let nearest_other = r
+                .decisive()
+                .and_then(|a| a.attempt.result.second_user.clone());
             out.push(KioskClip {
                 file: file.display().to_string(),
                 person: person.to_string(),
@@ -933,6 +951,8 @@ pub fn eval_kiosk(
                 user: r.user,
                 reason: r.reason,
                 distance: r.distance,
+                margin: r.margin,
+                nearest_other,
                 frames_after_blink: r.frames_after_blink,
                 presentation_attack: r.presentation_attack,
             });

@@ -288,6 +288,14 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
     }
     assert_eq!(r["decision"], "grant", "{r}");
     assert_eq!(r["user"], "000001M");
+    // The ffmpeg child's own peak is measured (an mp4 is decoded by it), and it is a
+    // process of its own: a few MiB at least, and not lockerd's figure.
+    let child = r["decoder_peak_rss_mib"].as_f64().expect("decoder peak");
+    let own = r["peak_rss_mib"].as_f64().expect("peak");
+    assert!(
+        child > 2.0 && child != own,
+        "decoder {child} MiB, lockerd {own} MiB"
+    );
 
     // A photo of the same person, moved like a hand-held print, made by this test.
     let still = d.path().join("still.png");

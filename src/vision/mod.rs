@@ -17,6 +17,7 @@ pub mod camera;
 pub mod enroll;
 pub mod frame;
 pub mod geometry;
+pub mod hog;
 pub mod iris;
 pub mod matcher;
 pub mod models;

@@ -7,14 +7,16 @@
 //! Models are `Send` but not `Sync`: each thread that runs them owns its own `Models`.
 
 use super::frame::{BBox, Frame, Patch};
+use super::hog::HogDetector;
 use super::iris::{Iris, IRIS};
 use super::pad::{Pad, FAS_V1SE, FAS_V2};
 use super::VisionError;
 use crate::types::Embedding;
 use dlib_face_recognition::{
-    FaceDetector, FaceDetectorTrait, FaceEncoderNetwork, FaceEncoderTrait, FaceLandmarks,
-    LandmarkPredictor, LandmarkPredictorTrait, Rectangle,
+    FaceEncoderNetwork, FaceEncoderTrait, FaceLandmarks, LandmarkPredictor, LandmarkPredictorTrait,
+    Rectangle,
 };
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -80,7 +82,8 @@ pub fn verify(dir: &Path) -> Result<usize, String> {
 }
 
 pub struct Models {
-    detector: FaceDetector,
+    /// In a RefCell: dlib's scanner keeps scratch buffers (Models is not Sync).
+    detector: RefCell<HogDetector>,
     predictor: LandmarkPredictor,
     /// The 68-point predictor, once `ears_68` has needed it (None: not yet asked for).
     predictor_68: Option<LandmarkPredictor>,
@@ -92,14 +95,12 @@ pub struct Models {
     pub load_s: f64,
 }
 
-fn joined<T>(r: std::thread::Result<Result<T, String>>, what: &str) -> Result<T, VisionError> {
-    match r {
-        Ok(Ok(m)) => Ok(m),
-        Ok(Err(e)) => Err(VisionError::Models(format!("{what}: {e}"))),
-        Err(_) => Err(VisionError::Models(format!(
-            "{what}: loader thread panicked"
-        ))),
-    }
+fn loaded<T>(r: Result<T, String>, what: &str) -> Result<T, VisionError> {
+    r.map_err(|e| VisionError::Models(format!("{what}: {e}")))
+}
+
+fn joined<T>(r: std::thread::Result<T>, what: &str) -> Result<T, VisionError> {
+    r.map_err(|_| VisionError::Models(format!("{what}: loader thread panicked")))
 }
 
 /// dlib's 5 landmark points in frame coordinates ([`super::geometry`] names them).
@@ -207,13 +208,21 @@ impl Models {
         }
         let lp = dir.join(LANDMARKS_5);
         let rn = dir.join(RESNET);
+        // The two dlib files (about 0.08 s each here) load beside everything else.
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
         let encoder = std::thread::spawn(move || FaceEncoderNetwork::open(&rn));
-        let detector = FaceDetector::new();
-        let pad = Pad::load(&dir)?;
-        let iris = Iris::load(&dir)?;
-        let predictor = joined(predictor.join(), "landmark model")?;
-        let encoder = joined(encoder.join(), "encoder model")?;
+        let rest = (|| {
+            let detector = loaded(HogDetector::load(), "face detector")?;
+            Ok::<_, VisionError>((detector, Pad::load(&dir)?, Iris::load(&dir)?))
+        })();
+        // Both joined before `rest` is looked at, so no error leaves a thread running.
+        let predictor = joined(predictor.join(), "landmark model");
+        let encoder = joined(encoder.join(), "encoder model");
+        let (detector, pad, iris) = rest?;
+        let (predictor, encoder) = (
+            loaded(predictor?, "landmark model")?,
+            loaded(encoder?, "encoder model")?,
+        );
         // The loader threads' scratch memory stays in their malloc arenas otherwise.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only returns free pages to the kernel.
@@ -221,7 +230,7 @@ impl Models {
             libc::malloc_trim(0);
         }
         Ok(Models {
-            detector,
+            detector: RefCell::new(detector),
             predictor,
             predictor_68: None,
             dir,
@@ -233,9 +242,13 @@ impl Models {
     }
 
     /// HOG faces in `patch`, as boxes in frame coordinates.
-    pub fn detect(&self, patch: &Patch) -> Vec<BBox> {
-        self.detector
-            .face_locations(&patch.matrix)
+    pub fn detect(&self, patch: &Patch) -> Result<Vec<BBox>, VisionError> {
+        let found = self
+            .detector
+            .borrow_mut()
+            .detect(&patch.matrix)
+            .map_err(VisionError::Models)?;
+        Ok(found
             .iter()
             .map(|r| {
                 let (x0, y0) = patch.to_frame(r.left as f32, r.top as f32);
@@ -247,7 +260,7 @@ impl Models {
                     h: y1 - y0,
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// The 5 landmarks of the face in `bbox` (frame coordinates) on `patch`.
@@ -278,8 +291,10 @@ impl Models {
     ) -> Result<Option<(f32, f32)>, VisionError> {
         let pred = match self.predictor_68.take() {
             Some(p) => p,
-            None => LandmarkPredictor::open(self.dir.join(LANDMARKS_68))
-                .map_err(|e| VisionError::Models(format!("68-point landmark model: {e}")))?,
+            None => loaded(
+                LandmarkPredictor::open(self.dir.join(LANDMARKS_68)),
+                "68-point landmark model",
+            )?,
         };
         let pred = self.predictor_68.insert(pred);
         let raw = pred.face_landmarks(&patch.matrix, &patch_rect(patch, bbox));

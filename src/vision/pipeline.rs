@@ -327,7 +327,7 @@ impl Pipeline {
     ) -> Result<Vec<BBox>, VisionError> {
         let t0 = Instant::now();
         let faces = match frame.patch(roi, scale)? {
-            Some(p) => self.models.detect(&p),
+            Some(p) => self.models.detect(&p)?,
             None => Vec::new(),
         };
         self.stats.sample(|s| &mut s.detect_ms, ms_since(t0));
@@ -835,7 +835,7 @@ pub fn face_at_scale(
     let Some(p) = frame.patch(None, scale)? else {
         return Ok(None);
     };
-    let faces = models.detect(&p);
+    let faces = models.detect(&p)?;
     let Some(bbox) = faces
         .iter()
         .copied()
