@@ -696,8 +696,6 @@ impl Decider {
     }
 }
 
-/// Run the pipeline over every frame of `clip`, each attempt decided by the real access
-/// controller ([`Decider`]).
 /// The outcome of a clip: the first grant if any; else the last denial.
 fn decisive_of(attempts: &[AttemptOutcome]) -> Option<&AttemptOutcome> {
     attempts
@@ -713,6 +711,8 @@ impl ReplayReport {
     }
 }
 
+/// Run the pipeline over every frame of `clip`, each attempt decided by the real access
+/// controller ([`Decider`]).
 pub fn replay(
     pipe: &mut Pipeline,
     decider: &mut Decider,

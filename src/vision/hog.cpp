@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -31,19 +32,13 @@ extern "C" {
 void* lockerd_hog_load(const char* data, size_t len, char* err, size_t err_len) noexcept {
     try {
         std::istringstream in(std::string(data, len));
-        auto* det = new dlib::frontal_face_detector();
-        try {
-            dlib::deserialize(*det, in);
-        } catch (...) {
-            delete det;
-            throw;
-        }
+        auto det = std::make_unique<dlib::frontal_face_detector>();
+        dlib::deserialize(*det, in);
         if (det->num_detectors() == 0) {
-            delete det;
             put_error("no detector in the data", err, err_len);
             return nullptr;
         }
-        return det;
+        return det.release();
     } catch (const std::exception& e) {
         put_error(e.what(), err, err_len);
     } catch (...) {
