@@ -69,7 +69,7 @@ pub fn pair(cfg: &LockConfig, pulse_ms: u32) -> Result<(Esp32Lock, LockLink), Lo
 pub fn read_key(cfg: &LockConfig) -> Result<Zeroizing<Key>, LockLinkError> {
     let path = cfg.key_file.display().to_string();
     let bytes = crate::secret_file::read_owner_only(&cfg.key_file)
-        .map_err(|e| LockLinkError::Key(path.clone(), e))?;
+        .map_err(|e| LockLinkError::Key(path.clone(), e.to_string()))?;
     let key: Key = bytes.as_slice().try_into().map_err(|_| {
         LockLinkError::Key(
             path,

@@ -80,7 +80,7 @@ impl AdminKeys {
 
     pub fn load(path: &Path) -> Result<AdminKeys, RemoteError> {
         let e = |x: String| RemoteError::KeyFile(path.display().to_string(), x);
-        let bytes = crate::secret_file::read_owner_only(path).map_err(e)?;
+        let bytes = crate::secret_file::read_owner_only(path).map_err(|x| e(x.to_string()))?;
         let k: KeyFile = serde_json::from_slice(&bytes).map_err(|x| e(x.to_string()))?;
         let key = |v: &str, what: &str| {
             envelope::key32(v).ok_or_else(|| e(format!("{what} is not base64 of 32 bytes")))

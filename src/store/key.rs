@@ -9,7 +9,7 @@ use super::StoreError;
 use rand::RngCore;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -118,29 +118,23 @@ pub fn demo_key_path(db_path: &Path) -> PathBuf {
 
 /// Read a key file after checking it is a regular file that only its owner can read.
 pub fn load_key_file(path: &Path) -> Result<DbKey, StoreError> {
-    let meta = std::fs::metadata(path).map_err(|error| StoreError::KeyFileRead {
-        path: path.to_owned(),
-        error,
-    })?;
-    if !meta.is_file() {
-        return Err(StoreError::KeyInvalid {
-            path: path.to_owned(),
-            reason: "not a regular file".into(),
-        });
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(StoreError::KeyFilePermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let bytes = Zeroizing::new(
-        std::fs::read(path).map_err(|error| StoreError::KeyFileRead {
+    use crate::secret_file::{read_owner_only, SecretFileError};
+    let bytes = read_owner_only(path).map_err(|e| match e {
+        SecretFileError::Read(error) => StoreError::KeyFileRead {
             path: path.to_owned(),
             error,
-        })?,
-    );
+        },
+        SecretFileError::Permissions { mode } => StoreError::KeyFilePermissions {
+            path: path.to_owned(),
+            mode,
+        },
+        e @ (SecretFileError::NotRegular | SecretFileError::TooLarge { .. }) => {
+            StoreError::KeyInvalid {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
     let text = std::str::from_utf8(&bytes).map_err(|_| StoreError::KeyInvalid {
         path: path.to_owned(),
         reason: "the key file is not UTF-8 text".into(),
@@ -238,7 +232,7 @@ mod tests {
         let (k1, src) = resolve_key(Path::new(""), &db, true).unwrap();
         assert_eq!(src, KeySource::DemoGenerated(demo_key_path(&db)));
         let meta = std::fs::metadata(demo_key_path(&db)).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         // A second demo start reuses the same key.
         let (k2, _) = resolve_key(Path::new(""), &db, true).unwrap();
         assert_eq!(k1.as_str(), k2.as_str());
