@@ -374,8 +374,8 @@ async fn run_open(
     if let Some(w) = watchdog {
         w.abort();
     }
-    for t in mqtt.into_iter().flatten() {
-        t.abort();
+    if let Some(m) = mqtt {
+        m.stop().await;
     }
     drop(bus);
     drop(api);

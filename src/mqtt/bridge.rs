@@ -271,20 +271,45 @@ enum Cmd {
     Ha { payload: Vec<u8> },
 }
 
-/// Connect and serve until the returned handles are aborted. Never blocks the caller:
-/// a broker that is down is retried with back-off inside the poll tasks.
 /// An ESP32 lock for the bridge to carry: its link and the controller's input.
 pub type LockWiring = (
     super::lock::LockLink,
     mpsc::Sender<crate::access::controller::Input>,
 );
 
+/// The bridge's tasks, until [`Running::stop`].
+pub struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    lock: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Abort the connections; the lock link then ends by itself (its inputs are gone),
+    /// persisting what it has not yet, within 2 s or it is aborted too.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(mut l) = self.lock {
+            if tokio::time::timeout(Duration::from_secs(2), &mut l)
+                .await
+                .is_err()
+            {
+                log::warn!("the lock link did not end within 2 s: aborted");
+                l.abort();
+            }
+        }
+    }
+}
+
+/// Connect and serve until [`Running::stop`]. Never blocks the caller: a broker that is
+/// down is retried with back-off inside the poll tasks.
 pub fn spawn(
     cfg: &MqttConfig,
     api: ApiHandle,
     store: Store,
     lock: Option<LockWiring>,
-) -> Result<Vec<JoinHandle<()>>, MqttError> {
+) -> Result<Running, MqttError> {
     let conn = Connection::new(cfg)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
     let topics = Topics::new(&cfg.kiosk_id);
@@ -441,10 +466,10 @@ pub fn spawn(
         store.clone(),
         api.subscribe(),
     ));
-    let mut tasks = vec![poll, commands, state, outbox];
+    let tasks = vec![poll, commands, state, outbox];
 
     // 5. The ESP32 lock link, on the command connection.
-    if let Some((link, controller)) = lock {
+    let lock = lock.map(|(link, controller)| {
         let wiring = super::lock::Wiring {
             client: lock_client,
             topics,
@@ -453,9 +478,9 @@ pub fn spawn(
             store,
             controller,
         };
-        tasks.push(tokio::spawn(super::lock::run(link, wiring)));
-    }
-    Ok(tasks)
+        tokio::spawn(super::lock::run(link, wiring))
+    });
+    Ok(Running { tasks, lock })
 }
 
 #[derive(Clone)]

@@ -13,6 +13,13 @@
 //! lock command supersedes anything still in flight. A lock silent for
 //! `report_timeout_s`, or a broker that is down, makes the lock unavailable: grants fail
 //! at once until it reports again.
+//!
+//! A report is persisted as seen before it is acted on, except a heartbeat that says
+//! exactly what the last persisted report said (same `acked`, state and door): those are
+//! persisted at most every [`SAVE_SAME_EVERY`] and when the link ends, so a lock reporting
+//! every 10 s is not a store write every 10 s. After a power cut, a heartbeat from that last
+//! minute could be taken once more; it can only repeat what the store already holds, since
+//! any report that changed something was persisted with a later counter.
 
 use super::bridge::Topics;
 use crate::access::controller::Input;
@@ -26,6 +33,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
+
+/// How often a report that changes nothing is persisted as seen.
+pub const SAVE_SAME_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockLinkError {
@@ -110,6 +120,10 @@ struct Task {
     w: Wiring,
     pending: Option<Pending>,
     last_report: Instant,
+    /// What the last persisted report said (acked, state, door), and when.
+    saved: Option<((u64, LockState, Door), Instant)>,
+    /// Counters accepted but not yet persisted (a heartbeat that changed nothing).
+    unsaved: Option<lock_proto::Counters>,
     available: bool,
     jammed: bool,
     door: Door,
@@ -131,17 +145,7 @@ pub async fn run(mut link: LockLink, w: Wiring) {
             return;
         }
     };
-    let end = DaemonEnd::new(*link.key, saved);
-    let mut t = Task {
-        link,
-        end,
-        w,
-        pending: None,
-        last_report: Instant::now(),
-        available: false,
-        jammed: false,
-        door: Door::None,
-    };
+    let mut t = Task::new(link, w, saved);
     log::info!(
         "lock {}: ESP32 link on {} (counters: {} reserved, {} seen)",
         t.link.lock_id,
@@ -153,6 +157,21 @@ pub async fn run(mut link: LockLink, w: Wiring) {
 }
 
 impl Task {
+    fn new(link: LockLink, w: Wiring, saved: lock_proto::Counters) -> Task {
+        Task {
+            end: DaemonEnd::new(*link.key, saved),
+            link,
+            w,
+            pending: None,
+            last_report: Instant::now(),
+            saved: None,
+            unsaved: None,
+            available: false,
+            jammed: false,
+            door: Door::None,
+        }
+    }
+
     async fn run(&mut self) {
         // Marked seen here, so `changed()` does not announce the same connection again.
         if *self.w.connected.borrow_and_update() {
@@ -190,9 +209,30 @@ impl Task {
                 _ = tokio::time::sleep_until(next) => self.on_time().await,
             }
         }
+        self.finish().await;
+    }
+
+    /// The link ends: an unlock still waiting fails, and what was seen is persisted.
+    async fn finish(&mut self) {
         if let Some(p) = self.pending.take() {
             let _ = p.reply.send(Err("the lock link stopped".into()));
         }
+        if let Some(c) = self.unsaved.take() {
+            if let Err(e) = self.save(c).await {
+                log::error!(
+                    "lock {}: cannot persist the report counter: {e}",
+                    self.link.lock_id
+                );
+            }
+        }
+    }
+
+    async fn save(&self, c: lock_proto::Counters) -> Result<(), crate::store::StoreError> {
+        let id = self.link.lock_id.clone();
+        self.w
+            .store
+            .call(move |db| db.lock_counters_save(&id, c))
+            .await
     }
 
     async fn on_connected(&mut self) {
@@ -295,17 +335,19 @@ impl Task {
                 return;
             }
         };
-        let c = a.counters;
-        let id2 = id.clone();
-        if let Err(e) = self
-            .w
-            .store
-            .call(move |db| db.lock_counters_save(&id2, c))
-            .await
-        {
-            // Not persisted, not taken: a report is not worth a counter that could go back.
-            log::error!("lock {id}: cannot persist the report counter: {e}");
-            return;
+        let says = (a.frame.acked, a.frame.state, a.frame.door);
+        let same =
+            matches!(self.saved, Some((s, at)) if s == says && at.elapsed() < SAVE_SAME_EVERY);
+        if same {
+            self.unsaved = Some(a.counters);
+        } else {
+            if let Err(e) = self.save(a.counters).await {
+                // Not persisted, not taken: a report is not worth a counter that could go back.
+                log::error!("lock {id}: cannot persist the report counter: {e}");
+                return;
+            }
+            self.saved = Some((says, Instant::now()));
+            self.unsaved = None;
         }
         let r = self.end.commit(a);
         log::debug!("lock {id}: report #{} {r:?}", r.counter);
@@ -412,5 +454,94 @@ impl Task {
             )
             .await;
         let _ = self.w.controller.try_send(Input::Tick);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lock_proto::{Counters, Lock};
+
+    fn task(store: &Store, key: Key) -> Task {
+        let (_, requests) = mpsc::channel(8);
+        let link = LockLink {
+            lock_id: "door1".into(),
+            key: Zeroizing::new(key),
+            requests,
+            health: Arc::new(LinkHealth::default()),
+            ack_timeout: Duration::from_secs(1),
+            retries: 0,
+            report_timeout: Duration::from_secs(600),
+        };
+        let opts = rumqttc::MqttOptions::new("t", "localhost", 1883);
+        // No event loop: the task's publishes fail, and it ignores that as it would a
+        // broker that is down.
+        let (client, _) = AsyncClient::new(opts, 64);
+        let (_, frames) = mpsc::channel(1);
+        let (_, connected) = watch::channel(false);
+        let (controller, _) = mpsc::channel(64);
+        let w = Wiring {
+            client,
+            topics: Topics::new("k1"),
+            frames,
+            connected,
+            store: store.clone(),
+            controller,
+        };
+        Task::new(link, w, Counters::default())
+    }
+
+    fn report(lock: &mut Lock) -> lock_proto::Outgoing {
+        loop {
+            match lock.report() {
+                Ok(f) => return f,
+                Err(c) => lock.reserved(c),
+            }
+        }
+    }
+
+    /// Reports that change something are persisted before they count; a heartbeat that
+    /// repeats the last persisted report is persisted at most every minute and when the
+    /// link ends. Refused frames are never persisted.
+    #[tokio::test(start_paused = true)]
+    async fn unchanged_heartbeats_are_persisted_at_most_every_minute_and_when_the_link_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::inline(crate::store::test_db(d.path()));
+        let key = [7u8; 32];
+        let mut t = task(&store, key);
+        let mut lock = Lock::boot(key, Counters::default(), Door::Closed);
+        let seen = || async {
+            let c = store.call(|db| db.lock_counters_load("door1")).await;
+            c.unwrap().seen
+        };
+
+        let first = report(&mut lock);
+        t.on_frame(&first).await;
+        assert_eq!(seen().await, 1, "the first report is persisted");
+        assert!(t.available);
+        t.on_frame(&report(&mut lock)).await;
+        t.on_frame(&report(&mut lock)).await;
+        assert_eq!(seen().await, 1, "two heartbeats repeating it are not");
+        assert_eq!(t.unsaved.map(|c| c.seen), Some(3));
+        // Taken all the same: the first one again is a replay.
+        t.on_frame(&first).await;
+        assert_eq!(t.end.stats.replayed, 1);
+
+        lock.set_door(Door::Open);
+        t.on_frame(&report(&mut lock)).await;
+        assert_eq!(seen().await, 4, "a change is persisted at once");
+        assert_eq!(t.door, Door::Open);
+        assert!(t.unsaved.is_none());
+
+        t.on_frame(&report(&mut lock)).await;
+        assert_eq!(seen().await, 4);
+        tokio::time::advance(SAVE_SAME_EVERY).await;
+        t.on_frame(&report(&mut lock)).await;
+        assert_eq!(seen().await, 6, "a minute on, a heartbeat is persisted");
+
+        t.on_frame(&report(&mut lock)).await;
+        assert_eq!(seen().await, 6);
+        t.finish().await;
+        assert_eq!(seen().await, 7, "the link's end persists the rest");
     }
 }
