@@ -386,6 +386,8 @@ pub struct VisionConfig {
     pub blink: crate::vision::blink::BlinkConfig,
     /// Presentation-attack detection (`[vision.pad]`).
     pub pad: crate::vision::pad::PadConfig,
+    /// The optional active challenge (`[vision.challenge]`).
+    pub challenge: crate::vision::challenge::ChallengeConfig,
 }
 
 impl Default for VisionConfig {
@@ -414,6 +416,7 @@ impl Default for VisionConfig {
             post_blink_frames: 3,
             blink: Default::default(),
             pad: Default::default(),
+            challenge: Default::default(),
         }
     }
 }
@@ -459,6 +462,7 @@ impl VisionConfig {
             post_blink_frames: self.post_blink_frames,
             blink: self.blink.clone(),
             pad: self.pad.clone(),
+            challenge: self.challenge.clone(),
         }
     }
 
@@ -745,6 +749,22 @@ impl Config {
             &pad.attack_share,
             pad.attack_share < pad.live_share,
             "less than vision.pad.live_share",
+        )?;
+        let c = &vi.challenge;
+        v.range("vision.challenge.window_s", c.window_s, 2.0, 30.0)?;
+        v.range("vision.challenge.turn_yaw", c.turn_yaw, 0.1, 1.5)?;
+        v.range("vision.challenge.turn_frames", c.turn_frames, 1, 30)?;
+        v.range(
+            "vision.challenge.doubt_pad_median",
+            c.doubt_pad_median,
+            0.0,
+            1.0,
+        )?;
+        v.check(
+            "vision.challenge.prompts",
+            &c.prompts.len(),
+            !c.prompts.is_empty(),
+            "at least one of \"blink_twice\", \"turn_left\", \"turn_right\"",
         )?;
         let b = &vi.blink;
         v.range("vision.blink.close_ratio", b.close_ratio, 0.3, 0.99)?;

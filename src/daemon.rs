@@ -18,7 +18,7 @@ use crate::api::{event::EventBus, Timed};
 use crate::config::Config;
 use crate::hw::{self, HwError};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
-use crate::vision::{camera::NokhwaCamera, models::Models, runner, source};
+use crate::vision::{camera::NokhwaCamera, models::Models, pipeline::FaceEvent, runner, source};
 use sd_notify::NotifyState;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -147,8 +147,15 @@ fn start_vision(
     };
     log::info!("vision source: {}", src.describe());
     let shared = runner::VisionShared::new(models, gallery, &config.vision);
-    runner::spawn(shared, src, move |a| {
-        inputs.blocking_send(Input::Face(Box::new(a))).is_ok()
+    runner::spawn(shared, src, move |e| {
+        let input = match e {
+            FaceEvent::Attempt(a) => Input::Face(Box::new(a)),
+            FaceEvent::Challenge {
+                prompt, window_s, ..
+            } => Input::Challenge { prompt, window_s },
+            _ => return true,
+        };
+        inputs.blocking_send(input).is_ok()
     })
     .map_err(|e| e.to_string())
 }

@@ -345,13 +345,17 @@ pub fn run(
                     // The pipeline runs now (virtual time stands still); its attempts are
                     // delivered at their frame times from the step's start.
                     let mut src = open_path(&path)?;
-                    let (attempts, frames, blinks) = vision.with_pipe(|pipe| {
-                        let mut attempts = Vec::new();
+                    let (inputs, frames, blinks) = vision.with_pipe(|pipe| {
+                        // What the controller hears, at its media time.
+                        let mut inputs: Vec<(f64, Input)> = Vec::new();
                         let (mut frames, mut blinks) = (0u64, 0u32);
                         let mut take = |evs: Vec<FaceEvent>| {
                             for e in evs {
                                 match e {
-                                    FaceEvent::Attempt(a) => attempts.push(a),
+                                    FaceEvent::Attempt(a) => inputs.push((a.at_s, Input::Face(Box::new(a)))),
+                                    FaceEvent::Challenge { at_s, prompt, window_s, .. } => {
+                                        inputs.push((at_s, Input::Challenge { prompt, window_s }))
+                                    }
                                     FaceEvent::Blink { live: true, .. } => blinks += 1,
                                     _ => {}
                                 }
@@ -362,21 +366,22 @@ pub fn run(
                             take(pipe.process(&f)?);
                         }
                         take(pipe.finish());
-                        Ok::<_, VisionError>((attempts, frames, blinks))
+                        Ok::<_, VisionError>((inputs, frames, blinks))
                     })??;
                     note(
                         &lines,
                         step.at_s,
-                        serde_json::json!({ "event": "clip", "file": path.file_name().map(|f| f.to_string_lossy().into_owned()), "frames": frames, "live_blinks": blinks, "attempts": attempts.len() }),
+                        serde_json::json!({ "event": "clip", "file": path.file_name().map(|f| f.to_string_lossy().into_owned()), "frames": frames, "live_blinks": blinks, "attempts": inputs.iter().filter(|i| matches!(i.1, Input::Face(_))).count() }),
                     );
-                    for a in attempts {
-                        let when = at(step.at_s + a.at_s);
-                        let tx2 = tx.clone();
-                        tokio::spawn(async move {
+                    // One task, so inputs at nearby times keep their order.
+                    let timed: Vec<_> = inputs.into_iter().map(|(t, i)| (at(step.at_s + t), i)).collect();
+                    let tx2 = tx.clone();
+                    tokio::spawn(async move {
+                        for (when, input) in timed {
                             tokio::time::sleep_until(when).await;
-                            let _ = tx2.send(Input::Face(Box::new(a))).await;
-                        });
-                    }
+                            let _ = tx2.send(input).await;
+                        }
+                    });
                 }
                 Action::UserAdd { user, role } => {
                     api.call(&me, Request::UserAdd { name: user, role }).await?;

@@ -5,11 +5,19 @@ use common::*;
 use std::process::Command;
 
 fn simulate(dir: &std::path::Path, scenario: &str) -> Vec<serde_json::Value> {
+    simulate_with(dir, &default_config(), scenario)
+}
+
+fn simulate_with(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    scenario: &str,
+) -> Vec<serde_json::Value> {
     let f = dir.join("scenario.jsonl");
     std::fs::write(&f, scenario).unwrap();
     let o = Command::new(lockerd_bin())
         .arg("--config")
-        .arg(default_config())
+        .arg(config)
         .arg("--models")
         .arg(models_dir())
         .arg("simulate")
@@ -155,6 +163,60 @@ fn face_unlock_from_a_real_clip_and_a_photo_of_the_same_person_is_denied() {
             .any(|d| d["reason"] == "no_match" && d["at_s"].as_f64().unwrap() >= 40.0),
         "stranger denied: {out:#?}"
     );
+}
+
+/// The active challenge on real clips: 000008M blinks six times in a walk-up clip, so
+/// after the first blink's attempt is held back, "blink twice" is answered and the door
+/// opens; nobody in the ZJU clips turns, so "turn left" goes unanswered and is denied.
+#[test]
+fn an_active_challenge_is_answered_by_blinking_twice_and_a_turn_nobody_makes_is_denied() {
+    let Some(data) = shared_data() else { return };
+    let z = data.join("blink/zju");
+    let shipped = std::fs::read_to_string(default_config()).unwrap();
+    for (prompt, opens) in [("blink_twice", true), ("turn_left", false)] {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("lockerd.toml");
+        let text = shipped
+            .replacen("mode = \"off\"", "mode = \"always\"", 1)
+            .replacen("seed = 0", "seed = 7", 1)
+            .replacen(
+                "prompts = [\"blink_twice\", \"turn_left\", \"turn_right\"]",
+                &format!("prompts = [\"{prompt}\"]"),
+                1,
+            );
+        assert_ne!(text, shipped);
+        std::fs::write(&cfg, text).unwrap();
+        let out = simulate_with(
+            d.path(),
+            &cfg,
+            &format!(
+                r#"{{"at_s": 0.0, "admin": "user_add", "user": "alice"}}
+{{"at_s": 0.5, "admin": "enroll", "user": "alice", "from": ["{}"]}}
+{{"at_s": 2.0, "clip": "{}"}}
+"#,
+                z.join("000008M_FNN.mp4").display(),
+                z.join("000008M_FTN.mp4").display(),
+            ),
+        );
+        let asked = events(&out, "challenge");
+        assert_eq!(asked.len(), 1, "{prompt}: {out:#?}");
+        assert_eq!(asked[0]["reason"], prompt);
+        let unlocks = events(&out, "unlock");
+        let denies = events(&out, "deny");
+        let at = |e: &serde_json::Value| e["at_s"].as_f64().unwrap();
+        if opens {
+            assert_eq!(unlocks.len(), 1, "{out:#?}");
+            assert_eq!(unlocks[0]["user"], "alice");
+            assert!(at(unlocks[0]) > at(asked[0]), "opened after the prompt");
+            assert!(denies.is_empty(), "{out:#?}");
+        } else {
+            assert!(unlocks.is_empty(), "{out:#?}");
+            assert_eq!(denies.len(), 1, "{out:#?}");
+            assert_eq!(denies[0]["reason"], "challenge_failed");
+            assert_eq!(denies[0]["detail"]["challenge"]["prompt"], "turn_left");
+            assert_eq!(denies[0]["detail"]["challenge"]["passed"], false);
+        }
+    }
 }
 
 #[test]

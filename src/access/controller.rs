@@ -94,6 +94,11 @@ pub enum Input {
     },
     /// Health check: the driver answers at once (the watchdog uses it).
     Ping(tokio::sync::oneshot::Sender<()>),
+    /// The vision pipeline asks the person at the camera to do this (active challenge).
+    Challenge {
+        prompt: crate::vision::challenge::Prompt,
+        window_s: f32,
+    },
 }
 
 /// The reply to an admin request: `Ok(message)` or why it was not done.
@@ -306,6 +311,9 @@ impl<S: DbAccess> Controller<S> {
             }
             Input::Tick => {}
             Input::Fault(message) => self.alert(AlertKind::Fault, message, &mut ev),
+            Input::Challenge { prompt, window_s } => {
+                self.on_challenge(now, prompt, window_s, &mut ev)
+            }
             Input::Credential { keys, via, reply } => {
                 let r = self.on_credential(now, &keys, via, &mut ev);
                 if let Some(reply) = reply {
@@ -559,6 +567,25 @@ impl<S: DbAccess> Controller<S> {
 
     // ----- face -----------------------------------------------------------------------
 
+    /// Show the prompt for its whole window, and say it was asked.
+    fn on_challenge(
+        &mut self,
+        now: i64,
+        prompt: crate::vision::challenge::Prompt,
+        window_s: f32,
+        ev: &mut Vec<Event>,
+    ) {
+        self.show(now, prompt.text(), &format!("within {window_s:.0} s"));
+        self.idle_at = Some(now + (window_s * 1000.0) as i64);
+        self.emit(
+            Event::new(EventKind::Challenge)
+                .method(Method::Face)
+                .reason(prompt.as_str())
+                .detail(json!({ "window_s": window_s })),
+            ev,
+        );
+    }
+
     fn on_face(&mut self, now: i64, a: &Attempt, ev: &mut Vec<Event>) {
         let d = face::decide(a);
         let evidence = json!({
@@ -571,6 +598,7 @@ impl<S: DbAccess> Controller<S> {
             "verdict": a.result.verdict,
             "probes": a.result.probes,
             "presentation_attack": a.presentation_attack,
+            "challenge": a.challenge,
         });
         if now < self.face_cooldown_until && a.live {
             self.emit(

@@ -42,6 +42,8 @@ pub enum DenyReason {
     Spoof,
     /// Matched and blinked, but too few frames were scored live or attack to decide.
     PadUnsure,
+    /// The active challenge's prompt was not answered in time.
+    Challenge,
 }
 
 impl DenyReason {
@@ -56,6 +58,7 @@ impl DenyReason {
             DenyReason::NoFace => "no_face",
             DenyReason::Spoof => "spoof",
             DenyReason::PadUnsure => "pad_unsure",
+            DenyReason::Challenge => "challenge_failed",
         }
     }
 }
@@ -117,6 +120,8 @@ pub fn decide(a: &Attempt) -> FaceDecision {
                 deny(DenyReason::Disabled)
             } else if pad != PadVerdict::Live {
                 deny(DenyReason::PadUnsure)
+            } else if a.challenge.as_ref().is_some_and(|c| !c.passed) {
+                deny(DenyReason::Challenge)
             } else {
                 match (a.user_id, who.clone()) {
                     (Some(user_id), Some(user)) => FaceDecision::Grant { user_id, user },
@@ -170,7 +175,28 @@ mod tests {
                 verdict: pad,
                 median: None,
             },
+            challenge: None,
         }
+    }
+
+    #[test]
+    fn an_unanswered_challenge_is_denied_and_an_answered_one_granted() {
+        use crate::vision::challenge::{Outcome, Prompt};
+        let mut a = attempt(Verdict::Match, true, Role::User, true);
+        let outcome = |passed| Outcome {
+            prompt: Prompt::TurnLeft,
+            passed,
+            after_s: 2.0,
+        };
+        a.challenge = Some(outcome(false));
+        assert_eq!(decide(&a).reason(), "challenge_failed");
+        assert!(!decide(&a).is_alert());
+        a.challenge = Some(outcome(true));
+        assert!(decide(&a).is_grant());
+        // A failed prompt never hides what else is wrong.
+        a.role = Some(Role::Banned);
+        a.challenge = Some(outcome(false));
+        assert_eq!(decide(&a).reason(), "banned");
     }
 
     #[test]

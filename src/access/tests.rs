@@ -52,6 +52,7 @@ struct Rig {
     tx: mpsc::Sender<Input>,
     rx: broadcast::Receiver<Timed>,
     lock: Arc<SimLockState>,
+    display: sim::SimDisplay,
     fail: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Controller<Flaky>>,
@@ -80,6 +81,7 @@ impl Rig {
             tx,
             rx,
             lock: kit.lock,
+            display: kit.display,
             fail,
             stop: Some(stop),
             task,
@@ -450,7 +452,55 @@ fn attempt_pad(
             verdict: pad,
             median: None,
         },
+        challenge: None,
     }))
+}
+
+/// The pipeline's prompt is shown for its whole window and said on the bus; the
+/// attempt it held back is granted only when answered.
+#[tokio::test(start_paused = true)]
+async fn a_challenge_prompt_is_shown_for_its_window_and_only_an_answer_opens() {
+    use crate::vision::challenge::{Outcome, Prompt};
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let alice = db.add_user("alice", Role::User).unwrap();
+    let mut rig = Rig::start(db, AccessConfig::default());
+    let shown = |rig: &Rig| rig.display.0.lock().unwrap().0.clone();
+    rig.send(Input::Challenge {
+        prompt: Prompt::BlinkTwice,
+        window_s: 6.0,
+    })
+    .await;
+    let ev = rig.drain();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].event.event, EventKind::Challenge);
+    assert_eq!(ev[0].event.reason.as_deref(), Some("blink_twice"));
+    assert!(shown(&rig).starts_with("Blink twice"), "{:?}", shown(&rig));
+    advance(Duration::from_secs(5)).await;
+    assert!(shown(&rig).starts_with("Blink twice"), "still up at 5 s");
+    let answered = |passed| {
+        let Input::Face(mut a) = attempt(true, Verdict::Match, Some((&alice, Role::User))) else {
+            unreachable!()
+        };
+        a.challenge = Some(Outcome {
+            prompt: Prompt::BlinkTwice,
+            passed,
+            after_s: 5.0,
+        });
+        Input::Face(a)
+    };
+    rig.send(answered(false)).await;
+    let ev = rig.drain();
+    let deny = ev
+        .iter()
+        .find(|e| e.event.event == EventKind::Deny)
+        .unwrap();
+    assert_eq!(deny.event.reason.as_deref(), Some("challenge_failed"));
+    assert_eq!(deny.event.detail["challenge"]["passed"], false);
+    assert!(rig.lock.is_locked());
+    rig.send(answered(true)).await;
+    assert!(rig.kinds().contains(&EventKind::Unlock));
+    rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

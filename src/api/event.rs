@@ -27,6 +27,8 @@ pub enum EventKind {
     UserChanged,
     /// Enrollment progress (see [`EnrollProgress`]).
     Enroll,
+    /// An active liveness prompt was shown (`reason`: which; `detail`: its window).
+    Challenge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

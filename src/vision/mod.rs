@@ -14,6 +14,7 @@
 
 pub mod blink;
 pub mod camera;
+pub mod challenge;
 pub mod enroll;
 pub mod frame;
 pub mod geometry;

@@ -18,10 +18,14 @@
 //!
 //! Every encoded frame is also scored for presentation attacks ([`super::pad`]); an
 //! attempt carries the PAD verdict over the same track's scores in the liveness window.
+//! With `[vision.challenge]` on, an attempt that would be granted is held back behind a
+//! random prompt ([`super::challenge`]) answered on the same track, and carries how it
+//! was answered.
 //! The track is owned by the frame being processed (taken out of the pipeline and put
 //! back), so no step can find it missing.
 
 use super::blink::{BlinkConfig, BlinkTracker, EyeSignal};
+use super::challenge::{ChallengeConfig, Outcome, Pending, Picker, Prompt};
 use super::frame::{BBox, Frame, Patch};
 use super::matcher::{Gallery, MatchPolicy, MatchResult, Verdict};
 use super::models::{Models, Shape};
@@ -60,6 +64,7 @@ pub struct PipelineConfig {
     pub post_blink_frames: u32,
     pub blink: BlinkConfig,
     pub pad: PadConfig,
+    pub challenge: ChallengeConfig,
 }
 
 /// Something the pipeline has to say.
@@ -77,6 +82,14 @@ pub enum FaceEvent {
         snr: f32,
         /// Strong enough to prove liveness.
         live: bool,
+    },
+    /// An active challenge: the person is asked to do this within `window_s`.
+    Challenge {
+        track: u64,
+        frame: u64,
+        at_s: f64,
+        prompt: Prompt,
+        window_s: f32,
     },
     Attempt(Attempt),
     TrackEnded {
@@ -103,6 +116,9 @@ pub struct Attempt {
     pub result: MatchResult,
     /// Presentation-attack detection over the frames of this attempt.
     pub presentation_attack: PadSummary,
+    /// How the active challenge was answered, when one was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<Outcome>,
     #[serde(skip)]
     pub user_id: Option<UserId>,
     #[serde(skip)]
@@ -175,6 +191,10 @@ struct Track {
     post_blink_encoded: bool,
     granted: bool,
     attempted: bool,
+    /// The active challenge waiting for its answer.
+    challenge: Option<Pending>,
+    /// A challenge went unanswered: this track is not granted.
+    challenge_failed: bool,
     last_frame: u64,
 }
 
@@ -196,6 +216,8 @@ impl Track {
             post_blink_encoded: false,
             granted: false,
             attempted: false,
+            challenge: None,
+            challenge_failed: false,
             last_frame: frame,
         }
     }
@@ -255,6 +277,7 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     track: Option<Track>,
     next_track: u64,
+    picker: Picker,
     pub stats: Stats,
     /// When set, one row per frame with a face is appended.
     pub trace: Option<Vec<TraceRow>>,
@@ -283,6 +306,7 @@ impl Pipeline {
         Self {
             models,
             gallery,
+            picker: Picker::new(cfg.challenge.seed),
             cfg,
             track: None,
             next_track: 1,
@@ -378,7 +402,13 @@ impl Pipeline {
         reason: &str,
         ev: &mut Vec<FaceEvent>,
     ) {
-        if !t.attempted && !t.granted && !t.encodings.is_empty() {
+        if let Some(p) = &t.challenge {
+            // Gone before answering: the held-back attempt, failed.
+            let blink_t = t.last_blink.map(|b| b.0);
+            let mut a = attempt(&self.gallery, &self.cfg, &t, frame, at, blink_t);
+            a.challenge = Some(p.unanswered(at));
+            ev.push(FaceEvent::Attempt(a));
+        } else if !t.attempted && !t.granted && !t.encodings.is_empty() {
             let a = attempt(&self.gallery, &self.cfg, &t, frame, at, None);
             ev.push(FaceEvent::Attempt(a));
         }
@@ -560,8 +590,13 @@ impl Pipeline {
             }
         }
 
-        // 6. Decide.
-        self.maybe_attempt(frame, t, ev)?;
+        // 6. Decide (or, with a prompt out, see whether it has been answered).
+        let yaw = shape.points.pose().0;
+        if t.challenge.is_some() {
+            self.challenge_step(frame, t, Some(yaw), ev);
+        } else {
+            self.maybe_attempt(frame, t, yaw, ev)?;
+        }
         Ok(Flow::Keep)
     }
 
@@ -699,12 +734,49 @@ impl Pipeline {
         score_pad(&mut self.models, &mut self.stats, frame, t)
     }
 
+    /// A frame of a track with a prompt out: emit the held-back attempt once answered
+    /// (or once the window has passed, failed).
+    fn challenge_step(
+        &mut self,
+        frame: &Frame,
+        t: &mut Track,
+        yaw: Option<f32>,
+        ev: &mut Vec<FaceEvent>,
+    ) {
+        let blinks = t.blink.live_blinks();
+        let Some(p) = t.challenge.as_mut() else {
+            return;
+        };
+        let Some(outcome) = p.step(&self.cfg.challenge, frame.ts, blinks, yaw) else {
+            return;
+        };
+        t.challenge = None;
+        t.post_blink_wait = None;
+        let blink_t = t.last_blink.map(|b| b.0);
+        let mut a = attempt(&self.gallery, &self.cfg, t, frame.index, frame.ts, blink_t);
+        t.attempted = true;
+        if outcome.passed {
+            t.granted = a.result.verdict == Verdict::Match
+                && a.presentation_attack.verdict == PadVerdict::Live;
+        } else {
+            t.challenge_failed = true;
+        }
+        a.challenge = Some(outcome);
+        ev.push(FaceEvent::Attempt(a));
+    }
+
     fn maybe_attempt(
         &mut self,
         frame: &Frame,
         t: &mut Track,
+        yaw: f32,
         ev: &mut Vec<FaceEvent>,
     ) -> Result<(), VisionError> {
+        if t.challenge_failed {
+            // Not granted on this track any more: the person steps away and back.
+            t.post_blink_wait = None;
+            return Ok(());
+        }
         let window = self.cfg.liveness_window;
         let Some(wait) = t.post_blink_wait else {
             return Ok(());
@@ -747,6 +819,24 @@ impl Pipeline {
             frame.ts,
             Some(blink_t),
         );
+        let c = &self.cfg.challenge;
+        if c.needed(
+            &a.result,
+            &a.presentation_attack,
+            self.cfg.policy.strict_threshold,
+        ) {
+            // Held back until the prompt is answered on this track.
+            let prompt = self.picker.pick(&c.prompts);
+            t.challenge = Some(Pending::new(prompt, frame.ts, t.blink.live_blinks(), yaw));
+            ev.push(FaceEvent::Challenge {
+                track: t.id,
+                frame: frame.index,
+                at_s: frame.ts.as_secs_f64(),
+                prompt,
+                window_s: c.window_s,
+            });
+            return Ok(());
+        }
         t.attempted = true;
         t.granted =
             a.result.verdict == Verdict::Match && a.presentation_attack.verdict == PadVerdict::Live;
@@ -803,6 +893,7 @@ fn attempt(
         enabled: user.filter(|_| matched).map(|u| u.enabled),
         result,
         presentation_attack: pad,
+        challenge: None,
     }
 }
 

@@ -239,11 +239,12 @@ impl Drop for VisionHandle {
     }
 }
 
-/// Start the vision thread. `on_attempt` returns false when nobody listens any more.
+/// Start the vision thread. `on_event` gets each attempt and each active-challenge
+/// prompt, and returns false when nobody listens any more.
 pub fn spawn(
     shared: Arc<VisionShared>,
     mut source: Box<dyn FrameSource>,
-    mut on_attempt: impl FnMut(Attempt) -> bool + Send + 'static,
+    mut on_event: impl FnMut(FaceEvent) -> bool + Send + 'static,
 ) -> Result<VisionHandle, VisionError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (st, sh) = (stop.clone(), shared.clone());
@@ -265,11 +266,13 @@ pub fn spawn(
             let mut n = 0u32;
             let mut deliver = |sh: &VisionShared, events: Vec<FaceEvent>| -> bool {
                 for e in events {
-                    if let FaceEvent::Attempt(a) = e {
-                        sh.note_attempt(&a);
-                        if !on_attempt(a) {
-                            return false;
-                        }
+                    match &e {
+                        FaceEvent::Attempt(a) => sh.note_attempt(a),
+                        FaceEvent::Challenge { .. } => {}
+                        _ => continue,
+                    }
+                    if !on_event(e) {
+                        return false;
                     }
                 }
                 true
