@@ -836,6 +836,9 @@ pub struct KioskClip {
     pub nearest_other: Option<String>,
     pub frames_after_blink: Option<u64>,
     pub presentation_attack: Option<PadSummary>,
+    /// How the deciding attempt answered the active challenge, when one was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::vision::challenge::Outcome>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -940,9 +943,9 @@ pub fn eval_kiosk(
     let mut run =
         |pipe: &mut Pipeline, file: &Path, person: &str, kind: &str| -> Result<(), EvalError> {
             let r = replay(pipe, &mut decider, file)?;
-            let nearest_other = r
-                .decisive()
-                .and_then(|a| a.attempt.result.second_user.clone());
+            let decisive = r.decisive();
+            let nearest_other = decisive.and_then(|a| a.attempt.result.second_user.clone());
+            let challenge = decisive.and_then(|a| a.attempt.challenge.clone());
             out.push(KioskClip {
                 file: file.display().to_string(),
                 person: person.to_string(),
@@ -955,6 +958,7 @@ pub fn eval_kiosk(
                 nearest_other,
                 frames_after_blink: r.frames_after_blink,
                 presentation_attack: r.presentation_attack,
+                challenge,
             });
             Ok(())
         };
