@@ -575,6 +575,10 @@ impl<S: DbAccess> Controller<S> {
         window_s: f32,
         ev: &mut Vec<Event>,
     ) {
+        if now < self.face_cooldown_until {
+            // Faces are ignored for now: asking would only raise hopes.
+            return;
+        }
         self.show(now, prompt.text(), &format!("within {window_s:.0} s"));
         self.idle_at = Some(now + (window_s * 1000.0) as i64);
         self.emit(
