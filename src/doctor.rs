@@ -564,16 +564,26 @@ fn clock_check(layout: &Layout, now_unix: u64) -> Check {
     }
 }
 
-/// The uid of a local user, if it exists.
+/// The uid of a local user, if it exists. The buffer grows while the C library says it
+/// is too small (an entry from a directory service can be long), up to 1 MiB.
 pub fn user_id(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam_r with a buffer we own; the result points into that buffer.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut len = 16 * 1024;
+    loop {
+        let mut buf = vec![0 as libc::c_char; len];
         let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
-        (rc == 0 && !out.is_null()).then_some(pw.pw_uid)
+        // SAFETY: getpwnam_r with a passwd and a buffer we own; only the uid (a plain
+        // integer) is read from the result, while both are alive.
+        let (rc, uid) = unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let rc = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+            (rc, pw.pw_uid)
+        };
+        if rc == libc::ERANGE && len < 1024 * 1024 {
+            len *= 4;
+            continue;
+        }
+        return (rc == 0 && !out.is_null()).then_some(uid);
     }
 }
 
@@ -598,6 +608,13 @@ pub fn render(checks: &[Check]) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn user_ids_come_from_the_password_database() {
+        assert_eq!(user_id("root"), Some(0));
+        assert_eq!(user_id("no-such-user-lockerd-test"), None);
+        assert_eq!(user_id("nul\0inside"), None);
+    }
 
     fn layout() -> (tempfile::TempDir, Layout) {
         let d = tempfile::tempdir().expect("tempdir");
