@@ -118,52 +118,89 @@ impl Y4mHeader {
     }
 
     /// RGB of one frame's planes (BT.601, as FFmpeg's and OpenCV's default; nearest chroma).
-    /// Integer maths only, so every architecture gives the same bytes.
+    /// Integer maths only, so every architecture gives the same bytes. Row by row, with
+    /// the range's coefficients and the chroma layout chosen once per frame.
     pub fn to_rgb(&self, planes: &[u8]) -> Vec<u8> {
         let (w, h) = (self.width as usize, self.height as usize);
         let (cw, ch) = self.chroma_size();
         let (y_plane, rest) = planes.split_at(w * h);
         let (u_plane, v_plane) = rest.split_at(cw * ch);
+        let k = Coef::of(self.full_range);
+        let mut out = Vec::with_capacity(w * h * 3);
         let (sx, sy) = match self.chroma {
             Chroma::C420 => (1, 1),
             Chroma::C422 => (1, 0),
-            Chroma::C444 | Chroma::Mono => (0, 0),
+            Chroma::C444 => (0, 0),
+            Chroma::Mono => {
+                for &y in y_plane {
+                    out.extend_from_slice(&k.rgb(i32::from(y), 0, 0));
+                }
+                return out;
+            }
         };
-        let mut out = Vec::with_capacity(w * h * 3);
-        for row in 0..h {
-            for col in 0..w {
-                let y = i32::from(y_plane[row * w + col]);
-                let (d, e) = if self.chroma == Chroma::Mono {
-                    (0, 0)
-                } else {
-                    let ci = (row >> sy) * cw + (col >> sx);
-                    (i32::from(u_plane[ci]) - 128, i32::from(v_plane[ci]) - 128)
-                };
-                out.extend_from_slice(&yuv_to_rgb(y, d, e, self.full_range));
+        for (row, ys) in y_plane.chunks_exact(w.max(1)).enumerate() {
+            let c0 = (row >> sy) * cw;
+            let (us, vs) = (&u_plane[c0..c0 + cw], &v_plane[c0..c0 + cw]);
+            for (col, &y) in ys.iter().enumerate() {
+                let ci = col >> sx;
+                let (d, e) = (i32::from(us[ci]) - 128, i32::from(vs[ci]) - 128);
+                out.extend_from_slice(&k.rgb(i32::from(y), d, e));
             }
         }
         out
     }
 }
 
-/// One pixel, coefficients in 1/256 (BT.601: video range scales luma by 255/219).
-fn yuv_to_rgb(y: i32, d: i32, e: i32, full_range: bool) -> [u8; 3] {
-    let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
-    if full_range {
-        let c = y << 8;
+/// BT.601 coefficients in 1/256 for one range: video range scales luma by 255/219.
+#[derive(Clone, Copy)]
+struct Coef {
+    y_mul: i32,
+    y_off: i32,
+    rv: i32,
+    gu: i32,
+    gv: i32,
+    bu: i32,
+}
+
+impl Coef {
+    fn of(full_range: bool) -> Coef {
+        if full_range {
+            Coef {
+                y_mul: 256,
+                y_off: 0,
+                rv: 359,
+                gu: 88,
+                gv: 183,
+                bu: 454,
+            }
+        } else {
+            Coef {
+                y_mul: 298,
+                y_off: 16,
+                rv: 409,
+                gu: 100,
+                gv: 208,
+                bu: 516,
+            }
+        }
+    }
+
+    #[inline]
+    fn rgb(self, y: i32, d: i32, e: i32) -> [u8; 3] {
+        let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
+        let c = self.y_mul * (y - self.y_off);
         [
-            clamp(c + 359 * e),
-            clamp(c - 88 * d - 183 * e),
-            clamp(c + 454 * d),
-        ]
-    } else {
-        let c = 298 * (y - 16);
-        [
-            clamp(c + 409 * e),
-            clamp(c - 100 * d - 208 * e),
-            clamp(c + 516 * d),
+            clamp(c + self.rv * e),
+            clamp(c - self.gu * d - self.gv * e),
+            clamp(c + self.bu * d),
         ]
     }
+}
+
+/// One pixel (what [`Y4mHeader::to_rgb`] computes for each).
+#[cfg(test)]
+fn yuv_to_rgb(y: i32, d: i32, e: i32, full_range: bool) -> [u8; 3] {
+    Coef::of(full_range).rgb(y, d, e)
 }
 
 /// Read one `\n`-terminated header line of at most [`MAX_HEADER`] bytes; None at a clean
@@ -513,6 +550,61 @@ mod tests {
         // Full range: grey stays grey, red from the JPEG formula.
         assert_eq!(yuv_to_rgb(128, 0, 0, true), [128, 128, 128]);
         assert_eq!(yuv_to_rgb(76, 85 - 128, 255 - 128, true), [254, 0, 0]);
+    }
+
+    /// The row-wise conversion gives the bytes of the plain per-pixel one, for every
+    /// chroma layout and range, on odd sizes too.
+    #[test]
+    fn rgb_conversion_matches_the_per_pixel_definition() {
+        let mut seed = 0x1234_5678_u32;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed >> 24) as u8
+        };
+        for chroma in [Chroma::C420, Chroma::C422, Chroma::C444, Chroma::Mono] {
+            for full_range in [false, true] {
+                for (width, height) in [(1, 1), (7, 5), (16, 9)] {
+                    let h = Y4mHeader {
+                        width,
+                        height,
+                        fps: 25.0,
+                        chroma,
+                        full_range,
+                    };
+                    let planes: Vec<u8> = (0..h.frame_bytes()).map(|_| byte()).collect();
+                    let (w, hh) = (width as usize, height as usize);
+                    let (cw, ch) = h.chroma_size();
+                    let (sx, sy) = match chroma {
+                        Chroma::C420 => (1, 1),
+                        Chroma::C422 => (1, 0),
+                        _ => (0, 0),
+                    };
+                    let mut want = Vec::new();
+                    for row in 0..hh {
+                        for col in 0..w {
+                            let y = i32::from(planes[row * w + col]);
+                            let (d, e) = if chroma == Chroma::Mono {
+                                (0, 0)
+                            } else {
+                                let ci = (row >> sy) * cw + (col >> sx);
+                                (
+                                    i32::from(planes[w * hh + ci]) - 128,
+                                    i32::from(planes[w * hh + cw * ch + ci]) - 128,
+                                )
+                            };
+                            want.extend_from_slice(&yuv_to_rgb(y, d, e, full_range));
+                        }
+                    }
+                    assert_eq!(
+                        h.to_rgb(&planes),
+                        want,
+                        "{chroma:?} {full_range} {width}x{height}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
