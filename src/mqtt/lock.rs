@@ -298,10 +298,7 @@ impl Task {
             match self.end.command(kind, pulse_ms) {
                 Ok(x) => break x,
                 Err(c) => {
-                    let id = self.link.lock_id.clone();
-                    self.w
-                        .store
-                        .call(move |db| db.lock_counters_save(&id, c))
+                    self.save(c)
                         .await
                         .map_err(|e| format!("cannot persist the lock counters: {e}"))?;
                     self.end.reserved(c);

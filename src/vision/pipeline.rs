@@ -404,9 +404,7 @@ impl Pipeline {
     ) {
         if let Some(p) = &t.challenge {
             // Gone before answering: the held-back attempt, failed.
-            let blink_t = t.last_blink.map(|b| b.0);
-            let mut a = attempt(&self.gallery, &self.cfg, &t, frame, at, blink_t);
-            a.challenge = Some(p.unanswered(at));
+            let a = self.answered(&t, frame, at, p.unanswered(at));
             ev.push(FaceEvent::Attempt(a));
         } else if !t.attempted && !t.granted && !t.encodings.is_empty() {
             let a = attempt(&self.gallery, &self.cfg, &t, frame, at, None);
@@ -752,17 +750,25 @@ impl Pipeline {
         };
         t.challenge = None;
         t.post_blink_wait = None;
-        let blink_t = t.last_blink.map(|b| b.0);
-        let mut a = attempt(&self.gallery, &self.cfg, t, frame.index, frame.ts, blink_t);
+        let passed = outcome.passed;
+        let a = self.answered(t, frame.index, frame.ts, outcome);
         t.attempted = true;
-        if outcome.passed {
+        if passed {
             t.granted = a.result.verdict == Verdict::Match
                 && a.presentation_attack.verdict == PadVerdict::Live;
         } else {
             t.challenge_failed = true;
         }
-        a.challenge = Some(outcome);
         ev.push(FaceEvent::Attempt(a));
+    }
+
+    /// The attempt a prompt held back, now with how it was answered (over the track's
+    /// evidence since its last blink).
+    fn answered(&self, t: &Track, frame: u64, at: Duration, outcome: Outcome) -> Attempt {
+        let blink_t = t.last_blink.map(|b| b.0);
+        let mut a = attempt(&self.gallery, &self.cfg, t, frame, at, blink_t);
+        a.challenge = Some(outcome);
+        a
     }
 
     fn maybe_attempt(
