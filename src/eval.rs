@@ -201,7 +201,7 @@ fn tally(
         far: 0.0,
     };
     for p in probes {
-        let r = Gallery::decide(&gallery.users, &p.scores, 1, policy);
+        let r = gallery.decide(&p.scores, 1, policy);
         let matched = (r.verdict == Verdict::Match)
             .then_some(r.best_user.as_deref())
             .flatten();
@@ -313,7 +313,7 @@ pub fn eval_faces(
             let who = p.person.as_ref()?;
             p.scores
                 .iter()
-                .find(|(i, _)| &gallery.users[*i].name == who)
+                .find(|(i, _)| &gallery.users()[*i].name == who)
                 .map(|s| s.1 as f64)
         })
         .collect();
@@ -339,12 +339,12 @@ pub fn eval_faces(
     let per_probe = probes
         .iter()
         .map(|p| {
-            let r = Gallery::decide(&gallery.users, &p.scores, 1, policy);
+            let r = gallery.decide(&p.scores, 1, policy);
             let nearest = p.scores.first();
             ProbeResult {
                 file: p.file.clone(),
                 person: p.person.clone(),
-                nearest: nearest.map(|(i, _)| gallery.users[*i].name.clone()),
+                nearest: nearest.map(|(i, _)| gallery.users()[*i].name.clone()),
                 distance: nearest.map(|s| s.1),
                 granted_as: (r.verdict == Verdict::Match)
                     .then_some(r.best_user)
@@ -653,7 +653,8 @@ impl Decider {
     /// gallery's user ids are rewritten to the fresh store's.
     pub fn new(gallery: &mut Gallery, cfg: &AccessConfig) -> Result<Decider, EvalError> {
         let TempStore { mut db, _dir } = TempStore::new()?;
-        for u in gallery.users.iter_mut() {
+        for i in 0..gallery.users().len() {
+            let u = &gallery.users()[i];
             let fresh = match db.user_by_name(&u.name)? {
                 Some(x) => x,
                 None => db.add_user(&u.name, u.role)?,
@@ -661,7 +662,7 @@ impl Decider {
             if !u.enabled {
                 db.set_enabled(&u.name, false)?;
             }
-            u.user_id = fresh.id;
+            gallery.set_user_id(i, fresh.id);
         }
         let (devices, _kit) = crate::hw::sim::devices();
         let base_ms = crate::types::now_ms();
@@ -834,6 +835,9 @@ pub struct KioskClip {
     /// clip denied `ambiguous`, who stood in the way).
     pub margin: Option<f32>,
     pub nearest_other: Option<String>,
+    /// The same margin on cohort-normalized distances (the strict tier's; see
+    /// [`crate::vision::matcher`]).
+    pub normalized_margin: Option<f32>,
     pub frames_after_blink: Option<u64>,
     pub presentation_attack: Option<PadSummary>,
     /// How the deciding attempt answered the active challenge, when one was asked.
@@ -936,7 +940,7 @@ pub fn eval_kiosk(
         }
     }
     let mut gallery = load_gallery(&store.db)?;
-    let enrolled: Vec<String> = gallery.users.iter().map(|u| u.name.clone()).collect();
+    let enrolled: Vec<String> = gallery.users().iter().map(|u| u.name.clone()).collect();
     let mut decider = Decider::new(&mut gallery, &AccessConfig::default())?;
     let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
     let mut out = Vec::new();
@@ -946,6 +950,7 @@ pub fn eval_kiosk(
             let decisive = r.decisive();
             let nearest_other = decisive.and_then(|a| a.attempt.result.second_user.clone());
             let challenge = decisive.and_then(|a| a.attempt.challenge.clone());
+            let normalized_margin = decisive.and_then(|a| a.attempt.result.normalized_margin);
             out.push(KioskClip {
                 file: file.display().to_string(),
                 person: person.to_string(),
@@ -956,6 +961,7 @@ pub fn eval_kiosk(
                 distance: r.distance,
                 margin: r.margin,
                 nearest_other,
+                normalized_margin,
                 frames_after_blink: r.frames_after_blink,
                 presentation_attack: r.presentation_attack,
                 challenge,

@@ -37,12 +37,16 @@ impl Embedding {
 
     /// Euclidean distance, the metric the dlib model was trained for.
     pub fn distance(&self, other: &Embedding) -> f32 {
+        self.distance_squared(other).sqrt()
+    }
+
+    /// The squared distance (orders like the distance, without the square root).
+    pub fn distance_squared(&self, other: &Embedding) -> f32 {
         self.0
             .iter()
             .zip(other.0.iter())
             .map(|(a, b)| (a - b) * (a - b))
             .sum::<f32>()
-            .sqrt()
     }
 
     /// Little-endian f32 bytes, the storage form (512 bytes).

@@ -109,9 +109,24 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         r.genuine_denied_by_pad
     );
     assert!(r.enrolled >= 15, "enrollment from the FNN clips");
-    // 45/48 with the iris model and the 5-point landmarks (47/48 with the 68-point
-    // landmarks, 40/48 with their eye aspect ratio); the refusals are all `ambiguous`.
+    // 46/48 with the iris model, the 5-point landmarks and the cohort-normalized strict
+    // margin (45/48 with raw margins, 47/48 with the 68-point landmarks at 743c5bc, 40/48
+    // with their eye aspect ratio); the refusals are all `ambiguous`.
     assert!(r.grant_rate >= 0.9, "grant rate {}", r.grant_rate);
+    // The strict tier's normalized margin at work: 000016F from below is 0.022 ahead of
+    // 000002M (a hub many others resemble) raw, under the 0.04 needed, and more normalized.
+    let hub = r
+        .clips
+        .iter()
+        .find(|c| c.file.ends_with("000016F_UNN.mp4"))
+        .unwrap();
+    assert!(hub.margin.is_some_and(|m| m < cfg.strict_margin), "{hub:?}");
+    assert!(
+        hub.normalized_margin
+            .is_some_and(|m| m >= cfg.strict_margin),
+        "{hub:?}"
+    );
+    assert_eq!(hub.user.as_deref(), Some("000016F"), "{hub:?}");
     // Decided within 3 frames of the blink completing (grants were made, so this is known).
     let after = r
         .max_frames_after_blink

@@ -443,10 +443,15 @@ impl<S: DbAccess> Controller<S> {
     }
 
     fn show(&mut self, now: i64, l1: &str, l2: &str) {
+        self.show_for(now, l1, l2, MESSAGE_MS);
+    }
+
+    /// Show a message for `ms` before the idle screen comes back.
+    fn show_for(&mut self, now: i64, l1: &str, l2: &str, ms: i64) {
         if let Err(e) = self.dev.display.show(l1, l2) {
             log::warn!("display: {e}");
         }
-        self.idle_at = Some(now + MESSAGE_MS);
+        self.idle_at = Some(now + ms);
     }
 
     fn show_idle(&mut self, now: i64) {
@@ -579,8 +584,13 @@ impl<S: DbAccess> Controller<S> {
             // Faces are ignored for now: asking would only raise hopes.
             return;
         }
-        self.show(now, prompt.text(), &format!("within {window_s:.0} s"));
-        self.idle_at = Some(now + (window_s * 1000.0) as i64);
+        let window_ms = (window_s * 1000.0) as i64;
+        self.show_for(
+            now,
+            prompt.text(),
+            &format!("within {window_s:.0} s"),
+            window_ms,
+        );
         self.emit(
             Event::new(EventKind::Challenge)
                 .method(Method::Face)
@@ -598,6 +608,7 @@ impl<S: DbAccess> Controller<S> {
             "blinks": a.blinks,
             "distance": a.result.distance,
             "margin": a.result.margin(),
+            "normalized_margin": a.result.normalized_margin,
             "second": a.result.second_user,
             "verdict": a.result.verdict,
             "probes": a.result.probes,

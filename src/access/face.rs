@@ -164,6 +164,7 @@ mod tests {
                 distance: Some(0.3),
                 second_user: None,
                 second_distance: None,
+                normalized_margin: None,
                 probes: 3,
             },
             user_id: (verdict == Verdict::Match).then_some(7),

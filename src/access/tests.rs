@@ -441,6 +441,7 @@ fn attempt_pad(
             distance: Some(0.3),
             second_user: None,
             second_distance: None,
+            normalized_margin: None,
             probes: 3,
         },
         user_id: user.map(|u| u.0.id),

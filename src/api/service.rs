@@ -55,8 +55,8 @@ pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
     for t in db.templates()? {
         by_user.entry(t.user_id).or_default().push(t.embedding);
     }
-    Ok(Gallery {
-        users: users
+    Ok(Gallery::new(
+        users
             .into_iter()
             .map(|u| GalleryUser {
                 templates: by_user.remove(&u.id).unwrap_or_default(),
@@ -66,7 +66,7 @@ pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
                 enabled: u.enabled,
             })
             .collect(),
-    })
+    ))
 }
 
 /// The running access controller, as the service reaches it.
@@ -932,13 +932,13 @@ impl EnrollCtx {
                 let Some(mean) = Embedding::mean(&probes) else {
                     return Ok(Err("nobody".into()));
                 };
-                for gu in gallery.users.iter().filter(|g| g.user_id != uid) {
+                for gu in gallery.users().iter().filter(|g| g.user_id != uid) {
                     if gu.templates.iter().any(|t| t.distance(&mean) < threshold) {
                         return Ok(Err(gu.name.clone()));
                     }
                 }
                 let own: Vec<Embedding> = gallery
-                    .users
+                    .users()
                     .iter()
                     .filter(|g| g.user_id == uid)
                     .flat_map(|g| g.templates.clone())

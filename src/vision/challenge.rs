@@ -279,6 +279,7 @@ mod tests {
             distance: Some(distance),
             second_user: None,
             second_distance: None,
+            normalized_margin: None,
             probes: 3,
         }
     }

@@ -9,6 +9,15 @@
 //!   other users are enrolled (with fewer, "far from the others" means little, so a
 //!   small gallery only gets the strict tier).
 //!
+//! In the strict tier, with at least `min_cohort` other users enrolled, the margin is
+//! measured on cohort-normalized distances: each user's distance is divided by that
+//! user's *spread* (the mean distance from their templates to every other user's nearest
+//! template), scaled by the gallery's mean spread. A person whom nobody enrolled resembles
+//! needs less of a lead than one with look-alikes, and a person many others resemble (a
+//! "hub") no longer crowds out everyone near them. It never changes who is matched (the
+//! nearest user by raw distance must also be nearest after normalization), never applies
+//! beyond `strict_threshold` (raw), and the margin tier stays on raw distances.
+//!
 //! Otherwise the result is `Ambiguous` when another user is what stands in the way (too
 //! close behind), else `NoMatch`. Banned
 //! and disabled users stay in the gallery so that a match on them can raise an alert;
@@ -26,9 +35,16 @@ pub struct GalleryUser {
     pub templates: Vec<Embedding>,
 }
 
+/// The enrolled users and, per user, their spread (see the module text). Built with
+/// [`Gallery::new`], so the spreads always belong to these templates.
 #[derive(Debug, Clone, Default)]
 pub struct Gallery {
-    pub users: Vec<GalleryUser>,
+    users: Vec<GalleryUser>,
+    /// Per user (same index): mean distance from their templates to the other users'
+    /// nearest templates; `None` without templates or without others.
+    spread: Vec<Option<f32>>,
+    /// Mean of the spreads.
+    mean_spread: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,6 +70,10 @@ pub struct MatchResult {
     pub distance: Option<f32>,
     pub second_user: Option<String>,
     pub second_distance: Option<f32>,
+    /// The strict tier's margin on cohort-normalized distances (when the cohort is large
+    /// enough and the raw and normalized nearest agree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized_margin: Option<f32>,
     pub probes: usize,
 }
 
@@ -74,6 +94,34 @@ pub struct MatchPolicy {
 }
 
 impl Gallery {
+    pub fn new(users: Vec<GalleryUser>) -> Gallery {
+        let spread = spreads(&users);
+        let known: Vec<f32> = spread.iter().flatten().copied().collect();
+        let mean_spread =
+            (!known.is_empty()).then(|| known.iter().sum::<f32>() / known.len() as f32);
+        Gallery {
+            users,
+            spread,
+            mean_spread,
+        }
+    }
+
+    pub fn users(&self) -> &[GalleryUser] {
+        &self.users
+    }
+
+    /// Renumber a user (ids play no part in the spreads).
+    pub fn set_user_id(&mut self, index: usize, id: UserId) {
+        if let Some(u) = self.users.get_mut(index) {
+            u.user_id = id;
+        }
+    }
+
+    /// A user's spread (see the module text), if they have templates and others do.
+    pub fn spread(&self, index: usize) -> Option<f32> {
+        self.spread.get(index).copied().flatten()
+    }
+
     pub fn template_count(&self) -> usize {
         self.users.iter().map(|u| u.templates.len()).sum()
     }
@@ -108,28 +156,59 @@ impl Gallery {
 
     pub fn identify(&self, probes: &[Embedding], policy: MatchPolicy) -> MatchResult {
         let scores = self.scores(probes);
-        Self::decide(&self.users, &scores, probes.len(), policy)
+        self.decide(&scores, probes.len(), policy)
     }
 
-    /// Apply the threshold and margin to precomputed scores (used by threshold sweeps).
+    /// The strict tier's margin on cohort-normalized distances: `None` when the cohort is
+    /// too small, a spread is missing, or normalization would put someone else first.
+    fn normalized_margin(&self, scores: &[(usize, f32)], policy: MatchPolicy) -> Option<f32> {
+        if scores.len().saturating_sub(1) < policy.min_cohort {
+            return None;
+        }
+        let scale = self.mean_spread?;
+        let mut normalized = scores
+            .iter()
+            .map(|&(i, d)| Some((i, d * scale / self.spread(i)?)));
+        // `scores` is best first: the first is the raw nearest.
+        let (_, best) = normalized.next()??;
+        let mut nearest_other = f32::INFINITY;
+        for n in normalized {
+            let (_, v) = n?;
+            nearest_other = nearest_other.min(v);
+        }
+        (nearest_other >= best).then_some(nearest_other - best)
+    }
+
+    /// Apply the threshold and margin to precomputed scores, best first (from
+    /// [`Gallery::scores`]; used by threshold sweeps too).
     pub fn decide(
-        users: &[GalleryUser],
+        &self,
         scores: &[(usize, f32)],
         probes: usize,
         policy: MatchPolicy,
     ) -> MatchResult {
+        let users = &self.users;
         let best = scores.first().copied();
         let second = scores.get(1).copied();
         let cohort = scores.len().saturating_sub(1);
+        let normalized_margin = self.normalized_margin(scores, policy);
         let verdict = match best {
             None => Verdict::Empty,
             Some((_, d)) => {
                 let margin = second.map_or(f32::INFINITY, |s| s.1 - d);
-                let strict = d <= policy.strict_threshold && margin >= policy.strict_margin;
+                // With a cohort, the strict tier's margin is the normalized one; a cohort
+                // whose normalization would put someone else first gets no strict match.
+                let strict_margin = if cohort >= policy.min_cohort {
+                    normalized_margin.unwrap_or(f32::NEG_INFINITY)
+                } else {
+                    margin
+                };
+                let strict = d <= policy.strict_threshold && strict_margin >= policy.strict_margin;
                 let by_margin =
                     d <= policy.threshold && margin >= policy.margin && cohort >= policy.min_cohort;
                 // Ambiguous only when another user is what stands in the way.
-                let crowded = (d <= policy.strict_threshold && margin < policy.strict_margin)
+                let crowded = (d <= policy.strict_threshold
+                    && strict_margin < policy.strict_margin)
                     || (d <= policy.threshold
                         && cohort >= policy.min_cohort
                         && margin < policy.margin);
@@ -149,9 +228,44 @@ impl Gallery {
             distance: best.map(|b| b.1),
             second_user: second.map(|s| users[s.0].name.clone()),
             second_distance: second.map(|s| s.1),
+            normalized_margin,
             probes,
         }
     }
+}
+
+/// Each user's spread: the mean, over their templates and every other user with
+/// templates, of the distance to that user's nearest template. Every pair of templates
+/// is measured once (squared; one square root per kept minimum).
+fn spreads(users: &[GalleryUser]) -> Vec<Option<f32>> {
+    let mut sum = vec![(0f32, 0u32); users.len()];
+    // Per pair of users: each one's templates' nearest of the other's.
+    let (mut near_a, mut near_b) = (Vec::new(), Vec::new());
+    for (i, a) in users.iter().enumerate() {
+        for (j, b) in users.iter().enumerate().skip(i + 1) {
+            if a.templates.is_empty() || b.templates.is_empty() {
+                continue;
+            }
+            near_a.clear();
+            near_a.resize(a.templates.len(), f32::INFINITY);
+            near_b.clear();
+            near_b.resize(b.templates.len(), f32::INFINITY);
+            for (x, ta) in a.templates.iter().enumerate() {
+                for (y, tb) in b.templates.iter().enumerate() {
+                    let d = ta.distance_squared(tb);
+                    near_a[x] = near_a[x].min(d);
+                    near_b[y] = near_b[y].min(d);
+                }
+            }
+            for (who, near) in [(i, &near_a), (j, &near_b)] {
+                sum[who].0 += near.iter().map(|d| d.sqrt()).sum::<f32>();
+                sum[who].1 += near.len() as u32;
+            }
+        }
+    }
+    sum.into_iter()
+        .map(|(s, n)| (n > 0 && s > 0.0).then(|| s / n as f32))
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,13 +287,11 @@ mod tests {
             enabled: true,
             templates: t,
         };
-        Gallery {
-            users: vec![
-                u(1, "alice", vec![e(0.0), e(0.1)]),
-                u(2, "bob", vec![e(1.0)]),
-                u(3, "nobody", vec![]),
-            ],
-        }
+        Gallery::new(vec![
+            u(1, "alice", vec![e(0.0), e(0.1)]),
+            u(2, "bob", vec![e(1.0)]),
+            u(3, "nobody", vec![]),
+        ])
     }
 
     const P: MatchPolicy = MatchPolicy {
@@ -235,16 +347,97 @@ mod tests {
         // Strict tier: close enough on its own.
         assert_eq!(g.identify(&[e(-0.1)], p).verdict, Verdict::Match);
         // With a larger cohort, the margin tier applies.
-        let mut g3 = gallery();
-        g3.users[2].templates.push(e(3.0));
+        let mut users = gallery().users().to_vec();
+        users[2].templates.push(e(3.0));
+        let g3 = Gallery::new(users);
         assert_eq!(g3.identify(&[e(-0.25)], p).verdict, Verdict::Match);
         // A single enrolled user only ever gets the strict tier.
-        let one = Gallery {
-            users: vec![g.users[0].clone()],
-        };
+        let one = Gallery::new(vec![g.users()[0].clone()]);
         assert_eq!(one.identify(&[e(-0.25)], p).verdict, Verdict::NoMatch);
         assert_eq!(one.identify(&[e(-0.05)], p).verdict, Verdict::Match);
         assert_eq!(one.identify(&[e(-0.9)], p).verdict, Verdict::NoMatch);
+    }
+
+    /// Four people on a line, 0.3 apart: alice and dave at the ends (spread 0.6), bob and
+    /// carol in the middle (spread 0.4, each has two close neighbours); mean spread 0.5.
+    fn line() -> Gallery {
+        let u = |id, name: &str, x: f32| GalleryUser {
+            user_id: id,
+            name: name.into(),
+            role: Role::User,
+            enabled: true,
+            templates: vec![e(x)],
+        };
+        Gallery::new(vec![
+            u(1, "alice", 0.0),
+            u(2, "bob", 0.3),
+            u(3, "carol", 0.6),
+            u(4, "dave", 0.9),
+        ])
+    }
+
+    const STRICT: MatchPolicy = MatchPolicy {
+        threshold: 0.3,
+        margin: 0.2,
+        strict_threshold: 0.3,
+        strict_margin: 0.05,
+        min_cohort: 2,
+    };
+
+    #[test]
+    fn spreads_are_the_mean_distance_to_the_others_nearest_templates() {
+        let g = line();
+        let spreads: Vec<f32> = (0..4).map(|i| g.spread(i).unwrap()).collect();
+        for (got, want) in spreads.iter().zip([0.6, 0.4, 0.4, 0.6]) {
+            assert!((got - want).abs() < 1e-5, "{spreads:?}");
+        }
+        assert_eq!(gallery().spread(2), None, "no templates, no spread");
+    }
+
+    #[test]
+    fn the_strict_tier_measures_the_lead_on_normalized_distances() {
+        let g = line();
+        // 0.14 from alice, 0.16 from bob: a raw lead of 0.02, under the 0.05 needed. Alice
+        // has nobody near her, bob has two: normalized, 0.117 against 0.2.
+        let r = g.identify(&[e(0.14)], STRICT);
+        assert_eq!(r.verdict, Verdict::Match, "{r:?}");
+        assert_eq!(r.best_user.as_deref(), Some("alice"));
+        assert!((r.margin().unwrap() - 0.02).abs() < 1e-5);
+        assert!(
+            (r.normalized_margin.unwrap() - 0.0833).abs() < 1e-3,
+            "{r:?}"
+        );
+        // Without the cohort, raw distances decide: too close to call.
+        let small = MatchPolicy {
+            min_cohort: 5,
+            ..STRICT
+        };
+        let r = g.identify(&[e(0.14)], small);
+        assert_eq!(r.verdict, Verdict::Ambiguous, "{r:?}");
+        assert_eq!(r.normalized_margin, None);
+        // Beyond the strict threshold the margin tier applies, on raw distances.
+        let tight = MatchPolicy {
+            strict_threshold: 0.1,
+            ..STRICT
+        };
+        assert_eq!(g.identify(&[e(0.14)], tight).verdict, Verdict::Ambiguous);
+    }
+
+    #[test]
+    fn normalization_can_take_a_lead_away_but_never_changes_who_is_nearest() {
+        let g = line();
+        // 0.11 from bob, 0.19 from alice: a raw lead of 0.08 is enough, but bob's
+        // neighbours are close, alice's are not: normalized, 0.1375 against 0.158.
+        let r = g.identify(&[e(0.19)], STRICT);
+        assert_eq!(r.best_user.as_deref(), Some("bob"));
+        assert!(r.margin().unwrap() > 0.05);
+        assert_eq!(r.verdict, Verdict::Ambiguous, "{r:?}");
+        // 0.14 from bob, 0.16 from alice: bob is nearest raw, alice normalized. Nobody
+        // is matched.
+        let r = g.identify(&[e(0.16)], STRICT);
+        assert_eq!(r.best_user.as_deref(), Some("bob"));
+        assert_eq!(r.normalized_margin, None);
+        assert_eq!(r.verdict, Verdict::Ambiguous, "{r:?}");
     }
 
     #[test]

@@ -884,7 +884,7 @@ fn attempt(
         .pad_since(blink_t.and_then(|b| b.checked_sub(window)))
         .collect();
     let pad = PadSummary::over(&scores, &cfg.pad);
-    let user = result.best_index.map(|i| &gallery.users[i]);
+    let user = result.best_index.map(|i| &gallery.users()[i]);
     let matched = result.verdict == Verdict::Match;
     Attempt {
         track: t.id,

@@ -83,6 +83,14 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         concurrency: u64,
     },
+    /// Building the in-memory gallery (the per-user spreads the matcher normalizes with,
+    /// quadratic in templates) and one 1:N match, on synthetic embeddings (timing only).
+    Gallery {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 5)]
+        templates: usize,
+    },
 }
 
 /// Open the configured store directly (CLI use: no store thread needed).
@@ -311,6 +319,11 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
 
 pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCmd::Gallery { users, templates } => {
+            let r = bench_gallery(ctx, users, templates);
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Dbus {
             method,
             calls,
@@ -436,5 +449,61 @@ fn mixed_write(db: &mut Db, i: u64) -> anyhow::Result<String> {
             )?;
             format!("ack audit {seq}")
         }
+    })
+}
+
+/// `bench gallery`: time `Gallery::new` and one identify over synthetic users whose
+/// embeddings are spread like dlib's (unit-scale, about 0.5-0.9 apart).
+fn bench_gallery(ctx: &Ctx, users: usize, templates: usize) -> serde_json::Value {
+    use lockerd::types::{Embedding, Role, EMBEDDING_DIM};
+    use lockerd::vision::matcher::{Gallery, GalleryUser};
+    // A fixed pseudo-random sequence (SplitMix64): the same gallery on every run.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut vector = |centre: Option<&[f32; EMBEDDING_DIM]>, scale: f32| {
+        let mut v = [0f32; EMBEDDING_DIM];
+        for (k, x) in v.iter_mut().enumerate() {
+            *x = centre.map_or(0.0, |c| c[k]) + next() * scale;
+        }
+        v
+    };
+    let people: Vec<GalleryUser> = (0..users)
+        .map(|i| {
+            let centre = vector(None, 0.12);
+            GalleryUser {
+                user_id: i as i64 + 1,
+                name: format!("u{i}"),
+                role: Role::User,
+                enabled: true,
+                templates: (0..templates)
+                    .map(|_| Embedding(vector(Some(&centre), 0.03)))
+                    .collect(),
+            }
+        })
+        .collect();
+    let probe = people
+        .first()
+        .and_then(|u| u.templates.first())
+        .cloned()
+        .unwrap_or(Embedding([0.0; EMBEDDING_DIM]));
+    let t0 = Instant::now();
+    let gallery = Gallery::new(people);
+    let build_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = Instant::now();
+    let r = gallery.identify(&[probe.clone(), probe], ctx.config.vision.policy());
+    let identify_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    serde_json::json!({
+        "users": users,
+        "templates_per_user": templates,
+        "build_ms": build_ms,
+        "identify_ms_2_probes": identify_ms,
+        "spread_of_first_user": gallery.spread(0),
+        "verdict": r.verdict,
     })
 }
