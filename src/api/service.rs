@@ -50,23 +50,27 @@ const REFUSALS_AUDITED_PER_MIN: u32 = 5;
 
 /// Build the in-memory gallery from the store: every user with their templates.
 pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
+    Ok(Gallery::new(gallery_users(db)?))
+}
+
+/// Every user with their templates, as read from the store (the gallery's spreads are
+/// worked out off the store thread: [`Gallery::new`] is quadratic in templates).
+pub fn gallery_users(db: &Db) -> Result<Vec<GalleryUser>, StoreError> {
     let users = db.list_users()?;
     let mut by_user: HashMap<i64, Vec<Embedding>> = HashMap::new();
     for t in db.templates()? {
         by_user.entry(t.user_id).or_default().push(t.embedding);
     }
-    Ok(Gallery::new(
-        users
-            .into_iter()
-            .map(|u| GalleryUser {
-                templates: by_user.remove(&u.id).unwrap_or_default(),
-                user_id: u.id,
-                name: u.name,
-                role: u.role,
-                enabled: u.enabled,
-            })
-            .collect(),
-    ))
+    Ok(users
+        .into_iter()
+        .map(|u| GalleryUser {
+            templates: by_user.remove(&u.id).unwrap_or_default(),
+            user_id: u.id,
+            name: u.name,
+            role: u.role,
+            enabled: u.enabled,
+        })
+        .collect())
 }
 
 /// The running access controller, as the service reaches it.
@@ -156,6 +160,9 @@ pub struct Service {
     refusals: Mutex<HashMap<String, (i64, u32)>>,
     /// Wakes the status task after a user change.
     changed: tokio::sync::Notify,
+    /// Held through a gallery reload (read, build, hand over), so an older snapshot can
+    /// never replace a newer one.
+    gallery_reload: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -180,6 +187,7 @@ impl Service {
             next_job: AtomicU64::new(1),
             refusals: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
+            gallery_reload: tokio::sync::Mutex::new(()),
         });
         svc.refresh_status();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
@@ -375,9 +383,17 @@ impl Service {
 
     async fn push_gallery(&self) {
         if let Some(v) = &self.b.vision {
-            match self.b.store.call(|db| load_gallery(db)).await {
+            let _one_at_a_time = self.gallery_reload.lock().await;
+            let users = match self.b.store.call(|db| gallery_users(db)).await {
+                Ok(u) => u,
+                Err(e) => {
+                    log::error!("cannot reload the gallery: {e}");
+                    return;
+                }
+            };
+            match tokio::task::spawn_blocking(move || Gallery::new(users)).await {
                 Ok(g) => v.set_gallery(g),
-                Err(e) => log::error!("cannot reload the gallery: {e}"),
+                Err(e) => log::error!("cannot rebuild the gallery: {e}"),
             }
         }
     }
@@ -927,18 +943,17 @@ impl EnrollCtx {
         let (bus, job, now) = (self.events.clone(), self.job, self.clock.now_ms());
         self.store
             .call(move |db| {
-                let gallery = load_gallery(db)?;
+                let users = gallery_users(db)?;
                 let probes: Vec<Embedding> = samples.iter().map(|s| s.embedding.clone()).collect();
                 let Some(mean) = Embedding::mean(&probes) else {
                     return Ok(Err("nobody".into()));
                 };
-                for gu in gallery.users().iter().filter(|g| g.user_id != uid) {
+                for gu in users.iter().filter(|g| g.user_id != uid) {
                     if gu.templates.iter().any(|t| t.distance(&mean) < threshold) {
                         return Ok(Err(gu.name.clone()));
                     }
                 }
-                let own: Vec<Embedding> = gallery
-                    .users()
+                let own: Vec<Embedding> = users
                     .iter()
                     .filter(|g| g.user_id == uid)
                     .flat_map(|g| g.templates.clone())
