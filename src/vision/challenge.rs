@@ -116,22 +116,15 @@ impl ChallengeConfig {
 /// randomness.
 #[derive(Debug, Clone)]
 pub struct Picker {
-    state: u64,
+    rng: crate::types::SplitMix64,
 }
 
 impl Picker {
     pub fn new(seed: u64) -> Picker {
+        let seed = if seed == 0 { rand::random() } else { seed };
         Picker {
-            state: if seed == 0 { rand::random() } else { seed },
+            rng: crate::types::SplitMix64::new(seed),
         }
-    }
-
-    fn next(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     /// One of `prompts` (blink twice when the list is empty).
@@ -139,7 +132,7 @@ impl Picker {
         if prompts.is_empty() {
             return Prompt::BlinkTwice;
         }
-        let i = (self.next() % prompts.len() as u64) as usize;
+        let i = (self.rng.next_u64() % prompts.len() as u64) as usize;
         prompts[i]
     }
 }

@@ -159,12 +159,9 @@ impl Gallery {
         self.decide(&scores, probes.len(), policy)
     }
 
-    /// The strict tier's margin on cohort-normalized distances: `None` when the cohort is
-    /// too small, a spread is missing, or normalization would put someone else first.
-    fn normalized_margin(&self, scores: &[(usize, f32)], policy: MatchPolicy) -> Option<f32> {
-        if scores.len().saturating_sub(1) < policy.min_cohort {
-            return None;
-        }
+    /// The margin on cohort-normalized distances: `None` when a spread is missing or
+    /// normalization would put someone else first.
+    fn normalized_margin(&self, scores: &[(usize, f32)]) -> Option<f32> {
         let scale = self.mean_spread?;
         let mut normalized = scores
             .iter()
@@ -191,27 +188,29 @@ impl Gallery {
         let best = scores.first().copied();
         let second = scores.get(1).copied();
         let cohort = scores.len().saturating_sub(1);
-        let normalized_margin = self.normalized_margin(scores, policy);
+        // With too small a cohort, "far from the others" and spreads mean little: no
+        // margin tier, and raw margins in the strict tier.
+        let with_cohort = cohort >= policy.min_cohort;
+        let normalized_margin = with_cohort
+            .then(|| self.normalized_margin(scores))
+            .flatten();
         let verdict = match best {
             None => Verdict::Empty,
             Some((_, d)) => {
                 let margin = second.map_or(f32::INFINITY, |s| s.1 - d);
                 // With a cohort, the strict tier's margin is the normalized one; a cohort
                 // whose normalization would put someone else first gets no strict match.
-                let strict_margin = if cohort >= policy.min_cohort {
+                let strict_margin = if with_cohort {
                     normalized_margin.unwrap_or(f32::NEG_INFINITY)
                 } else {
                     margin
                 };
                 let strict = d <= policy.strict_threshold && strict_margin >= policy.strict_margin;
-                let by_margin =
-                    d <= policy.threshold && margin >= policy.margin && cohort >= policy.min_cohort;
+                let by_margin = d <= policy.threshold && margin >= policy.margin && with_cohort;
                 // Ambiguous only when another user is what stands in the way.
                 let crowded = (d <= policy.strict_threshold
                     && strict_margin < policy.strict_margin)
-                    || (d <= policy.threshold
-                        && cohort >= policy.min_cohort
-                        && margin < policy.margin);
+                    || (d <= policy.threshold && with_cohort && margin < policy.margin);
                 if strict || by_margin {
                     Verdict::Match
                 } else if crowded {

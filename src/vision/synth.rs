@@ -39,15 +39,11 @@ impl Default for HandHeld {
     }
 }
 
-/// A small deterministic generator (SplitMix64), enough for motion curves.
-struct Rng(u64);
+/// The deterministic generator for motion curves.
+struct Rng(crate::types::SplitMix64);
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+        self.0.next_f32()
     }
     fn signed(&mut self) -> f32 {
         self.next() * 2.0 - 1.0
@@ -102,7 +98,7 @@ pub fn photo_attack_from_frame(frame: &Frame, out: &Path, p: &HandHeld) -> Resul
     )
     .map_err(cv)?;
     let mut vw = MjpegWriter::create(out, w as u32, h as u32, p.fps)?;
-    let mut rng = Rng(p.seed);
+    let mut rng = Rng(crate::types::SplitMix64::new(p.seed));
     let (sx, sy, sr, ss, sb) = (
         sway(&mut rng),
         sway(&mut rng),

@@ -35,6 +35,18 @@ enum Chroma {
     Mono,
 }
 
+impl Chroma {
+    /// Right shifts from a luma column and row to the chroma sample's (none for mono).
+    fn shifts(self) -> Option<(usize, usize)> {
+        match self {
+            Chroma::C420 => Some((1, 1)),
+            Chroma::C422 => Some((1, 0)),
+            Chroma::C444 => Some((0, 0)),
+            Chroma::Mono => None,
+        }
+    }
+}
+
 /// What a YUV4MPEG stream header declares.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Y4mHeader {
@@ -103,11 +115,9 @@ impl Y4mHeader {
     /// Width and height of each chroma plane (0 for mono).
     fn chroma_size(&self) -> (usize, usize) {
         let (w, h) = (self.width as usize, self.height as usize);
-        match self.chroma {
-            Chroma::C420 => (w.div_ceil(2), h.div_ceil(2)),
-            Chroma::C422 => (w.div_ceil(2), h),
-            Chroma::C444 => (w, h),
-            Chroma::Mono => (0, 0),
+        match self.chroma.shifts() {
+            Some((sx, sy)) => (w.div_ceil(1 << sx), h.div_ceil(1 << sy)),
+            None => (0, 0),
         }
     }
 
@@ -127,16 +137,11 @@ impl Y4mHeader {
         let (u_plane, v_plane) = rest.split_at(cw * ch);
         let k = Coef::of(self.full_range);
         let mut out = Vec::with_capacity(w * h * 3);
-        let (sx, sy) = match self.chroma {
-            Chroma::C420 => (1, 1),
-            Chroma::C422 => (1, 0),
-            Chroma::C444 => (0, 0),
-            Chroma::Mono => {
-                for &y in y_plane {
-                    out.extend_from_slice(&k.rgb(i32::from(y), 0, 0));
-                }
-                return out;
+        let Some((sx, sy)) = self.chroma.shifts() else {
+            for &y in y_plane {
+                out.extend_from_slice(&k.rgb(i32::from(y), 0, 0));
             }
+            return out;
         };
         for (row, ys) in y_plane.chunks_exact(w.max(1)).enumerate() {
             let c0 = (row >> sy) * cw;

@@ -457,19 +457,12 @@ fn mixed_write(db: &mut Db, i: u64) -> anyhow::Result<String> {
 fn bench_gallery(ctx: &Ctx, users: usize, templates: usize) -> serde_json::Value {
     use lockerd::types::{Embedding, Role, EMBEDDING_DIM};
     use lockerd::vision::matcher::{Gallery, GalleryUser};
-    // A fixed pseudo-random sequence (SplitMix64): the same gallery on every run.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    // A fixed pseudo-random sequence: the same gallery on every run.
+    let mut rng = lockerd::types::SplitMix64::new(0x9E37_79B9_7F4A_7C15);
     let mut vector = |centre: Option<&[f32; EMBEDDING_DIM]>, scale: f32| {
         let mut v = [0f32; EMBEDDING_DIM];
         for (k, x) in v.iter_mut().enumerate() {
-            *x = centre.map_or(0.0, |c| c[k]) + next() * scale;
+            *x = centre.map_or(0.0, |c| c[k]) + (rng.next_f32() - 0.5) * scale;
         }
         v
     };
