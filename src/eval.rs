@@ -8,7 +8,7 @@ use crate::api::event::EventKind;
 use crate::api::service::load_gallery;
 use crate::config::{AccessConfig, VisionConfig};
 use crate::store::{Create, Db, DbKey};
-use crate::types::Role;
+use crate::types::{Embedding, Role};
 use crate::vision::enroll;
 use crate::vision::frame::Frame;
 use crate::vision::matcher::{Gallery, MatchPolicy, Verdict};
@@ -865,8 +865,35 @@ pub struct KioskReport {
     /// Genuine clips denied as `spoof` or `pad_unsure`.
     pub genuine_denied_by_pad: usize,
     pub max_frames_after_blink: Option<u64>,
+    /// People whose FNN templates the enrollment duplicate check (the API's rule: the
+    /// mean of the new samples within `strict_threshold` of another user's template)
+    /// would refuse, were they enrolled after everyone else.
+    pub not_enrollable: Vec<String>,
+    /// With `leave_one_out`: each person's genuine clips replayed with that person
+    /// removed from the gallery (kind `stranger`): none may be granted.
+    pub stranger_clips: usize,
+    pub strangers_granted: usize,
     pub clips: Vec<KioskClip>,
     pub elapsed_s: f64,
+}
+
+/// Who, of `gallery`'s users, the enrollment duplicate check would refuse if enrolled
+/// last: the unit mean of their templates within `threshold` of another user's template.
+pub fn not_enrollable(gallery: &Gallery, threshold: f32) -> Vec<String> {
+    let users = gallery.users();
+    users
+        .iter()
+        .filter(|u| {
+            let Some(mean) = Embedding::mean(&u.templates).and_then(|m| m.unit()) else {
+                return false;
+            };
+            users
+                .iter()
+                .filter(|o| o.user_id != u.user_id)
+                .any(|o| o.templates.iter().any(|t| t.distance(&mean) < threshold))
+        })
+        .map(|u| u.name.clone())
+        .collect()
 }
 
 /// `eval kiosk`: enroll each person from `<person>_FNN.mp4` in `dir`, replay their other
@@ -881,6 +908,7 @@ pub fn eval_kiosk(
     noblink: Option<&Path>,
     photo_attacks: bool,
     replays: Option<&Path>,
+    leave_one_out: bool,
 ) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
     let clips = list_videos(dir)?;
@@ -941,6 +969,7 @@ pub fn eval_kiosk(
     }
     let mut gallery = load_gallery(&store.db)?;
     let enrolled: Vec<String> = gallery.users().iter().map(|u| u.name.clone()).collect();
+    let refused_dup = not_enrollable(&gallery, cfg.strict_threshold);
     let mut decider = Decider::new(&mut gallery, &AccessConfig::default())?;
     let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
     let mut out = Vec::new();
@@ -974,6 +1003,26 @@ pub fn eval_kiosk(
             continue;
         }
         run(&mut pipe, c, &person, "genuine")?;
+    }
+    if leave_one_out {
+        // Each person a stranger in turn: the gallery without them, their walk-ups.
+        let full = pipe.gallery().clone();
+        for person in people.iter().filter(|p| enrolled.contains(p)) {
+            let others: Vec<_> = full
+                .users()
+                .iter()
+                .filter(|u| &u.name != person)
+                .cloned()
+                .collect();
+            pipe.set_gallery(Gallery::new(others));
+            for c in clips
+                .iter()
+                .filter(|c| person_of(c) == *person && !name_of(c).ends_with("_FNN"))
+            {
+                run(&mut pipe, c, person, "stranger")?;
+            }
+        }
+        pipe.set_gallery(full);
     }
     if let Some(nb) = noblink {
         for c in list_videos(nb)? {
@@ -1012,6 +1061,7 @@ pub fn eval_kiosk(
     let noblink: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "noblink").collect();
     let attacks: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "photo_attack").collect();
     let replayed: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "replay_attack").collect();
+    let strangers: Vec<&KioskClip> = out.iter().filter(|c| c.kind == "stranger").collect();
     let is_attack = |c: &&KioskClip| c.kind == "photo_attack" || c.kind == "replay_attack";
     Ok(KioskReport {
         people: people.len() + replay_clips.len(),
@@ -1041,6 +1091,9 @@ pub fn eval_kiosk(
             .filter(|c| c.decision == "grant")
             .filter_map(|c| c.frames_after_blink)
             .max(),
+        not_enrollable: refused_dup,
+        stranger_clips: strangers.len(),
+        strangers_granted: strangers.iter().filter(|c| c.decision == "grant").count(),
         clips: out,
         elapsed_s: t0.elapsed().as_secs_f64(),
     })

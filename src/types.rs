@@ -6,8 +6,48 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Dimension of a dlib ResNet face embedding.
+/// Dimension of a face embedding (SFace's and dlib's ResNet's alike).
 pub const EMBEDDING_DIM: usize = 128;
+
+/// Which network made an embedding. Templates carry it: distances between embeddings of
+/// different models mean nothing, and each model has its own thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EmbeddingModel {
+    /// OpenCV Zoo's SFace (2021dec, int8bq dequantized to float32), L2-normalised; the
+    /// match embedding since schema 6.
+    #[serde(rename = "sface_2021dec")]
+    Sface,
+    /// dlib's ResNet (`dlib_face_recognition_resnet_model_v1`), the embedding of every
+    /// template written before schema 6 (kept so that an upgraded kiosk locks nobody out).
+    #[serde(rename = "dlib_resnet_v1")]
+    DlibResnet,
+}
+
+impl EmbeddingModel {
+    /// What templates are made with now.
+    pub const CURRENT: EmbeddingModel = EmbeddingModel::Sface;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmbeddingModel::Sface => "sface_2021dec",
+            EmbeddingModel::DlibResnet => "dlib_resnet_v1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EmbeddingModel> {
+        match s {
+            "sface_2021dec" => Some(EmbeddingModel::Sface),
+            "dlib_resnet_v1" => Some(EmbeddingModel::DlibResnet),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EmbeddingModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A 128-d face embedding. `Debug` deliberately prints no values: embeddings are
 /// biometric data and must not reach logs.
@@ -35,7 +75,7 @@ impl Embedding {
         Some(Self(out))
     }
 
-    /// Euclidean distance, the metric the dlib model was trained for.
+    /// Euclidean distance (dlib's metric; for SFace's unit vectors, `sqrt(2 - 2 cos)`).
     pub fn distance(&self, other: &Embedding) -> f32 {
         self.distance_squared(other).sqrt()
     }
@@ -66,6 +106,20 @@ impl Embedding {
             }
         }
         Some(Self(out))
+    }
+
+    /// Scaled to unit length (SFace's embeddings are compared as unit vectors); None for a
+    /// zero or non-finite vector.
+    pub fn unit(&self) -> Option<Embedding> {
+        let norm = self.0.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if !norm.is_finite() || norm < 1e-6 {
+            return None;
+        }
+        let mut out = self.0;
+        for o in out.iter_mut() {
+            *o /= norm;
+        }
+        Some(Embedding(out))
     }
 
     /// Mean of several embeddings (used to fuse frames of one track).

@@ -67,6 +67,7 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         Some(&data.join("blink/live_noblink")),
         true,
         Some(&data.join("blink/replay_and_live")),
+        false,
     )
     .unwrap();
     println!(

@@ -18,7 +18,7 @@ use crate::api::{ApiError, DoorState, LockState};
 use crate::config::AccessConfig;
 use crate::hw::{Devices, Signal};
 use crate::store::{AuditEntry, Db, LockoutState, Method, Outcome, StoreError};
-use crate::types::{Role, User};
+use crate::types::{Embedding, EmbeddingModel, Role, User};
 use crate::vision::pipeline::Attempt;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -649,7 +649,10 @@ impl<S: DbAccess> Controller<S> {
                     return;
                 }
                 let name = u.name.clone();
-                let _ = self.grant(now, Some(&u), name, Method::Face, "match", evidence, ev);
+                let granted = self.grant(now, Some(&u), name, Method::Face, "match", evidence, ev);
+                if granted.is_ok() && !a.upgrade.is_empty() {
+                    self.upgrade_templates(&u, a.upgrade.clone(), ev);
+                }
             }
             FaceDecision::Deny { reason, user } => {
                 let r = reason.as_str();
@@ -702,6 +705,49 @@ impl<S: DbAccess> Controller<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// A user matched by templates enrolled before SFace was just let in: this walk-up's
+    /// SFace embeddings become their templates (with an audit row and a `user_changed`
+    /// event `face_upgraded`, in one transaction), unless they have SFace templates
+    /// already. The API reloads the gallery on that event. A failure changes nothing and
+    /// is only logged: the user keeps being matched as before.
+    fn upgrade_templates(&mut self, u: &User, probes: Vec<Embedding>, ev: &mut Vec<Event>) {
+        let (id, name) = (u.id, u.name.clone());
+        let n = probes.len();
+        let model = EmbeddingModel::CURRENT;
+        let entry = AuditEntry::new(Method::Face, Outcome::Info, "face templates upgraded")
+            .user(id, &name)
+            .evidence(json!({ "model": model, "templates": n }));
+        let event = Event::new(EventKind::UserChanged)
+            .user(Some(name.clone()))
+            .method(Method::Face)
+            .reason("face_upgraded")
+            .detail(json!({ "model": model, "templates": n }));
+        let (t, pending) = Pending::stage(Timed::at(self.last_now, event), self.outbox);
+        let r = self.store.with(move |db| {
+            db.atomically(|db| {
+                if db.template_count_of(id, model)? > 0 {
+                    return Ok(false);
+                }
+                let items: Vec<_> = probes
+                    .into_iter()
+                    .map(|e| (e, 1.0, "upgrade: a granted walk-up".to_owned()))
+                    .collect();
+                db.add_templates_of(id, model, &items)?;
+                db.audit_append(&entry)?;
+                pending.write(db)?;
+                Ok(true)
+            })
+        });
+        match r {
+            Ok(true) => {
+                log::info!("{name}: {n} {model} template(s) stored from a granted walk-up");
+                ev.push(t.event);
+            }
+            Ok(false) => {}
+            Err(e) => log::error!("{name}: could not store {model} templates: {e}"),
         }
     }
 

@@ -166,6 +166,7 @@ mod tests {
                 second_distance: None,
                 normalized_margin: None,
                 probes: 3,
+                model: crate::types::EmbeddingModel::Sface,
             },
             user_id: (verdict == Verdict::Match).then_some(7),
             role: (verdict == Verdict::Match).then_some(role),
@@ -177,6 +178,7 @@ mod tests {
                 median: None,
             },
             challenge: None,
+            upgrade: vec![],
         }
     }
 

@@ -443,6 +443,7 @@ fn attempt_pad(
             second_distance: None,
             normalized_margin: None,
             probes: 3,
+            model: crate::types::EmbeddingModel::Sface,
         },
         user_id: user.map(|u| u.0.id),
         role: user.map(|u| u.1),
@@ -454,6 +455,7 @@ fn attempt_pad(
             median: None,
         },
         challenge: None,
+        upgrade: vec![],
     }))
 }
 

@@ -29,7 +29,7 @@ use crate::access::credentials;
 use crate::access::driver::Clock;
 use crate::config::Config;
 use crate::store::{AuditEntry, Db, Method, Outcome, Store, StoreError};
-use crate::types::{Embedding, Role as UserRole, User};
+use crate::types::{Embedding, EmbeddingModel, Role as UserRole, User};
 use crate::vision::enroll::{Refusal, Sample};
 use crate::vision::matcher::{Gallery, GalleryUser};
 use crate::vision::runner::VisionShared;
@@ -57,14 +57,22 @@ pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
 /// worked out off the store thread: [`Gallery::new`] is quadratic in templates).
 pub fn gallery_users(db: &Db) -> Result<Vec<GalleryUser>, StoreError> {
     let users = db.list_users()?;
-    let mut by_user: HashMap<i64, Vec<Embedding>> = HashMap::new();
+    let mut by_user: HashMap<(i64, EmbeddingModel), Vec<Embedding>> = HashMap::new();
     for t in db.templates()? {
-        by_user.entry(t.user_id).or_default().push(t.embedding);
+        by_user
+            .entry((t.user_id, t.model))
+            .or_default()
+            .push(t.embedding);
     }
     Ok(users
         .into_iter()
         .map(|u| GalleryUser {
-            templates: by_user.remove(&u.id).unwrap_or_default(),
+            templates: by_user
+                .remove(&(u.id, EmbeddingModel::CURRENT))
+                .unwrap_or_default(),
+            legacy: by_user
+                .remove(&(u.id, EmbeddingModel::DlibResnet))
+                .unwrap_or_default(),
             user_id: u.id,
             name: u.name,
             role: u.role,
@@ -205,6 +213,7 @@ impl Service {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Envelope>) {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let status_task = tokio::spawn(self.clone().status_loop());
+        let upgrade_task = tokio::spawn(self.clone().upgrade_loop());
         while let Some(env) = rx.recv().await {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -217,8 +226,30 @@ impl Service {
             });
         }
         status_task.abort();
+        upgrade_task.abort();
         if let Some(job) = lock(&self.enrolling).as_ref() {
             job.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Reload the gallery when access control has stored SFace templates for a user
+    /// matched by pre-SFace ones (`user_changed` / `face_upgraded`).
+    async fn upgrade_loop(self: Arc<Self>) {
+        let mut rx = self.b.events.subscribe();
+        loop {
+            match rx.recv().await {
+                Ok(t) => {
+                    let e = &t.event;
+                    if e.event == EventKind::UserChanged
+                        && e.reason.as_deref() == Some("face_upgraded")
+                    {
+                        self.push_gallery().await;
+                    }
+                }
+                // Missed events: reload to be sure nothing was missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.push_gallery().await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
         }
     }
 
@@ -945,7 +976,7 @@ impl EnrollCtx {
             .call(move |db| {
                 let users = gallery_users(db)?;
                 let probes: Vec<Embedding> = samples.iter().map(|s| s.embedding.clone()).collect();
-                let Some(mean) = Embedding::mean(&probes) else {
+                let Some(mean) = Embedding::mean(&probes).and_then(|m| m.unit()) else {
                     return Ok(Err("nobody".into()));
                 };
                 for gu in users.iter().filter(|g| g.user_id != uid) {

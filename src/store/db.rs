@@ -7,7 +7,7 @@ use super::audit::{AuditEntry, AuditRow, ChainVerifier, VerifyReport, GENESIS};
 use super::key::DbKey;
 use super::schema;
 use super::StoreError;
-use crate::types::{now_ms, Embedding, Role, User, UserId};
+use crate::types::{now_ms, Embedding, EmbeddingModel, Role, User, UserId};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -41,6 +41,8 @@ pub struct Template {
     pub id: i64,
     pub user_id: UserId,
     pub embedding: Embedding,
+    /// The network that made `embedding`.
+    pub model: EmbeddingModel,
     pub quality: f32,
     pub source: String,
     pub created_ms: i64,
@@ -375,6 +377,7 @@ impl Db {
 
     // ----- face templates -----
 
+    /// Add one template made by the current model ([`EmbeddingModel::CURRENT`]).
     pub fn add_template(
         &mut self,
         user_id: UserId,
@@ -382,34 +385,45 @@ impl Db {
         quality: f32,
         source: &str,
     ) -> Result<i64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                user_id,
-                embedding.to_bytes(),
-                quality as f64,
-                source,
-                now_ms()
-            ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        let item = [(embedding.clone(), quality, source.to_owned())];
+        let ids = self.add_templates_of(user_id, EmbeddingModel::CURRENT, &item)?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt("no template id".into()))
     }
 
-    /// Add several templates for one user in one transaction (all or nothing).
+    /// Add several templates made by the current model for one user in one transaction
+    /// (all or nothing).
     pub fn add_templates(
         &mut self,
         user_id: UserId,
         items: &[(Embedding, f32, String)],
     ) -> Result<Vec<i64>, StoreError> {
+        self.add_templates_of(user_id, EmbeddingModel::CURRENT, items)
+    }
+
+    /// Add several templates made by `model` for one user in one transaction.
+    pub fn add_templates_of(
+        &mut self,
+        user_id: UserId,
+        model: EmbeddingModel,
+        items: &[(Embedding, f32, String)],
+    ) -> Result<Vec<i64>, StoreError> {
         self.atomically(|db| {
             let mut ids = Vec::with_capacity(items.len());
             let mut stmt = db.conn.prepare(
-                "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms, model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (e, q, src) in items {
-                stmt.execute(params![user_id, e.to_bytes(), *q as f64, src, now_ms()])?;
+                stmt.execute(params![
+                    user_id,
+                    e.to_bytes(),
+                    *q as f64,
+                    src,
+                    now_ms(),
+                    model.as_str()
+                ])?;
                 ids.push(db.conn.last_insert_rowid());
             }
             Ok(ids)
@@ -418,7 +432,7 @@ impl Db {
 
     pub fn templates(&self) -> Result<Vec<Template>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, user_id, embedding, quality, source, created_ms FROM face_templates ORDER BY id",
+            "SELECT id, user_id, embedding, quality, source, created_ms, model FROM face_templates ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -428,24 +442,42 @@ impl Db {
                 r.get::<_, f64>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, user_id, blob, quality, source, created_ms) = row?;
+            let (id, user_id, blob, quality, source, created_ms, model) = row?;
             let embedding = Embedding::from_bytes(&blob).ok_or_else(|| {
                 StoreError::Corrupt(format!("face template {id} has a malformed embedding"))
+            })?;
+            let model = EmbeddingModel::parse(&model).ok_or_else(|| {
+                StoreError::Corrupt(format!("face template {id} names no known model"))
             })?;
             out.push(Template {
                 id,
                 user_id,
                 embedding,
+                model,
                 quality: quality as f32,
                 source,
                 created_ms,
             });
         }
         Ok(out)
+    }
+
+    /// A user's templates made by `model`.
+    pub fn template_count_of(
+        &self,
+        user_id: UserId,
+        model: EmbeddingModel,
+    ) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM face_templates WHERE user_id = ?1 AND model = ?2",
+            params![user_id, model.as_str()],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn template_count(&self, user_id: UserId) -> Result<i64, StoreError> {

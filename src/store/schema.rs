@@ -107,6 +107,12 @@ const MIGRATIONS: &[&str] = &[
         seen        INTEGER NOT NULL CHECK (seen >= 0)
     ) WITHOUT ROWID;
     "#,
+    // v6: the embedding model that made each template. Every template written before
+    // is dlib's ResNet; new ones are SFace (types::EmbeddingModel).
+    r#"
+    ALTER TABLE face_templates ADD COLUMN model TEXT NOT NULL DEFAULT 'dlib_resnet_v1'
+        CHECK (model IN ('dlib_resnet_v1', 'sface_2021dec'));
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -118,6 +124,12 @@ pub fn version(conn: &Connection) -> Result<i64, StoreError> {
 
 /// Bring the schema up to [`SCHEMA_VERSION`]. Returns the version found before.
 pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Bring the schema up to `target` (at most [`SCHEMA_VERSION`]); tests use it to write a
+/// store as an older release did. Returns the version found before.
+pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError> {
     let found = version(conn)?;
     if found > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
@@ -125,7 +137,8 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    let upto = target.clamp(0, SCHEMA_VERSION) as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(upto).skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

@@ -274,6 +274,7 @@ mod tests {
             second_distance: None,
             normalized_margin: None,
             probes: 3,
+            model: crate::types::EmbeddingModel::Sface,
         }
     }
 

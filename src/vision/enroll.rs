@@ -121,7 +121,7 @@ pub fn from_frame(
         return Ok(None);
     };
     let q = quality::measure(frame, &face.shape.points)?;
-    let Some(embedding) = models.encode(&face.patch, &face.shape) else {
+    let Some(embedding) = models.encode(frame, &face.shape)? else {
         return Ok(None);
     };
     Ok(Some(PhotoResult {
@@ -227,7 +227,7 @@ pub fn from_source(
         if q.check(&gates).is_err() {
             continue;
         }
-        if let Some(e) = models.encode(&face.patch, &face.shape) {
+        if let Some(e) = models.encode(&frame, &face.shape)? {
             cands.push((e, q.score(&gates)));
             last_encoded = Some(frame.index);
         }
@@ -266,7 +266,9 @@ pub fn from_source(
     }
     // Drop frames that disagree with the rest (another person passing, a bad frame).
     let all: Vec<Embedding> = cands.iter().map(|c| c.0.clone()).collect();
-    let mean = Embedding::mean(&all).expect("non-empty");
+    let Some(mean) = Embedding::mean(&all).and_then(|m| m.unit()) else {
+        return Err(refuse(Refusal::Poor, format!("{what}: no usable face")));
+    };
     let before = cands.len();
     cands.retain(|c| c.0.distance(&mean) <= 0.45);
     rep.outliers_dropped = before - cands.len();

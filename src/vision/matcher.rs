@@ -19,11 +19,18 @@
 //! beyond `strict_threshold` (raw), and the margin tier stays on raw distances.
 //!
 //! Otherwise the result is `Ambiguous` when another user is what stands in the way (too
-//! close behind), else `NoMatch`. Banned
+//! close behind), else `NoMatch`.
+//!
+//! Templates are SFace's ([`crate::types::EmbeddingModel::CURRENT`]). A user enrolled
+//! before SFace has only dlib ResNet templates (`legacy`): such users are matched, until
+//! they have an SFace template, by dlib probes under dlib's own rule
+//! ([`MatchPolicy::DLIB_LEGACY`], the thresholds that shipped with it) against every
+//! user's dlib templates, and only when the SFace decision matched nobody
+//! ([`Gallery::identify_both`]). Banned
 //! and disabled users stay in the gallery so that a match on them can raise an alert;
 //! the access policy refuses them.
 
-use crate::types::{Embedding, Role, UserId};
+use crate::types::{Embedding, EmbeddingModel, Role, UserId};
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -32,7 +39,10 @@ pub struct GalleryUser {
     pub name: String,
     pub role: Role,
     pub enabled: bool,
+    /// Templates made by the current model (SFace).
     pub templates: Vec<Embedding>,
+    /// Templates made by dlib's ResNet before SFace (see the module text).
+    pub legacy: Vec<Embedding>,
 }
 
 /// The enrolled users and, per user, their spread (see the module text). Built with
@@ -45,6 +55,15 @@ pub struct Gallery {
     spread: Vec<Option<f32>>,
     /// Mean of the spreads.
     mean_spread: Option<f32>,
+    /// Every user with dlib templates, when one of them has no SFace template yet.
+    legacy: Option<Box<Legacy>>,
+}
+
+/// The gallery of dlib ResNet templates, with each of its users' index in the main one.
+#[derive(Debug, Clone)]
+struct Legacy {
+    gallery: Gallery,
+    index: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +94,9 @@ pub struct MatchResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normalized_margin: Option<f32>,
     pub probes: usize,
+    /// The embedding whose distances these are: SFace, or dlib's ResNet for a user
+    /// matched by templates enrolled before SFace.
+    pub model: EmbeddingModel,
 }
 
 impl MatchResult {
@@ -93,16 +115,88 @@ pub struct MatchPolicy {
     pub min_cohort: usize,
 }
 
+impl MatchPolicy {
+    /// dlib ResNet's rule as it shipped before SFace (schema 5), for users who still
+    /// have only dlib templates.
+    pub const DLIB_LEGACY: MatchPolicy = MatchPolicy {
+        threshold: 0.56,
+        margin: 0.12,
+        strict_threshold: 0.40,
+        strict_margin: 0.04,
+        min_cohort: 5,
+    };
+}
+
 impl Gallery {
     pub fn new(users: Vec<GalleryUser>) -> Gallery {
         let spread = spreads(&users);
         let known: Vec<f32> = spread.iter().flatten().copied().collect();
         let mean_spread =
             (!known.is_empty()).then(|| known.iter().sum::<f32>() / known.len() as f32);
+        let waiting = users
+            .iter()
+            .any(|u| u.templates.is_empty() && !u.legacy.is_empty());
+        let legacy = waiting.then(|| {
+            let (index, old): (Vec<usize>, Vec<GalleryUser>) = users
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| !u.legacy.is_empty())
+                .map(|(i, u)| {
+                    let mut o = u.clone();
+                    o.templates = std::mem::take(&mut o.legacy);
+                    (i, o)
+                })
+                .unzip();
+            Box::new(Legacy {
+                gallery: Gallery::new(old),
+                index,
+            })
+        });
         Gallery {
             users,
             spread,
             mean_spread,
+            legacy,
+        }
+    }
+
+    /// Some user can only be matched by dlib templates: probes need dlib embeddings too.
+    pub fn needs_legacy(&self) -> bool {
+        self.legacy.is_some()
+    }
+
+    /// Users with dlib templates and no SFace template yet.
+    pub fn legacy_only_users(&self) -> usize {
+        self.users
+            .iter()
+            .filter(|u| u.templates.is_empty() && !u.legacy.is_empty())
+            .count()
+    }
+
+    /// The SFace decision; when it matched nobody and `legacy` probes are given, dlib's
+    /// decision under `legacy_policy` over the dlib templates, kept only when it matches
+    /// a user who has no SFace template (see the module text).
+    pub fn identify_both(
+        &self,
+        probes: &[Embedding],
+        policy: MatchPolicy,
+        legacy: &[Embedding],
+        legacy_policy: MatchPolicy,
+    ) -> MatchResult {
+        let r = self.identify(probes, policy);
+        if r.verdict == Verdict::Match || legacy.is_empty() {
+            return r;
+        }
+        let Some(l) = &self.legacy else { return r };
+        let mut lr = l.gallery.identify(legacy, legacy_policy);
+        let main = lr.best_index.and_then(|i| l.index.get(i).copied());
+        match main {
+            Some(i) if lr.verdict == Verdict::Match && self.users[i].templates.is_empty() => {
+                lr.best_index = Some(i);
+                lr.model = EmbeddingModel::DlibResnet;
+                lr
+            }
+            _ => r,
         }
     }
 
@@ -229,6 +323,7 @@ impl Gallery {
             second_distance: second.map(|s| s.1),
             normalized_margin,
             probes,
+            model: EmbeddingModel::CURRENT,
         }
     }
 }
@@ -285,6 +380,7 @@ mod tests {
             role: Role::User,
             enabled: true,
             templates: t,
+            legacy: vec![],
         };
         Gallery::new(vec![
             u(1, "alice", vec![e(0.0), e(0.1)]),
@@ -366,6 +462,7 @@ mod tests {
             role: Role::User,
             enabled: true,
             templates: vec![e(x)],
+            legacy: vec![],
         };
         Gallery::new(vec![
             u(1, "alice", 0.0),

@@ -26,6 +26,7 @@ pub mod pad;
 pub mod pipeline;
 pub mod quality;
 pub mod runner;
+pub mod sface;
 pub mod source;
 #[cfg(feature = "tools")]
 pub mod synth;

@@ -1,15 +1,17 @@
-//! The three dlib models (HOG detector, 5-point shape predictor, ResNet encoder), the
-//! two presentation-attack CNNs ([`super::pad`]) and the iris landmark CNN
-//! ([`super::iris`]), loaded in parallel, and thin safe calls
-//! on [`Patch`]es and frames that return frame coordinates. dlib's 68-point predictor
-//! (100 MB, most of the memory it used to take) is loaded only on first use, by the
-//! comparison mode `[vision.blink] eyes = "landmarks"`.
+//! dlib's HOG detector and 5-point shape predictor, the SFace match embedding
+//! ([`super::sface`]), the two presentation-attack CNNs ([`super::pad`]) and the iris
+//! landmark CNN ([`super::iris`]), loaded in parallel, and thin safe calls on [`Patch`]es
+//! and frames that return frame coordinates. Two dlib models are loaded only on first
+//! use: the 68-point predictor (100 MB) by the comparison mode
+//! `[vision.blink] eyes = "landmarks"`, and the ResNet encoder (the embedding before
+//! SFace) only while the gallery holds users enrolled under it ([`Models::encode_legacy`]).
 //! Models are `Send` but not `Sync`: each thread that runs them owns its own `Models`.
 
 use super::frame::{BBox, Frame, Patch};
 use super::hog::HogDetector;
 use super::iris::{Iris, IRIS};
 use super::pad::{Pad, FAS_V1SE, FAS_V2};
+use super::sface::{Sface, SFACE};
 use super::VisionError;
 use crate::types::Embedding;
 use dlib_face_recognition::{
@@ -23,13 +25,15 @@ use std::time::Instant;
 pub const LANDMARKS_5: &str = "shape_predictor_5_face_landmarks.dat";
 /// Only for `[vision.blink] eyes = "landmarks"` (loaded on first use; not required).
 pub const LANDMARKS_68: &str = "shape_predictor_68_face_landmarks.dat";
+/// Only for templates made before SFace (loaded on first use; not required).
 pub const RESNET: &str = "dlib_face_recognition_resnet_model_v1.dat";
 /// Every file [`Models::load`] needs.
-pub const REQUIRED: [&str; 5] = [LANDMARKS_5, RESNET, FAS_V2, FAS_V1SE, IRIS];
+pub const REQUIRED: [&str; 5] = [LANDMARKS_5, SFACE, FAS_V2, FAS_V1SE, IRIS];
 
-/// The sha256 of each model the pipeline loads, as pinned in `scripts/setup.sh` (dlib's from
-/// the face_recognition_models 0.3.0 sdist on PyPI, MiniFASNet's from `../shared/models`).
-pub const PINNED: [(&str, &str); 5] = [
+/// The sha256 of each model the pipeline may load, as pinned in `scripts/setup.sh` (dlib's
+/// from the face_recognition_models 0.3.0 sdist on PyPI, MiniFASNet's and SFace's from
+/// `../shared/models`, the iris model converted from the mediapipe wheel).
+pub const PINNED: [(&str, &str); 6] = [
     (
         LANDMARKS_5,
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
@@ -49,6 +53,10 @@ pub const PINNED: [(&str, &str); 5] = [
     (
         IRIS,
         "a59366d265dc8b5c5e8fee4b08585bc56a10f2e1baada14061bd7fba4b934678",
+    ),
+    (
+        SFACE,
+        "196b3bf8a85939c5f8b79fbcdf681a2c18462e2d4bc62498a0dc5ca9d9ccc338",
     ),
 ];
 
@@ -88,7 +96,9 @@ pub struct Models {
     /// The 68-point predictor, once `ears_68` has needed it (None: not yet asked for).
     predictor_68: Option<LandmarkPredictor>,
     dir: PathBuf,
-    encoder: FaceEncoderNetwork,
+    sface: Sface,
+    /// dlib's ResNet, once a legacy template has needed it (None: not yet asked for).
+    encoder: RefCell<Option<FaceEncoderNetwork>>,
     pad: Pad,
     iris: Iris,
     /// Wall seconds spent loading.
@@ -192,7 +202,7 @@ fn patch_rect(patch: &Patch, bbox: &BBox) -> Rectangle {
 }
 
 impl Models {
-    /// Load the models, the two dlib files in parallel, from the first
+    /// Load the models, the dlib file in parallel with the rest, from the first
     /// directory of [`search_path`] that has them (`configured` first when set).
     pub fn load(configured: &Path) -> Result<Models, VisionError> {
         let t0 = Instant::now();
@@ -207,22 +217,21 @@ impl Models {
             log::info!("face models from {}", dir.display());
         }
         let lp = dir.join(LANDMARKS_5);
-        let rn = dir.join(RESNET);
-        // The two dlib files (about 0.08 s each here) load beside everything else.
+        // The dlib landmark file (about 0.08 s here) loads beside everything else.
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
-        let encoder = std::thread::spawn(move || FaceEncoderNetwork::open(&rn));
         let rest = (|| {
             let detector = loaded(HogDetector::load(), "face detector")?;
-            Ok::<_, VisionError>((detector, Pad::load(&dir)?, Iris::load(&dir)?))
+            Ok::<_, VisionError>((
+                detector,
+                Sface::load(&dir)?,
+                Pad::load(&dir)?,
+                Iris::load(&dir)?,
+            ))
         })();
-        // Both joined before `rest` is looked at, so no error leaves a thread running.
+        // Joined before `rest` is looked at, so no error leaves a thread running.
         let predictor = joined(predictor.join(), "landmark model");
-        let encoder = joined(encoder.join(), "encoder model");
-        let (detector, pad, iris) = rest?;
-        let (predictor, encoder) = (
-            loaded(predictor?, "landmark model")?,
-            loaded(encoder?, "encoder model")?,
-        );
+        let (detector, sface, pad, iris) = rest?;
+        let predictor = loaded(predictor?, "landmark model")?;
         // The loader threads' scratch memory stays in their malloc arenas otherwise.
         #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only returns free pages to the kernel.
@@ -234,7 +243,8 @@ impl Models {
             predictor,
             predictor_68: None,
             dir,
-            encoder,
+            sface,
+            encoder: RefCell::new(None),
             pad,
             iris,
             load_s: t0.elapsed().as_secs_f64(),
@@ -322,12 +332,39 @@ impl Models {
             .openness_pair(frame, lm.eye_corners(true), lm.eye_corners(false))
     }
 
-    /// ResNet embedding of the face whose landmarks were found on this same `patch`.
-    pub fn encode(&self, patch: &Patch, shape: &Shape) -> Option<Embedding> {
-        let enc =
-            self.encoder
-                .get_face_encodings(&patch.matrix, std::slice::from_ref(&shape.raw), 0);
-        enc.first().and_then(|e| Embedding::from_f64(e.as_ref()))
+    /// The match embedding ([`super::sface`], [`crate::types::EmbeddingModel::CURRENT`])
+    /// of the face whose landmarks are `shape`, aligned on `frame`.
+    pub fn encode(&self, frame: &Frame, shape: &Shape) -> Result<Option<Embedding>, VisionError> {
+        self.sface.embed(frame, &shape.points)
+    }
+
+    /// dlib's ResNet embedding (the model before SFace) of the face whose landmarks were
+    /// found on this same `patch`: only to match templates enrolled under it. The
+    /// network (22 MB file, about 42 MiB resident) is loaded on the first call.
+    pub fn encode_legacy(
+        &self,
+        patch: &Patch,
+        shape: &Shape,
+    ) -> Result<Option<Embedding>, VisionError> {
+        let mut slot = self.encoder.borrow_mut();
+        if slot.is_none() {
+            let net = loaded(
+                FaceEncoderNetwork::open(self.dir.join(RESNET)),
+                "dlib ResNet encoder (for templates enrolled before SFace)",
+            )?;
+            log::info!("dlib ResNet encoder loaded for templates enrolled before SFace");
+            *slot = Some(net);
+        }
+        let Some(enc) = slot.as_ref() else {
+            return Ok(None);
+        };
+        let out = enc.get_face_encodings(&patch.matrix, std::slice::from_ref(&shape.raw), 0);
+        Ok(out.first().and_then(|e| Embedding::from_f64(e.as_ref())))
+    }
+
+    /// Whether dlib's ResNet is loaded (memory reports).
+    pub fn legacy_loaded(&self) -> bool {
+        self.encoder.borrow().is_some()
     }
 }
 

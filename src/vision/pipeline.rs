@@ -47,6 +47,9 @@ pub struct PipelineConfig {
     pub full_detect_every: u32,
     pub gates: QualityGates,
     pub policy: MatchPolicy,
+    /// The rule for users who have only dlib templates (enrolled before SFace); None:
+    /// such users are not matched by face.
+    pub legacy_policy: Option<MatchPolicy>,
     pub liveness_window: Duration,
     /// Encodings gathered as soon as a track starts (so a blink can be decided at once).
     pub early_encodings: usize,
@@ -125,6 +128,10 @@ pub struct Attempt {
     pub role: Option<Role>,
     #[serde(skip)]
     pub enabled: Option<bool>,
+    /// The SFace embeddings of a match made by dlib templates (enrolled before SFace),
+    /// to store as the user's templates when the attempt is granted. Never serialised.
+    #[serde(skip)]
+    pub upgrade: Vec<Embedding>,
 }
 
 /// Timings gathered while processing (milliseconds). The per-frame sample vectors are
@@ -178,7 +185,8 @@ struct Track {
     /// HOG box expressed relative to the landmarks' bounding box (x, y, w, h).
     rel: [f32; 4],
     blink: BlinkTracker,
-    encodings: VecDeque<(Duration, u64, Embedding)>,
+    /// (media time, frame, SFace embedding, dlib embedding while the gallery needs one).
+    encodings: VecDeque<(Duration, u64, Embedding, Option<Embedding>)>,
     /// Fused PAD live probability of scored frames (media time, score).
     pad: VecDeque<(Duration, f32)>,
     last_encode_frame: Option<u64>,
@@ -224,7 +232,7 @@ impl Track {
 
     fn mean_encoding(&self) -> Option<Embedding> {
         let v: Vec<Embedding> = self.encodings.iter().map(|e| e.2.clone()).collect();
-        Embedding::mean(&v)
+        Embedding::mean(&v)?.unit()
     }
 
     /// PAD scores since `from` (all of them when None).
@@ -691,7 +699,12 @@ impl Pipeline {
             return Ok(None);
         }
         let t0 = Instant::now();
-        let emb = self.models.encode(patch, shape);
+        let emb = self.models.encode(frame, shape)?;
+        let legacy = if self.gallery.needs_legacy() && self.cfg.legacy_policy.is_some() {
+            self.models.encode_legacy(patch, shape)?
+        } else {
+            None
+        };
         self.stats.sample(|s| &mut s.encode_ms, ms_since(t0));
         let Some(emb) = emb else { return Ok(None) };
         if let Some(mean) = t.mean_encoding() {
@@ -699,7 +712,7 @@ impl Pipeline {
                 // A different face in the same place: a new track, with no blink, that
                 // starts from this frame's encoding.
                 let mut next = self.make_track(t.bbox, frame.index);
-                self.keep_encoding(frame, &mut next, emb)?;
+                self.keep_encoding(frame, &mut next, emb, legacy)?;
                 let old = std::mem::replace(t, next);
                 self.close_track(old, frame.index, frame.ts, "identity_changed", ev);
                 ev.push(FaceEvent::TrackStarted {
@@ -709,7 +722,7 @@ impl Pipeline {
                 return Ok(Some(Flow::Keep));
             }
         }
-        self.keep_encoding(frame, t, emb)?;
+        self.keep_encoding(frame, t, emb, legacy)?;
         Ok(None)
     }
 
@@ -718,8 +731,9 @@ impl Pipeline {
         frame: &Frame,
         t: &mut Track,
         emb: Embedding,
+        legacy: Option<Embedding>,
     ) -> Result<(), VisionError> {
-        t.encodings.push_back((frame.ts, frame.index, emb));
+        t.encodings.push_back((frame.ts, frame.index, emb, legacy));
         while t.encodings.len() > self.cfg.max_encodings {
             t.encodings.pop_front();
         }
@@ -871,21 +885,40 @@ fn attempt(
     blink_t: Option<Duration>,
 ) -> Attempt {
     let window = cfg.liveness_window;
-    let probes: Vec<Embedding> = t
+    let used: Vec<_> = t
         .encodings
         .iter()
         .rev()
         .filter(|e| blink_t.is_none_or(|b| e.0 + window >= b))
         .take(cfg.fuse_last)
-        .map(|e| e.2.clone())
         .collect();
-    let result = gallery.identify(&probes, cfg.policy);
+    let probes: Vec<Embedding> = used.iter().map(|e| e.2.clone()).collect();
+    // dlib probes only when every fused frame has one (a gallery that came to need them
+    // mid-track gets them from the next frames).
+    let legacy: Vec<Embedding> = used.iter().filter_map(|e| e.3.clone()).collect();
+    let legacy = match cfg.legacy_policy {
+        Some(_) if legacy.len() == probes.len() => legacy,
+        _ => Vec::new(),
+    };
+    let result = gallery.identify_both(
+        &probes,
+        cfg.policy,
+        &legacy,
+        cfg.legacy_policy.unwrap_or(MatchPolicy::DLIB_LEGACY),
+    );
     let scores: Vec<f32> = t
         .pad_since(blink_t.and_then(|b| b.checked_sub(window)))
         .collect();
     let pad = PadSummary::over(&scores, &cfg.pad);
     let user = result.best_index.map(|i| &gallery.users()[i]);
     let matched = result.verdict == Verdict::Match;
+    // A user matched by dlib templates gets this attempt's SFace probes as templates
+    // once access control grants it (see `crate::access`).
+    let upgrade = if matched && result.model != crate::types::EmbeddingModel::CURRENT {
+        probes
+    } else {
+        Vec::new()
+    };
     Attempt {
         track: t.id,
         frame,
@@ -900,6 +933,7 @@ fn attempt(
         result,
         presentation_attack: pad,
         challenge: None,
+        upgrade,
     }
 }
 

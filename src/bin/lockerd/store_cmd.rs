@@ -477,6 +477,7 @@ fn bench_gallery(ctx: &Ctx, users: usize, templates: usize) -> serde_json::Value
                 templates: (0..templates)
                     .map(|_| Embedding(vector(Some(&centre), 0.03)))
                     .collect(),
+                legacy: vec![],
             }
         })
         .collect();

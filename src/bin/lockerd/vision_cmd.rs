@@ -37,6 +37,10 @@ pub enum EvalCmd {
         /// enrolling <name> from its <name>_live_* video.
         #[arg(long, value_name = "DIR")]
         replays: Option<PathBuf>,
+        /// Also replay each person's walk-ups with that person removed from the gallery:
+        /// strangers who resemble someone enrolled (none may be granted).
+        #[arg(long)]
+        leave_one_out: bool,
         #[arg(long)]
         json: bool,
     },
@@ -103,6 +107,7 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
             noblink,
             photo_attacks,
             replays,
+            leave_one_out,
             json,
         } => {
             let r = eval::eval_kiosk(
@@ -112,6 +117,7 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                 noblink.as_deref(),
                 photo_attacks,
                 replays.as_deref(),
+                leave_one_out,
             )?;
             print(json, &r, || {
                 for c in &r.clips {
@@ -133,6 +139,11 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                     r.enrolled, r.people, r.granted, r.genuine_clips, r.grant_rate * 100.0, r.granted_as_someone_else,
                     r.noblink_granted, r.noblink_clips, r.photo_attacks_granted, r.photo_attacks,
                     r.replay_attacks_granted, r.replay_attacks
+                );
+                println!(
+                    "not enrollable (duplicate check, enrolled last): {}; strangers granted {}/{}",
+                    if r.not_enrollable.is_empty() { "none".to_string() } else { r.not_enrollable.join(", ") },
+                    r.strangers_granted, r.stranger_clips
                 );
             })?;
         }
@@ -318,7 +329,7 @@ pub fn tools_cmd(ctx: &Ctx, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
                     serde_json::json!({ "image": image, "pixels_sha256": pixels, "face": null })
                 }
                 Some(f) => {
-                    let emb = models.encode(&f.patch, &f.shape);
+                    let emb = models.encode(&frame, &f.shape)?;
                     serde_json::json!({
                         "image": image,
                         "width": frame.width,
