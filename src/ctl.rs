@@ -486,12 +486,20 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
 
 fn user_line(u: &UserInfo) -> String {
     format!(
-        "{:>4}  {:<24} {:<7} {:<8} {} template(s){}",
+        "{:>4}  {:<24} {:<7} {:<8} {} template(s){}{}",
         u.id,
         u.name,
         u.role,
         if u.enabled { "enabled" } else { "disabled" },
         u.templates,
+        if u.legacy_templates > 0 {
+            format!(
+                ", {} pre-SFace (dlib; replaced at the next face grant)",
+                u.legacy_templates
+            )
+        } else {
+            String::new()
+        },
         if u.totp { ", totp" } else { "" }
     )
 }

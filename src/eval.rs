@@ -172,6 +172,10 @@ pub struct ProbeResult {
     pub person: Option<String>,
     pub nearest: Option<String>,
     pub distance: Option<f32>,
+    /// The second-nearest user's distance (the margin is the difference).
+    pub second_distance: Option<f32>,
+    /// The distance to the probe's own user (genuine probes).
+    pub own_distance: Option<f32>,
     /// The user granted at the configured policy, if any.
     pub granted_as: Option<String>,
 }
@@ -251,8 +255,11 @@ pub fn eval_faces(
         let person = name_of(dir);
         let photos = list_images(dir)?;
         let user = store.db.add_user(&person, Role::User)?;
-        for (i, p) in photos.iter().enumerate() {
-            if i < k {
+        // The first `k` photos that enrollment accepts (an admin whose photo is refused,
+        // e.g. for showing two faces, takes the next one); every other photo is a probe.
+        let mut taken = 0;
+        for p in &photos {
+            if taken < k {
                 match enroll::from_photo(models, &gates, p) {
                     Ok(r) => {
                         store.db.add_template(
@@ -261,12 +268,13 @@ pub fn eval_faces(
                             r.sample.quality,
                             &r.sample.source,
                         )?;
+                        taken += 1;
+                        continue;
                     }
                     Err(e) => enroll_failures.push(e.to_string()),
                 }
-            } else {
-                held_out.push((person.clone(), p.clone()));
             }
+            held_out.push((person.clone(), p.clone()));
         }
     }
     let gallery = load_gallery(&store.db)?;
@@ -323,11 +331,12 @@ pub fn eval_faces(
         .filter_map(|p| p.scores.first().map(|s| s.1 as f64))
         .collect();
     let policy = cfg.policy();
-    // Threshold x margin grid for the margin tier (the strict tier stays as configured).
+    // Threshold x margin grid for the margin tier (the strict tier stays as configured),
+    // thresholds from 0.30 below the configured one to 0.30 above.
     let mut sweep = Vec::new();
     for margin in [0.0f32, 0.04, 0.08, 0.10, 0.11, 0.12, 0.14, 0.16] {
-        for i in 0..=15 {
-            let th = ((0.30 + 0.02 * i as f32) * 100.0).round() / 100.0;
+        for i in 0..=30 {
+            let th = ((policy.threshold - 0.30 + 0.02 * i as f32) * 100.0).round() / 100.0;
             let p = MatchPolicy {
                 threshold: th,
                 margin,
@@ -346,6 +355,13 @@ pub fn eval_faces(
                 person: p.person.clone(),
                 nearest: nearest.map(|(i, _)| gallery.users()[*i].name.clone()),
                 distance: nearest.map(|s| s.1),
+                second_distance: p.scores.get(1).map(|s| s.1),
+                own_distance: p.person.as_ref().and_then(|who| {
+                    p.scores
+                        .iter()
+                        .find(|(i, _)| &gallery.users()[*i].name == who)
+                        .map(|s| s.1)
+                }),
                 granted_as: (r.verdict == Verdict::Match)
                     .then_some(r.best_user)
                     .flatten(),
@@ -900,7 +916,9 @@ pub fn not_enrollable(gallery: &Gallery, threshold: f32) -> Vec<String> {
 /// clips (must grant them, never someone else), every clip in `noblink` (must deny), a
 /// photo attack made from a still of each enrolled person (must deny), and with
 /// `replays`, each `<name>_replay_*` video there after enrolling `<name>` from their
-/// `<name>_live_*` video (must deny).
+/// `<name>_live_*` video (must deny); with `leave_one_out`, each person's walk-ups with
+/// that person removed from the gallery (`Some(&[])`: every clip; else the clips whose
+/// names are listed), which must deny.
 pub fn eval_kiosk(
     models: Models,
     cfg: &VisionConfig,
@@ -908,7 +926,7 @@ pub fn eval_kiosk(
     noblink: Option<&Path>,
     photo_attacks: bool,
     replays: Option<&Path>,
-    leave_one_out: bool,
+    leave_one_out: Option<&[&str]>,
 ) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
     let clips = list_videos(dir)?;
@@ -1004,8 +1022,10 @@ pub fn eval_kiosk(
         }
         run(&mut pipe, c, &person, "genuine")?;
     }
-    if leave_one_out {
-        // Each person a stranger in turn: the gallery without them, their walk-ups.
+    if let Some(only) = leave_one_out {
+        // Each person a stranger in turn: the gallery without them, their walk-ups (all
+        // of them, or only the clips named in `only`).
+        let wanted = |c: &Path| only.is_empty() || only.contains(&name_of(c).as_str());
         let full = pipe.gallery().clone();
         for person in people.iter().filter(|p| enrolled.contains(p)) {
             let others: Vec<_> = full
@@ -1017,7 +1037,7 @@ pub fn eval_kiosk(
             pipe.set_gallery(Gallery::new(others));
             for c in clips
                 .iter()
-                .filter(|c| person_of(c) == *person && !name_of(c).ends_with("_FNN"))
+                .filter(|c| person_of(c) == *person && !name_of(c).ends_with("_FNN") && wanted(c))
             {
                 run(&mut pipe, c, person, "stranger")?;
             }

@@ -214,12 +214,15 @@ pub struct OutLine {
     pub body: serde_json::Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimOptions {
     /// Virtual seconds between two key presses.
     pub key_spacing_s: f64,
     /// Virtual seconds to keep running after the last step (re-locks, alarms).
     pub tail_s: f64,
+    /// Start from a copy of this store (opened with this key; migrated as the daemon
+    /// would) instead of an empty one. The store itself is never written.
+    pub from_store: Option<(PathBuf, DbKey)>,
 }
 
 impl Default for SimOptions {
@@ -227,8 +230,22 @@ impl Default for SimOptions {
         Self {
             key_spacing_s: 0.15,
             tail_s: 10.0,
+            from_store: None,
         }
     }
+}
+
+/// Copy a store (with its `-wal` file, if any) into `dir`; the copy's path.
+fn copy_store(src: &Path, dir: &Path) -> Result<PathBuf, SimError> {
+    let dst = dir.join("sim.db");
+    std::fs::copy(src, &dst).map_err(|e| SimError::Read(src.to_owned(), e))?;
+    let mut wal = src.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    if wal.is_file() {
+        std::fs::copy(&wal, dir.join("sim.db-wal")).map_err(|e| SimError::Read(wal, e))?;
+    }
+    Ok(dst)
 }
 
 const BASE_MS: i64 = 1_800_000_000_000;
@@ -241,13 +258,15 @@ pub fn run(
     mut out: impl FnMut(OutLine),
 ) -> Result<(), SimError> {
     let dir = tempfile::tempdir().map_err(|e| SimError::Read(std::env::temp_dir(), e))?;
-    let path = dir.path().join("sim.db");
-    let (db, _) = crate::store::Db::open(
-        &path,
-        &DbKey::generate(),
-        Create::MustBeNew,
-        Duration::from_secs(5),
-    )?;
+    let (path, key, create) = match &opts.from_store {
+        Some((src, key)) => (copy_store(src, dir.path())?, key.clone(), Create::MustExist),
+        None => (
+            dir.path().join("sim.db"),
+            DbKey::generate(),
+            Create::MustBeNew,
+        ),
+    };
+    let (db, _) = crate::store::Db::open(&path, &key, create, Duration::from_secs(5))?;
     // Inline: virtual time must not move while a store call is under way.
     let store = Store::inline(db);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -283,6 +302,13 @@ pub fn run(
             },
         )
         .await?;
+        if opts.from_store.is_some() {
+            // The daemon matches against the store's users from the start.
+            let g = store
+                .call(|db| crate::api::service::load_gallery(db))
+                .await?;
+            vision.with_pipe(|p| p.set_gallery(g))?;
+        }
         let me = Caller::simulator();
         let start = tokio::time::Instant::now();
         // Collect every event at the virtual time it happens.

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::PathBuf;
 use std::process::Command;
 
 fn simulate(dir: &std::path::Path, scenario: &str) -> Vec<serde_json::Value> {
@@ -258,4 +259,111 @@ fn a_bad_tail_is_refused_not_a_panic() {
         assert_eq!(o.status.code(), Some(1), "{tail}: {}", stderr(&o));
         assert!(stderr(&o).contains("--tail"), "{tail}: {}", stderr(&o));
     }
+}
+
+/// A store as the release before SFace wrote it (schema 5: templates are dlib ResNet
+/// embeddings, no model column), holding `who` enrolled from `clip` (every 10th frame
+/// with a face, up to 5 templates, made with dlib's ResNet as that release did).
+fn schema5_store(dir: &std::path::Path, who: &str, clip: &std::path::Path) -> (PathBuf, PathBuf) {
+    use lockerd::vision::models::Models;
+    use lockerd::vision::pipeline::still_face;
+    let key_text = "0123456789abcdef0123456789abcdef";
+    let key = key_file(dir, "key", key_text);
+    let db = dir.join("old.db");
+    let models = Models::load(&models_dir()).expect("models (run scripts/setup.sh)");
+    let mut src = lockerd::vision::source::open_path(clip).unwrap();
+    let mut templates = Vec::new();
+    while let Some(f) = src.next_frame().unwrap() {
+        if f.index % 10 != 0 || templates.len() >= 5 {
+            continue;
+        }
+        if let Some(face) = still_face(&models, &f).unwrap() {
+            if let Some(e) = models.encode_legacy(&face.patch, &face.shape).unwrap() {
+                templates.push(e);
+            }
+        }
+    }
+    assert!(
+        templates.len() >= 3,
+        "dlib templates from {}",
+        clip.display()
+    );
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    conn.pragma_update(None, "key", key_text).unwrap();
+    lockerd::store::schema::migrate_to(&mut conn, 5).unwrap();
+    conn.execute(
+        "INSERT INTO users (id, name, role, created_ms) VALUES (1, ?1, 'user', 0)",
+        [who],
+    )
+    .unwrap();
+    for t in &templates {
+        conn.execute(
+            "INSERT INTO face_templates (user_id, embedding, quality, source, created_ms)
+             VALUES (1, ?1, 0.9, 'release 5', 0)",
+            [t.to_bytes()],
+        )
+        .unwrap();
+    }
+    assert_eq!(lockerd::store::schema::version(&conn).unwrap(), 5);
+    drop(conn);
+    (db, key)
+}
+
+#[test]
+fn a_user_enrolled_before_sface_is_still_granted_and_upgraded_at_that_grant() {
+    let Some(data) = shared_data() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let z = data.join("blink/zju");
+    let (db, key) = schema5_store(d.path(), "carol", &z.join("000008M_FNN.mp4"));
+    let f = d.path().join("scenario.jsonl");
+    std::fs::write(
+        &f,
+        format!(
+            "{{\"at_s\": 0.0, \"clip\": \"{}\"}}\n{{\"at_s\": 20.0, \"clip\": \"{}\"}}\n",
+            z.join("000008M_FTN.mp4").display(),
+            z.join("000008M_FBN.mp4").display(),
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let o = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--models")
+            .arg(models_dir())
+            .arg("--db")
+            .arg(&db)
+            .arg("--key-file")
+            .arg(&key)
+            .args(["simulate", "--from-store", "--json"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    let out = run();
+    let unlocks = events(&out, "unlock");
+    assert_eq!(unlocks.len(), 2, "{out:#?}");
+    // The first walk-up: matched by the dlib templates, as before the upgrade.
+    assert_eq!(unlocks[0]["user"], "carol");
+    assert_eq!(unlocks[0]["detail"]["model"], "dlib_resnet_v1", "{out:#?}");
+    // That grant stored SFace templates, and the next walk-up is matched by them.
+    let upgraded: Vec<_> = events(&out, "user_changed")
+        .into_iter()
+        .filter(|e| e["reason"] == "face_upgraded")
+        .collect();
+    assert_eq!(upgraded.len(), 1, "{out:#?}");
+    assert_eq!(upgraded[0]["user"], "carol");
+    assert!(upgraded[0]["at_s"].as_f64().unwrap() < 20.0);
+    assert_eq!(unlocks[1]["user"], "carol");
+    assert_eq!(unlocks[1]["detail"]["model"], "sface_2021dec", "{out:#?}");
+    // The store itself was only read: still schema 5 on disk, the same on a second run.
+    assert_eq!(
+        events(&run(), "unlock")[0]["detail"]["model"],
+        "dlib_resnet_v1"
+    );
 }

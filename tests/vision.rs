@@ -56,6 +56,10 @@ fn face_accuracy_on_lfw_k2_has_no_false_accepts() {
         .all(|w| w[1].false_rejects <= w[0].false_rejects));
 }
 
+/// Walk-ups that dlib's embedding granted as someone else once their own person was
+/// removed from the gallery.
+const STRANGERS: [&str; 4] = ["000008M_FBN", "000008M_FTN", "000012M_UNN", "000016F_UNN"];
+
 #[test]
 fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
     let Some(data) = shared_data() else { return };
@@ -67,7 +71,8 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         Some(&data.join("blink/live_noblink")),
         true,
         Some(&data.join("blink/replay_and_live")),
-        false,
+        // The four look-alike strangers the dlib embedding let in (issue 24).
+        Some(&STRANGERS[..]),
     )
     .unwrap();
     println!(
@@ -109,25 +114,21 @@ fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
         "{} genuine walk-ups denied by PAD",
         r.genuine_denied_by_pad
     );
-    assert!(r.enrolled >= 15, "enrollment from the FNN clips");
-    // 46/48 with the iris model, the 5-point landmarks and the cohort-normalized strict
-    // margin (45/48 with raw margins, 47/48 with the 68-point landmarks at 743c5bc, 40/48
-    // with their eye aspect ratio); the refusals are all `ambiguous`.
-    assert!(r.grant_rate >= 0.9, "grant rate {}", r.grant_rate);
-    // The strict tier's normalized margin at work: 000016F from below is 0.022 ahead of
-    // 000002M (a hub many others resemble) raw, under the 0.04 needed, and more normalized.
-    let hub = r
-        .clips
-        .iter()
-        .find(|c| c.file.ends_with("000016F_UNN.mp4"))
-        .unwrap();
-    assert!(hub.margin.is_some_and(|m| m < cfg.strict_margin), "{hub:?}");
-    assert!(
-        hub.normalized_margin
-            .is_some_and(|m| m >= cfg.strict_margin),
-        "{hub:?}"
-    );
-    assert_eq!(hub.user.as_deref(), Some("000016F"), "{hub:?}");
+    assert!(r.enrolled >= 16, "enrollment from the FNN clips");
+    // Look-alikes can all be enrolled: nobody's face is within the duplicate check's
+    // distance of another person's templates.
+    assert!(r.not_enrollable.is_empty(), "{:?}", r.not_enrollable);
+    // 48/48 with SFace (46/48 with dlib's ResNet and the cohort-normalized margin).
+    assert!(r.grant_rate >= 0.97, "grant rate {}", r.grant_rate);
+    // Strangers who resemble someone enrolled: each of these was granted as that person
+    // with dlib's embedding; removed from the gallery, they are denied now.
+    assert_eq!(r.stranger_clips, STRANGERS.len());
+    assert_eq!(r.strangers_granted, 0, "a look-alike stranger was let in");
+    for c in r.clips.iter().filter(|c| c.kind == "stranger") {
+        println!("{c:?}");
+        assert_eq!(c.decision, "deny", "{c:?}");
+        assert_ne!(c.user.as_deref(), Some(c.person.as_str()));
+    }
     // Decided within 3 frames of the blink completing (grants were made, so this is known).
     let after = r
         .max_frames_after_blink

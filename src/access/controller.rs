@@ -609,6 +609,7 @@ impl<S: DbAccess> Controller<S> {
             "distance": a.result.distance,
             "margin": a.result.margin(),
             "normalized_margin": a.result.normalized_margin,
+            "model": a.result.model,
             "second": a.result.second_user,
             "verdict": a.result.verdict,
             "probes": a.result.probes,

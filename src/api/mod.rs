@@ -397,19 +397,25 @@ pub struct UserInfo {
     pub name: String,
     pub role: UserRole,
     pub enabled: bool,
+    /// Face templates made by the current embedding (SFace).
     pub templates: i64,
+    /// Templates made by dlib's ResNet before SFace: the user is matched by them (dlib's
+    /// old rule) until their next face grant stores SFace templates.
+    #[serde(default)]
+    pub legacy_templates: i64,
     pub totp: bool,
     pub created_ms: i64,
 }
 
 impl UserInfo {
-    pub fn from_user(u: &User, templates: i64, totp: bool) -> UserInfo {
+    pub fn from_user(u: &User, templates: (i64, i64), totp: bool) -> UserInfo {
         UserInfo {
             id: u.id,
             name: u.name.clone(),
             role: u.role,
             enabled: u.enabled,
-            templates,
+            templates: templates.0,
+            legacy_templates: templates.1,
             totp,
             created_ms: u.created_ms,
         }

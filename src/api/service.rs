@@ -851,7 +851,10 @@ impl Service {
 fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
     Ok(UserInfo::from_user(
         u,
-        db.template_count(u.id)?,
+        (
+            db.template_count_of(u.id, EmbeddingModel::CURRENT)?,
+            db.template_count_of(u.id, EmbeddingModel::DlibResnet)?,
+        ),
         db.keypad_no(u.id)?.is_some(),
     ))
 }

@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 pub const MIN_KEY_LEN: usize = 16;
 
 /// A database passphrase. Not `Debug`/`Display` on purpose.
+#[derive(Clone)]
 pub struct DbKey(Zeroizing<String>);
 
 impl DbKey {

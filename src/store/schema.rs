@@ -138,7 +138,12 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError>
         });
     }
     let upto = target.clamp(0, SCHEMA_VERSION) as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().take(upto).skip(found as usize) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(upto)
+        .skip(found as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

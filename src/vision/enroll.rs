@@ -46,6 +46,11 @@ pub enum Refusal {
     Cancelled,
 }
 
+/// A frame this far (SFace distance) from the clip's mean face is someone else or a bad
+/// frame, and dropped; a third of them refuses the clip. Same-session frames of one person
+/// lie well inside it, two different people well outside (`identity_break` is 0.85).
+const OUTLIER: f32 = 0.75;
+
 fn refuse(why: Refusal, msg: String) -> VisionError {
     VisionError::Enroll(why, msg)
 }
@@ -270,7 +275,7 @@ pub fn from_source(
         return Err(refuse(Refusal::Poor, format!("{what}: no usable face")));
     };
     let before = cands.len();
-    cands.retain(|c| c.0.distance(&mean) <= 0.45);
+    cands.retain(|c| c.0.distance(&mean) <= OUTLIER);
     rep.outliers_dropped = before - cands.len();
     if cands.len() * 3 < before * 2 {
         return Err(refuse(

@@ -553,4 +553,48 @@ mod tests {
         );
         assert_eq!(gallery().identify(&[], P).verdict, Verdict::Empty);
     }
+
+    #[test]
+    fn a_user_with_only_dlib_templates_is_matched_by_dlib_until_upgraded() {
+        let u = |id, name: &str, t: Vec<Embedding>, l: Vec<Embedding>| GalleryUser {
+            user_id: id,
+            name: name.into(),
+            role: Role::User,
+            enabled: true,
+            templates: t,
+            legacy: l,
+        };
+        // carol (enrolled before SFace) has dlib templates only; alice has both.
+        let g = Gallery::new(vec![
+            u(1, "alice", vec![e(0.0)], vec![e(5.0)]),
+            u(2, "carol", vec![], vec![e(3.0)]),
+        ]);
+        assert!(g.needs_legacy());
+        assert_eq!(g.legacy_only_users(), 1);
+        // SFace probe far from alice, dlib probe at carol's template: carol, by dlib.
+        let r = g.identify_both(&[e(9.0)], P, &[e(3.05)], P);
+        assert_eq!(r.verdict, Verdict::Match);
+        assert_eq!(r.best_user.as_deref(), Some("carol"));
+        assert_eq!(r.best_index, Some(1), "the index is the main gallery's");
+        assert_eq!(r.model, EmbeddingModel::DlibResnet);
+        // A dlib match on alice (who has SFace templates) never counts: SFace decides.
+        let r = g.identify_both(&[e(9.0)], P, &[e(5.0)], P);
+        assert_eq!(r.verdict, Verdict::NoMatch);
+        assert_eq!(r.model, EmbeddingModel::Sface);
+        // An SFace match wins without looking at dlib.
+        let r = g.identify_both(&[e(0.01)], P, &[e(3.0)], P);
+        assert_eq!(r.best_user.as_deref(), Some("alice"));
+        assert_eq!(r.model, EmbeddingModel::Sface);
+        // No dlib probes (legacy matching off): carol is not matched.
+        let r = g.identify_both(&[e(9.0)], P, &[], P);
+        assert_ne!(r.best_user.as_deref(), Some("carol"));
+        // Once carol has an SFace template, no dlib gallery is needed.
+        let g = Gallery::new(vec![
+            u(1, "alice", vec![e(0.0)], vec![e(5.0)]),
+            u(2, "carol", vec![e(2.0)], vec![e(3.0)]),
+        ]);
+        assert!(!g.needs_legacy());
+        let r = g.identify_both(&[e(9.0)], P, &[e(3.0)], P);
+        assert_ne!(r.verdict, Verdict::Match);
+    }
 }

@@ -133,7 +133,10 @@ impl Sface {
             )));
         }
         let mut flat = Mat::default();
-        out.reshape(1, 1).map_err(cv)?.copy_to(&mut flat).map_err(cv)?;
+        out.reshape(1, 1)
+            .map_err(cv)?
+            .copy_to(&mut flat)
+            .map_err(cv)?;
         Ok(normalized(flat.data_typed::<f32>().map_err(cv)?))
     }
 }
@@ -174,7 +177,10 @@ mod tests {
         let t = similarity(&src, &TARGET).unwrap();
         for (p, q) in src.iter().zip(TARGET) {
             let r = apply(&t, *p);
-            assert!((r.0 - q.0).abs() < 1e-9 && (r.1 - q.1).abs() < 1e-9, "{r:?} {q:?}");
+            assert!(
+                (r.0 - q.0).abs() < 1e-9 && (r.1 - q.1).abs() < 1e-9,
+                "{r:?} {q:?}"
+            );
         }
         // Uniform scale, no shear: [[a, -b], [b, a]].
         assert!((t[0][0] - t[1][1]).abs() < 1e-12 && (t[0][1] + t[1][0]).abs() < 1e-12);

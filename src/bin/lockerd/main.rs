@@ -83,6 +83,10 @@ enum Command {
         /// Virtual seconds to keep running after the last input.
         #[arg(long, default_value_t = 10.0)]
         tail: f64,
+        /// Start from a copy of the configured store (`--db`, `--key-file`) with its
+        /// users and templates, instead of an empty one; the store is not written.
+        #[arg(long)]
+        from_store: bool,
     },
     /// Test-clip tools.
     #[cfg(feature = "tools")]
@@ -228,7 +232,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             json,
             tail,
-        } => simulate(&ctx, &scenario, json, tail),
+            from_store,
+        } => simulate(&ctx, &scenario, json, tail, from_store),
         Command::LockSim { state, heartbeat_s } => lock_sim(&ctx, state, heartbeat_s),
         Command::Doctor { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("handled before the configuration is loaded")
@@ -353,6 +358,7 @@ fn simulate(
     scenario: &std::path::Path,
     json: bool,
     tail: f64,
+    from_store: bool,
 ) -> anyhow::Result<ExitCode> {
     if !tail.is_finite() || !(0.0..=86_400.0).contains(&tail) {
         anyhow::bail!("--tail {tail}: give virtual seconds from 0 to 86400");
@@ -360,8 +366,16 @@ fn simulate(
     let text = std::fs::read_to_string(scenario)
         .with_context(|| format!("cannot read {}", scenario.display()))?;
     let steps = lockerd::sim::parse(&text, scenario)?;
+    let from_store = if from_store {
+        let c = &ctx.config.store;
+        let (key, _) = lockerd::store::resolve_key(&c.key_file, &c.path, ctx.demo)?;
+        Some((c.path.clone(), key))
+    } else {
+        None
+    };
     let opts = lockerd::sim::SimOptions {
         tail_s: tail,
+        from_store,
         ..Default::default()
     };
     lockerd::sim::run(steps, &ctx.config, &opts, |line| {

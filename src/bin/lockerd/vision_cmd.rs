@@ -17,7 +17,8 @@ pub enum EvalCmd {
         gallery: PathBuf,
         #[arg(long, value_name = "DIR")]
         impostors: Option<PathBuf>,
-        /// Photos per person enrolled (the first K by name); the rest are probes.
+        /// Photos per person enrolled (the first K that enrollment accepts, by name); the
+        /// rest are probes.
         #[arg(long, default_value_t = 2)]
         enroll_per_person: usize,
         #[arg(long)]
@@ -117,7 +118,7 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                 noblink.as_deref(),
                 photo_attacks,
                 replays.as_deref(),
-                leave_one_out,
+                leave_one_out.then_some(&[][..]),
             )?;
             print(json, &r, || {
                 for c in &r.clips {
@@ -142,8 +143,13 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
                 );
                 println!(
                     "not enrollable (duplicate check, enrolled last): {}; strangers granted {}/{}",
-                    if r.not_enrollable.is_empty() { "none".to_string() } else { r.not_enrollable.join(", ") },
-                    r.strangers_granted, r.stranger_clips
+                    if r.not_enrollable.is_empty() {
+                        "none".to_string()
+                    } else {
+                        r.not_enrollable.join(", ")
+                    },
+                    r.strangers_granted,
+                    r.stranger_clips
                 );
             })?;
         }
