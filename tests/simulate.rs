@@ -16,14 +16,27 @@ fn simulate_with(
 ) -> Vec<serde_json::Value> {
     let f = dir.join("scenario.jsonl");
     std::fs::write(&f, scenario).unwrap();
+    run_simulate(config, &[], &f)
+}
+
+/// `lockerd --config CONFIG --models M [global...] simulate FILE --json [--from-store]`:
+/// the output lines.
+fn run_simulate(
+    config: &std::path::Path,
+    global: &[&std::ffi::OsStr],
+    f: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let from_store = global.iter().any(|a| *a == "--db");
     let o = Command::new(lockerd_bin())
         .arg("--config")
         .arg(config)
         .arg("--models")
         .arg(models_dir())
+        .args(global)
         .arg("simulate")
-        .arg(&f)
+        .arg(f)
         .arg("--json")
+        .args(from_store.then_some("--from-store"))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -325,26 +338,13 @@ fn a_user_enrolled_before_sface_is_still_granted_and_upgraded_at_that_grant() {
         ),
     )
     .unwrap();
-    let run = || {
-        let o = Command::new(lockerd_bin())
-            .arg("--config")
-            .arg(default_config())
-            .arg("--models")
-            .arg(models_dir())
-            .arg("--db")
-            .arg(&db)
-            .arg("--key-file")
-            .arg(&key)
-            .args(["simulate", "--from-store", "--json"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<serde_json::Value>>()
-    };
+    let global = [
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--key-file".as_ref(),
+        key.as_os_str(),
+    ];
+    let run = || run_simulate(&default_config(), &global, &f);
     let out = run();
     let unlocks = events(&out, "unlock");
     assert_eq!(unlocks.len(), 2, "{out:#?}");

@@ -188,6 +188,26 @@ impl Frame {
         }))
     }
 
+    /// The frame mapped by the 2x3 affine transform `t` (frame pixels to output pixels)
+    /// into a `side` x `side` RGB image, bilinear, the outside filled as `border` says
+    /// (an OpenCV `BORDER_*`, black for `BORDER_CONSTANT`).
+    pub fn warp(&self, t: &[[f64; 3]; 2], side: i32, border: i32) -> Result<Mat, VisionError> {
+        let m = Mat::from_slice_2d(t).map_err(cv)?;
+        let full = self.as_mat()?;
+        let mut out = Mat::default();
+        opencv::imgproc::warp_affine(
+            &full,
+            &mut out,
+            &m,
+            Size::new(side, side),
+            opencv::imgproc::INTER_LINEAR,
+            border,
+            opencv::core::Scalar::default(),
+        )
+        .map_err(cv)?;
+        Ok(out)
+    }
+
     /// Grey-level crop for sharpness measurement.
     pub fn grey_crop(&self, roi: BBox) -> Result<Option<Mat>, VisionError> {
         let Some((x, y, w, h)) = roi.clip_px(self.width, self.height) else {

@@ -106,25 +106,12 @@ impl Iris {
         left: ((f32, f32), (f32, f32)),
         right: ((f32, f32), (f32, f32)),
     ) -> Result<Option<(f32, f32)>, VisionError> {
-        let full = frame.as_mat()?;
         let mut crops = Vector::<Mat>::new();
         for ((a, b), mirror) in [(left, false), (right, true)] {
             let Some(t) = crop_transform(a, b, mirror) else {
                 return Ok(None);
             };
-            let m = Mat::from_slice_2d(&t).map_err(cv)?;
-            let mut crop = Mat::default();
-            opencv::imgproc::warp_affine(
-                &full,
-                &mut crop,
-                &m,
-                Size::new(INPUT, INPUT),
-                opencv::imgproc::INTER_LINEAR,
-                opencv::core::BORDER_REPLICATE,
-                Scalar::default(),
-            )
-            .map_err(cv)?;
-            crops.push(crop);
+            crops.push(frame.warp(&t, INPUT, opencv::core::BORDER_REPLICATE)?);
         }
         // RGB in, 0..1 (measured: -1..1 gives shallower, noisier closures on our clips).
         let blob = opencv::dnn::blob_from_images(

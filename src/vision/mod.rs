@@ -3,8 +3,9 @@
 //! Runs on its own OS thread (CPU-bound, blocking C++). A [`source::FrameSource`] yields
 //! frames (live camera with newest-frame-wins, or a replayed file); the
 //! [`pipeline::Pipeline`] detects the face (HOG on a downscaled frame, then in a region
-//! around the tracked face), finds 68 landmarks every frame, measures the eyes with the
-//! iris model ([`iris`]) and tracks blinks per face track ([`blink`]), encodes only good frames ([`quality`]) with the dlib ResNet, matches them
+//! around the tracked face), finds dlib's 5 landmarks every frame, measures the eyes with the
+//! iris model ([`iris`]) and tracks blinks per face track ([`blink`]), encodes only good
+//! frames ([`quality`]) with SFace aligned from the 5 landmarks ([`sface`]), matches them
 //! 1:N against templates held in memory ([`matcher`]), scores the encoded frames for
 //! presentation attacks ([`pad`]), and emits [`pipeline::FaceEvent`]s.
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips

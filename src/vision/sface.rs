@@ -90,20 +90,9 @@ impl Sface {
         let Some(t) = similarity(&src, &TARGET) else {
             return Ok(None);
         };
-        let m = Mat::from_slice_2d(&t).map_err(cv)?;
-        let full = frame.as_mat()?;
-        let mut crop = Mat::default();
-        opencv::imgproc::warp_affine(
-            &full,
-            &mut crop,
-            &m,
-            Size::new(SIDE, SIDE),
-            opencv::imgproc::INTER_LINEAR,
-            opencv::core::BORDER_CONSTANT,
-            Scalar::default(),
-        )
-        .map_err(cv)?;
-        Ok(Some(crop))
+        frame
+            .warp(&t, SIDE, opencv::core::BORDER_CONSTANT)
+            .map(Some)
     }
 
     /// The L2-normalised embedding of the face whose landmarks are `lm`; None when the
