@@ -184,6 +184,15 @@ fn find_in(places: &[(&'static str, PathBuf)]) -> Result<PathBuf, VisionError> {
     )))
 }
 
+/// Give freed heap pages back to the kernel (loading leaves large freed buffers behind).
+fn trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 extern "C" {
     /// From libopenblas, which dlib links for the encoder's matrix maths.
     fn openblas_set_num_threads(n: std::os::raw::c_int);
@@ -216,6 +225,11 @@ impl Models {
         if dir != configured {
             log::info!("face models from {}", dir.display());
         }
+        // SFace first and alone: OpenCV's ONNX import holds the 38 MB of weights about
+        // three times over while it builds the network (peak about 60 MiB above what stays
+        // resident); nothing else loading at the same time keeps the process peak down.
+        let sface = Sface::load(&dir)?;
+        trim();
         let lp = dir.join(LANDMARKS_5);
         // The dlib landmark file (about 0.08 s here) loads beside everything else.
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
@@ -223,7 +237,7 @@ impl Models {
             let detector = loaded(HogDetector::load(), "face detector")?;
             Ok::<_, VisionError>((
                 detector,
-                Sface::load(&dir)?,
+                sface,
                 Pad::load(&dir)?,
                 Iris::load(&dir)?,
             ))
@@ -233,11 +247,7 @@ impl Models {
         let (detector, sface, pad, iris) = rest?;
         let predictor = loaded(predictor?, "landmark model")?;
         // The loader threads' scratch memory stays in their malloc arenas otherwise.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only returns free pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        trim();
         Ok(Models {
             detector: RefCell::new(detector),
             predictor,
