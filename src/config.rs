@@ -190,6 +190,14 @@ impl MqttConfig {
                 .ok()
                 .filter(|k| !k.is_weak())
                 .ok_or_else(|| format!("{at}.public_key: not a usable Ed25519 public key"))?;
+            // One key, one admin: the key id is not what is signed, so one key listed
+            // under two ids would let one signed command run once per id.
+            if let Some(o) = out.iter().find(|o| o.key == key) {
+                return Err(format!(
+                    "{at}.public_key is also the key of {:?}: give each admin a key of their own",
+                    o.id
+                ));
+            }
             out.push(crate::mqtt::envelope::Admin {
                 id: a.id.clone(),
                 key,
@@ -702,12 +710,8 @@ impl Config {
             m.username.is_empty() == m.password_file.as_os_str().is_empty(),
             "username and password_file together",
         )?;
-        v.check(
-            "mqtt.admins",
-            &format!("{} admins", m.admins.len()),
-            !m.admins.is_empty(),
-            "at least one [[mqtt.admins]] when mqtt is enabled",
-        )?;
+        // No [[mqtt.admins]] is allowed (MQTT only for Home Assistant or an ESP32 lock):
+        // every signed command is then refused (`unknown_key`), and the bridge says so.
         Ok(())
     }
 
@@ -1048,9 +1052,17 @@ mod tests {
             ),
             "mqtt.ca_file",
         );
+        // No remote admin at all is allowed (Home Assistant or an ESP32 lock only).
+        let c = parse("[mqtt]\nenabled = true\nurl = \"mqtt://127.0.0.1:1883\"\n").unwrap();
+        assert!(c.mqtt.admins().unwrap().is_empty());
+        // One public key under two admin ids is refused.
         bad(
-            "[mqtt]\nenabled = true\nurl = \"mqtt://127.0.0.1:1883\"\n".into(),
-            "mqtt.admins",
+            format!(
+                "[mqtt]\nenabled = true\nurl = \"mqtt://127.0.0.1:1883\"\n{}{}",
+                admin("ada", &pk),
+                admin("bob", &pk)
+            ),
+            "is also the key of \"ada\"",
         );
         // Plain TCP to loopback is for tests, and allowed.
         parse(&format!(

@@ -312,6 +312,11 @@ pub fn spawn(
 ) -> Result<Running, MqttError> {
     let conn = Connection::new(cfg)?;
     let admins = Arc::new(cfg.admins().map_err(MqttError::Admins)?);
+    if admins.is_empty() {
+        log::warn!(
+            "mqtt: no [[mqtt.admins]]: every remote command is refused (events, Home Assistant and the lock link work)"
+        );
+    }
     let topics = Topics::new(&cfg.kiosk_id);
     let (client, mut eventloop) = conn.client(conn.client_id.clone(), 64);
     eventloop.mqtt_options.set_last_will(LastWill::new(

@@ -497,6 +497,10 @@ mod tests {
         // A key nobody configured.
         let unknown = sign(&key(9), "mallory", TOPIC, &body("unlock", json!({}), 3));
         assert_eq!(kind(open(&unknown, &c, &mut g)), Refusal::UnknownKey);
+        // A kiosk with no remote admin at all refuses even a correctly signed command.
+        let nobody = check(&[]);
+        let fresh = sign(&key(1), "ada", TOPIC, &body("unlock", json!({}), 30));
+        assert_eq!(kind(open(&fresh, &nobody, &mut g)), Refusal::UnknownKey);
         // Signed for another topic (another kiosk's) and replayed here.
         let moved = sign(
             &key(1),
