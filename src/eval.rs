@@ -157,6 +157,8 @@ pub struct FacesReport {
     pub no_face_impostor: u32,
     pub genuine_distance: Summary,
     pub impostor_best_distance: Summary,
+    /// The gallery's mean spread: how far apart its people are (see `vision::matcher`).
+    pub gallery_mean_spread: Option<f32>,
     pub sweep: Vec<FacesTally>,
     /// Every probe at the configured policy (compared across builds: arm64 against amd64).
     pub probes: Vec<ProbeResult>,
@@ -378,6 +380,7 @@ pub fn eval_faces(
         no_face_impostor: no_face.1,
         genuine_distance: summarize(&genuine),
         impostor_best_distance: summarize(&impostor_best),
+        gallery_mean_spread: gallery.mean_spread(),
         sweep,
         probes: per_probe,
         model_load_s: models.load_s,
@@ -881,6 +884,8 @@ pub struct KioskReport {
     /// Genuine clips denied as `spoof` or `pad_unsure`.
     pub genuine_denied_by_pad: usize,
     pub max_frames_after_blink: Option<u64>,
+    /// The kiosk gallery's mean spread (see `vision::matcher`).
+    pub gallery_mean_spread: Option<f32>,
     /// People whose FNN templates the enrollment duplicate check (the API's rule: the
     /// mean of the new samples within `strict_threshold` of another user's template)
     /// would refuse, were they enrolled after everyone else.
@@ -912,6 +917,35 @@ pub fn not_enrollable(gallery: &Gallery, threshold: f32) -> Vec<String> {
         .collect()
 }
 
+/// What `eval kiosk` replays besides the genuine walk-ups, and how it enrolls.
+#[derive(Debug, Clone, Copy)]
+pub struct KioskOptions<'a> {
+    /// Clips without a blink (must deny).
+    pub noblink: Option<&'a Path>,
+    /// A photo attack made from a still of each enrolled person (must deny).
+    pub photo_attacks: bool,
+    /// `<name>_replay_*` videos, each after enrolling `<name>` from `<name>_live_*`.
+    pub replays: Option<&'a Path>,
+    /// Each person's walk-ups with that person removed from the gallery (`Some(&[])`:
+    /// every clip; else the clips named).
+    pub leave_one_out: Option<&'a [&'a str]>,
+    /// Templates kept per enrollment clip (5 as `lockerctl enroll` does; 1 = one frame,
+    /// as good as one photo).
+    pub templates: usize,
+}
+
+impl Default for KioskOptions<'_> {
+    fn default() -> Self {
+        KioskOptions {
+            noblink: None,
+            photo_attacks: false,
+            replays: None,
+            leave_one_out: None,
+            templates: 5,
+        }
+    }
+}
+
 /// `eval kiosk`: enroll each person from `<person>_FNN.mp4` in `dir`, replay their other
 /// clips (must grant them, never someone else), every clip in `noblink` (must deny), a
 /// photo attack made from a still of each enrolled person (must deny), and with
@@ -923,12 +957,16 @@ pub fn eval_kiosk(
     models: Models,
     cfg: &VisionConfig,
     dir: &Path,
-    noblink: Option<&Path>,
-    photo_attacks: bool,
-    replays: Option<&Path>,
-    leave_one_out: Option<&[&str]>,
+    opts: &KioskOptions<'_>,
 ) -> Result<KioskReport, EvalError> {
     let t0 = Instant::now();
+    let KioskOptions {
+        noblink,
+        photo_attacks,
+        replays,
+        leave_one_out,
+        templates,
+    } = *opts;
     let clips = list_videos(dir)?;
     let person_of = |p: &Path| name_of(p).split('_').next().unwrap_or_default().to_string();
     let mut store = TempStore::new()?;
@@ -940,7 +978,7 @@ pub fn eval_kiosk(
             enroll_failures.push(format!("{person}: no FNN clip"));
             continue;
         };
-        match enroll::from_clip(&models, cfg, fnn, 5) {
+        match enroll::from_clip(&models, cfg, fnn, templates) {
             Ok((samples, _)) => {
                 let u = store.db.add_user(person, Role::User)?;
                 let items: Vec<_> = samples
@@ -968,7 +1006,7 @@ pub fn eval_kiosk(
                 enroll_failures.push(format!("{who}: no live clip to enroll from"));
                 continue;
             };
-            match enroll::from_clip(&models, cfg, live, 5) {
+            match enroll::from_clip(&models, cfg, live, templates) {
                 Ok((samples, _)) => {
                     let u = match store.db.user_by_name(who)? {
                         Some(u) => u,
@@ -988,6 +1026,7 @@ pub fn eval_kiosk(
     let mut gallery = load_gallery(&store.db)?;
     let enrolled: Vec<String> = gallery.users().iter().map(|u| u.name.clone()).collect();
     let refused_dup = not_enrollable(&gallery, cfg.strict_threshold);
+    let gallery_mean_spread = gallery.mean_spread();
     let mut decider = Decider::new(&mut gallery, &AccessConfig::default())?;
     let mut pipe = Pipeline::new(models, gallery, cfg.pipeline());
     let mut out = Vec::new();
@@ -1111,6 +1150,7 @@ pub fn eval_kiosk(
             .filter(|c| c.decision == "grant")
             .filter_map(|c| c.frames_after_blink)
             .max(),
+        gallery_mean_spread,
         not_enrollable: refused_dup,
         stranger_clips: strangers.len(),
         strangers_granted: strangers.iter().filter(|c| c.decision == "grant").count(),

@@ -64,17 +64,19 @@ const STRANGERS: [&str; 4] = ["000008M_FBN", "000008M_FTN", "000012M_UNN", "0000
 fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
     let Some(data) = shared_data() else { return };
     let cfg = Config::default().vision;
-    let r = eval::eval_kiosk(
-        models(),
-        &cfg,
-        &data.join("blink/zju"),
-        Some(&data.join("blink/live_noblink")),
-        true,
-        Some(&data.join("blink/replay_and_live")),
+    let (noblink, replays) = (
+        data.join("blink/live_noblink"),
+        data.join("blink/replay_and_live"),
+    );
+    let opts = eval::KioskOptions {
+        noblink: Some(&noblink),
+        photo_attacks: true,
+        replays: Some(&replays),
         // The four look-alike strangers the dlib embedding let in (issue 24).
-        Some(&STRANGERS[..]),
-    )
-    .unwrap();
+        leave_one_out: Some(&STRANGERS[..]),
+        templates: 5,
+    };
+    let r = eval::eval_kiosk(models(), &cfg, &data.join("blink/zju"), &opts).unwrap();
     println!(
         "enrolled {}/{} granted {}/{} ({}), wrong {}, noblink {}/{}, photo {}/{}, replay {}/{}",
         r.enrolled,

@@ -211,6 +211,11 @@ impl Gallery {
         }
     }
 
+    /// The mean of the users' spreads (None with fewer than two users with templates).
+    pub fn mean_spread(&self) -> Option<f32> {
+        self.mean_spread
+    }
+
     /// A user's spread (see the module text), if they have templates and others do.
     pub fn spread(&self, index: usize) -> Option<f32> {
         self.spread.get(index).copied().flatten()

@@ -42,6 +42,9 @@ pub enum EvalCmd {
         /// strangers who resemble someone enrolled (none may be granted).
         #[arg(long)]
         leave_one_out: bool,
+        /// Templates kept per enrollment clip (1: a single frame, as good as one photo).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=20))]
+        templates: u16,
         #[arg(long)]
         json: bool,
     },
@@ -109,17 +112,17 @@ pub fn eval_cmd(ctx: &Ctx, cmd: EvalCmd) -> anyhow::Result<ExitCode> {
             photo_attacks,
             replays,
             leave_one_out,
+            templates,
             json,
         } => {
-            let r = eval::eval_kiosk(
-                models,
-                &ctx.config.vision,
-                &dir,
-                noblink.as_deref(),
+            let opts = eval::KioskOptions {
+                noblink: noblink.as_deref(),
                 photo_attacks,
-                replays.as_deref(),
-                leave_one_out.then_some(&[][..]),
-            )?;
+                replays: replays.as_deref(),
+                leave_one_out: leave_one_out.then_some(&[][..]),
+                templates: templates.into(),
+            };
+            let r = eval::eval_kiosk(models, &ctx.config.vision, &dir, &opts)?;
             print(json, &r, || {
                 for c in &r.clips {
                     let ok = match c.kind.as_str() {
