@@ -607,3 +607,26 @@ fn a_flood_from_an_unprivileged_caller_is_answered_and_the_walk_up_still_opens()
     assert!((1..=10).contains(&refused), "{refused} refusal rows");
     daemon.stop();
 }
+
+#[test]
+fn an_oversized_unlock_reason_is_refused_and_lockerd_stays_on_the_bus() {
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = setup(d.path());
+    let daemon = Daemon::start(&bus, &db, &key, &[]);
+    // 100,000 characters (a command line holds no more than 128 KiB in one argument; the
+    // red team's 6,000,000 went over the bus directly): refused before anything is done.
+    let reason = "r".repeat(100_000);
+    let o = ctl(&bus, &["unlock", "--reason", &reason]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 200"), "{}", stderr(&o));
+    // Still on the bus, still locked, and the reason is nowhere in the audit log.
+    let st = json(&ctl_ok(&bus, &["--json", "status"]));
+    assert_eq!(st["lock"], "locked");
+    let audit = ctl_ok(&bus, &["--json", "audit", "list", "--limit", "50"]);
+    assert!(!audit.contains("rrrrrrrrrr"), "the reason was kept");
+    assert!(audit.contains("request_refused"), "{audit}");
+    // A reason of ordinary length still opens.
+    ctl_ok(&bus, &["unlock", "--reason", "parcel"]);
+    daemon.stop();
+}

@@ -316,6 +316,64 @@ pub fn required_role(r: &Request) -> Role {
 }
 
 /// Check the caller against the role table.
+/// The longest unlock reason kept (characters): it goes into the audit row, the event and
+/// every signal and message that carries the event.
+pub const MAX_REASON_CHARS: usize = 200;
+/// The longest user name (the store's own limit).
+pub const MAX_NAME_CHARS: usize = 64;
+/// The longest file path for enrollment, and how many files one job may name.
+pub const MAX_PATH_BYTES: usize = 4096;
+pub const MAX_ENROLL_FILES: usize = 32;
+/// The longest keypad entry or PIN.
+pub const MAX_KEYS: usize = 32;
+
+/// Refuse free text longer than anything a person types: an operator's 6 MB unlock reason
+/// became a 36 MB D-Bus signal (over the bus's limit, which took lockerd off the bus), an
+/// outbox row MQTT could not send and a 30 MB audit row. Checked before anything is done.
+pub fn check_bounds(r: &Request) -> Result<(), ApiError> {
+    let too_long = |what: &str, len: usize, max: usize, unit: &str| {
+        Err(ApiError::InvalidArgument(format!(
+            "{what} is {len} {unit} long; at most {max}"
+        )))
+    };
+    let chars = |what: &str, s: &str, max: usize| match s.chars().count() {
+        n if n > max => too_long(what, n, max, "characters"),
+        _ => Ok(()),
+    };
+    match r {
+        Request::Unlock { reason } => chars("the reason", reason, MAX_REASON_CHARS),
+        Request::UserAdd { name, .. }
+        | Request::UserRemove { name }
+        | Request::UserRole { name, .. }
+        | Request::UserBan { name }
+        | Request::UserUnban { name }
+        | Request::UserEnable { name }
+        | Request::UserDisable { name } => chars("the user name", name, MAX_NAME_CHARS),
+        Request::OtpIssue { user: Some(u), .. } => chars("the user name", u, MAX_NAME_CHARS),
+        Request::TotpEnroll { user, pin } => {
+            chars("the user name", user, MAX_NAME_CHARS)?;
+            chars("the PIN", pin.as_deref().unwrap_or_default(), MAX_KEYS)
+        }
+        Request::KeypadEntry { keys } => chars("the keypad entry", keys, MAX_KEYS),
+        Request::Enroll { user, source, .. } => {
+            chars("the user name", user, MAX_NAME_CHARS)?;
+            if let EnrollSource::Files(files) = source {
+                if files.len() > MAX_ENROLL_FILES {
+                    return too_long("the file list", files.len(), MAX_ENROLL_FILES, "files");
+                }
+                for f in files {
+                    let n = f.as_os_str().len();
+                    if n > MAX_PATH_BYTES {
+                        return too_long("a file path", n, MAX_PATH_BYTES, "bytes");
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn authorize(caller: &Caller, r: &Request) -> Result<(), ApiError> {
     let need = required_role(r);
     if caller.role >= need {
@@ -723,6 +781,60 @@ mod tests {
         }
         for r in &all[4..] {
             assert!(authorize(&op, r).is_err(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn free_text_is_bounded_before_anything_is_done() {
+        let unlock = |n: usize| Request::Unlock {
+            reason: "x".repeat(n),
+        };
+        assert!(check_bounds(&unlock(MAX_REASON_CHARS)).is_ok());
+        // The red team's 6,000,000-character reason.
+        let e = check_bounds(&unlock(6_000_000)).unwrap_err();
+        assert!(matches!(e, ApiError::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains("at most 200"), "{e}");
+        // Characters, not bytes: 200 multi-byte characters are fine.
+        let wide = Request::Unlock {
+            reason: "\u{e9}".repeat(MAX_REASON_CHARS),
+        };
+        assert!(check_bounds(&wide).is_ok());
+        let long_name = "n".repeat(MAX_NAME_CHARS + 1);
+        for r in [
+            Request::UserAdd {
+                name: long_name.clone(),
+                role: UserRole::User,
+            },
+            Request::UserBan {
+                name: long_name.clone(),
+            },
+            Request::OtpIssue {
+                user: Some(long_name.clone()),
+                ttl_s: None,
+            },
+            Request::KeypadEntry {
+                keys: "1".repeat(MAX_KEYS + 1),
+            },
+            Request::Enroll {
+                user: "eve".into(),
+                source: EnrollSource::Files(vec![
+                    std::path::PathBuf::from("a");
+                    MAX_ENROLL_FILES + 1
+                ]),
+                allow_poor_photos: false,
+            },
+            Request::Enroll {
+                user: "eve".into(),
+                source: EnrollSource::Files(vec![std::path::PathBuf::from(
+                    "p".repeat(MAX_PATH_BYTES + 1),
+                )]),
+                allow_poor_photos: false,
+            },
+        ] {
+            assert!(
+                matches!(check_bounds(&r), Err(ApiError::InvalidArgument(_))),
+                "{r:?}"
+            );
         }
     }
 

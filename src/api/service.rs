@@ -21,8 +21,8 @@
 
 use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
 use super::{
-    authorize, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource, IssuedCode,
-    LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
+    authorize, check_bounds, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource,
+    IssuedCode, LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
 };
 use crate::access::controller::{AdminRequest, Input, Snapshot};
 use crate::access::credentials;
@@ -335,7 +335,7 @@ impl Service {
         caller: &Caller,
         request: Request,
     ) -> Result<Response, ApiError> {
-        if let Err(e) = authorize(caller, &request) {
+        if let Err(e) = authorize(caller, &request).and_then(|_| check_bounds(&request)) {
             self.audit_refusal(caller, &request, &e).await;
             return Err(e);
         }

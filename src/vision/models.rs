@@ -235,12 +235,7 @@ impl Models {
         let predictor = std::thread::spawn(move || LandmarkPredictor::open(&lp));
         let rest = (|| {
             let detector = loaded(HogDetector::load(), "face detector")?;
-            Ok::<_, VisionError>((
-                detector,
-                sface,
-                Pad::load(&dir)?,
-                Iris::load(&dir)?,
-            ))
+            Ok::<_, VisionError>((detector, sface, Pad::load(&dir)?, Iris::load(&dir)?))
         })();
         // Joined before `rest` is looked at, so no error leaves a thread running.
         let predictor = joined(predictor.join(), "landmark model");
