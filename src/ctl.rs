@@ -462,6 +462,26 @@ pub fn is_broken_pipe(e: &CtlError) -> bool {
     e.message.contains("Broken pipe")
 }
 
+/// `s` safe to show on a terminal as one line: control characters (C0 with newlines and
+/// ESC, DEL, C1 such as U+009B CSI) and the bidirectional formatting characters (U+202E
+/// and kin, which reorder what follows) are written as `\uXXXX`. For every line that
+/// carries text from outside: user names, reasons, file names, messages, key ids.
+pub fn printable(s: &str) -> String {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if hostile(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn w(out: &mut dyn Write, s: &str) -> Result<(), CtlError> {
     writeln!(out, "{s}").map_err(|e| CtlError {
         code: 1,
@@ -485,7 +505,7 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn user_line(u: &UserInfo) -> String {
-    format!(
+    printable(&format!(
         "{:>4}  {:<24} {:<7} {:<8} {} template(s){}{}",
         u.id,
         u.name,
@@ -501,7 +521,7 @@ fn user_line(u: &UserInfo) -> String {
             String::new()
         },
         if u.totp { ", totp" } else { "" }
-    )
+    ))
 }
 
 /// Print a reply, readable or as one JSON object.
@@ -647,15 +667,16 @@ pub fn print_response(
                 ),
             )?,
         },
-        Response::EnrollStarted { job, user } => {
-            w(out, &format!("enrollment job {job} started for {user}"))?
-        }
+        Response::EnrollStarted { job, user } => w(
+            out,
+            &printable(&format!("enrollment job {job} started for {user}")),
+        )?,
     }
     Ok(())
 }
 
 pub fn audit_line(r: &AuditItem) -> String {
-    format!(
+    printable(&format!(
         "{:>6}  {}  {:<6} {:<6} {:<16} {}{}",
         r.seq,
         when(r.ts_ms),
@@ -668,7 +689,7 @@ pub fn audit_line(r: &AuditItem) -> String {
         } else {
             format!("  {}", r.evidence)
         }
-    )
+    ))
 }
 
 async fn audit_list(
@@ -755,7 +776,10 @@ async fn enroll(
             let mut events = api.subscribe();
             let job = started(backend.call(req).await?)?;
             if !json {
-                w(out, &format!("enrolling {} (job {job})", a.user))?;
+                w(
+                    out,
+                    &printable(&format!("enrolling {} (job {job})", a.user)),
+                )?;
             }
             loop {
                 match events.recv().await {
@@ -796,7 +820,10 @@ async fn enroll(
                 .map_err(|e| CtlError::from(api_error(&e)))?;
             let job = started(backend.call(req).await?)?;
             if !json {
-                w(out, &format!("enrolling {} (job {job})", a.user))?;
+                w(
+                    out,
+                    &printable(&format!("enrolling {} (job {job})", a.user)),
+                )?;
             }
             loop {
                 let Some(sig) = st.next().await else {
@@ -866,7 +893,7 @@ fn progress(
             "failed" => "[failed]",
             _ => "[!]",
         };
-        w(out, &format!("  {mark} {status}: {message}"))
+        w(out, &printable(&format!("  {mark} {status}: {message}")))
     }
 }
 
@@ -944,7 +971,7 @@ pub fn event_line(v: &serde_json::Value) -> String {
         "lock" => format!("locked by {}", s("user")),
         _ => String::new(),
     };
-    format!("{at}  {ev:<12} {what}")
+    printable(&format!("{at}  {ev:<12} {what}"))
 }
 
 #[cfg(test)]
@@ -952,6 +979,39 @@ mod tests {
     use super::*;
     use crate::api::service::{Backends, Service};
     use crate::store::{Create, DbKey, Store};
+
+    #[test]
+    fn text_from_outside_cannot_steer_the_terminal() {
+        // ESC/OSC/CSI sequences, a C1 CSI, DEL, a right-to-left override and a newline
+        // that would fake a second line.
+        let hostile = "a\u{1b}]0;owned\u{7}b\u{9b}2J\u{7f}\u{202e}gpj.exe\n  [done] completed";
+        let p = printable(hostile);
+        assert!(
+            !p.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{p:?}"
+        );
+        assert_eq!(
+            p,
+            "a\\u001b]0;owned\\u0007b\\u009b2J\\u007f\\u202egpj.exe\\u000a  [done] completed"
+        );
+        assert_eq!(printable("Zoë 日本"), "Zoë 日本");
+        let row = AuditItem {
+            seq: 7,
+            ts_ms: 0,
+            method: "dbus".into(),
+            outcome: "grant".into(),
+            user: Some("eve\u{202e}".into()),
+            reason: hostile.into(),
+            evidence: serde_json::json!({ "key": "k\u{9b}" }),
+        };
+        let line = audit_line(&row);
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{line:?}"
+        );
+        let ev = serde_json::json!({ "event": "enroll", "user": "eve", "enroll": { "status": "failed", "message": hostile } });
+        assert!(!event_line(&ev).chars().any(|c| c.is_control()));
+    }
 
     /// Output whose reader has gone.
     struct Closed;

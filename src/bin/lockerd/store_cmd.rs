@@ -299,8 +299,7 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                         .unwrap_or(serde_json::Value::String(r.evidence.clone()));
                     writeln!(out, "{v}")?;
                 } else {
-                    writeln!(
-                        out,
+                    let line = format!(
                         "{:>6}  {}  {:<6} {:<5} {:<16} {}  {}",
                         r.seq,
                         timefmt::iso_utc(r.ts_ms),
@@ -309,7 +308,8 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                         r.user_name.as_deref().unwrap_or("-"),
                         r.reason,
                         r.evidence
-                    )?;
+                    );
+                    writeln!(out, "{}", lockerd::ctl::printable(&line))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
