@@ -729,28 +729,62 @@ async fn audit_list(
             "--follow needs the running daemon (lockerctl)".into(),
         ));
     }
-    let mut last = rows.last().map(|r| r.seq).unwrap_or(0);
-    let mut since = rows.last().map(|r| r.ts_ms).unwrap_or(since_ms);
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let rows = match backend
+    // Followed by sequence number, never by time: rows written after the clock stepped
+    // back (the "clock went back" alert among them) have older timestamps.
+    let newest = |limit: u32| async move {
+        match backend
             .call(Request::AuditQuery {
-                since_ms: since,
-                limit: 1000,
+                since_ms: i64::MIN,
+                limit,
             })
             .await?
         {
-            Response::Audit { rows } => rows,
-            _ => Vec::new(),
-        };
-        let new: Vec<AuditItem> = rows.into_iter().filter(|r| r.seq > last).collect();
-        if let Some(r) = new.last() {
-            last = r.seq;
-            since = r.ts_ms;
+            Response::Audit { rows } => Ok::<_, CtlError>(rows),
+            _ => Ok(Vec::new()),
         }
-        print(&new, out)?;
+    };
+    let head = newest(1).await?.last().map_or(0, |r| r.seq);
+    let mut last = rows.last().map_or(head, |r| r.seq.max(head));
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let mut fresh = after(newest(FOLLOW_BATCH).await?, last);
+        if fresh.gap {
+            fresh = after(newest(FOLLOW_MAX).await?, last);
+        }
+        if fresh.gap {
+            let first = fresh.rows.first().map_or(last, |r| r.seq);
+            w(
+                out,
+                &format!(
+                    "... rows {} to {} not shown (written too fast to follow; `lockerctl audit list` has them)",
+                    last + 1,
+                    first - 1
+                ),
+            )?;
+        }
+        if let Some(r) = fresh.rows.last() {
+            last = r.seq;
+        }
+        print(&fresh.rows, out)?;
         let _ = out.flush();
     }
+}
+
+/// Rows asked for per poll of `audit list --follow`, and the most when it falls behind.
+const FOLLOW_BATCH: u32 = 100;
+const FOLLOW_MAX: u32 = 10_000;
+
+/// The rows after sequence number `last` among the newest rows, oldest first, and whether
+/// rows between `last` and them are missing (more were written than were asked for).
+struct Fresh {
+    rows: Vec<AuditItem>,
+    gap: bool,
+}
+
+fn after(newest: Vec<AuditItem>, last: i64) -> Fresh {
+    let rows: Vec<AuditItem> = newest.into_iter().filter(|r| r.seq > last).collect();
+    let gap = rows.first().is_some_and(|r| r.seq > last + 1);
+    Fresh { rows, gap }
 }
 
 /// Enroll and follow the job to its end with a progress line per stage.
@@ -979,6 +1013,33 @@ mod tests {
     use super::*;
     use crate::api::service::{Backends, Service};
     use crate::store::{Create, DbKey, Store};
+
+    #[test]
+    fn following_the_audit_goes_by_sequence_not_by_time() {
+        let row = |seq: i64, ts_ms: i64| AuditItem {
+            seq,
+            ts_ms,
+            method: "system".into(),
+            outcome: "alert".into(),
+            user: None,
+            reason: "clock_went_back".into(),
+            evidence: serde_json::Value::Null,
+        };
+        // Rows 11 and 12 were written after the clock stepped back a day.
+        let newest = vec![
+            row(9, 5_000_000),
+            row(10, 5_000_100),
+            row(11, 1_000),
+            row(12, 1_100),
+        ];
+        let f = after(newest.clone(), 10);
+        assert_eq!(f.rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [11, 12]);
+        assert!(!f.gap);
+        // Fewer rows than were written: the gap is known, so the caller asks for more.
+        let f = after(newest[2..].to_vec(), 8);
+        assert!(f.gap);
+        assert!(after(Vec::new(), 3).rows.is_empty());
+    }
 
     #[test]
     fn text_from_outside_cannot_steer_the_terminal() {
