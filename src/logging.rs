@@ -68,3 +68,69 @@ impl Log for StderrLogger {
         let _ = std::io::stderr().flush();
     }
 }
+
+/// A budget for a log line that an outsider can make us write (a forged lock report, a
+/// refused command): at most `per_window` lines in each `window`, the rest counted and
+/// summarised once the next window begins, so a flood cannot fill the journal.
+#[derive(Debug, Clone)]
+pub struct LogBudget {
+    window: std::time::Duration,
+    per_window: u32,
+    start: Option<std::time::Instant>,
+    used: u32,
+    held: u64,
+}
+
+impl LogBudget {
+    pub fn new(per_window: u32, window: std::time::Duration) -> LogBudget {
+        LogBudget {
+            window,
+            per_window,
+            start: None,
+            used: 0,
+            held: 0,
+        }
+    }
+
+    /// One more event at `now`: whether to log it, and how many went unlogged in the
+    /// window that has just ended (to say in a summary line, when not zero).
+    pub fn take(&mut self, now: std::time::Instant) -> (bool, u64) {
+        let mut ended = 0;
+        if self
+            .start
+            .is_none_or(|s| now.saturating_duration_since(s) >= self.window)
+        {
+            ended = std::mem::take(&mut self.held);
+            self.start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.per_window {
+            self.used += 1;
+            (true, ended)
+        } else {
+            self.held += 1;
+            (false, ended)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_flood_is_logged_a_few_times_and_then_summarised() {
+        let mut b = LogBudget::new(5, Duration::from_secs(60));
+        let t0 = Instant::now();
+        // 80,105 forged reports in 6 s: 5 lines.
+        let logged = (0..80_105)
+            .map(|i| b.take(t0 + Duration::from_micros(75 * i)))
+            .filter(|(log, _)| *log)
+            .count();
+        assert_eq!(logged, 5);
+        // The next window starts with the summary of what was held back.
+        assert_eq!(b.take(t0 + Duration::from_secs(61)), (true, 80_100));
+        assert_eq!(b.take(t0 + Duration::from_secs(62)), (true, 0));
+    }
+}

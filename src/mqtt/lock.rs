@@ -127,6 +127,8 @@ struct Task {
     available: bool,
     jammed: bool,
     door: Door,
+    /// Refused reports logged (see [`crate::logging::LogBudget`]).
+    refusals_logged: crate::logging::LogBudget,
 }
 
 /// Run the link until the actuator is gone.
@@ -169,6 +171,7 @@ impl Task {
             available: false,
             jammed: false,
             door: Door::None,
+            refusals_logged: crate::logging::LogBudget::new(5, Duration::from_secs(60)),
         }
     }
 
@@ -321,14 +324,24 @@ impl Task {
             Ok(a) => a,
             Err(e) => {
                 let s = self.end.stats;
-                log::warn!(
-                    "lock {id}: refused a report ({}): {e}; refused so far: {} forged, {} replayed, {} truncated, {} invalid",
-                    e.kind(),
-                    s.forged,
-                    s.replayed,
-                    s.truncated,
-                    s.invalid
-                );
+                // Anyone who can publish on the lock's topic can send these: a few lines
+                // a minute, then a count.
+                let (log_it, held) = self.refusals_logged.take(Instant::now().into_std());
+                if held > 0 {
+                    log::warn!(
+                        "lock {id}: {held} more refused reports in the last minute were not logged"
+                    );
+                }
+                if log_it {
+                    log::warn!(
+                        "lock {id}: refused a report ({}): {e}; refused so far: {} forged, {} replayed, {} truncated, {} invalid",
+                        e.kind(),
+                        s.forged,
+                        s.replayed,
+                        s.truncated,
+                        s.invalid
+                    );
+                }
                 return;
             }
         };
