@@ -23,6 +23,7 @@ use crate::config::MqttConfig;
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -34,6 +35,9 @@ const QUEUE: usize = 256;
 const UNSIGNED_REFUSALS_PER_MIN: u32 = 10;
 /// Home Assistant commands audited when refused, per minute.
 const HA_REFUSALS_PER_MIN: u32 = 10;
+/// Refusals after the signature check (replayed, stale, wrong kiosk) audited and answered
+/// per admin key a minute; the rest are dropped unanswered.
+const SIGNED_REFUSALS_PER_MIN: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -550,6 +554,9 @@ async fn serve_commands(
 ) {
     let mut unsigned = PerMinute::new(UNSIGNED_REFUSALS_PER_MIN);
     let mut ha_refused = PerMinute::new(HA_REFUSALS_PER_MIN);
+    // Per admin key (only configured keys get past the signature): one captured command
+    // replayed without end must not write an audit row and a reply each time.
+    let mut signed: HashMap<String, PerMinute> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         let (payload, retained) = match cmd {
             Cmd::Signed { payload, retained } => (payload, retained),
@@ -608,7 +615,14 @@ async fn serve_commands(
             }
             Err(r) => {
                 let before = r.kind.before_signature();
-                if before && !unsigned.admit() {
+                let admitted = match (&r.key, before) {
+                    (Some(k), false) => signed
+                        .entry(k.clone())
+                        .or_insert_with(|| PerMinute::new(SIGNED_REFUSALS_PER_MIN))
+                        .admit(),
+                    _ => unsigned.admit(),
+                };
+                if !admitted {
                     continue;
                 }
                 log::info!("mqtt: command refused: {r}");
