@@ -67,9 +67,47 @@ mod tests {
             !g.record("ada", &[1; 16], t, t + 2).unwrap(),
             "after a restart"
         );
-        // A minute on, the nonce is forgotten; the clock set back a minute must not let
-        // the old command in again.
+        // A minute on, the clock set back a minute must not let the old command in again.
         assert!(g.record("ada", &[2; 16], t + 60, t + 60).unwrap());
         assert!(!g.record("ada", &[1; 16], t, t).unwrap(), "clock set back");
+        // A week later, set back a week: still remembered.
+        assert!(!g.record("ada", &[2; 16], t + 60, t + 60).unwrap());
+    }
+
+    #[test]
+    fn a_clock_that_once_ran_a_day_ahead_turns_no_fresh_command_away() {
+        let d = tempfile::tempdir().unwrap();
+        let k = DbKey::from_text("nonce test key 0123456789", Path::new("t")).unwrap();
+        let (mut db, _) = Db::open(
+            &d.path().join("n.db"),
+            &k,
+            Create::IfMissing,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut g = StoreNonces {
+            db: &mut db,
+            window_s: 30,
+        };
+        let t = 1_800_000_000;
+        // One command accepted while the clock ran a day ahead...
+        assert!(g.record("ada", &[1; 16], t + 86_400, t + 86_400).unwrap());
+        // ...then the clock is corrected: fresh commands run, replays do not.
+        assert!(g.record("ada", &[2; 16], t + 5, t + 5).unwrap(), "fresh");
+        assert!(g.record("ada", &[3; 16], t + 6, t + 6).unwrap(), "fresh");
+        assert!(
+            !g.record("ada", &[2; 16], t + 5, t + 7).unwrap(),
+            "replayed"
+        );
+        assert!(!g.record("ada", &[1; 16], t + 86_400, t + 8).unwrap());
+        // Forgotten only after the retention, by the current clock.
+        assert!(g
+            .record(
+                "ada",
+                &[2; 16],
+                t + 5,
+                t + 5 + crate::store::otp::NONCE_RETAIN_S + 1
+            )
+            .unwrap());
     }
 }

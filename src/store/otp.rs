@@ -237,49 +237,48 @@ impl Db {
     }
 }
 
-/// Most remembered MQTT nonces: beyond this a command is refused rather than the table
-/// growing (a valid admin key sending more than this within the skew window).
+/// Most remembered MQTT nonces: beyond this the oldest are forgotten first (a valid admin
+/// key would have to send this many commands within [`NONCE_RETAIN_S`]).
 pub const MAX_NONCES: i64 = 100_000;
+/// How long a nonce is remembered, by the command's own time: far longer than the skew
+/// window, so that a clock set back (an RTC-less boot, `date -s`) cannot bring a command
+/// back unless it is set back by more than this, to the very second.
+pub const NONCE_RETAIN_S: i64 = 30 * 86_400;
 
 impl Db {
-    /// Record a signed command's nonce (replay guard): false if this key used it before
-    /// within the window. Time here is the latest clock ever seen (kept in the store), so
-    /// setting the clock back cannot bring a forgotten command back: a command older than
-    /// that clock's window is refused too. Nonces out of the window are dropped first; a
-    /// full table is an error (the command is then not run).
+    /// Record a signed command's nonce (replay guard): false only if this key used this
+    /// nonce before. The caller has checked the command's time against the clock (the skew
+    /// window); no high-water mark of the clock is kept, so a clock that once ran ahead
+    /// does not turn fresh commands away. Nonces are forgotten after [`NONCE_RETAIN_S`]
+    /// by the current clock, or oldest first beyond [`MAX_NONCES`]. `_window_s` is the skew
+    /// window (kept for the signature of the guard).
     pub fn mqtt_nonce_record(
         &mut self,
         key_id: &str,
         nonce: &[u8],
         ts: i64,
         now_s: i64,
-        window_s: i64,
+        _window_s: i64,
     ) -> Result<bool, StoreError> {
         self.atomically(|db| {
-            let high = db
-                .setting("mqtt_clock_high")?
-                .and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or(i64::MIN)
-                .max(now_s);
-            db.set_setting("mqtt_clock_high", &high.to_string())?;
-            let oldest = high.saturating_sub(window_s);
-            db.conn()
-                .execute("DELETE FROM mqtt_nonces WHERE ts < ?1", [oldest])?;
-            if ts < oldest {
-                return Ok(false);
-            }
-            let n: i64 = db
-                .conn()
-                .query_row("SELECT count(*) FROM mqtt_nonces", [], |r| r.get(0))?;
-            if n >= MAX_NONCES {
-                return Err(StoreError::Conflict(format!(
-                    "{n} command nonces within the skew window"
-                )));
-            }
+            db.conn().execute(
+                "DELETE FROM mqtt_nonces WHERE ts < ?1",
+                [now_s.saturating_sub(NONCE_RETAIN_S)],
+            )?;
             let added = db.conn().execute(
                 "INSERT OR IGNORE INTO mqtt_nonces (key_id, nonce, ts) VALUES (?1, ?2, ?3)",
                 params![key_id, nonce, ts],
             )?;
+            let n: i64 = db
+                .conn()
+                .query_row("SELECT count(*) FROM mqtt_nonces", [], |r| r.get(0))?;
+            if n > MAX_NONCES {
+                db.conn().execute(
+                    "DELETE FROM mqtt_nonces WHERE rowid IN
+                     (SELECT rowid FROM mqtt_nonces ORDER BY ts LIMIT ?1)",
+                    [n - MAX_NONCES],
+                )?;
+            }
             Ok(added == 1)
         })
     }
