@@ -17,9 +17,34 @@ pub struct OutboxRow {
     pub body: String,
 }
 
+/// The largest event published as it is; a larger row goes out as a stand-in that keeps
+/// its place in the sequence (the MQTT client refuses packets over 1 MiB, and one row it
+/// could never send blocked every row after it, for good).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
 impl OutboxRow {
-    /// The published payload: the body with `"seq"` first.
+    /// The published payload: the body with `"seq"` first; a row over [`MAX_EVENT_BYTES`]
+    /// as `{"seq": N, "event": "dropped", "reason": "too_large", "bytes": LEN}`.
     pub fn payload(&self) -> String {
+        let full = self.full_payload();
+        if full.len() <= MAX_EVENT_BYTES {
+            return full;
+        }
+        log::warn!(
+            "outbox: event {} is {} bytes (at most {MAX_EVENT_BYTES}): sent as a stand-in",
+            self.seq,
+            full.len()
+        );
+        serde_json::json!({
+            "seq": self.seq,
+            "event": "dropped",
+            "reason": "too_large",
+            "bytes": full.len(),
+        })
+        .to_string()
+    }
+
+    fn full_payload(&self) -> String {
         match self.body.strip_prefix('{') {
             Some(rest) if rest.trim_start().starts_with('}') => {
                 format!("{{\"seq\":{}}}", self.seq)
@@ -122,6 +147,31 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+    use super::OutboxRow;
+
+    #[test]
+    fn a_row_too_large_to_send_keeps_its_place_and_blocks_nothing() {
+        let row = |body: String| OutboxRow {
+            seq: 42,
+            at_ms: 0,
+            alert: false,
+            body,
+        };
+        let small = row(r#"{"event":"unlock"}"#.into());
+        assert_eq!(small.payload(), r#"{"seq":42,"event":"unlock"}"#);
+        // A 2 MB reason, as the red team sent before requests were bounded.
+        let big = row(format!(
+            r#"{{"event":"unlock","reason":"{}"}}"#,
+            "r".repeat(2_000_000)
+        ));
+        let p = big.payload();
+        assert!(p.len() < 200, "{p}");
+        let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["seq"], 42);
+        assert_eq!(v["event"], "dropped");
+        assert_eq!(v["reason"], "too_large");
+    }
+
     use crate::store::test_db as db;
 
     fn ev(i: i64) -> (i64, bool, String) {
