@@ -603,3 +603,53 @@ async fn a_signed_enroll_with_a_photo_stores_templates_and_a_bad_photo_stores_no
     assert_eq!(meg["templates"], 1, "{meg}");
     daemon.stop();
 }
+
+/// One message too large for the client's packet limit used to drop the whole command
+/// connection; retained, it came back on every reconnect and nothing was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_retained_message_is_refused_alone_and_the_connection_stays_up() {
+    let d = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "mqtt big message key 0123456789");
+    let daemon = Daemon::start_in(
+        &bus,
+        &db,
+        &key,
+        &mqtt_edits(broker.port, &[]),
+        d.path(),
+        &[],
+    );
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    let c = Client::connect(broker.port).await;
+    // 100 KB, retained, on the one topic Home Assistant may write, and 100 KB as a command.
+    c.client
+        .publish(
+            "lockerd/k1/ha/set",
+            QoS::AtLeastOnce,
+            true,
+            vec![b'x'; 100_000],
+        )
+        .await
+        .unwrap();
+    c.send(vec![b'{'; 100_000]).await;
+    assert_eq!(c.wait("lockerd/k1/rejected", 0).await["error"], "too_large");
+    // Still connected and answering a signed command.
+    let ada = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let body = serde_json::json!({"kiosk": "k1", "id": "s1", "ts": now_s(),
+        "nonce": BASE64.encode(&[42u8; 16]), "cmd": "status", "args": {}});
+    c.send(sign(&ada, "ada", "lockerd/k1/cmd", &body)).await;
+    assert_eq!(c.wait("lockerd/k1/reply/ada", 0).await["ok"], true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = daemon.stop();
+    assert_eq!(
+        log.matches("mqtt: connected").count(),
+        1,
+        "the command connection was dropped: {log}"
+    );
+    // Clean up the retained message for any later test on this broker.
+    c.client
+        .publish("lockerd/k1/ha/set", QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .unwrap();
+}

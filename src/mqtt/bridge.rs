@@ -35,6 +35,12 @@ const QUEUE: usize = 256;
 const UNSIGNED_REFUSALS_PER_MIN: u32 = 10;
 /// Home Assistant commands audited when refused, per minute.
 const HA_REFUSALS_PER_MIN: u32 = 10;
+/// The largest packet the client takes in. A larger one drops the whole connection (the
+/// client cannot skip it), and a retained one would do so on every reconnect: so this is
+/// far above `max_payload_bytes`, whose check then refuses an oversized message alone
+/// (`too_large`), and the broker should cap messages below it (README: `max_packet_size`).
+/// One message at a time is buffered; only its size travels on (`Cmd::Signed`).
+const INCOMING_PACKET_MAX: usize = 16 << 20;
 /// Refusals after the signature check (replayed, stale, wrong kiosk) audited and answered
 /// per admin key a minute; the rest are dropped unanswered.
 const SIGNED_REFUSALS_PER_MIN: u32 = 10;
@@ -176,7 +182,7 @@ impl Connection {
             port,
             tls,
             credentials,
-            max_packet: cfg.max_payload_bytes as usize + 4096,
+            max_packet: (cfg.max_payload_bytes as usize + 4096).max(INCOMING_PACKET_MAX),
         })
     }
 
