@@ -37,6 +37,9 @@ pub enum Refusal {
     TooLarge,
     Invalid,
     UnknownCommand,
+    /// The replay guard could not remember the nonce (a full disk, a store fault): not
+    /// run, and not called a replay.
+    Unavailable,
 }
 
 impl Refusal {
@@ -51,6 +54,7 @@ impl Refusal {
             Refusal::TooLarge => "too_large",
             Refusal::Invalid => "invalid",
             Refusal::UnknownCommand => "unknown_command",
+            Refusal::Unavailable => "unavailable",
         }
     }
 
@@ -296,7 +300,7 @@ pub fn open<G: NonceGuard>(
         // Fail closed: a command whose nonce cannot be remembered is not run.
         Err(e) => {
             return Err(refuse(
-                Refusal::Replayed,
+                Refusal::Unavailable,
                 format!("the nonce cannot be recorded ({e}); not run"),
                 Some(key_id),
                 id,
@@ -497,6 +501,16 @@ mod tests {
         // A key nobody configured.
         let unknown = sign(&key(9), "mallory", TOPIC, &body("unlock", json!({}), 3));
         assert_eq!(kind(open(&unknown, &c, &mut g)), Refusal::UnknownKey);
+        // A guard that cannot write (a full disk) refuses, and does not call it a replay.
+        struct Full;
+        impl NonceGuard for Full {
+            type Error = &'static str;
+            fn record(&mut self, _: &str, _: &[u8], _: i64, _: i64) -> Result<bool, Self::Error> {
+                Err("database or disk is full")
+            }
+        }
+        let fresh = sign(&key(1), "ada", TOPIC, &body("unlock", json!({}), 31));
+        assert_eq!(kind(open(&fresh, &c, &mut Full)), Refusal::Unavailable);
         // A kiosk with no remote admin at all refuses even a correctly signed command.
         let nobody = check(&[]);
         let fresh = sign(&key(1), "ada", TOPIC, &body("unlock", json!({}), 30));
