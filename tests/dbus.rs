@@ -626,7 +626,21 @@ fn an_oversized_unlock_reason_is_refused_and_lockerd_stays_on_the_bus() {
     let audit = ctl_ok(&bus, &["--json", "audit", "list", "--limit", "50"]);
     assert!(!audit.contains("rrrrrrrrrr"), "the reason was kept");
     assert!(audit.contains("request_refused"), "{audit}");
-    // A reason of ordinary length still opens.
+    // A reason of ordinary length still opens, audited with the caller's role.
     ctl_ok(&bus, &["unlock", "--reason", "parcel"]);
+    let audit = json(&ctl_ok(&bus, &["--json", "audit", "list", "--limit", "5"]));
+    let grant = audit["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["outcome"] == "grant")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        grant["user"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("admin uid 0 (")),
+        "{audit}"
+    );
     daemon.stop();
 }

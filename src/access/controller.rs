@@ -108,7 +108,7 @@ pub type Reply = tokio::sync::oneshot::Sender<Result<String, ApiError>>;
 /// keypad lockout: only the controller changes those.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminRequest {
-    /// Open the lock for one pulse.
+    /// Open the lock for one pulse. `by`: the caller's role and id, as audited.
     Unlock {
         by: String,
         via: Method,
@@ -1027,7 +1027,8 @@ impl<S: DbAccess> Controller<S> {
     ) -> Result<String, ApiError> {
         match r {
             AdminRequest::Unlock { by, via, reason } => {
-                let label = format!("admin {by}");
+                // `by` names the caller with their role (the request API composes it).
+                let label = by.clone();
                 let why = if reason.is_empty() {
                     "remote_unlock".to_string()
                 } else {

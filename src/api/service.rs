@@ -481,6 +481,9 @@ impl Service {
         match request {
             Request::Status => Ok(Response::Status(self.status_now())),
             Request::Unlock { reason } => {
+                // Who, as the audit row and the event name them: the caller's role and id
+                // ("operator uid 1001", "admin mqtt:ada").
+                let by = format!("{} {by}", caller.role.as_str());
                 let message = self
                     .to_controller(AdminRequest::Unlock { by, via, reason })
                     .await?;
