@@ -644,3 +644,69 @@ fn an_oversized_unlock_reason_is_refused_and_lockerd_stays_on_the_bus() {
     );
     daemon.stop();
 }
+
+#[test]
+fn an_admin_cancels_anothers_enrollment_at_once_and_nothing_is_stored() {
+    let Some(data) = shared_data() else { return };
+    let zju = data.join("blink/zju");
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = setup(d.path());
+    let models = format!("models = {:?}", models_dir().display().to_string());
+    let source = format!(
+        "source = {:?}",
+        zju.join("000010M_FNN.mp4").display().to_string()
+    );
+    let daemon = Daemon::start(&bus, &db, &key, &[("models", models), ("source", source)]);
+    for u in ["alice", "bob"] {
+        ctl_ok(&bus, &["users", "add", u]);
+    }
+    let mut first = Command::new(lockerctl_bin())
+        .args(["enroll", "bob", "--camera", "--seconds", "30"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut first_out = std::io::BufReader::new(first.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut first_out, &mut line).unwrap();
+    assert!(line.contains("enrolling bob"), "{line}");
+    // An admin on another connection cancels it.
+    let o = Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args([
+            "call",
+            lockerd::dbus::BUS_NAME,
+            lockerd::dbus::OBJECT_PATH,
+            lockerd::dbus::BUS_NAME,
+            "CancelEnroll",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("cancelled"), "{}", stdout(&o));
+    // The claim is free at once: the next enrollment is not refused as busy.
+    let o = Command::new(lockerctl_bin())
+        .args(["enroll", "alice"])
+        .arg(zju.join("000001M_FNN.mp4"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // Bob's job ends as failed and stored nothing.
+    let status = first.wait().unwrap();
+    assert!(!status.success());
+    let users = json(&ctl_ok(&bus, &["--json", "users", "list"]));
+    let count = |name: &str| {
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .map(|u| u["templates"].as_i64().unwrap())
+    };
+    assert_eq!(count("bob"), Some(0), "{users}");
+    assert!(count("alice").unwrap() >= 2, "{users}");
+    daemon.stop();
+}

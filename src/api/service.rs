@@ -573,20 +573,28 @@ impl Service {
                     .await
             }
             Request::EnrollCancel => {
-                let g = lock(&self.enrolling);
+                let mut g = lock(&self.enrolling);
+                // The holder (the same bus connection, or the same principal) or any admin.
                 let holds = |j: &EnrollJob| match (&j.holder.bus_name, &caller.bus_name) {
                     (Some(a), Some(b)) => a == b,
                     _ => j.holder.id == caller.id,
                 };
                 match g.as_ref() {
-                    Some(job) if !holds(job) => Err(ApiError::Busy(format!(
-                        "enrollment job {} belongs to {}",
-                        job.id, job.holder.id
-                    ))),
+                    Some(job) if !holds(job) && caller.role != super::Role::Admin => {
+                        Err(ApiError::Busy(format!(
+                            "enrollment job {} belongs to {}",
+                            job.id, job.holder.id
+                        )))
+                    }
                     Some(job) => {
+                        // The job stores nothing from now on (checked again in the store's
+                        // transaction) and the claim is free at once: the vision work
+                        // still under way ends at its next frame.
                         job.cancel.store(true, Ordering::SeqCst);
+                        let id = job.id;
+                        *g = None;
                         Ok(Response::Done {
-                            message: format!("enrollment job {} cancelled", job.id),
+                            message: format!("enrollment job {id} cancelled"),
                         })
                     }
                     None => Err(ApiError::InvalidArgument("no enrollment is running".into())),
@@ -908,8 +916,9 @@ impl EnrollCtx {
             self.clock.clone(),
         );
         let src = source.clone();
+        let stop = cancel.clone();
         let samples = tokio::task::spawn_blocking(move || {
-            vision.enroll(&src, allow_poor, &cancel, &mut |what, n| {
+            vision.enroll(&src, allow_poor, &stop, &mut |what, n| {
                 let message = format!("{what}: {n} template(s)");
                 let e = progress(&name, job, EnrollStatus::StagePassed, false, message);
                 events.send(Timed::at(clock.now_ms(), e));
@@ -937,7 +946,7 @@ impl EnrollCtx {
                 return false;
             }
         };
-        match self.store_samples(samples).await {
+        match self.store_samples(samples, cancel).await {
             Ok(Ok((added, completed))) => {
                 self.send(completed);
                 added > 0
@@ -969,6 +978,7 @@ impl EnrollCtx {
     async fn store_samples(
         &self,
         samples: Vec<Sample>,
+        cancel: Arc<AtomicBool>,
     ) -> Result<Result<(usize, Timed), String>, StoreError> {
         let (uid, uname, by, via, threshold) = (
             self.user.id,
@@ -980,6 +990,11 @@ impl EnrollCtx {
         let (bus, job, now) = (self.events.clone(), self.job, self.clock.now_ms());
         self.store
             .call(move |db| {
+                // Cancelled while the faces were read: nothing is stored. On the store's
+                // thread, so a cancel answered before this point always wins.
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(StoreError::Invalid("the enrollment was cancelled".into()));
+                }
                 let users = gallery_users(db)?;
                 let probes: Vec<Embedding> = samples.iter().map(|s| s.embedding.clone()).collect();
                 let Some(mean) = Embedding::mean(&probes).and_then(|m| m.unit()) else {

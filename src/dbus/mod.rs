@@ -327,7 +327,7 @@ impl Locker1 {
             .await
     }
 
-    /// Cancel the caller's running enrollment.
+    /// Cancel the running enrollment: the caller's own, or anyone's for an admin.
     async fn cancel_enroll(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
