@@ -653,3 +653,53 @@ async fn an_oversized_retained_message_is_refused_alone_and_the_connection_stays
         .await
         .unwrap();
 }
+
+/// A flood of validly signed commands from a viewer's key must not push an admin's
+/// commands out of the queue (they wait apart and are served first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_commands_are_answered_through_a_viewer_flood() {
+    use ed25519_dalek::SigningKey;
+    let d = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let bus = TestBus::start();
+    let (db, key) = new_store(d.path(), "mqtt flood key 0123456789");
+    let ada = SigningKey::from_bytes(&[7; 32]);
+    let vic = SigningKey::from_bytes(&[8; 32]);
+    let viewer = format!(
+        "[[mqtt.admins]]\nid = \"vic\"\npublic_key = \"{k}\"\nseal_key = \"{k}\"\nrole = \"viewer\"\n",
+        k = BASE64.encode(vic.verifying_key().as_bytes())
+    );
+    let mut edits = mqtt_edits(broker.port, &[]);
+    if let Some(e) = edits.iter_mut().find(|e| e.0 == "# [[mqtt.admins]]") {
+        e.1.push_str(&viewer);
+    }
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    let c = Client::connect(broker.port).await;
+    let cmd = |k: &SigningKey, id: &str, n: u32| {
+        let mut nonce = [0u8; 16];
+        nonce[..4].copy_from_slice(&n.to_le_bytes());
+        nonce[4] = id.len() as u8;
+        let body = serde_json::json!({"kiosk": "k1", "id": format!("{id}{n}"), "ts": now_s(),
+            "nonce": BASE64.encode(&nonce), "cmd": "status", "args": {}});
+        sign(k, id, "lockerd/k1/cmd", &body)
+    };
+    for n in 0..3000 {
+        c.send(cmd(&vic, "vic", n)).await;
+    }
+    for n in 0..10 {
+        c.send(cmd(&ada, "ada", n)).await;
+    }
+    // All ten answered (the 10th reply is the 10th message on ada's reply topic).
+    let last = c.wait("lockerd/k1/reply/ada", 9).await;
+    assert_eq!(last["ok"], true, "{last}");
+    let ids: Vec<String> = c
+        .all("lockerd/k1/reply/ada")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for n in 0..10 {
+        assert!(ids.contains(&format!("ada{n}")), "ada{n}: {ids:?}");
+    }
+    daemon.stop();
+}

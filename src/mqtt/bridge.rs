@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 
 /// Commands waiting for the command task; more are dropped (and counted).
 const QUEUE: usize = 256;
+/// Commands naming an admin key waiting at once (a queue of their own).
+const ADMIN_QUEUE: usize = 64;
 /// Refusals before the signature (anyone can send them) audited and answered per minute.
 const UNSIGNED_REFUSALS_PER_MIN: u32 = 10;
 /// Home Assistant commands audited when refused, per minute.
@@ -336,6 +338,14 @@ pub fn spawn(
         true,
     ));
     let (tx, rx) = mpsc::channel::<Cmd>(QUEUE);
+    // Commands that name a key with the admin role wait apart from everyone else's and are
+    // served first: a flood from an operator or viewer key cannot push them out.
+    let (tx_admin, rx_admin) = mpsc::channel::<Cmd>(ADMIN_QUEUE);
+    let admin_ids: Vec<String> = admins
+        .iter()
+        .filter(|a| a.role == Role::Admin)
+        .map(|a| a.id.clone())
+        .collect();
     let ha_cfg = cfg.home_assistant.clone();
     let lock_id = lock.as_ref().map(|(l, _)| l.lock_id.clone());
     let discovery = (
@@ -415,7 +425,11 @@ pub fn spawn(
                 }
             };
             if let Some(cmd) = cmd {
-                if tx.try_send(cmd).is_err() {
+                let queue = match &cmd {
+                    Cmd::Signed { payload, .. } if names_one_of(payload, &admin_ids) => &tx_admin,
+                    _ => &tx,
+                };
+                if queue.try_send(cmd).is_err() {
                     dropped += 1;
                     if dropped.is_power_of_two() {
                         log::warn!("mqtt: {dropped} commands dropped (queue full: a flood?)");
@@ -435,7 +449,7 @@ pub fn spawn(
         allow_unlock: cfg.home_assistant.allow_unlock,
     };
     let commands = tokio::spawn(serve_commands(
-        rx,
+        (rx_admin, rx),
         check,
         (client.clone(), topics.clone()),
         api.clone(),
@@ -551,8 +565,18 @@ async fn audit(store: &Store, entry: AuditEntry) {
     }
 }
 
+/// Whether a command envelope names one of `ids` as its key (unverified: only which queue
+/// it waits in depends on it; the signature is checked when it is served).
+fn names_one_of(payload: &[u8], ids: &[String]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        key: String,
+    }
+    !ids.is_empty() && serde_json::from_slice::<Outer>(payload).is_ok_and(|o| ids.contains(&o.key))
+}
+
 async fn serve_commands(
-    mut rx: mpsc::Receiver<Cmd>,
+    (mut rx_admin, mut rx): (mpsc::Receiver<Cmd>, mpsc::Receiver<Cmd>),
     check: CheckCfg,
     (client, topics): (AsyncClient, Topics),
     api: ApiHandle,
@@ -563,7 +587,13 @@ async fn serve_commands(
     // Per admin key (only configured keys get past the signature): one captured command
     // replayed without end must not write an audit row and a reply each time.
     let mut signed: HashMap<String, PerMinute> = HashMap::new();
-    while let Some(cmd) = rx.recv().await {
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            Some(c) = rx_admin.recv() => c,
+            Some(c) = rx.recv() => c,
+            else => break,
+        };
         let (payload, retained) = match cmd {
             Cmd::Signed { payload, retained } => (payload, retained),
             Cmd::Ha { payload } => {
