@@ -46,6 +46,36 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     new_store(dir, "dbus test key 0123456789")
 }
 
+/// The daemon with vision on a replayed ZJU clip (its camera).
+fn vision_daemon(bus: &TestBus, db: &Path, key: &Path, clip: &Path) -> Daemon {
+    let models = format!("models = {:?}", models_dir().display().to_string());
+    let source = format!("source = {:?}", clip.display().to_string());
+    Daemon::start(bus, db, key, &[("models", models), ("source", source)])
+}
+
+/// `lockerctl enroll USER --camera --seconds 30`, running and holding the claim once its
+/// first line is read; its output stays open for as long as the reader is kept.
+fn camera_enrollment(
+    bus: &TestBus,
+    user: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut job = Command::new(lockerctl_bin())
+        .args(["enroll", user, "--camera", "--seconds", "30"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(job.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains(&format!("enrolling {user}")), "{line}");
+    (job, out)
+}
+
 #[test]
 fn root_controls_the_running_daemon_and_a_lockout_reset_sticks() {
     let bus = TestBus::start();
@@ -395,33 +425,13 @@ fn enrollment_over_dbus_claims_reports_progress_and_the_user_then_unlocks() {
     let bus = TestBus::start();
     let d = tempfile::tempdir().unwrap();
     let (db, key) = setup(d.path());
-    let models = format!("models = {:?}", models_dir().display().to_string());
     // Vision runs on a replayed clip of someone not enrolled.
-    let source = |clip: &str| format!("source = {:?}", zju.join(clip).display().to_string());
-    let daemon = Daemon::start(
-        &bus,
-        &db,
-        &key,
-        &[
-            ("models", models.clone()),
-            ("source", source("000010M_FNN.mp4")),
-        ],
-    );
+    let daemon = vision_daemon(&bus, &db, &key, &zju.join("000010M_FNN.mp4"));
     for u in ["alice", "bob", "carol"] {
         ctl_ok(&bus, &["users", "add", u]);
     }
     // A first enrollment (30 s of camera) holds the claim...
-    let mut first = Command::new(lockerctl_bin())
-        .args(["enroll", "bob", "--camera", "--seconds", "30"])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut first_out = std::io::BufReader::new(first.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut first_out, &mut line).unwrap();
-    assert!(line.contains("enrolling bob"), "{line}");
+    let (mut first, _first_out) = camera_enrollment(&bus, "bob");
     // ...so a second one is Busy, naming the holder...
     let o = ctl(&bus, &["enroll", "carol"]);
     assert_eq!(o.status.code(), Some(2), "clap needs files or --camera");
@@ -496,12 +506,7 @@ fn enrollment_over_dbus_claims_reports_progress_and_the_user_then_unlocks() {
     daemon.stop();
 
     // Alice walks up (another session of hers) and is let in by face.
-    let daemon = Daemon::start(
-        &bus,
-        &db,
-        &key,
-        &[("models", models), ("source", source("000001M_FTN.mp4"))],
-    );
+    let daemon = vision_daemon(&bus, &db, &key, &zju.join("000001M_FTN.mp4"));
     let log = daemon.wait_log("\"event\":\"unlock\"", Duration::from_secs(60));
     let unlock = log
         .lines()
@@ -652,26 +657,11 @@ fn an_admin_cancels_anothers_enrollment_at_once_and_nothing_is_stored() {
     let bus = TestBus::start();
     let d = tempfile::tempdir().unwrap();
     let (db, key) = setup(d.path());
-    let models = format!("models = {:?}", models_dir().display().to_string());
-    let source = format!(
-        "source = {:?}",
-        zju.join("000010M_FNN.mp4").display().to_string()
-    );
-    let daemon = Daemon::start(&bus, &db, &key, &[("models", models), ("source", source)]);
+    let daemon = vision_daemon(&bus, &db, &key, &zju.join("000010M_FNN.mp4"));
     for u in ["alice", "bob"] {
         ctl_ok(&bus, &["users", "add", u]);
     }
-    let mut first = Command::new(lockerctl_bin())
-        .args(["enroll", "bob", "--camera", "--seconds", "30"])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut first_out = std::io::BufReader::new(first.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut first_out, &mut line).unwrap();
-    assert!(line.contains("enrolling bob"), "{line}");
+    let (mut first, _first_out) = camera_enrollment(&bus, "bob");
     // An admin on another connection cancels it.
     let o = Command::new("busctl")
         .arg(format!("--address={}", bus.address))
