@@ -360,6 +360,8 @@ async fn run_open(
     } else {
         "D-Bus OFF"
     };
+    // Once on the bus, stay on it: a lost connection is re-made (dbus/mod.rs).
+    let bus = bus.map(|b| crate::dbus::supervise(api.clone(), Some(b)));
 
     let watchdog = sd_notify::watchdog_enabled().map(|period| {
         let (store, tx) = (store.clone(), in_tx.clone());
@@ -384,7 +386,10 @@ async fn run_open(
     if let Some(m) = mqtt {
         m.stop().await;
     }
-    drop(bus);
+    if let Some(b) = bus {
+        b.abort();
+        let _ = b.await;
+    }
     drop(api);
     api_task.abort();
     if let Some(mut v) = vision.take() {

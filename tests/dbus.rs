@@ -700,3 +700,21 @@ fn an_admin_cancels_anothers_enrollment_at_once_and_nothing_is_stored() {
     assert!(count("alice").unwrap() >= 2, "{users}");
     daemon.stop();
 }
+
+#[test]
+fn lockerd_comes_back_on_the_bus_after_losing_it() {
+    let mut bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = setup(d.path());
+    let daemon = Daemon::start(&bus, &db, &key, &[]);
+    assert!(ctl_ok(&bus, &["status"]).contains("lock:    locked"));
+    // The bus daemon goes away (and every connection with it) and comes back.
+    bus.restart();
+    daemon.wait_log(
+        "D-Bus: the connection to the bus was lost",
+        Duration::from_secs(10),
+    );
+    daemon.wait_log("D-Bus: back on the bus", Duration::from_secs(20));
+    assert!(ctl_ok(&bus, &["status"]).contains("lock:    locked"));
+    daemon.stop();
+}

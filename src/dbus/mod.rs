@@ -549,6 +549,52 @@ fn parse_user_role(s: &str) -> Result<crate::types::Role, LockerError> {
 pub struct BusService {
     pub connection: zbus::Connection,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Fires when the connection to the bus is gone (the bus daemon restarted, or it
+    /// dropped us).
+    lost: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl BusService {
+    /// Wait until the connection to the bus is lost.
+    pub async fn lost(&mut self) {
+        match self.lost.take() {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Keep lockerd on the bus: serve, and whenever the connection is lost (the bus daemon
+/// restarted or dropped us), say so and serve again, waiting 1 s doubling to 30 s
+/// between tries. `first` is the service already started, if it could be. Abort the
+/// task to leave the bus.
+pub fn supervise(api: ApiHandle, first: Option<BusService>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut current = first;
+        loop {
+            if let Some(bus) = current.as_mut() {
+                bus.lost().await;
+                log::error!("D-Bus: the connection to the bus was lost; reconnecting");
+            }
+            current = None;
+            let mut wait = std::time::Duration::from_secs(1);
+            while current.is_none() {
+                tokio::time::sleep(wait).await;
+                match serve(api.clone()).await {
+                    Ok(b) => {
+                        log::info!("D-Bus: back on the bus as {BUS_NAME}");
+                        current = Some(b);
+                    }
+                    Err(e) => {
+                        log::warn!("D-Bus: not on the bus yet: {e}");
+                        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    })
 }
 
 impl Drop for BusService {
@@ -627,10 +673,13 @@ pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
         }
     }));
 
-    // An enrollment's holder leaving the bus releases it.
+    // An enrollment's holder leaving the bus releases it. This stream ends when the
+    // connection does: that is how a lost connection is noticed.
     let dbus = fdo::DBusProxy::new(&connection).await?;
     let mut gone = dbus.receive_name_owner_changed().await?;
+    let (lost_tx, lost) = tokio::sync::oneshot::channel();
     tasks.push(tokio::spawn(async move {
+        let _lost = lost_tx;
         while let Some(sig) = gone.next().await {
             let Ok(args) = sig.args() else { continue };
             if args.new_owner().is_some() {
@@ -650,7 +699,11 @@ pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
             }
         }
     }));
-    Ok(BusService { connection, tasks })
+    Ok(BusService {
+        connection,
+        tasks,
+        lost: Some(lost),
+    })
 }
 
 async fn emit(em: &SignalEmitter<'_>, t: &Timed) -> zbus::Result<()> {

@@ -152,6 +152,15 @@ impl TestBus {
             ),
         )
         .unwrap();
+        let child = TestBus::spawn(&conf);
+        TestBus {
+            address: format!("unix:path={}/bus", dir.path().display()),
+            dir,
+            child,
+        }
+    }
+
+    fn spawn(conf: &Path) -> std::process::Child {
         let mut child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
             .arg("--nofork")
@@ -167,11 +176,16 @@ impl TestBus {
         )
         .unwrap();
         assert!(line.starts_with("unix:"), "dbus-daemon did not start");
-        TestBus {
-            address: format!("unix:path={}/bus", dir.path().display()),
-            dir,
-            child,
-        }
+        child
+    }
+
+    /// Kill the bus daemon and start a new one at the same address (every client is
+    /// disconnected).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("bus"));
+        self.child = TestBus::spawn(&self.dir.path().join("bus.conf"));
     }
 }
 
