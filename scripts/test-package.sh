@@ -136,9 +136,20 @@ say "ExecStart from the package: READY=1, doctor sees it on the bus, alice grant
 [[ -s "$R/var/lib/lockerd/lockerd.db" && -f "$R/etc/lockerd/db.key" ]] || fail "purge removed the database or its key unasked"
 grep -q '^lockerd:' "$R/etc/passwd" || fail "purge removed the user owning the kept database"
 grep -q "kept the database" "$W/purge.log" || fail "purge did not say what it kept"
+# A store kept outside /var/lib/lockerd: purge, even with LOCKERD_PURGE_DATABASE=yes,
+# keeps its only key (it used to delete it and keep the database).
+install_debs
+mkdir -p "$R/srv/kiosk"
+mv "$R/var/lib/lockerd/lockerd.db" "$R/srv/kiosk/lockerd.db"
+rm -f "$R/var/lib/lockerd/lockerd.db-"*
+sed -i 's#^path = "/var/lib/lockerd/lockerd.db"#path = "/srv/kiosk/lockerd.db"#' "$R/etc/lockerd/lockerd.toml"
+LOCKERD_PURGE_DATABASE=yes "${DPKG[@]}" --purge lockerd >"$W/purge.log" 2>&1 || { cat "$W/purge.log"; fail "purge (store elsewhere)"; }
+[[ -s "$R/srv/kiosk/lockerd.db" && -f "$R/etc/lockerd/db.key" ]] || fail "purge removed the key of a database kept outside /var/lib/lockerd"
+grep -q "kept the database at /srv/kiosk/lockerd.db" "$W/purge.log" || fail "purge did not say it kept /srv/kiosk/lockerd.db: $(cat "$W/purge.log")"
+rm -rf "$R/srv/kiosk"
 install_debs
 LOCKERD_PURGE_DATABASE=yes "${DPKG[@]}" --purge lockerd lockerd-models >"$W/purge.log" 2>&1 || { cat "$W/purge.log"; fail "purge (database too)"; }
 [[ ! -e "$R/var/lib/lockerd" && ! -e "$R/etc/lockerd" && ! -e "$R/usr/share/lockerd" ]] || fail "purge with LOCKERD_PURGE_DATABASE=yes left files: $(ls "$R/var/lib" "$R/etc")"
 ! grep -q '^lockerd:' "$R/etc/passwd" || fail "purge with LOCKERD_PURGE_DATABASE=yes left the user"
-say "purge keeps the database, its key and user unless LOCKERD_PURGE_DATABASE=yes; then all is gone"
+say "purge keeps the database, its key and user unless LOCKERD_PURGE_DATABASE=yes; then all is gone; a store kept elsewhere keeps its key"
 say "ok in $(($(date +%s) - t0)) s ($(du -h "${DEBS[0]}" | cut -f1) + $(du -h "${DEBS[1]}" | cut -f1))"
