@@ -92,6 +92,11 @@ impl LogBudget {
         }
     }
 
+    /// One more event now: whether it is within the budget.
+    pub fn admit(&mut self) -> bool {
+        self.take(std::time::Instant::now()).0
+    }
+
     /// One more event at `now`: whether to log it, and how many went unlogged in the
     /// window that has just ended (to say in a summary line, when not zero).
     pub fn take(&mut self, now: std::time::Instant) -> (bool, u64) {

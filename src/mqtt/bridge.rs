@@ -25,7 +25,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -522,30 +522,12 @@ struct CheckCfg {
     allow_unlock: bool,
 }
 
-/// Counts refusals per minute so a flood costs one audit row a few seconds at most.
-struct PerMinute {
-    since: Instant,
-    n: u32,
-    max: u32,
-}
+/// Refusals audited per minute, so a flood costs a few audit rows at most (the same
+/// budget as the log's: [`crate::logging::LogBudget`]).
+type PerMinute = crate::logging::LogBudget;
 
-impl PerMinute {
-    fn new(max: u32) -> Self {
-        PerMinute {
-            since: Instant::now(),
-            n: 0,
-            max,
-        }
-    }
-    /// True while under the limit this minute.
-    fn admit(&mut self) -> bool {
-        if self.since.elapsed() >= Duration::from_secs(60) {
-            self.since = Instant::now();
-            self.n = 0;
-        }
-        self.n += 1;
-        self.n <= self.max
-    }
+fn per_minute(max: u32) -> PerMinute {
+    PerMinute::new(max, Duration::from_secs(60))
 }
 
 async fn publish_json(client: &AsyncClient, topic: String, body: &serde_json::Value) {
@@ -582,8 +564,8 @@ async fn serve_commands(
     api: ApiHandle,
     store: Store,
 ) {
-    let mut unsigned = PerMinute::new(UNSIGNED_REFUSALS_PER_MIN);
-    let mut ha_refused = PerMinute::new(HA_REFUSALS_PER_MIN);
+    let mut unsigned = per_minute(UNSIGNED_REFUSALS_PER_MIN);
+    let mut ha_refused = per_minute(HA_REFUSALS_PER_MIN);
     // Per admin key (only configured keys get past the signature): one captured command
     // replayed without end must not write an audit row and a reply each time.
     let mut signed: HashMap<String, PerMinute> = HashMap::new();
@@ -654,7 +636,7 @@ async fn serve_commands(
                 let admitted = match (&r.key, before) {
                     (Some(k), false) => signed
                         .entry(k.clone())
-                        .or_insert_with(|| PerMinute::new(SIGNED_REFUSALS_PER_MIN))
+                        .or_insert_with(|| per_minute(SIGNED_REFUSALS_PER_MIN))
                         .admit(),
                     _ => unsigned.admit(),
                 };
