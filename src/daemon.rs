@@ -83,9 +83,16 @@ pub fn open_store(
 /// What the capture thread says about the camera goes to the log; a loss (or a camera
 /// that cannot be opened) is also one alert per outage, through the controller (so it is
 /// audited and reaches the admin), not one per retry.
-fn camera_reporter(inputs: mpsc::Sender<Input>) -> impl FnMut(source::CameraStatus) + Send {
+fn camera_reporter(
+    inputs: mpsc::Sender<Input>,
+    shared: Arc<runner::VisionShared>,
+) -> impl FnMut(source::CameraStatus) + Send {
     let mut out = false;
     move |status| {
+        shared.source_up.store(
+            matches!(status, source::CameraStatus::Opened(_)),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let why = match status {
             source::CameraStatus::Opened(d) => {
                 if out {
@@ -126,7 +133,13 @@ fn start_vision(
     let gallery = store
         .call_sync(|db| api_service::load_gallery(db))
         .map_err(|e| e.to_string())?;
+    let shared = runner::VisionShared::new(models, gallery, &config.vision);
     let src: Box<dyn source::FrameSource> = if config.vision.source == "camera" {
+        // Not up until the camera has opened (the D-Bus `Camera` property, `status`
+        // and STATUS= say keypad only meanwhile).
+        shared
+            .source_up
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let settings = config.vision.camera();
         let what = format!("camera {}", settings.device);
         Box::new(
@@ -138,7 +151,7 @@ fn start_vision(
                     initial: Duration::from_secs(1),
                     max: Duration::from_secs(30),
                 },
-                camera_reporter(inputs.clone()),
+                camera_reporter(inputs.clone(), shared.clone()),
             )
             .map_err(|e| e.to_string())?,
         )
@@ -146,7 +159,6 @@ fn start_vision(
         source::open_path(std::path::Path::new(&config.vision.source)).map_err(|e| e.to_string())?
     };
     log::info!("vision source: {}", src.describe());
-    let shared = runner::VisionShared::new(models, gallery, &config.vision);
     runner::spawn(shared, src, move |e| {
         let input = match e {
             FaceEvent::Attempt(a) => Input::Face(Box::new(a)),
@@ -158,6 +170,17 @@ fn start_vision(
         inputs.blocking_send(input).is_ok()
     })
     .map_err(|e| e.to_string())
+}
+
+/// What STATUS= says about face unlock.
+fn face_status(vision_started: bool, camera: crate::api::CameraState) -> &'static str {
+    use crate::api::CameraState;
+    match (vision_started, camera) {
+        (false, _) => "vision UNAVAILABLE (keypad only)",
+        (true, CameraState::Ok) => "face and keypad",
+        (true, CameraState::Unavailable) => "camera UNAVAILABLE, retrying (keypad only)",
+        (true, CameraState::Ended) => "camera source ended (keypad only)",
+    }
 }
 
 /// Run the daemon until `shutdown` resolves.
@@ -310,13 +333,10 @@ async fn run_open(
     let vision = tokio::task::spawn_blocking(move || start_vision(&cfg3, &store3, tx3))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-    let vision_status = match &vision {
-        Ok(_) => "vision on".to_string(),
-        Err(e) => {
-            log::error!("vision unavailable, keypad only: {e}");
-            "vision UNAVAILABLE (keypad only)".to_string()
-        }
-    };
+    if let Err(e) = &vision {
+        log::error!("vision unavailable, keypad only: {e}");
+    }
+    let vision_started = vision.is_ok();
     let mut vision = vision.ok();
 
     // The request API, and the D-Bus service on it.
@@ -368,18 +388,42 @@ async fn run_open(
         tokio::spawn(watchdog_loop(store, tx, period))
     });
 
-    let users = store.call(|db| Ok(db.list_users()?.len())).await?;
-    let status = format!(
-        "ready: kiosk {}, {} user(s), {}, {}, hardware {}, lock locked",
-        config.daemon.kiosk_name, users, vision_status, bus_status, config.hardware.mode
-    );
-    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-    log::info!("{status}");
+    // READY=1 with a STATUS= line, and STATUS= again whenever what it says changes
+    // (a camera that goes away or comes back, users added).
+    let line = {
+        let (kiosk, hw_mode) = (
+            config.daemon.kiosk_name.clone(),
+            config.hardware.mode.clone(),
+        );
+        move |s: &crate::api::Status| {
+            format!(
+                "ready: kiosk {kiosk}, {} user(s), {}, {bus_status}, hardware {hw_mode}",
+                s.users,
+                face_status(vision_started, s.camera)
+            )
+        }
+    };
+    let mut status_rx = api.status();
+    let first = line(&status_rx.borrow_and_update());
+    notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
+    log::info!("{first}; lock locked");
+    let status_task = tokio::spawn(async move {
+        let mut last = first;
+        while status_rx.changed().await.is_ok() {
+            let now = line(&status_rx.borrow_and_update());
+            if now != last {
+                notify(&[NotifyState::Status(&now)]);
+                log::info!("{now}");
+                last = now;
+            }
+        }
+    });
 
     shutdown.await;
 
     log::info!("shutting down");
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    status_task.abort();
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -466,6 +466,37 @@ fn a_missing_camera_is_one_alert_and_the_keypad_still_opens() {
         .daemon
         .wait_log("camera cannot be opened", Duration::from_secs(30));
     assert!(log.contains("\"event\":\"alert\""), "{log}");
+    // Said plainly everywhere: STATUS= (logged with it), `lockerctl status` and the
+    // D-Bus `Camera` property say keypad only, not a working camera.
+    assert!(
+        log.contains("camera UNAVAILABLE, retrying (keypad only)"),
+        "{log}"
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        .args(["--json", "status"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &k.bus_address)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["camera"], "unavailable", "{status}");
+    assert_eq!(status["mode"], "keypad_only", "{status}");
+    let prop = Command::new("busctl")
+        .arg(format!("--address={}", k.bus_address))
+        .args([
+            "get-property",
+            lockerd::dbus::BUS_NAME,
+            lockerd::dbus::OBJECT_PATH,
+            lockerd::dbus::BUS_NAME,
+            "Camera",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&prop).trim(),
+        "s \"unavailable\"",
+        "{}",
+        stderr(&prop)
+    );
     let log = k.type_and_wait(&code, "\"event\":\"unlock\"", 1);
     // The capture thread retried (1 s, 2 s, ...) but the admin heard of it once.
     let alerts = log

@@ -284,7 +284,12 @@ impl Service {
             .map(|c| *c.state.borrow())
             .unwrap_or_default();
         let camera = match &self.b.vision {
-            Some(v) if v.running.load(Ordering::SeqCst) => CameraState::Ok,
+            Some(v) if v.running.load(Ordering::SeqCst) && v.source_up.load(Ordering::SeqCst) => {
+                CameraState::Ok
+            }
+            // Running but the camera cannot be opened (or was lost): keypad only until
+            // it is back.
+            Some(v) if v.running.load(Ordering::SeqCst) => CameraState::Unavailable,
             Some(_) if self.b.controller.is_some() => CameraState::Ended,
             _ => CameraState::Unavailable,
         };

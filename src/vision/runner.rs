@@ -41,6 +41,9 @@ pub struct VisionShared {
     tap: Mutex<Option<std::sync::mpsc::SyncSender<Frame>>>,
     /// A thread is feeding frames (camera or replay) and has not ended.
     pub running: AtomicBool,
+    /// The frame source is delivering: false while a camera cannot be opened or was
+    /// lost (the thread keeps retrying meanwhile). A replay is up from the start.
+    pub source_up: AtomicBool,
     last: Mutex<Option<LastAttempt>>,
     /// Frames processed so far by the thread.
     pub frames: AtomicU64,
@@ -64,6 +67,7 @@ impl VisionShared {
             pipe: Mutex::new(Some(pipe)),
             tap: Mutex::new(None),
             running: AtomicBool::new(false),
+            source_up: AtomicBool::new(true),
             last: Mutex::new(None),
             frames: AtomicU64::new(0),
         })
@@ -78,6 +82,7 @@ impl VisionShared {
             pipe: Mutex::new(None),
             tap: Mutex::new(None),
             running: AtomicBool::new(false),
+            source_up: AtomicBool::new(true),
             last: Mutex::new(None),
             frames: AtomicU64::new(0),
         })
