@@ -456,7 +456,17 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
     let code: serde_json::Value = serde_json::from_str(&code).unwrap();
     let keys = format!("*{}#{}", code["slot"], code["code"].as_str().unwrap());
     set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // HA's user is told why (a denied access, shown in HA), not only the audit log.
+    let refused = ha.wait("lockerd/k1/ha/access", 0).await;
+    assert_eq!(refused["event_type"], "denied", "{refused}");
+    assert!(
+        refused["summary"]
+            .as_str()
+            .unwrap()
+            .contains("allow_unlock"),
+        "{refused}"
+    );
+    assert_eq!(ha.wait("lockerd/k1/last_access", 0).await, refused);
     let log = daemon.stop();
     assert!(
         !log.contains("\"event\":\"unlock\""),
@@ -468,8 +478,10 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
     assert!(disc["cmps"]["lock"]["code_format"].is_string(), "{disc}");
     let n = ha.all("lockerd/k1/ha/access").len();
     set(&ha, serde_json::json!({"action": "UNLOCK", "code": ""})).await;
+    let refused = ha.wait("lockerd/k1/ha/access", n).await;
+    assert_eq!(refused["reason"], "no keypad credential as the lock code");
     set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
-    let access = ha.wait("lockerd/k1/ha/access", n).await;
+    let access = ha.wait("lockerd/k1/ha/access", n + 1).await;
     assert_eq!(access["event_type"], "granted", "{access}");
     assert_eq!(access["method"], "ha", "who and how: {access}");
     let t0 = Instant::now();
@@ -483,7 +495,7 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
     }
     // Single use: the same code again does not open.
     set(&ha, serde_json::json!({"action": "UNLOCK", "code": keys})).await;
-    let again = ha.wait("lockerd/k1/ha/access", n + 1).await;
+    let again = ha.wait("lockerd/k1/ha/access", n + 2).await;
     assert_eq!(again["event_type"], "denied", "{again}");
     let log = daemon.stop();
     assert_eq!(unlocks_in(&log), 1, "{log}");

@@ -579,7 +579,24 @@ async fn serve_commands(
         let (payload, retained) = match cmd {
             Cmd::Signed { payload, retained } => (payload, retained),
             Cmd::Ha { payload } => {
-                serve_ha(&payload, check.allow_unlock, &api, &store, &mut ha_refused).await;
+                let why = serve_ha(&payload, check.allow_unlock, &api).await;
+                if let Some(why) = why {
+                    log::info!("home assistant command refused: {why}");
+                    if ha_refused.admit() {
+                        let entry =
+                            AuditEntry::new(Method::Ha, Outcome::Deny, "ha_command_refused")
+                                .evidence(json!({ "error": why }));
+                        audit(&store, entry).await;
+                        // HA's user sees it too: a denied access with the reason.
+                        let body = ha::refusal(&why).to_string();
+                        let _ = client
+                            .publish(topics.ha_access(), QoS::AtLeastOnce, false, body.clone())
+                            .await;
+                        let _ = client
+                            .publish(topics.last_access(), QoS::AtLeastOnce, true, body)
+                            .await;
+                    }
+                }
                 continue;
             }
         };
@@ -664,47 +681,33 @@ async fn serve_commands(
 }
 
 /// Home Assistant's lock command: lock always; unlock only with `allow_unlock` and a
-/// keypad credential as the code (the controller checks it, with the keypad's strikes).
-async fn serve_ha(
-    payload: &[u8],
-    allow_unlock: bool,
-    api: &ApiHandle,
-    store: &Store,
-    refused: &mut PerMinute,
-) {
+/// keypad credential as the code (the controller checks it, with the keypad's strikes,
+/// and audits and announces the attempt itself as `ha`). Returns why a command was
+/// refused before reaching a credential check.
+async fn serve_ha(payload: &[u8], allow_unlock: bool, api: &ApiHandle) -> Option<String> {
     let caller = Caller {
         id: "home assistant".into(),
         via: Via::Ha,
         role: Role::Operator,
         bus_name: None,
     };
-    let why = match ha::parse_command(payload) {
+    match ha::parse_command(payload) {
         Ok(ha::Command::Lock) => match api.call(&caller, Request::Lock).await {
-            Ok(_) => return,
-            Err(e) => e.to_string(),
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
         },
         Ok(ha::Command::Unlock { .. }) if !allow_unlock => {
-            "unlock from Home Assistant is off (mqtt.home_assistant.allow_unlock)".to_string()
+            Some("unlock from Home Assistant is off (mqtt.home_assistant.allow_unlock)".to_string())
         }
         Ok(ha::Command::Unlock { code }) if !ha::code_well_formed(&code) => {
-            "no keypad credential as the lock code".to_string()
+            Some("no keypad credential as the lock code".to_string())
         }
         Ok(ha::Command::Unlock { code }) => {
-            // The controller audits the attempt itself (granted or not) as `ha`.
-            match api.call(&caller, Request::KeypadEntry { keys: code }).await {
-                Ok(_) => return,
-                Err(e) => {
-                    log::info!("home assistant unlock refused: {e}");
-                    return;
-                }
+            if let Err(e) = api.call(&caller, Request::KeypadEntry { keys: code }).await {
+                log::info!("home assistant unlock refused: {e}");
             }
+            None
         }
-        Err(e) => format!("malformed command: {e}"),
-    };
-    log::info!("home assistant command refused: {why}");
-    if refused.admit() {
-        let entry = AuditEntry::new(Method::Ha, Outcome::Deny, "ha_command_refused")
-            .evidence(json!({ "error": why }));
-        audit(store, entry).await;
+        Err(e) => Some(format!("malformed command: {e}")),
     }
 }

@@ -2,10 +2,16 @@
 //! access and alert events it shows, and its (unsigned) lock command. Pure functions: the
 //! bridge publishes what they build and hands the parsed command to the controller.
 //!
-//! What HA shows: a `lock` (LOCKED / UNLOCKED / JAMMED / OPEN, OPEN meaning the door
-//! stands open), the door and the keypad lockout as binary sensors, an `event` entity
-//! for access (granted / denied, with who and how as attributes) and one for alerts, the
-//! camera state and the last access as sensors. Availability is the bridge's LWT.
+//! What HA shows: a `lock` (LOCKED / UNLOCKED / JAMMED: the bolt only; HA's `open` means
+//! unlatched, which a pulsed strike never is, so a door standing open is the door
+//! sensor's business), the door (unknown when lockerd has no door sensor) and the keypad
+//! lockout as binary sensors, an `event` entity for access (granted / denied, with who,
+//! how and why as attributes) and one for alerts, the camera state, and the last access
+//! and last alert as text sensors (so HA's logbook says who, how and why).
+//! Availability: the bridge's LWT for every entity (a shared `availability` list); the
+//! lock adds the ESP32 lock's LWT and the kiosk's own view of the lock, so a lock the
+//! kiosk cannot reach is unavailable, not jammed. Every entity subscribes at QoS 1 (HA
+//! does not inherit a device-level `qos`).
 //!
 //! HA's command topic is not signed, so it may only lock unless `allow_unlock` is set;
 //! then an unlock must carry a keypad credential as its code (the keys of a keypad
@@ -18,8 +24,13 @@ use crate::api::{CameraState, DoorState, LockState, Status};
 use crate::config::MqttConfig;
 use serde_json::{json, Value};
 
-/// The lock code HA asks for: a keypad entry without its final `#`.
-pub const CODE_FORMAT: &str = r"^\*?[0-9]{1,3}#[0-9]{4,16}$";
+/// The lock code HA asks for: a keypad entry without its final `#`, or nothing. HA
+/// checks `code_format` for lock as well as unlock, and locking needs no code; an
+/// unlock without one is refused by lockerd (and HA is told, see [`refusal`]).
+pub const CODE_FORMAT: &str = r"^(\*?[0-9]{1,3}#[0-9]{4,16})?$";
+
+/// The longest state HA keeps (its limit is 255 characters).
+const HA_STATE_MAX: usize = 255;
 
 /// The retained discovery topic of this kiosk.
 pub fn discovery_topic(cfg: &MqttConfig) -> String {
@@ -36,6 +47,20 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) ->
     let k = &cfg.kiosk_id;
     let id = |c: &str| format!("lockerd_{k}_{c}");
     let state = topics.state();
+    let kiosk_online = json!({
+        "topic": topics.availability(),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    });
+    // The lock: the kiosk, the ESP32 lock's LWT (if any) and the kiosk's own view.
+    let mut lock_avail = vec![kiosk_online.clone()];
+    if let Some(id) = esp32_lock {
+        lock_avail.push(json!({ "topic": topics.lock_availability(id) }));
+    }
+    lock_avail.push(json!({
+        "topic": state,
+        "value_template": "{{ 'online' if value_json.lock_available else 'offline' }}",
+    }));
     let mut lock = json!({
         "p": "lock",
         "unique_id": id("lock"),
@@ -45,24 +70,97 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) ->
         "state_locked": "LOCKED",
         "state_unlocked": "UNLOCKED",
         "state_jammed": "JAMMED",
-        "state_open": "OPEN",
         "command_topic": topics.ha_set(),
         "payload_lock": "LOCK",
         "payload_unlock": "UNLOCK",
         "json_attributes_topic": topics.last_access(),
+        "availability": lock_avail,
+        "availability_mode": "all",
     });
-    if let Some(id) = esp32_lock {
-        lock["availability"] = json!([
-            { "topic": topics.availability() },
-            { "topic": topics.lock_availability(id) },
-        ]);
-        lock["availability_mode"] = "all".into();
-    }
     if cfg.home_assistant.allow_unlock {
         lock["code_format"] = CODE_FORMAT.into();
         lock["command_template"] = r#"{"action": "{{ value }}", "code": "{{ code }}"}"#.into();
     } else {
         lock["command_template"] = r#"{"action": "{{ value }}"}"#.into();
+    }
+    let mut cmps = json!({
+        "lock": lock,
+        "door": {
+            "p": "binary_sensor",
+            "unique_id": id("door"),
+            "name": "Door",
+            "device_class": "door",
+            "state_topic": state,
+            // "None" is HA's unknown: a kiosk without a door sensor does not say closed.
+            "value_template": "{{ value_json.door if value_json.door_known else 'None' }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+        },
+        "keypad_lockout": {
+            "p": "binary_sensor",
+            "unique_id": id("keypad_lockout"),
+            "name": "Keypad lockout",
+            "device_class": "problem",
+            "state_topic": state,
+            "value_template": "{{ value_json.keypad_lockout }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "json_attributes_topic": state,
+            "json_attributes_template": "{{ {'until': value_json.keypad_locked_until} | tojson }}",
+        },
+        "access": {
+            "p": "event",
+            "unique_id": id("access"),
+            "name": "Access",
+            "state_topic": topics.ha_access(),
+            "event_types": ["granted", "denied"],
+        },
+        "alert": {
+            "p": "event",
+            "unique_id": id("alert"),
+            "name": "Alert",
+            "state_topic": topics.ha_alert(),
+            "event_types": [
+                "keypad_lockout", "banned_user", "door_forced", "door_held_open",
+                "face_rate_limited", "fault", "presentation_attack",
+            ],
+        },
+        "camera": {
+            "p": "sensor",
+            "unique_id": id("camera"),
+            "name": "Camera",
+            "device_class": "enum",
+            "options": ["ok", "unavailable", "ended"],
+            "entity_category": "diagnostic",
+            "state_topic": state,
+            "value_template": "{{ value_json.camera }}",
+        },
+        // Text sensors: HA's logbook shows their changes, so who, how and why are read
+        // there, not only a timestamp.
+        "last_access": {
+            "p": "sensor",
+            "unique_id": id("last_access"),
+            "name": "Last access",
+            "icon": "mdi:account-key",
+            "state_topic": topics.last_access(),
+            "value_template": "{{ value_json.summary }}",
+            "json_attributes_topic": topics.last_access(),
+        },
+        "last_alert": {
+            "p": "sensor",
+            "unique_id": id("last_alert"),
+            "name": "Last alert",
+            "icon": "mdi:alert",
+            "state_topic": topics.ha_alert(),
+            "value_template": "{{ value_json.summary }}",
+            "json_attributes_topic": topics.ha_alert(),
+        },
+    });
+    // HA does not pass a device-level `qos` down to the entities: each says it.
+    if let Some(m) = cmps.as_object_mut() {
+        for c in m.values_mut() {
+            c["qos"] = 1.into();
+        }
     }
     json!({
         "dev": {
@@ -76,90 +174,30 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) ->
             "name": "lockerd",
             "sw": env!("CARGO_PKG_VERSION"),
         },
-        "availability_topic": topics.availability(),
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "qos": 1,
-        "cmps": {
-            "lock": lock,
-            "door": {
-                "p": "binary_sensor",
-                "unique_id": id("door"),
-                "name": "Door",
-                "device_class": "door",
-                "state_topic": state,
-                "value_template": "{{ value_json.door }}",
-                "payload_on": "ON",
-                "payload_off": "OFF",
-            },
-            "keypad_lockout": {
-                "p": "binary_sensor",
-                "unique_id": id("keypad_lockout"),
-                "name": "Keypad lockout",
-                "device_class": "problem",
-                "state_topic": state,
-                "value_template": "{{ value_json.keypad_lockout }}",
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "json_attributes_topic": state,
-                "json_attributes_template": "{{ {'until': value_json.keypad_locked_until} | tojson }}",
-            },
-            "access": {
-                "p": "event",
-                "unique_id": id("access"),
-                "name": "Access",
-                "state_topic": topics.ha_access(),
-                "event_types": ["granted", "denied"],
-            },
-            "alert": {
-                "p": "event",
-                "unique_id": id("alert"),
-                "name": "Alert",
-                "state_topic": topics.ha_alert(),
-                "event_types": [
-                    "keypad_lockout", "banned_user", "door_forced", "door_held_open",
-                    "face_rate_limited", "fault", "presentation_attack",
-                ],
-            },
-            "camera": {
-                "p": "sensor",
-                "unique_id": id("camera"),
-                "name": "Camera",
-                "device_class": "enum",
-                "options": ["ok", "unavailable", "ended"],
-                "entity_category": "diagnostic",
-                "state_topic": state,
-                "value_template": "{{ value_json.camera }}",
-            },
-            "last_access": {
-                "p": "sensor",
-                "unique_id": id("last_access"),
-                "name": "Last access",
-                "device_class": "timestamp",
-                "state_topic": topics.last_access(),
-                "value_template": "{{ value_json.at }}",
-                "json_attributes_topic": topics.last_access(),
-            },
-        },
+        // Shared by every entity that has no `availability` of its own (the lock has).
+        // A list, not `availability_topic`: HA copies shared options into entities
+        // that lack them, and an entity may not have both forms.
+        "availability": [kiosk_online],
+        "cmps": cmps,
     })
 }
 
 /// The retained state every entity reads (`lockerd/<kiosk>/state`).
 pub fn state(s: &Status) -> Value {
-    let door_open = s.door == DoorState::Open;
-    let lock = match (s.lock, door_open) {
-        // HA has no "unavailable" lock state: the lock's own availability topic makes
-        // the entity unavailable; its state reads as a fault meanwhile.
-        (LockState::Jammed | LockState::Unavailable, _) => "JAMMED",
-        (_, true) => "OPEN",
-        (LockState::Unlocked, false) => "UNLOCKED",
-        (LockState::Locked, false) => "LOCKED",
+    let lock = match s.lock {
+        LockState::Jammed => "JAMMED",
+        // The lock entity is unavailable meanwhile (`lock_available`); "None" is HA's
+        // unknown, should anything read it.
+        LockState::Unavailable => "None",
+        LockState::Unlocked => "UNLOCKED",
+        LockState::Locked => "LOCKED",
     };
     let on_off = |b: bool| if b { "ON" } else { "OFF" };
     let locked_out = s.keypad_locked_until_ms > crate::types::now_ms();
     json!({
         "lock": lock,
-        "door": on_off(door_open),
+        "lock_available": s.lock != LockState::Unavailable,
+        "door": on_off(s.door == DoorState::Open),
         "door_known": s.door != DoorState::Unknown,
         "keypad_lockout": on_off(locked_out),
         "keypad_locked_until": if locked_out {
@@ -176,30 +214,79 @@ pub fn state(s: &Status) -> Value {
     })
 }
 
+/// One line for HA's state (at most 255 characters).
+fn summary(parts: &[Option<&str>]) -> String {
+    let text = parts
+        .iter()
+        .flatten()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match text.char_indices().nth(HA_STATE_MAX - 1) {
+        Some((cut, _)) => format!("{}\u{2026}", &text[..cut]),
+        None => text,
+    }
+}
+
+/// An access payload for HA (the event entity and the retained last access).
+fn access(
+    granted: bool,
+    at_ms: i64,
+    user: Option<&str>,
+    method: Option<&str>,
+    reason: Option<&str>,
+) -> Value {
+    let (verb, how) = if granted {
+        ("granted:", method.map(|m| format!("by {m}")))
+    } else {
+        ("denied:", method.map(|m| format!("({m})")))
+    };
+    let text = summary(&[Some(verb), user, reason, how.as_deref()]);
+    json!({
+        "event_type": if granted { "granted" } else { "denied" },
+        "at": crate::timefmt::iso_utc(at_ms),
+        "user": user,
+        "method": method,
+        "reason": reason,
+        "summary": text,
+    })
+}
+
 /// An access or alert event for HA's event entities (topic, payload); the access ones
 /// also become the retained last access. `None` for other events.
 pub fn event(topics: &Topics, t: &Timed) -> Option<(String, Value)> {
     let e = &t.event;
-    let at = crate::timefmt::iso_utc(t.at_ms);
     match e.event {
         EventKind::Unlock | EventKind::Deny => Some((
             topics.ha_access(),
-            json!({
-                "event_type": if e.event == EventKind::Unlock { "granted" } else { "denied" },
-                "at": at,
-                "user": e.user,
-                "method": e.method.map(|m| m.as_str()),
-                "reason": e.reason,
-            }),
+            access(
+                e.event == EventKind::Unlock,
+                t.at_ms,
+                e.user.as_deref(),
+                e.method.map(|m| m.as_str()),
+                e.reason.as_deref(),
+            ),
         )),
         EventKind::Alert => e.alert.as_ref().map(|a| {
             (
                 topics.ha_alert(),
-                json!({"event_type": a.kind.as_str(), "at": at, "message": a.message}),
+                json!({
+                    "event_type": a.kind.as_str(),
+                    "at": crate::timefmt::iso_utc(t.at_ms),
+                    "message": a.message,
+                    "summary": summary(&[Some(&format!("{}:", a.kind.as_str())), Some(&a.message)]),
+                }),
             )
         }),
         _ => None,
     }
+}
+
+/// What HA is told when lockerd refuses its command before any credential is checked
+/// (unlock off, no code, a malformed command): a `denied` access, so the user sees why
+/// in HA, not only in lockerd's audit. Never carries the code.
+pub fn refusal(why: &str) -> Value {
+    access(false, crate::types::now_ms(), None, Some("ha"), Some(why))
 }
 
 /// HA's lock command.
@@ -372,11 +459,7 @@ mod tests {
                     "device",
                     "origin",
                     "components",
-                    "availability_topic",
-                    "payload_available",
-                    "payload_not_available",
-                    "qos",
-                    "state_topic",
+                    "availability",
                     "command_topic",
                     "encoding"
                 ]
@@ -414,34 +497,46 @@ mod tests {
             if p == "binary_sensor" {
                 assert!(BINARY_SENSOR_CLASSES.contains(&c["device_class"].as_str().unwrap()));
             }
-            if p == "sensor" {
-                assert!(SENSOR_CLASSES.contains(&c["device_class"].as_str().unwrap()));
+            if let (true, Some(class)) = (p == "sensor", c.get("device_class")) {
+                assert!(SENSOR_CLASSES.contains(&class.as_str().unwrap()));
             }
+            // HA does not hand a device-level qos down: every entity says QoS 1.
+            assert_eq!(c["qos"], 1, "{name}");
+            // One availability form per entity, after HA merges the shared options in
+            // (HA refuses an entity with both `availability` and `availability_topic`).
+            assert!(!c.contains_key("availability_topic"), "{name}");
             if p == "lock" {
                 assert!(
                     c["command_topic"].is_string(),
                     "a lock must have a command topic"
                 );
                 assert_eq!(c.contains_key("code_format"), allow_unlock);
-                // With an ESP32 lock, the lock is available only while both are.
-                let avail: Vec<&str> = c
-                    .get("availability")
-                    .and_then(|a| a.as_array())
-                    .map(|a| a.iter().filter_map(|t| t["topic"].as_str()).collect())
-                    .unwrap_or_default();
-                match esp32 {
-                    Some(id) => {
-                        assert_eq!(avail, [topics.availability(), topics.lock_availability(id)]);
-                        assert_eq!(c["availability_mode"], "all");
-                    }
-                    None => assert!(avail.is_empty()),
-                }
+                // Available only while the kiosk, the ESP32 lock (if any) and the
+                // kiosk's view of the lock all are.
+                let avail: Vec<&str> = c["availability"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|t| t["topic"].as_str())
+                    .collect();
+                let mut want = vec![topics.availability()];
+                want.extend(esp32.map(|id| topics.lock_availability(id)));
+                want.push(topics.state());
+                assert_eq!(avail, want);
+                assert_eq!(c["availability_mode"], "all");
                 assert!(
-                    !c.contains_key("payload_open"),
-                    "no open: an unlock is a pulse"
+                    !c.contains_key("payload_open") && !c.contains_key("state_open"),
+                    "no open: an unlock is a pulse, and HA's open means unlatched"
                 );
+                if allow_unlock {
+                    // Locking needs no code; an unlock needs a keypad-shaped one.
+                    let re = c["code_format"].as_str().unwrap();
+                    assert!(re.starts_with("^(") && re.ends_with(")?$"), "{re}");
+                }
             }
         }
+        // Entities without their own availability inherit the kiosk's LWT.
+        assert_eq!(d["availability"][0]["topic"], topics.availability());
         assert_eq!(
             platforms,
             ["binary_sensor", "event", "lock", "sensor"]
@@ -463,18 +558,49 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_state_says_open_jammed_unlocked_locked() {
+    fn the_lock_state_is_the_bolt_and_the_door_is_its_own_sensor() {
         let mut s = Status::default();
         assert_eq!(state(&s)["lock"], "LOCKED");
         s.lock = LockState::Unlocked;
         assert_eq!(state(&s)["lock"], "UNLOCKED");
         s.door = DoorState::Open;
-        assert_eq!(state(&s)["lock"], "OPEN");
+        assert_eq!(state(&s)["lock"], "UNLOCKED", "the bolt, not the door");
         assert_eq!(state(&s)["door"], "ON");
+        // Forced open while bolted: the lock still says locked; the door says open.
+        s.lock = LockState::Locked;
+        assert_eq!(state(&s)["lock"], "LOCKED");
+        assert_eq!(state(&s)["door_known"], true);
+        s.door = DoorState::Unknown;
+        assert_eq!(state(&s)["door_known"], false);
         s.lock = LockState::Jammed;
         assert_eq!(state(&s)["lock"], "JAMMED");
+        assert_eq!(state(&s)["lock_available"], true);
+        s.lock = LockState::Unavailable;
+        assert_eq!(state(&s)["lock_available"], false);
         s.keypad_locked_until_ms = crate::types::now_ms() + 60_000;
         assert_eq!(state(&s)["keypad_lockout"], "ON");
+    }
+
+    #[test]
+    fn access_and_alert_payloads_carry_a_summary_for_the_logbook() {
+        let topics = Topics::new("k1");
+        let mut ev = crate::api::event::Event::new(EventKind::Deny);
+        ev.method = Some(crate::store::Method::Face);
+        ev.reason = Some("unknown face".into());
+        let (topic, body) = event(
+            &topics,
+            &Timed {
+                at_ms: 0,
+                event: ev,
+            },
+        )
+        .unwrap();
+        assert_eq!(topic, topics.ha_access());
+        assert_eq!(body["summary"], "denied: unknown face (face)");
+        let r = refusal(&"x".repeat(600));
+        assert_eq!(r["event_type"], "denied");
+        assert_eq!(r["method"], "ha");
+        assert_eq!(r["summary"].as_str().unwrap().chars().count(), HA_STATE_MAX);
     }
 
     #[test]
