@@ -103,6 +103,9 @@ for b in lockerd lockerctl; do
 done
 mkdir -p "$S/DEBIAN"
 install -m 0755 scripts/debian/postinst scripts/debian/prerm scripts/debian/postrm "$S/DEBIAN/"
+# preinst carries the sysusers lines itself (the package's files are not there yet).
+cat scripts/debian/preinst systemd/lockerd.sysusers >"$S/DEBIAN/preinst"
+chmod 0755 "$S/DEBIAN/preinst"
 echo /etc/lockerd/lockerd.toml >"$S/DEBIAN/conffiles"
 DEPENDS=$(shlibs)
 [[ -n $DEPENDS ]] || { log "dpkg-shlibdeps found no dependencies"; exit 1; }

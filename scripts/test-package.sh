@@ -33,6 +33,12 @@ DPKG=(dpkg --root="$R" --force-script-chrootless --force-depends --log=/dev/null
 install_debs() { "${DPKG[@]}" -i "${DEBS[1]}" "${DEBS[0]}" >"$W/dpkg.log" 2>&1 || { cat "$W/dpkg.log"; fail "dpkg -i"; }; }
 
 # --- 2. install ----------------------------------------------------------------------------
+# The user and role groups exist before any file (the D-Bus policy names them) is unpacked.
+dpkg-deb -e "${DEBS[0]}" "$W/control"
+mkdir -p "$W/pre/etc"
+DPKG_ROOT="$W/pre" sh "$W/control/preinst" install >/dev/null
+grep -q '^lockerd:' "$W/pre/etc/passwd" && grep -q '^lockerd-admin:' "$W/pre/etc/group" ||
+    fail "preinst did not make the lockerd user and groups"
 install_debs
 grep -q "made a database key" "$W/dpkg.log" || fail "postinst made no key"
 uid=$(awk -F: '$1=="lockerd"{print $3}' "$R/etc/passwd")
@@ -44,7 +50,7 @@ grep -Eq '^video:.*[:,]lockerd(,|$)' "$R/etc/group" || fail "lockerd is not in g
 grep -Eq '^[0-9a-f]{64}$' "$R/etc/lockerd/db.key" || fail "the key is not 32 random bytes in hex"
 [[ -L "$R/etc/systemd/system/multi-user.target.wants/lockerd.service" ]] || fail "the unit is not enabled"
 [[ -e "$R/etc/lockerd/setup-pending" ]] || fail "no first-run marker"
-grep -q '^ConditionPathExists=!/etc/lockerd/setup-pending' "$R/usr/lib/systemd/system/lockerd.service" ||
+grep -q '^AssertPathExists=!/etc/lockerd/setup-pending' "$R/usr/lib/systemd/system/lockerd.service" ||
     fail "the unit would start before configuration"
 for f in usr/share/man/man1/lockerd.1.gz usr/share/man/man1/lockerctl.1.gz \
     usr/share/bash-completion/completions/lockerctl usr/share/dbus-1/system.d/org.lockerd.Locker1.conf \

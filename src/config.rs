@@ -507,14 +507,22 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         match path {
             Some(p) => Self::from_file(p),
-            None => {
-                let p = Path::new(DEFAULT_CONFIG_PATH);
-                if p.exists() {
-                    Self::from_file(p)
-                } else {
-                    Ok(Self::default())
-                }
-            }
+            None => Self::load_default(Path::new(DEFAULT_CONFIG_PATH)),
+        }
+    }
+
+    /// The file at `p` if there is one, the embedded defaults if there is none. A file
+    /// that may be there but cannot be looked at (`/etc/lockerd` is not readable by
+    /// this user) is an error: silently checking or running on the defaults instead
+    /// would report on a configuration that is not the installed one.
+    fn load_default(p: &Path) -> Result<Self, ConfigError> {
+        match std::fs::metadata(p) {
+            Ok(_) => Self::from_file(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(error) => Err(ConfigError::Read {
+                path: p.to_owned(),
+                error,
+            }),
         }
     }
 
@@ -1188,6 +1196,19 @@ mod tests {
         assert_eq!(cfg.store.path, Path::new("/tmp/a.db"));
         assert_eq!(cfg.store.key_file, Path::new("/tmp/k"));
         assert_eq!(cfg.vision.models, Path::new("/m"));
+    }
+
+    #[test]
+    fn a_default_file_that_cannot_be_looked_at_is_an_error_not_the_defaults() {
+        // No file: the embedded defaults.
+        assert!(Config::load_default(Path::new("/nonexistent/lockerd.toml")).is_ok());
+        // Cannot tell (here: a path through a regular file; on a device: /etc/lockerd
+        // not readable by a non-root user): an error naming the file.
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let err = Config::load_default(&file.join("lockerd.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     }
 
     #[test]

@@ -159,12 +159,32 @@ fn models_check(config: &Config) -> Check {
     }
 }
 
+/// What to do when the checks cannot see what they check.
+pub const NOT_ROOT_FIX: &str =
+    "the configuration and the database key are root's: run it as root, `sudo lockerd doctor`";
+
 /// The key the service will use: the unit's credential file, else `store.key_file`
 /// (which the service user must own). Returns the check and the key when readable.
 fn key_check(config: &Config, layout: &Layout) -> (Check, Option<store::DbKey>) {
     let cred = layout.credential_key();
     // The owner the key must have: root for the credential, the service user for a key file.
-    let (path, owner, whose) = if cred.exists() {
+    let cred_there = match std::fs::symlink_metadata(&cred) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Not "no key": this user may not look (the key and /etc/lockerd are root's).
+        Err(e) => {
+            return (
+                Check::bad(
+                    "key",
+                    Status::Fail,
+                    format!("cannot look at {}: {e}", cred.display()),
+                    NOT_ROOT_FIX,
+                ),
+                None,
+            )
+        }
+    };
+    let (path, owner, whose) = if cred_there {
         (cred, Some(0), "root")
     } else if !config.store.key_file.as_os_str().is_empty() {
         (

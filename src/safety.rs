@@ -65,6 +65,73 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// The handlers that were there before [`crash_signals_kill`] (Rust's own, which tells a
+/// stack overflow apart from other faults). Written once before the handlers are
+/// installed, read only by them.
+static PREVIOUS: [std::sync::OnceLock<libc::sigaction>; 2] =
+    [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+
+/// Index of `sig` in [`PREVIOUS`].
+fn crash_slot(sig: libc::c_int) -> usize {
+    usize::from(sig != libc::SIGSEGV)
+}
+
+extern "C" fn on_crash_signal(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // si_code <= 0: sent by a process (kill, tkill, sigqueue), not a fault. Rust's
+    // handler would take it for a fault it cannot place, restore the default and
+    // return, swallowing the first one: die of it now instead.
+    if code <= 0 {
+        // SAFETY: async-signal-safe calls with valid arguments.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return;
+    }
+    match PREVIOUS[crash_slot(sig)].get() {
+        Some(prev) if prev.sa_flags & libc::SA_SIGINFO != 0 && prev.sa_sigaction > 1 => {
+            // SAFETY: the previous handler was installed with SA_SIGINFO; same arguments.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(prev.sa_sigaction) };
+            f(sig, info, ctx);
+        }
+        // No handler of its own before: the default action (the fault recurs on return).
+        // SAFETY: async-signal-safe.
+        _ => unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        },
+    }
+}
+
+/// SIGSEGV and SIGBUS sent with `kill` end the process at once (and systemd restarts it);
+/// real faults still go to Rust's handler (its stack-overflow message), then kill it.
+pub fn crash_signals_kill() -> std::io::Result<()> {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: sigaction with a zeroed struct, a valid handler and out-pointer.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let _ = PREVIOUS[crash_slot(sig)].set(old);
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_crash_signal as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut new.sa_mask);
+            if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -294,3 +294,46 @@ fn a_second_daemon_on_the_same_database_is_refused() {
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     assert!(first.wait().unwrap().success());
 }
+
+/// `kill -SEGV` (or -BUS) ends the daemon the first time (systemd then restarts it); it
+/// used to be swallowed by the runtime's stack-overflow handler.
+#[test]
+fn a_sent_crash_signal_ends_the_daemon_the_first_time() {
+    use std::os::unix::process::ExitStatusExt;
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        let d = tempfile::tempdir().unwrap();
+        let sock_path = d.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        let mut child = Command::new(lockerd_bin())
+            .arg("--config")
+            .arg(default_config())
+            .arg("--demo")
+            .arg("--db")
+            .arg(d.path().join("daemon.db"))
+            .arg("run")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let msgs = recv_all(&sock, Instant::now() + Duration::from_secs(30), |m| {
+            m.contains("READY=1")
+        });
+        assert!(msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                panic!("signal {sig} was swallowed: still running after 5 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.signal(), Some(sig), "{status:?}");
+    }
+}

@@ -171,3 +171,77 @@ fn the_mqtt_drop_in_opens_only_ip_sockets_to_the_broker_and_stays_ok() {
     eprintln!("exposure with the MQTT drop-in: {score}");
     assert!(score <= 2.0, "exposure {score} with the drop-in");
 }
+
+/// `key=value` lines of the shipped unit (the last one of a key).
+fn setting(key: &str) -> String {
+    let text = std::fs::read_to_string(unit()).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .last()
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+        .to_string()
+}
+
+fn seconds(v: &str) -> f64 {
+    match v.strip_suffix("min") {
+        Some(m) => m.parse::<f64>().unwrap() * 60.0,
+        None => v.trim_end_matches('s').parse().unwrap(),
+    }
+}
+
+/// A start while the first-run marker exists fails and says why (an assertion), instead
+/// of exiting 0 with nothing started (a condition).
+#[test]
+fn a_start_before_configuration_fails_visibly() {
+    assert_eq!(setting("AssertPathExists"), "!/etc/lockerd/setup-pending");
+    let text = std::fs::read_to_string(unit()).unwrap();
+    assert!(
+        !text.contains("\nConditionPathExists="),
+        "a silent condition"
+    );
+}
+
+/// systemd counts manual starts in the start limit: an admin's `systemctl restart`s in a
+/// row must not leave the unit failed, while a crash loop still stops.
+#[test]
+fn the_start_limit_leaves_room_for_manual_restarts_but_stops_a_crash_loop() {
+    let burst: u32 = setting("StartLimitBurst").parse().unwrap();
+    let interval = seconds(&setting("StartLimitIntervalSec"));
+    let restart = seconds(&setting("RestartSec"));
+    assert!(
+        burst >= 20,
+        "{burst} starts: an admin restarting a few times in a row hits it"
+    );
+    // A crash loop restarts every RestartSec: more starts than the burst fit in the interval.
+    assert!(
+        interval / restart > f64::from(burst),
+        "a crash loop ({restart} s apart) never reaches {burst} starts in {interval} s"
+    );
+}
+
+/// `lockerd doctor` run by an admin who is not root (the README's flow before the fix)
+/// says to run it as root, instead of "no database key" and checks of the defaults.
+#[test]
+fn doctor_as_a_non_root_admin_says_to_use_sudo() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path();
+    let etc = root.join("etc/lockerd");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("lockerd.toml"), "").unwrap();
+    std::fs::write(etc.join("db.key"), "00").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("etc"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_lockerd"))
+        .args(["doctor", "--json", "--root"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("sudo lockerd doctor"), "{out}");
+    assert!(!out.contains("no database key"), "{out}");
+}

@@ -190,13 +190,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = match load_config(&cli) {
                 Ok(c) => c,
                 Err(e) => {
+                    let denied = e.chain().any(|c| {
+                        c.downcast_ref::<lockerd::config::ConfigError>()
+                            .is_some_and(|c| {
+                                matches!(c, lockerd::config::ConfigError::Read { error, .. }
+                                if error.kind() == std::io::ErrorKind::PermissionDenied)
+                            })
+                    });
                     let c = lockerd::doctor::Check {
                         name: "config",
                         status: lockerd::doctor::Status::Fail,
                         detail: format!("{e:#}"),
-                        fix: Some(
-                            "fix the file named above (`lockerd --config FILE doctor`)".into(),
-                        ),
+                        fix: Some(if denied {
+                            lockerd::doctor::NOT_ROOT_FIX.into()
+                        } else {
+                            "fix the file named above (`lockerd --config FILE doctor`)".into()
+                        }),
                     };
                     return doctor_report(&[c], json);
                 }
@@ -291,6 +300,9 @@ fn doctor_report(checks: &[lockerd::doctor::Check], json: bool) -> anyhow::Resul
 
 fn run_daemon(ctx: Ctx) -> anyhow::Result<ExitCode> {
     lockerd::safety::install_panic_hook();
+    if let Err(e) = lockerd::safety::crash_signals_kill() {
+        log::warn!("cannot install the crash signal handlers: {e}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
