@@ -176,8 +176,8 @@ fn the_mqtt_drop_in_opens_only_ip_sockets_to_the_broker_and_stays_ok() {
 fn setting(key: &str) -> String {
     let text = std::fs::read_to_string(unit()).unwrap();
     text.lines()
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in the unit"))
         .to_string()
 }
