@@ -280,6 +280,24 @@ impl Backend {
                 allow_poor_photos,
             } => {
                 let job = match &source {
+                    // Files go open, through their descriptors: the daemon cannot see
+                    // the caller's home or /tmp, and reads only what the caller can.
+                    EnrollSource::Files(files) if files.iter().all(|f| f.is_file()) => {
+                        let mut open = Vec::with_capacity(files.len());
+                        for f in files {
+                            open.push(std::fs::File::open(f).map_err(|err| {
+                                ApiError::InvalidArgument(format!("{}: {err}", f.display()))
+                            })?);
+                        }
+                        let names: Vec<String> =
+                            files.iter().map(|f| f.display().to_string()).collect();
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        let fds: Vec<zbus::Fd<'_>> = open.iter().map(zbus::Fd::from).collect();
+                        p.enroll_from_open_files(&user, &names, &fds, allow_poor_photos)
+                            .await
+                            .map_err(e)?
+                    }
+                    // A folder of frames (a clip) goes by path: the daemon reads it.
                     EnrollSource::Files(files) => {
                         let abs: Vec<String> = files
                             .iter()

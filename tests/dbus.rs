@@ -53,6 +53,23 @@ fn vision_daemon(bus: &TestBus, db: &Path, key: &Path, clip: &Path) -> Daemon {
     Daemon::start(bus, db, key, &[("models", models), ("source", source)])
 }
 
+/// `lockerctl enroll USER FILE` in a mount namespace of its own, with FILE copied into a
+/// tmpfs mounted there over an empty folder of `dir`: the daemon cannot see the file at
+/// the path lockerctl names.
+fn enroll_from_private_mount(bus: &TestBus, dir: &Path, user: &str, file: &Path) -> Output {
+    let private = dir.join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec"])
+        .arg(r#"mount -t tmpfs none "$1"; cp "$2" "$1/"; exec "$3" enroll "$4" "$1/$5""#)
+        .args(["sh", private.to_str().unwrap(), file.to_str().unwrap()])
+        .args([lockerctl_bin(), user, name])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap()
+}
+
 /// `lockerctl enroll USER --camera --seconds 30`, running and holding the claim once its
 /// first line is read; its output stays open for as long as the reader is kept.
 fn camera_enrollment(
@@ -452,12 +469,9 @@ fn enrollment_over_dbus_claims_reports_progress_and_the_user_then_unlocks() {
     let _ = first.wait();
     let t0 = Instant::now();
     let out = loop {
-        let o = Command::new(lockerctl_bin())
-            .args(["enroll", "alice"])
-            .arg(zju.join("000001M_FNN.mp4"))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .output()
-            .unwrap();
+        // The clip is where only lockerctl sees it (like ~ or /tmp under the unit's
+        // ProtectHome/PrivateTmp): it goes as an open file, not a path.
+        let o = enroll_from_private_mount(&bus, d.path(), "alice", &zju.join("000001M_FNN.mp4"));
         if o.status.code() == Some(7) {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),

@@ -805,7 +805,7 @@ impl Service {
             }
             if let Some(p) = paths.iter().find(|p| !p.exists()) {
                 return Err(ApiError::InvalidArgument(format!(
-                    "{}: no such file (paths are read by the daemon)",
+                    "{}: no such file where the daemon looks (it does not see /home, /root or /tmp; lockerctl sends files open, but a folder of frames goes by path: put it under /var/lib/lockerd)",
                     p.display()
                 )));
             }

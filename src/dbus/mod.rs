@@ -20,6 +20,8 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, proxy};
 
+pub mod received;
+
 pub const BUS_NAME: &str = "org.lockerd.Locker1";
 pub const OBJECT_PATH: &str = "/org/lockerd/Locker1";
 pub const INTERFACE: &str = "org.lockerd.Locker1";
@@ -313,6 +315,65 @@ impl Locker1 {
             allow_poor_photos,
         )
         .await
+    }
+
+    /// Start enrolling USER from photos or clips the caller sends open (admin): FILES
+    /// are descriptors (at most 16, the system bus's limit), NAMES their names (only
+    /// the extension is used, for the type). The daemon, which cannot see the caller's
+    /// home or /tmp, copies them into its private temporary directory, enrolls from the
+    /// copies and removes them when the job ends. Returns the job id, as EnrollFromFiles.
+    async fn enroll_from_open_files(
+        &self,
+        user: String,
+        names: Vec<String>,
+        files: Vec<zbus::OwnedFd>,
+        allow_poor_photos: bool,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<u64, LockerError> {
+        // Authorized before anything is copied.
+        let caller = self.caller(conn, &hdr).await?;
+        let probe = Request::Enroll {
+            user: user.clone(),
+            source: EnrollSource::Files(Vec::new()),
+            allow_poor_photos,
+        };
+        crate::api::authorize(&caller, &probe)?;
+        crate::api::check_bounds(&probe)?;
+        let fds: Vec<std::os::fd::OwnedFd> = files.into_iter().map(Into::into).collect();
+        let copies = tokio::task::spawn_blocking(move || {
+            received::receive(&std::env::temp_dir(), &names, fds)
+        })
+        .await
+        .map_err(|e| LockerError::Internal(e.to_string()))??;
+        // Listen before starting, so the end of the job is not missed.
+        let mut events = self.api.subscribe();
+        let source = EnrollSource::Files(copies.paths.clone());
+        let job = self
+            .enroll(conn, &hdr, user, source, allow_poor_photos)
+            .await?;
+        // The copies stay until the job has ended (at most an hour).
+        tokio::spawn(async move {
+            let ended = async {
+                loop {
+                    match events.recv().await {
+                        Ok(t)
+                            if t.event
+                                .enroll
+                                .as_ref()
+                                .is_some_and(|p| p.job == job && p.done) =>
+                        {
+                            break
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        _ => {}
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3600), ended).await;
+            drop(copies);
+        });
+        Ok(job)
     }
 
     /// Start enrolling USER from the kiosk camera for up to SECONDS (admin).
@@ -762,6 +823,13 @@ pub trait Locker1Client {
         &self,
         user: &str,
         paths: &[&str],
+        allow_poor_photos: bool,
+    ) -> zbus::Result<u64>;
+    fn enroll_from_open_files(
+        &self,
+        user: &str,
+        names: &[&str],
+        files: &[zbus::Fd<'_>],
         allow_poor_photos: bool,
     ) -> zbus::Result<u64>;
     fn enroll_from_camera(&self, user: &str, seconds: u32) -> zbus::Result<u64>;
