@@ -235,22 +235,23 @@ async fn the_esp32_lock_opens_on_an_acknowledged_unlock_and_refuses_forged_repla
     assert!(daemon.log().contains("unlock #"), "{}", daemon.log());
     assert_eq!(rig.lock_state(), "locked");
 
-    // To the lock: a replay of that unlock, a forgery, a truncated frame.
+    // To the lock: a replay of that unlock (stale: the lock has reported since; frames
+    // are bound to the latest report), a forgery, a truncated frame.
     let unlock = rig
         .frames(CMD)
         .into_iter()
-        .find(|f| f.len() == 46 && f[1] == 1)
+        .find(|f| f.len() == lock_proto::COMMAND_LEN && f[1] == 1)
         .unwrap();
     rig.publish(CMD, unlock.clone()).await;
     let mut forged = unlock.clone();
     forged[13] ^= 0x40; // a longer pulse
     rig.publish(CMD, forged).await;
     rig.publish(CMD, unlock[..30].to_vec()).await;
-    for why in ["replayed", "forged", "truncated"] {
+    for why in ["stale", "forged", "truncated"] {
         sim.wait(|v| v["event"] == "refused" && v["why"] == why);
     }
     let last = sim.wait(|v| v["event"] == "refused" && v["why"] == "truncated");
-    assert_eq!(last["refused"]["replayed"], 1);
+    assert_eq!(last["refused"]["stale"], 1);
     assert_eq!(last["refused"]["forged"], 1);
     assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 1);
 
@@ -260,7 +261,8 @@ async fn the_esp32_lock_opens_on_an_acknowledged_unlock_and_refuses_forged_repla
     let mut f = report.clone();
     f[18] = 1; // "unlocked"
     rig.publish(STATE, f).await;
-    rig.publish(STATE, report[..51].to_vec()).await;
+    rig.publish(STATE, report[..lock_proto::REPORT_LEN - 1].to_vec())
+        .await;
     let log = daemon.wait_log("refused a report (truncated)", Duration::from_secs(10));
     assert!(log.contains("refused a report (replayed)"), "{log}");
     assert!(log.contains("refused a report (forged)"), "{log}");
@@ -273,8 +275,9 @@ async fn the_esp32_lock_opens_on_an_acknowledged_unlock_and_refuses_forged_repla
     let mut sim = rig.sim();
     let boot = sim.wait(|v| v["event"] == "boot");
     assert!(boot["seen"].as_u64().unwrap() >= seen_before, "{boot}");
+    // An old frame after the lock's reboot: another boot session, dead.
     rig.publish(CMD, unlock.clone()).await;
-    sim.wait(|v| v["event"] == "refused" && v["why"] == "replayed");
+    sim.wait(|v| v["event"] == "refused" && v["why"] == "stale");
     let old_report = rig.frames(STATE).last().unwrap().clone();
     daemon.stop();
     let daemon = rig.daemon();
@@ -287,7 +290,7 @@ async fn the_esp32_lock_opens_on_an_acknowledged_unlock_and_refuses_forged_repla
     let cmds: Vec<u64> = rig
         .frames(CMD)
         .iter()
-        .filter(|f| f.len() == 46)
+        .filter(|f| f.len() == lock_proto::COMMAND_LEN)
         .map(|f| counter(f))
         .collect();
     // Ours (not the test's replays) rise across the restart.
@@ -338,7 +341,23 @@ async fn an_unacknowledged_unlock_is_retried_then_fails_closed_and_a_silent_lock
     });
     assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 0);
 
+    // Red team #25.1: the unlock frames nobody received, kept by a subscriber and
+    // published once the lock hears again, never open it: it has reported since.
     sim.say("hear");
+    let kept: Vec<Vec<u8>> = rig.frames(CMD)[before..]
+        .iter()
+        .filter(|f| f[1] == 1)
+        .cloned()
+        .collect();
+    for f in &kept {
+        rig.publish(CMD, f.clone()).await;
+    }
+    sim.wait_n(kept.len(), |v| {
+        v["event"] == "refused" && v["why"] == "stale"
+    });
+    assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 0);
+    assert_eq!(rig.lock_state(), "locked");
+
     sim.say("jam");
     wait_for("a jam alert", || alert("fault", "jammed"));
     wait_for("jammed on D-Bus", || rig.lock_state() == "jammed");
@@ -363,6 +382,23 @@ async fn an_unacknowledged_unlock_is_retried_then_fails_closed_and_a_silent_lock
     sim.say("unmute");
     daemon.wait_log("lock door1: available (reporting)", Duration::from_secs(10));
     wait_for("locked again", || rig.lock_state() == "locked");
+
+    // Red team #25.2: the lock comes back without its counters (its state lost): the
+    // daemon says so, shows it unavailable and refuses grants, instead of "locked".
+    sim.kill();
+    std::fs::remove_file(rig.d.path().join("lock.state")).unwrap();
+    let mut sim = rig.sim();
+    daemon.wait_log("counters went back", Duration::from_secs(10));
+    wait_for("unavailable on D-Bus", || rig.lock_state() == "unavailable");
+    wait_for("a fault alert about the counters", || {
+        alert("fault", "counters behind")
+    });
+    let o = rig.lockerctl(&["unlock"]);
+    assert!(
+        !o.status.success(),
+        "a lock whose counters went back opened"
+    );
+    assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 0);
     sim.say("quit");
     daemon.stop();
 }
@@ -451,7 +487,15 @@ async fn the_firmware_session_opens_for_the_daemon_and_keeps_its_counters_across
     let relay: Arc<Mutex<Vec<bool>>> = Default::default();
     let boot = |flash: RamFlash| {
         let log = CounterLog::open(flash, 0).unwrap();
-        FwSession::boot(key, log, "k1", "door1", lock_proto::Door::Closed).unwrap()
+        FwSession::boot(
+            key,
+            log,
+            "k1",
+            "door1",
+            lock_proto::Door::Closed,
+            rand::random(),
+        )
+        .unwrap()
     };
     let start = |s: FwSession| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -567,7 +611,15 @@ async fn the_firmware_session_over_tls_opens_for_the_daemon_and_refuses_a_foreig
         tls.open(TlsContext::new(&config, provider))
             .map_err(|e| format!("{e:?}"))?;
         let log = CounterLog::open(RamFlash(vec![0xFF; 8192]), 0).unwrap();
-        let mut s = FwSession::boot(secret, log, "k1", "door1", lock_proto::Door::Closed).unwrap();
+        let mut s = FwSession::boot(
+            secret,
+            log,
+            "k1",
+            "door1",
+            lock_proto::Door::Closed,
+            rand::random(),
+        )
+        .unwrap();
         let t0 = Instant::now();
         let mut out = [0u8; lock_proto::session::OUT_MAX];
         let n = s.on_connect(0, None, &mut out).unwrap();

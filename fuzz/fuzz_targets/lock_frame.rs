@@ -4,7 +4,7 @@
 //! never accept a frame twice.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lock_proto::{Command, Counters, DaemonEnd, Door, Kind, Lock, Report};
+use lock_proto::{Command, CommandError, Counters, DaemonEnd, Door, Kind, Lock, Report, SESSION_LEN};
 
 const KEY: [u8; 32] = [0x42; 32];
 
@@ -20,13 +20,25 @@ fuzz_target!(|data: &[u8]| {
     let Some((&op, rest)) = data.split_first() else {
         return;
     };
+    // The lock reports, the daemon takes it, and binds an unlock to it.
+    let mut lock = Lock::boot(KEY, Counters::default(), Door::None, [7; SESSION_LEN]);
+    let report = match lock.report(0) {
+        Ok(f) => f,
+        Err(c) => {
+            lock.reserved(c);
+            lock.report(0).expect("reserved")
+        }
+    };
     let mut d = DaemonEnd::new(KEY, Counters::default());
+    let taken = d.check_report(&report).expect("an authentic report");
+    d.commit(taken);
     let (_, frame) = match d.command(Kind::Unlock, 1000) {
         Ok(x) => x,
-        Err(c) => {
+        Err(CommandError::Persist(c)) => {
             d.reserved(c);
             d.command(Kind::Unlock, 1000).expect("reserved")
         }
+        Err(CommandError::NoReport) => unreachable!("a report was taken"),
     };
     let mut m = frame.to_vec();
     match op % 3 {
@@ -39,12 +51,11 @@ fuzz_target!(|data: &[u8]| {
         1 => m.truncate(rest.first().map_or(0, |n| *n as usize % m.len())),
         _ => m.extend_from_slice(rest),
     }
-    let mut lock = Lock::boot(KEY, Counters::default(), Door::None);
-    match lock.check(&m) {
+    match lock.check(&m, 0) {
         Ok(a) => {
             assert_eq!(m, frame.to_vec(), "a mutated frame was accepted");
             lock.apply(0, a);
-            assert!(lock.check(&m).is_err(), "accepted twice");
+            assert!(lock.check(&m, 0).is_err(), "accepted twice");
         }
         Err(_) => assert_ne!(m, frame.to_vec()),
     }

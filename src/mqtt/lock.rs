@@ -26,7 +26,7 @@ use crate::access::controller::Input;
 use crate::config::LockConfig;
 use crate::hw::esp32::{Esp32Lock, LinkHealth, LinkRequest};
 use crate::store::Store;
-use lock_proto::{DaemonEnd, Door, Key, Kind, LockState};
+use lock_proto::{CommandError, DaemonEnd, Door, FrameError, Key, Kind, LockState};
 use rumqttc::{AsyncClient, QoS};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +104,10 @@ pub struct Wiring {
     pub controller: mpsc::Sender<Input>,
 }
 
+/// An unlock goes bound to a report at most this old (half the lock's window,
+/// `lock_proto::FRESH_MS`); with an older one the daemon asks for a report first.
+const BIND_FRESH: Duration = Duration::from_millis(lock_proto::FRESH_MS / 2);
+
 struct Pending {
     counter: u64,
     /// When the first try went out (the round trip the log reports).
@@ -129,6 +133,8 @@ struct Task {
     door: Door,
     /// Refused reports logged (see [`crate::logging::LogBudget`]).
     refusals_logged: crate::logging::LogBudget,
+    /// The admin was told that the lock's counters went back (once, until it reports).
+    went_back_alerted: bool,
 }
 
 /// Run the link until the actuator is gone.
@@ -172,6 +178,7 @@ impl Task {
             jammed: false,
             door: Door::None,
             refusals_logged: crate::logging::LogBudget::new(5, Duration::from_secs(60)),
+            went_back_alerted: false,
         }
     }
 
@@ -268,21 +275,15 @@ impl Task {
                     let _ = reply.send(Err("the MQTT broker is not connected".into()));
                     return;
                 }
-                match self.send(Kind::Unlock, pulse_ms).await {
-                    Ok(counter) => {
-                        self.pending = Some(Pending {
-                            counter,
-                            since: Instant::now(),
-                            tries: 1,
-                            pulse_ms,
-                            deadline: Instant::now() + self.link.ack_timeout,
-                            reply,
-                        });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let p = Pending {
+                    counter: 0,
+                    since: Instant::now(),
+                    tries: 0,
+                    pulse_ms,
+                    deadline: Instant::now(),
+                    reply,
+                };
+                self.push_unlock(p).await;
             }
             LinkRequest::Lock => {
                 if *self.w.connected.borrow() {
@@ -294,17 +295,43 @@ impl Task {
         }
     }
 
+    /// Send the pending unlock bound to the lock's latest report; when that report is
+    /// too old for the lock to take a command bound to it (`lock_proto::FRESH_MS`), or
+    /// there is none, ask for a report first: the unlock goes when it comes
+    /// ([`Task::on_frame`]).
+    async fn push_unlock(&mut self, mut p: Pending) {
+        let fresh = self.end.bound().is_some() && self.last_report.elapsed() <= BIND_FRESH;
+        p.deadline = Instant::now() + self.link.ack_timeout;
+        let sent = if fresh {
+            p.tries += 1;
+            self.send(Kind::Unlock, p.pulse_ms)
+                .await
+                .map(|c| p.counter = c)
+        } else {
+            self.send(Kind::Report, 0).await.map(|_| ())
+        };
+        match sent {
+            Ok(()) => self.pending = Some(p),
+            Err(e) => {
+                let _ = p.reply.send(Err(e));
+            }
+        }
+    }
+
     /// Frame a command under the next counter (persisting a new reservation first when
     /// one is due) and publish it. Its counter, or why not.
     async fn send(&mut self, kind: Kind, pulse_ms: u32) -> Result<u64, String> {
         let (counter, frame) = loop {
             match self.end.command(kind, pulse_ms) {
                 Ok(x) => break x,
-                Err(c) => {
+                Err(CommandError::Persist(c)) => {
                     self.save(c)
                         .await
                         .map_err(|e| format!("cannot persist the lock counters: {e}"))?;
                     self.end.reserved(c);
+                }
+                Err(CommandError::NoReport) => {
+                    return Err("no report from the lock yet to bind a command to".into())
                 }
             }
         };
@@ -322,6 +349,19 @@ impl Task {
         let id = self.link.lock_id.clone();
         let a = match self.end.check_report(frame) {
             Ok(a) => a,
+            Err(e @ FrameError::WentBack { .. }) => {
+                // Authentic, but behind what was accepted: reflashed or its flash lost.
+                // Its reports cannot be taken (an old one could be replayed as well), so
+                // it is unavailable and grants fail closed; the admin hears it once.
+                self.set_available(false, "its counters went back").await;
+                if !self.went_back_alerted {
+                    self.went_back_alerted = true;
+                    let _ = self.w.controller.try_send(Input::Fault(format!(
+                        "the ESP32 lock {id} restarted with counters behind the ones this kiosk accepted ({e}): reflashed or its flash lost? Its reports are refused and it stays unavailable until its counters are reset (hardware/esp32-lock/README.md)"
+                    )));
+                }
+                return;
+            }
             Err(e) => {
                 let s = self.end.stats;
                 // Anyone who can publish on the lock's topic can send these: a few lines
@@ -334,12 +374,13 @@ impl Task {
                 }
                 if log_it {
                     log::warn!(
-                        "lock {id}: refused a report ({}): {e}; refused so far: {} forged, {} replayed, {} truncated, {} invalid",
+                        "lock {id}: refused a report ({}): {e}; refused so far: {} forged, {} replayed, {} truncated, {} invalid, {} went back",
                         e.kind(),
                         s.forged,
                         s.replayed,
                         s.truncated,
-                        s.invalid
+                        s.invalid,
+                        s.went_back
                     );
                 }
                 return;
@@ -363,7 +404,10 @@ impl Task {
         log::debug!("lock {id}: report #{} {r:?}", r.counter);
         self.last_report = Instant::now();
         self.set_available(true, "reporting").await;
-        if let Some(p) = self.pending.take_if(|p| r.acked >= p.counter) {
+        if let Some(p) = self
+            .pending
+            .take_if(|p| p.counter > 0 && r.acked >= p.counter)
+        {
             log::info!(
                 "lock {id}: unlock #{} acknowledged (try {}) in {:.1} ms",
                 p.counter,
@@ -371,6 +415,16 @@ impl Task {
                 p.since.elapsed().as_secs_f64() * 1000.0
             );
             let _ = p.reply.send(Ok(()));
+        }
+        self.went_back_alerted = false;
+        // An unlock waiting for this report goes now, bound to it; one that this report
+        // crossed (a heartbeat) is stale at the lock: it goes again, bound to this one.
+        if let Some(p) = self.pending.take() {
+            if p.tries > self.link.retries {
+                self.pending = Some(p);
+            } else {
+                self.push_unlock(p).await;
+            }
         }
         let jammed = r.state == LockState::Jammed;
         if jammed != self.jammed {
@@ -407,7 +461,8 @@ impl Task {
             return;
         };
         let id = self.link.lock_id.clone();
-        if p.tries > self.link.retries {
+        let too_long = p.since.elapsed() > self.link.ack_timeout * (self.link.retries + 2);
+        if p.tries > self.link.retries || too_long {
             log::error!(
                 "lock {id}: unlock not acknowledged after {} tries; the grant fails closed",
                 p.tries
@@ -425,19 +480,7 @@ impl Task {
             "lock {id}: unlock #{} not acknowledged; sending it again under a new counter",
             p.counter
         );
-        match self.send(Kind::Unlock, p.pulse_ms).await {
-            Ok(counter) => {
-                self.pending = Some(Pending {
-                    counter,
-                    tries: p.tries + 1,
-                    deadline: now + self.link.ack_timeout,
-                    ..p
-                });
-            }
-            Err(e) => {
-                let _ = p.reply.send(Err(e));
-            }
-        }
+        self.push_unlock(p).await;
     }
 
     async fn set_available(&mut self, available: bool, why: &str) {
@@ -503,7 +546,7 @@ mod tests {
 
     fn report(lock: &mut Lock) -> lock_proto::Outgoing {
         loop {
-            match lock.report() {
+            match lock.report(0) {
                 Ok(f) => return f,
                 Err(c) => lock.reserved(c),
             }
@@ -519,7 +562,7 @@ mod tests {
         let store = Store::inline(crate::store::test_db(d.path()));
         let key = [7u8; 32];
         let mut t = task(&store, key);
-        let mut lock = Lock::boot(key, Counters::default(), Door::Closed);
+        let mut lock = Lock::boot(key, Counters::default(), Door::Closed, [3; 8]);
         let seen = || async {
             let c = store.call(|db| db.lock_counters_load("door1")).await;
             c.unwrap().seen

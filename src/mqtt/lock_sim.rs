@@ -130,7 +130,8 @@ pub async fn run<F: FnMut(Value)>(
     );
     let mut sim = Sim {
         // Fail-secure on boot: locked, whatever was going on before.
-        lock: Lock::boot(*key, saved, Door::Closed),
+        // A new boot session every start, from the OS RNG (the firmware: its TRNG).
+        lock: Lock::boot(*key, saved, Door::Closed, rand::random()),
         state_file: opts.state_file,
         client,
         state_topic: topics.lock_state(&cfg.lock_id),
@@ -234,7 +235,7 @@ impl<F: FnMut(Value)> Sim<F> {
             (self.out)(json!({ "event": "ignored", "bytes": frame.len() }));
             return Ok(());
         }
-        match self.lock.check(frame) {
+        match self.lock.check(frame, self.now_ms()) {
             Ok(a) => {
                 // Persisted before acted on: a power cut cannot make it good twice.
                 self.save(a.counters)?;
@@ -260,6 +261,7 @@ impl<F: FnMut(Value)> Sim<F> {
                         "replayed": s.replayed,
                         "truncated": s.truncated,
                         "invalid": s.invalid,
+                        "stale": s.stale,
                     },
                 }));
                 Ok(())
@@ -271,12 +273,12 @@ impl<F: FnMut(Value)> Sim<F> {
         if self.mute {
             return Ok(());
         }
-        let frame = match self.lock.report() {
+        let frame = match self.lock.report(self.now_ms()) {
             Ok(f) => f,
             Err(c) => {
                 self.save(c)?;
                 self.lock.reserved(c);
-                match self.lock.report() {
+                match self.lock.report(self.now_ms()) {
                     Ok(f) => f,
                     Err(_) => return Ok(()),
                 }

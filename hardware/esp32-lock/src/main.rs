@@ -239,7 +239,19 @@ async fn main(spawner: Spawner) -> ! {
             Door::Closed
         }
     };
-    let Some(mut session) = Session::boot(key, log, KIOSK_ID, LOCK_ID, door_now(&door)) else {
+    // The radio and the SAR ADC make the RNG a true one (the boot session and the TLS
+    // keys come from it).
+    let _entropy = TrngSource::new(p.RNG, p.ADC1);
+    let rng = Rng::new();
+    // A new boot session every boot: commands made for an earlier boot are refused.
+    let mut boot_session = [0u8; lock_proto::SESSION_LEN];
+    for chunk in boot_session.chunks_mut(4) {
+        let r = rng.random().to_le_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    let Some(mut session) =
+        Session::boot(key, log, KIOSK_ID, LOCK_ID, door_now(&door), boot_session)
+    else {
         halt_locked("LOCK_KIOSK_ID or LOCK_ID too long").await
     };
     let c = session.lock().counters();
@@ -247,8 +259,6 @@ async fn main(spawner: Spawner) -> ! {
         "lock {LOCK_ID}: booted locked (counters reserved {} seen {})",
         c.reserved, c.seen
     );
-    // The radio and the SAR ADC make the RNG a true one (TLS keys come from it).
-    let _entropy = TrngSource::new(p.RNG, p.ADC1);
 
     let station = Config::Station(
         StationConfig::default()
@@ -263,7 +273,6 @@ async fn main(spawner: Spawner) -> ! {
     ) else {
         halt_locked("Wi-Fi did not start").await
     };
-    let rng = Rng::new();
     let seed = ((rng.random() as u64) << 32) | rng.random() as u64;
     let (stack, runner) = embassy_net::new(
         Interface::station(),

@@ -7,16 +7,23 @@ use core::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// The first byte of every frame.
-pub const VERSION: u8 = 0x01;
+/// The first byte of every frame. Version 2 binds every command to the lock's boot
+/// session and its latest report (version 1 had neither: a frame that was never
+/// delivered stayed good).
+pub const VERSION: u8 = 0x02;
 /// A report's second byte (a command's second byte is its kind, 1 to 3).
 pub const REPORT_TAG: u8 = 0x80;
 pub const KEY_LEN: usize = 32;
 pub const MAC_LEN: usize = 32;
-/// `0x01 | kind | counter u64 | pulse_ms u32 | HMAC`
-pub const COMMAND_LEN: usize = 1 + 1 + 8 + 4 + MAC_LEN;
-/// `0x01 | 0x80 | counter u64 | acked u64 | state | door | HMAC`
-pub const REPORT_LEN: usize = 1 + 1 + 8 + 8 + 1 + 1 + MAC_LEN;
+/// A lock's boot session: random, drawn at every boot, never stored.
+pub const SESSION_LEN: usize = 8;
+/// `0x02 | kind | counter u64 | pulse_ms u32 | session [8] | report u64 | HMAC`
+pub const COMMAND_LEN: usize = 1 + 1 + 8 + 4 + SESSION_LEN + 8 + MAC_LEN;
+/// `0x02 | 0x80 | counter u64 | acked u64 | state | door | session [8] | HMAC`
+pub const REPORT_LEN: usize = 1 + 1 + 8 + 8 + 1 + 1 + SESSION_LEN + MAC_LEN;
+
+/// A lock's boot session.
+pub type BootSession = [u8; SESSION_LEN];
 /// The longest unlock pulse a lock accepts.
 pub const MAX_PULSE_MS: u32 = 60_000;
 
@@ -62,6 +69,13 @@ pub enum FrameError {
     Field(&'static str),
     /// Authentic, but its counter is not above the last accepted one.
     Replayed { counter: u64, last: u64 },
+    /// An authentic command bound to another boot session of the lock, or to a report
+    /// older than the lock's latest: made before something newer was said, never good.
+    Stale { report: u64, latest: u64 },
+    /// An authentic report from a new boot session whose counter is not above the last
+    /// accepted: the lock lost or was reflashed with older counters (or an old report is
+    /// replayed). The daemon says so and takes the lock as unavailable.
+    WentBack { counter: u64, last: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -74,6 +88,14 @@ impl fmt::Display for FrameError {
             FrameError::Replayed { counter, last } => {
                 write!(f, "counter {counter} not above the last accepted {last}")
             }
+            FrameError::Stale { report, latest } => write!(
+                f,
+                "bound to report {report} (or another boot), the lock's latest is {latest}"
+            ),
+            FrameError::WentBack { counter, last } => write!(
+                f,
+                "a new boot of the lock whose counter {counter} is not above the last accepted {last}: its counters went back"
+            ),
         }
     }
 }
@@ -86,6 +108,8 @@ impl FrameError {
             FrameError::BadMac => "forged",
             FrameError::Unknown(_) | FrameError::Field(_) => "invalid",
             FrameError::Replayed { .. } => "replayed",
+            FrameError::Stale { .. } => "stale",
+            FrameError::WentBack { .. } => "went_back",
         }
     }
 }
@@ -97,6 +121,12 @@ pub struct Command {
     pub counter: u64,
     /// The pulse length for [`Kind::Unlock`] (1 ..= [`MAX_PULSE_MS`]); 0 otherwise.
     pub pulse_ms: u32,
+    /// The lock's boot session, from the report below.
+    pub session: BootSession,
+    /// The counter of the latest report the daemon accepted from the lock. The lock
+    /// takes an unlock or lock command only while this is its latest report of this
+    /// boot: any newer report, a reconnection (it reports first) or a reboot kills it.
+    pub report: u64,
 }
 
 /// A report frame's content.
@@ -107,6 +137,8 @@ pub struct Report {
     pub acked: u64,
     pub state: LockState,
     pub door: Door,
+    /// The lock's boot session.
+    pub session: BootSession,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -156,6 +188,8 @@ impl Command {
         f[1] = self.kind as u8;
         f[2..10].copy_from_slice(&self.counter.to_be_bytes());
         f[10..14].copy_from_slice(&self.pulse_ms.to_be_bytes());
+        f[14..22].copy_from_slice(&self.session);
+        f[22..30].copy_from_slice(&self.report.to_be_bytes());
         seal(key, f)
     }
 
@@ -178,10 +212,14 @@ impl Command {
         if !ok {
             return Err(FrameError::Field("pulse_ms"));
         }
+        let mut session = [0u8; SESSION_LEN];
+        session.copy_from_slice(&b[14..22]);
         Ok(Command {
             kind,
             counter: u64_at(b, 2),
             pulse_ms,
+            session,
+            report: u64_at(b, 22),
         })
     }
 }
@@ -195,6 +233,7 @@ impl Report {
         f[10..18].copy_from_slice(&self.acked.to_be_bytes());
         f[18] = self.state as u8;
         f[19] = self.door as u8;
+        f[20..28].copy_from_slice(&self.session);
         seal(key, f)
     }
 
@@ -216,11 +255,14 @@ impl Report {
             2 => Door::None,
             _ => return Err(FrameError::Field("door")),
         };
+        let mut session = [0u8; SESSION_LEN];
+        session.copy_from_slice(&b[20..28]);
         Ok(Report {
             counter: u64_at(b, 2),
             acked: u64_at(b, 10),
             state,
             door,
+            session,
         })
     }
 }
@@ -236,6 +278,8 @@ mod tests {
             kind: Kind::Unlock,
             counter: 0x0102_0304_0506_0708,
             pulse_ms: 3000,
+            session: [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7],
+            report: 9,
         }
     }
 
@@ -245,25 +289,35 @@ mod tests {
             acked: 0x0102_0304_0506_0708,
             state: LockState::Unlocked,
             door: Door::Closed,
+            session: [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7],
         }
     }
 
     #[test]
     fn the_layout_is_the_documented_one() {
         let f = unlock().encode(&KEY);
+        assert_eq!(f.len(), 62);
         assert_eq!(
-            &f[..14],
-            &[1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x0b, 0xb8][..]
+            &f[..30],
+            &[
+                2, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x0b, 0xb8, 0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5,
+                0xa6, 0xa7, 0, 0, 0, 0, 0, 0, 0, 9
+            ][..]
         );
         let r = report().encode(&KEY);
-        assert_eq!(&r[..2], &[1, 0x80]);
+        assert_eq!(r.len(), 60);
+        assert_eq!(&r[..2], &[2, 0x80]);
         assert_eq!(&r[2..10], &9u64.to_be_bytes());
         assert_eq!(&r[18..20], &[1, 0]);
+        assert_eq!(
+            &r[20..28],
+            &[0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7]
+        );
         // HMAC-SHA256 over the body, checked against an independent computation (RFC
         // 4231 test case 2 exercises the same primitive below).
         let mut m = <HmacSha256 as Mac>::new_from_slice(&KEY).unwrap();
-        m.update(&f[..14]);
-        assert_eq!(&f[14..], &m.finalize().into_bytes()[..]);
+        m.update(&f[..30]);
+        assert_eq!(&f[30..], &m.finalize().into_bytes()[..]);
     }
 
     #[test]
@@ -333,6 +387,8 @@ mod tests {
                 kind,
                 counter: 1,
                 pulse_ms,
+                session: [0; SESSION_LEN],
+                report: 0,
             };
             Command::decode(&c.encode(&KEY), &KEY)
         };
@@ -350,11 +406,12 @@ mod tests {
             Command::decode(&seal(&KEY, body), &KEY),
             Err(FrameError::Unknown(9))
         );
-        body[0] = 2;
+        // Version 1 frames (no session binding) are refused.
+        body[0] = 1;
         body[1] = 1;
         assert_eq!(
             Command::decode(&seal(&KEY, body), &KEY),
-            Err(FrameError::Unknown(2))
+            Err(FrameError::Unknown(1))
         );
         let mut r = [0u8; REPORT_LEN];
         r[0] = VERSION;

@@ -5,7 +5,7 @@
 //! persists what it accepted before acting on it. Persisting is the caller's: these
 //! types say what to write and refuse to go on until told it was written.
 
-use crate::frame::{Command, FrameError, Kind, Report, COMMAND_LEN};
+use crate::frame::{BootSession, Command, FrameError, Kind, Report, COMMAND_LEN, SESSION_LEN};
 use crate::Key;
 
 /// Counters reserved per persisted write (flash is not written for every frame).
@@ -186,6 +186,10 @@ pub struct Stats {
     pub replayed: u32,
     pub truncated: u32,
     pub invalid: u32,
+    /// Commands bound to an older report or another boot.
+    pub stale: u32,
+    /// Reports of a lock whose counters went back.
+    pub went_back: u32,
 }
 
 impl Stats {
@@ -196,19 +200,36 @@ impl Stats {
             Err(FrameError::Replayed { .. }) => &mut self.replayed,
             Err(FrameError::Length { .. }) => &mut self.truncated,
             Err(FrameError::Unknown(_) | FrameError::Field(_)) => &mut self.invalid,
+            Err(FrameError::Stale { .. }) => &mut self.stale,
+            Err(FrameError::WentBack { .. }) => &mut self.went_back,
         };
         *n = n.saturating_add(1);
     }
 
     pub fn refused(&self) -> u32 {
-        self.forged + self.replayed + self.truncated + self.invalid
+        self.forged + self.replayed + self.truncated + self.invalid + self.stale + self.went_back
     }
+}
+
+/// Why [`DaemonEnd::command`] made no frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    /// Persist these counters, call [`DaemonEnd::reserved`], and ask again.
+    Persist(Counters),
+    /// No authentic report from the lock yet (since this end started): an unlock or lock
+    /// command has nothing to be bound to. Ask for a report ([`Kind::Report`]).
+    NoReport,
 }
 
 /// The daemon's end: sends commands, accepts reports.
 #[derive(Debug, Clone)]
 pub struct DaemonEnd {
     link: Link,
+    /// The lock's boot session and latest report counter, from the last accepted report.
+    bound: Option<(BootSession, u64)>,
+    /// An authentic report that was not fresh: its session and counter (a second one of
+    /// the same session, counting up, is a live lock whose counters went back).
+    behind: Option<(BootSession, u64)>,
     pub stats: Stats,
 }
 
@@ -216,6 +237,8 @@ impl DaemonEnd {
     pub fn new(key: Key, saved: Counters) -> DaemonEnd {
         DaemonEnd {
             link: Link::new(key, saved),
+            bound: None,
+            behind: None,
             stats: Stats::default(),
         }
     }
@@ -224,38 +247,70 @@ impl DaemonEnd {
         self.link.counters()
     }
 
-    /// A command frame and its counter; `Err(c)`: persist `c`, call
-    /// [`DaemonEnd::reserved`], and ask again.
+    /// The lock's session and latest report the next command is bound to.
+    pub fn bound(&self) -> Option<(BootSession, u64)> {
+        self.bound
+    }
+
+    /// A command frame and its counter, bound to the latest report accepted.
     pub fn command(
         &mut self,
         kind: Kind,
         pulse_ms: u32,
-    ) -> Result<(u64, [u8; COMMAND_LEN]), Counters> {
-        let counter = self.link.next_counter()?;
+    ) -> Result<(u64, [u8; COMMAND_LEN]), CommandError> {
+        let (session, report) = match (kind, self.bound) {
+            (_, Some(b)) => b,
+            (Kind::Report, None) => ([0; SESSION_LEN], 0),
+            (_, None) => return Err(CommandError::NoReport),
+        };
+        let counter = self.link.next_counter().map_err(CommandError::Persist)?;
         let c = Command {
             kind,
             counter,
             pulse_ms: if kind == Kind::Unlock { pulse_ms } else { 0 },
+            session,
+            report,
         };
         Ok((counter, c.encode(&self.link.key)))
     }
 
-    /// `c` (from [`DaemonEnd::command`]'s error) is persisted.
+    /// `c` (from [`CommandError::Persist`]) is persisted.
     pub fn reserved(&mut self, c: Counters) {
         self.link.tx.reserved_to(c.reserved);
     }
 
-    /// Check a report: authentic, well formed and fresh (counted either way).
+    /// Check a report: authentic, well formed and fresh (counted either way). An
+    /// authentic report that is not fresh is [`FrameError::WentBack`] when it comes from
+    /// a boot session other than the current one, or is the second of one session
+    /// counting up: the lock's counters went back (lost flash, reflashed).
     pub fn check_report(&mut self, frame: &[u8]) -> Result<Accepted<Report>, FrameError> {
-        let r =
-            Report::decode(frame, &self.link.key).and_then(|r| self.link.accepted(r, r.counter));
+        let r = Report::decode(frame, &self.link.key).and_then(|r| {
+            self.link.accepted(r, r.counter).map_err(|e| match e {
+                FrameError::Replayed { counter, last } => {
+                    let other_boot = self.bound.is_some_and(|(s, _)| s != r.session);
+                    let counting_up = self
+                        .behind
+                        .is_some_and(|(s, c)| s == r.session && r.counter > c);
+                    self.behind = Some((r.session, r.counter));
+                    if other_boot || counting_up {
+                        FrameError::WentBack { counter, last }
+                    } else {
+                        e
+                    }
+                }
+                e => e,
+            })
+        });
         self.stats.count(&r);
         r
     }
 
-    /// Take a checked report whose counters are persisted.
+    /// Take a checked report whose counters are persisted; the next commands are bound
+    /// to it.
     pub fn commit(&mut self, a: Accepted<Report>) -> Report {
         self.link.commit(a.counter);
+        self.bound = Some((a.frame.session, a.counter));
+        self.behind = None;
         a.frame
     }
 }

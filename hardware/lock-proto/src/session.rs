@@ -87,17 +87,19 @@ pub struct Session<F: Flash> {
 }
 
 impl<F: Flash> Session<F> {
-    /// Boot: locked, counters from flash. `None` when an id is too long for a topic.
+    /// Boot: locked, counters from flash, `session` fresh random bytes (see
+    /// [`Lock::boot`]). `None` when an id is too long for a topic.
     pub fn boot(
         key: Key,
         log: CounterLog<F>,
         kiosk: &str,
         lock_id: &str,
         door: Door,
+        session: crate::BootSession,
     ) -> Option<Self> {
         let base = ["lockerd/", kiosk, "/lock/", lock_id];
         Some(Session {
-            lock: Lock::boot(key, log.counters(), door),
+            lock: Lock::boot(key, log.counters(), door, session),
             log,
             cmd: Topic::new(&[base[0], base[1], base[2], base[3], "/cmd"])?,
             state: Topic::new(&[base[0], base[1], base[2], base[3], "/state"])?,
@@ -206,7 +208,7 @@ impl<F: Flash> Session<F> {
                     r.send += mqtt_wire::puback(out, id)?;
                 }
                 if topic == self.cmd.as_str() {
-                    match self.lock.check(payload) {
+                    match self.lock.check(payload, now_ms) {
                         Ok(a) => {
                             // In flash before it is acted on.
                             self.log.save(a.counters).map_err(SessionError::Flash)?;
@@ -254,13 +256,13 @@ impl<F: Flash> Session<F> {
     }
 
     fn report(&mut self, now_ms: u64, out: &mut [u8]) -> Result<usize, SessionError<F::Error>> {
-        let frame = match self.lock.report() {
+        let frame = match self.lock.report(now_ms) {
             Ok(f) => f,
             Err(c) => {
                 self.log.save(c).map_err(SessionError::Flash)?;
                 self.lock.reserved(c);
                 self.lock
-                    .report()
+                    .report(now_ms)
                     .map_err(|_| SessionError::Protocol("counter reservation"))?
             }
         };

@@ -15,30 +15,52 @@ impl Flash {
     }
 }
 
-fn send(d: &mut DaemonEnd, flash: &mut Flash, kind: Kind, pulse_ms: u32) -> (u64, [u8; 46]) {
+fn send(
+    d: &mut DaemonEnd,
+    flash: &mut Flash,
+    kind: Kind,
+    pulse_ms: u32,
+) -> (u64, [u8; COMMAND_LEN]) {
     match d.command(kind, pulse_ms) {
         Ok(x) => x,
-        Err(c) => {
+        Err(CommandError::Persist(c)) => {
             flash.save(c);
             d.reserved(c);
             d.command(kind, pulse_ms).unwrap()
         }
+        Err(CommandError::NoReport) => panic!("no report to bind the command to"),
     }
 }
 
+/// A lock booted with a session of its own (`n` stands for the TRNG's bytes).
+fn boot(flash: &Flash, door: Door, n: u8) -> Lock {
+    Lock::boot(KEY, flash.0, door, [n; SESSION_LEN])
+}
+
+/// The lock reports and the daemon takes it: the next commands are bound to it.
+fn sync(d: &mut DaemonEnd, df: &mut Flash, l: &mut Lock, lf: &mut Flash) -> Report {
+    let f = report(l, lf);
+    receive(d, df, &f).unwrap()
+}
+
+/// The tests' clock: reports are made at 0 unless a test says otherwise.
 fn report(l: &mut Lock, flash: &mut Flash) -> [u8; REPORT_LEN] {
-    match l.report() {
+    report_at(l, flash, 0)
+}
+
+fn report_at(l: &mut Lock, flash: &mut Flash, now: u64) -> [u8; REPORT_LEN] {
+    match l.report(now) {
         Ok(f) => f,
         Err(c) => {
             flash.save(c);
             l.reserved(c);
-            l.report().unwrap()
+            l.report(now).unwrap()
         }
     }
 }
 
 fn deliver(l: &mut Lock, flash: &mut Flash, now: u64, f: &[u8]) -> Result<(), FrameError> {
-    let a = l.check(f)?;
+    let a = l.check(f, now.min(FRESH_MS))?;
     flash.save(a.counters);
     l.apply(now, a);
     Ok(())
@@ -54,8 +76,14 @@ fn receive(d: &mut DaemonEnd, flash: &mut Flash, f: &[u8]) -> Result<Report, Fra
 fn unlock_is_acknowledged_and_the_pulse_ends_by_itself() {
     let (mut df, mut lf) = (Flash::default(), Flash::default());
     let mut d = DaemonEnd::new(KEY, df.0);
-    let mut l = Lock::boot(KEY, lf.0, Door::Closed);
+    let mut l = boot(&lf, Door::Closed, 1);
     assert_eq!(l.state(), LockState::Locked);
+    assert_eq!(
+        d.command(Kind::Unlock, 3000).unwrap_err(),
+        CommandError::NoReport,
+        "nothing to bind an unlock to before the lock has reported"
+    );
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (c, f) = send(&mut d, &mut df, Kind::Unlock, 3000);
     deliver(&mut l, &mut lf, 1000, &f).unwrap();
     assert!(l.relay_open());
@@ -69,6 +97,7 @@ fn unlock_is_acknowledged_and_the_pulse_ends_by_itself() {
     // An early lock command ends a pulse.
     let (_, f) = send(&mut d, &mut df, Kind::Unlock, 3000);
     deliver(&mut l, &mut lf, 5000, &f).unwrap();
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (_, f) = send(&mut d, &mut df, Kind::Lock, 0);
     deliver(&mut l, &mut lf, 5100, &f).unwrap();
     assert!(!l.relay_open());
@@ -78,7 +107,8 @@ fn unlock_is_acknowledged_and_the_pulse_ends_by_itself() {
 fn replays_are_refused_by_both_ends_and_counted() {
     let (mut df, mut lf) = (Flash::default(), Flash::default());
     let mut d = DaemonEnd::new(KEY, df.0);
-    let mut l = Lock::boot(KEY, lf.0, Door::None);
+    let mut l = boot(&lf, Door::None, 1);
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (_, old) = send(&mut d, &mut df, Kind::Unlock, 1000);
     deliver(&mut l, &mut lf, 0, &old).unwrap();
     l.tick(1000);
@@ -116,7 +146,7 @@ fn replays_are_refused_by_both_ends_and_counted() {
 fn counters_survive_power_cuts_of_either_end_without_reuse() {
     let (mut df, mut lf) = (Flash::default(), Flash::default());
     let mut d = DaemonEnd::new(KEY, df.0);
-    let mut l = Lock::boot(KEY, lf.0, Door::Closed);
+    let mut l = boot(&lf, Door::Closed, 0);
     let mut seen_cmd = Vec::new();
     let mut seen_rep = Vec::new();
     let mut captured = Vec::new();
@@ -130,7 +160,7 @@ fn counters_survive_power_cuts_of_either_end_without_reuse() {
         let r = receive(&mut d, &mut df, &report(&mut l, &mut lf)).unwrap();
         seen_rep.push(r.counter);
         if i % 7 == 3 {
-            l = Lock::boot(KEY, lf.0, Door::Closed);
+            l = boot(&lf, Door::Closed, (i % 251) as u8 + 1);
         }
         if i % 11 == 5 {
             d = DaemonEnd::new(KEY, df.0);
@@ -140,7 +170,7 @@ fn counters_survive_power_cuts_of_either_end_without_reuse() {
     assert!(seen_rep.windows(2).all(|w| w[0] < w[1]));
     // Nothing sent before any of the power cuts is accepted after them.
     for f in &captured {
-        assert!(l.check(f).is_err());
+        assert!(l.check(f, 0).is_err());
     }
     // Flash was written about once per RESERVE frames, not per frame.
     assert!(df.0.reserved < 200 + 20 * RESERVE);
@@ -152,34 +182,37 @@ fn a_counter_not_persisted_is_not_acted_on() {
     // still good once (it was never acted on).
     let mut df = Flash::default();
     let mut d = DaemonEnd::new(KEY, df.0);
-    let lf = Flash::default();
-    let mut l = Lock::boot(KEY, lf.0, Door::Closed);
-    let (_, f) = send(&mut d, &mut df, Kind::Unlock, 500);
-    let _ = l.check(&f).unwrap();
-    assert!(!l.relay_open());
-    let mut l = Lock::boot(KEY, lf.0, Door::Closed);
-    let a = l.check(&f).unwrap();
+    let mut lf = Flash::default();
+    let mut l = boot(&lf, Door::Closed, 1);
+    sync(&mut d, &mut df, &mut l, &mut lf);
+    let (_, f) = send(&mut d, &mut df, Kind::Report, 0);
+    let _ = l.check(&f, 0).unwrap();
+    let mut l = boot(&lf, Door::Closed, 2);
+    let a = l.check(&f, 0).unwrap();
     l.apply(0, a);
-    assert!(l.relay_open());
+    assert_eq!(l.counters().seen, a.counter);
 }
 
 #[test]
 fn fail_secure_on_boot_link_loss_and_jam() {
     let (mut df, mut lf) = (Flash::default(), Flash::default());
     let mut d = DaemonEnd::new(KEY, df.0);
-    let mut l = Lock::boot(KEY, lf.0, Door::Closed);
+    let mut l = boot(&lf, Door::Closed, 1);
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (_, f) = send(&mut d, &mut df, Kind::Unlock, 60_000);
     deliver(&mut l, &mut lf, 0, &f).unwrap();
     assert!(l.relay_open());
     assert!(l.link_lost());
     assert!(!l.relay_open());
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (_, f) = send(&mut d, &mut df, Kind::Unlock, 60_000);
     deliver(&mut l, &mut lf, 0, &f).unwrap();
     // Power cut mid-pulse: boots locked.
-    let l2 = Lock::boot(KEY, lf.0, Door::Open);
+    let l2 = boot(&lf, Door::Open, 2);
     assert!(!l2.relay_open());
     assert!(l.set_jammed(true));
     assert!(!l.relay_open());
+    sync(&mut d, &mut df, &mut l, &mut lf);
     let (_, f) = send(&mut d, &mut df, Kind::Unlock, 1000);
     deliver(&mut l, &mut lf, 0, &f).unwrap();
     assert!(!l.relay_open(), "a jammed lock ignores unlocks");
@@ -191,7 +224,81 @@ fn fail_secure_on_boot_link_loss_and_jam() {
 fn another_locks_key_is_a_forgery() {
     let mut df = Flash::default();
     let mut d = DaemonEnd::new([1; 32], df.0);
-    let mut l = Lock::boot(KEY, Counters::default(), Door::None);
-    let (_, f) = send(&mut d, &mut df, Kind::Unlock, 100);
-    assert_eq!(l.check(&f), Err(FrameError::BadMac));
+    let mut l = Lock::boot(KEY, Counters::default(), Door::None, [1; SESSION_LEN]);
+    let (_, f) = send(&mut d, &mut df, Kind::Report, 0);
+    assert_eq!(l.check(&f, 0), Err(FrameError::BadMac));
+}
+
+/// Red team #25.1: an unlock that was never delivered (the lock offline), kept by a
+/// subscriber and published once the lock is back, must not open it: the lock reported
+/// when it came back (or rebooted), and the frame is bound to the report before that.
+#[test]
+fn a_command_not_delivered_before_the_next_report_or_boot_never_opens() {
+    let (mut df, mut lf) = (Flash::default(), Flash::default());
+    let mut d = DaemonEnd::new(KEY, df.0);
+    let mut l = boot(&lf, Door::Closed, 1);
+    sync(&mut d, &mut df, &mut l, &mut lf);
+    let (_, kept) = send(&mut d, &mut df, Kind::Unlock, 3000);
+    // Back on the broker: it reports first.
+    let _ = report(&mut l, &mut lf);
+    assert!(matches!(
+        deliver(&mut l, &mut lf, 0, &kept),
+        Err(FrameError::Stale { .. })
+    ));
+    assert!(!l.relay_open());
+    // Or it rebooted (same counters, new session): dead as well, even before it reports.
+    let (_, kept) = send(&mut d, &mut df, Kind::Unlock, 3000);
+    let mut l = boot(&lf, Door::Closed, 2);
+    assert!(matches!(l.check(&kept, 0), Err(FrameError::Stale { .. })));
+    let _ = report(&mut l, &mut lf);
+    assert!(matches!(l.check(&kept, 0), Err(FrameError::Stale { .. })));
+    assert_eq!(l.stats.stale, 2);
+    // The daemon, told of the new report, makes a frame that works...
+    sync(&mut d, &mut df, &mut l, &mut lf);
+    let (_, f) = send(&mut d, &mut df, Kind::Unlock, 3000);
+    deliver(&mut l, &mut lf, 0, &f).unwrap();
+    assert!(l.relay_open());
+    // ...but only while its report is fresh: kept back longer than FRESH_MS (the daemon
+    // gave up on it, nothing reported since), it is dead too.
+    l.tick(u64::MAX);
+    let f = report_at(&mut l, &mut lf, 10_000);
+    receive(&mut d, &mut df, &f).unwrap();
+    let (_, kept) = send(&mut d, &mut df, Kind::Unlock, 3000);
+    assert!(matches!(
+        l.check(&kept, 10_000 + FRESH_MS + 1),
+        Err(FrameError::Stale { .. })
+    ));
+    assert!(l.check(&kept, 10_000 + FRESH_MS).is_ok());
+}
+
+/// Red team #25.2: a lock that lost its counters (reflashed, flash lost) boots with a
+/// new session: no frame ever captured works on it, and the daemon says its counters
+/// went back instead of calling its reports replays.
+#[test]
+fn a_lock_that_lost_its_counters_takes_no_old_frame_and_the_daemon_notices() {
+    let (mut df, mut lf) = (Flash::default(), Flash::default());
+    let mut d = DaemonEnd::new(KEY, df.0);
+    let mut l = boot(&lf, Door::Closed, 1);
+    let mut captured = Vec::new();
+    for _ in 0..5 {
+        sync(&mut d, &mut df, &mut l, &mut lf);
+        let (_, f) = send(&mut d, &mut df, Kind::Unlock, 1000);
+        captured.push(f);
+        deliver(&mut l, &mut lf, 0, &f).unwrap();
+        l.tick(u64::MAX);
+    }
+    // Flash lost: zero counters, a new session.
+    let mut lost = Flash::default();
+    let mut l = boot(&lost, Door::Closed, 9);
+    let _ = report(&mut l, &mut lost);
+    for f in &captured {
+        assert!(matches!(l.check(f, 0), Err(FrameError::Stale { .. })));
+    }
+    assert!(!l.relay_open());
+    let r = report(&mut l, &mut lost);
+    assert!(matches!(
+        d.check_report(&r),
+        Err(FrameError::WentBack { .. })
+    ));
+    assert_eq!(d.stats.went_back, 1);
 }
