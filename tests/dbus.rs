@@ -601,10 +601,14 @@ fn a_flood_from_an_unprivileged_caller_is_answered_and_the_walk_up_still_opens()
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&stdout(&o));
     assert_eq!(r["calls"], 5000, "{r}");
-    assert_eq!(
-        r["not_authorized"], 5000,
-        "every call answered, refused: {r}"
+    // Every call answered: refused for the role, or, beyond the connection's fair share
+    // of calls in flight (4 of its 16), told it is busy at once.
+    let (na, busy) = (
+        r["not_authorized"].as_u64().unwrap(),
+        r["busy"].as_u64().unwrap(),
     );
+    assert_eq!(na + busy, 5000, "every call answered, refused: {r}");
+    assert!(na >= 1000, "{r}");
     assert_eq!(r["other_errors"], 0, "{r}");
     let log = daemon.wait_log("\"event\":\"unlock\"", Duration::from_secs(60));
     assert!(

@@ -20,6 +20,7 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface, proxy};
 
+pub mod fair;
 pub mod received;
 
 pub const BUS_NAME: &str = "org.lockerd.Locker1";
@@ -97,18 +98,32 @@ pub struct Locker1 {
     status: tokio::sync::watch::Receiver<Status>,
     /// Bus name that holds the running enrollment.
     holder: Arc<Mutex<Option<String>>>,
+    /// Calls in flight and credentials, per caller connection.
+    fair: Arc<fair::Fair>,
 }
 
 impl Locker1 {
+    /// Who is calling (the bus's credentials for the sender, asked once per connection),
+    /// and a slot for this call: a connection with [`fair::MAX_IN_FLIGHT`] calls being
+    /// served already is told `Busy` at once.
     async fn caller(
         &self,
         conn: &zbus::Connection,
         hdr: &Header<'_>,
-    ) -> Result<Caller, LockerError> {
+    ) -> Result<(Caller, fair::Slot), LockerError> {
         let sender = hdr
             .sender()
             .ok_or_else(|| LockerError::NotAuthorized("no sender on the message".into()))?
             .to_owned();
+        let slot = self.fair.enter(sender.as_str()).ok_or_else(|| {
+            LockerError::Busy(format!(
+                "{} calls of this connection are being served; wait for their replies",
+                fair::MAX_IN_FLIGHT
+            ))
+        })?;
+        if let Some(c) = self.fair.known(sender.as_str()) {
+            return Ok((c, slot));
+        }
         let dbus = fdo::DBusProxy::new(conn).await?;
         let cred = dbus
             .get_connection_credentials(sender.clone().into())
@@ -118,7 +133,9 @@ impl Locker1 {
             LockerError::NotAuthorized("the bus did not give the caller's uid".into())
         })?;
         let gids = cred.unix_group_ids().cloned().unwrap_or_default();
-        Ok(Caller::local(uid, &gids, Some(sender.to_string())))
+        let caller = Caller::local(uid, &gids, Some(sender.to_string()));
+        self.fair.remember(sender.as_str(), &caller);
+        Ok((caller, slot))
     }
 
     async fn call(
@@ -127,7 +144,7 @@ impl Locker1 {
         hdr: &Header<'_>,
         request: Request,
     ) -> Result<Response, LockerError> {
-        let caller = self.caller(conn, hdr).await?;
+        let (caller, _slot) = self.caller(conn, hdr).await?;
         Ok(self.api.call(&caller, request).await?)
     }
 
@@ -156,7 +173,7 @@ impl Locker1 {
         source: EnrollSource,
         allow_poor_photos: bool,
     ) -> Result<u64, LockerError> {
-        let caller = self.caller(conn, hdr).await?;
+        let (caller, _slot) = self.caller(conn, hdr).await?;
         let r = self
             .api
             .call(
@@ -332,7 +349,7 @@ impl Locker1 {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<u64, LockerError> {
         // Authorized before anything is copied.
-        let caller = self.caller(conn, &hdr).await?;
+        let (caller, slot) = self.caller(conn, &hdr).await?;
         let probe = Request::Enroll {
             user: user.clone(),
             source: EnrollSource::Files(Vec::new()),
@@ -346,6 +363,7 @@ impl Locker1 {
         })
         .await
         .map_err(|e| LockerError::Internal(e.to_string()))??;
+        drop(slot);
         // Listen before starting, so the end of the job is not missed.
         let mut events = self.api.subscribe();
         let source = EnrollSource::Files(copies.paths.clone());
@@ -670,10 +688,12 @@ impl Drop for BusService {
 /// forward events and status changes. Fails if the name is owned already.
 pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
     let holder: Arc<Mutex<Option<String>>> = Arc::default();
+    let fair: Arc<fair::Fair> = Arc::default();
     let iface = Locker1 {
         api: api.clone(),
         status: api.status(),
         holder: holder.clone(),
+        fair: fair.clone(),
     };
     let mut events = api.subscribe();
     let connection = zbus::connection::Builder::system()
@@ -747,6 +767,7 @@ pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
                 continue;
             }
             let name = args.name().to_string();
+            fair.forget(&name);
             let held = holder
                 .lock()
                 .map(|h| h.as_deref() == Some(name.as_str()))
@@ -879,6 +900,8 @@ pub struct BenchReport {
     pub concurrency: u64,
     pub ok: u64,
     pub not_authorized: u64,
+    /// Refused for the connection's fair share ([`fair::MAX_IN_FLIGHT`] in flight).
+    pub busy: u64,
     pub other_errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -922,13 +945,14 @@ pub async fn bench(method: &str, calls: u64, concurrency: u64) -> Result<BenchRe
         }));
     }
     let mut lat = Vec::new();
-    let (mut ok, mut na, mut other) = (0u64, 0u64, 0u64);
+    let (mut ok, mut na, mut busy, mut other) = (0u64, 0u64, 0u64, 0u64);
     for t in tasks {
         for (ms, r) in t.await.map_err(|e| ApiError::Internal(e.to_string()))? {
             lat.push(ms);
             match r {
                 Ok(_) => ok += 1,
                 Err(ApiError::NotAuthorized(_)) => na += 1,
+                Err(ApiError::Busy(_)) => busy += 1,
                 Err(_) => other += 1,
             }
         }
@@ -948,6 +972,7 @@ pub async fn bench(method: &str, calls: u64, concurrency: u64) -> Result<BenchRe
         concurrency,
         ok,
         not_authorized: na,
+        busy,
         other_errors: other,
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
