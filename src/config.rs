@@ -394,6 +394,9 @@ pub struct VisionConfig {
     pub match_legacy_templates: bool,
     pub liveness_window_s: f32,
     pub identity_break: f32,
+    /// The eye model (most of a frame's cost) is not run on a face whose encodings are
+    /// all this far from every enrolled user (no blink could open for it); 0 = always.
+    pub eyes_gate: f32,
     pub post_blink_frames: u32,
     pub blink: crate::vision::blink::BlinkConfig,
     /// Presentation-attack detection (`[vision.pad]`).
@@ -426,6 +429,7 @@ impl Default for VisionConfig {
             match_legacy_templates: true,
             liveness_window_s: 5.0,
             identity_break: 0.85,
+            eyes_gate: 1.15,
             post_blink_frames: 3,
             blink: Default::default(),
             pad: Default::default(),
@@ -475,6 +479,7 @@ impl VisionConfig {
             fuse_last: 5,
             max_encodings: 12,
             identity_break: self.identity_break,
+            eyes_gate: self.eyes_gate,
             post_blink_frames: self.post_blink_frames,
             blink: self.blink.clone(),
             pad: self.pad.clone(),
@@ -758,6 +763,9 @@ impl Config {
         v.range("vision.min_cohort", vi.min_cohort, 1, 1000)?;
         v.range("vision.liveness_window_s", vi.liveness_window_s, 0.5, 30.0)?;
         v.range("vision.identity_break", vi.identity_break, 0.3, 1.6)?;
+        if vi.eyes_gate != 0.0 {
+            v.range("vision.eyes_gate", vi.eyes_gate, 1.0, 2.0)?;
+        }
         v.range("vision.post_blink_frames", vi.post_blink_frames, 0, 10)?;
         let pad = &vi.pad;
         // A live verdict can never be had with fewer than 2 frames or under half live.

@@ -316,6 +316,29 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
         "decoder {child} MiB, lockerd {own} MiB"
     );
 
+    // Someone not enrolled and far from all three: denied as not matching, and the eye
+    // model (most of a frame's cost) ran only until the first encodings said so.
+    let stranger = data.join("blink/zju/000005M_UNN.mp4");
+    let o = lockerd_cmd(&[
+        "replay",
+        stranger.to_str().unwrap(),
+        "--gallery",
+        g.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["decision"], "deny", "{r}");
+    assert_eq!(r["reason"], "no_match", "{r}");
+    let (iris, frames) = (
+        r["ms"]["iris"]["n"].as_u64().unwrap_or(0),
+        r["frames_with_face"].as_u64().unwrap(),
+    );
+    assert!(
+        iris * 5 < frames,
+        "the eye model ran on {iris} of {frames} frames: {r}"
+    );
+
     // A photo of the same person, moved like a hand-held print, made by this test.
     let still = d.path().join("still.png");
     let ff = Command::new("ffmpeg")

@@ -101,7 +101,9 @@ pub fn decide(a: &Attempt) -> FaceDecision {
     }
     match a.result.verdict {
         Verdict::Empty => deny(DenyReason::NoTemplates),
-        Verdict::NoMatch => deny(if a.live {
+        // A face the eye model was not run on (far from everyone enrolled) is denied as
+        // not matching, not for want of a blink.
+        Verdict::NoMatch => deny(if a.live || a.eyes_gated {
             DenyReason::NoMatch
         } else {
             DenyReason::NoBlink
@@ -179,6 +181,7 @@ mod tests {
             },
             challenge: None,
             upgrade: vec![],
+            eyes_gated: false,
         }
     }
 
@@ -200,6 +203,18 @@ mod tests {
         a.role = Some(Role::Banned);
         a.challenge = Some(outcome(false));
         assert_eq!(decide(&a).reason(), "banned");
+    }
+
+    #[test]
+    fn a_face_the_eye_model_skipped_is_denied_as_not_matching() {
+        let mut a = attempt(Verdict::NoMatch, false, Role::User, true);
+        assert_eq!(decide(&a).reason(), "no_blink");
+        a.eyes_gated = true;
+        assert_eq!(decide(&a).reason(), "no_match");
+        // It never turns a match into anything but the rules for a match.
+        let mut m = attempt(Verdict::Match, false, Role::User, true);
+        m.eyes_gated = true;
+        assert_eq!(decide(&m).reason(), "no_blink");
     }
 
     #[test]

@@ -456,6 +456,7 @@ fn attempt_pad(
         },
         challenge: None,
         upgrade: vec![],
+        eyes_gated: false,
     }))
 }
 

@@ -63,6 +63,9 @@ pub struct PipelineConfig {
     pub max_encodings: usize,
     /// Distance from the track's own mean that means "a different face".
     pub identity_break: f32,
+    /// Skip the eye model on a track whose fused distance to every enrolled user is at
+    /// least this (0: never skip). Only with a gallery: blinks are measured otherwise.
+    pub eyes_gate: f32,
     /// Frames after a blink within which a post-blink encoding is sought.
     pub post_blink_frames: u32,
     pub blink: BlinkConfig,
@@ -132,6 +135,10 @@ pub struct Attempt {
     /// to store as the user's templates when the attempt is granted. Never serialised.
     #[serde(skip)]
     pub upgrade: Vec<Embedding>,
+    /// The eye model was not run on this track: its face is far from every enrolled
+    /// user ([`PipelineConfig::eyes_gate`]), so it is denied as not matching, not for
+    /// want of a blink.
+    pub eyes_gated: bool,
 }
 
 /// Timings gathered while processing (milliseconds). The per-frame sample vectors are
@@ -204,6 +211,11 @@ struct Track {
     /// A challenge went unanswered: this track is not granted.
     challenge_failed: bool,
     last_frame: u64,
+    /// The fused distance of the track's recent encodings to the nearest enrolled user
+    /// (None: no encodings, or no gallery).
+    nearest: Option<f32>,
+    /// The eye model is skipped for this track now.
+    eyes_gated: bool,
 }
 
 impl Track {
@@ -227,6 +239,8 @@ impl Track {
             challenge: None,
             challenge_failed: false,
             last_frame: frame,
+            nearest: None,
+            eyes_gated: false,
         }
     }
 
@@ -585,13 +599,27 @@ impl Pipeline {
         // 4. Blinks, and 5. encoding: not once the track is granted (nothing it does then
         // changes anything, and the iris model is most of a frame's cost).
         if !t.granted {
-            let Some(eyes) = self.eyes(frame, &patch, &bbox, &shape)? else {
-                return Ok(Flow::End("no_eyes"));
-            };
-            let ear = self.blinks(frame, t, eyes, det, ev);
-            if self.wants_encoding(t, frame.index, ear) {
-                if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
-                    return Ok(replaced);
+            // A face far from every enrolled user: no blink could open for it, so the eye
+            // model is not run; it is encoded now and then in case it comes closer.
+            t.eyes_gated = self.cfg.eyes_gate > 0.0
+                && t.encodings.len() >= self.cfg.early_encodings
+                && t.nearest.is_some_and(|d| d >= self.cfg.eyes_gate);
+            if t.eyes_gated {
+                let since = t.last_encode_frame.map(|f| frame.index.saturating_sub(f));
+                if since.is_none_or(|s| s >= self.cfg.refresh_every_frames) {
+                    if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
+                        return Ok(replaced);
+                    }
+                }
+            } else {
+                let Some(eyes) = self.eyes(frame, &patch, &bbox, &shape)? else {
+                    return Ok(Flow::End("no_eyes"));
+                };
+                let ear = self.blinks(frame, t, eyes, det, ev);
+                if self.wants_encoding(t, frame.index, ear) {
+                    if let Some(replaced) = self.maybe_encode(frame, t, &patch, &shape, ev)? {
+                        return Ok(replaced);
+                    }
                 }
             }
         }
@@ -741,6 +769,15 @@ impl Pipeline {
         if t.post_blink_wait.is_some() {
             t.post_blink_encoded = true;
         }
+        // Nearest enrolled user over the encodings a decision would fuse.
+        let recent: Vec<Embedding> = t
+            .encodings
+            .iter()
+            .rev()
+            .take(self.cfg.fuse_last)
+            .map(|e| e.2.clone())
+            .collect();
+        t.nearest = self.gallery.scores(&recent).first().map(|s| s.1);
         // The frames that are encoded are the ones PAD scores: good, frontal, spread over
         // the track (early, after the blink, refreshes).
         score_pad(&mut self.models, &mut self.stats, frame, t)
@@ -934,6 +971,7 @@ fn attempt(
         presentation_attack: pad,
         challenge: None,
         upgrade,
+        eyes_gated: t.eyes_gated,
     }
 }
 
