@@ -77,15 +77,43 @@ impl Db {
                 .conn()
                 .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
             if n > max {
-                let drop_n = n - max + max / 10;
-                let (first, last): (i64, i64) = db.conn().query_row(
+                // Earlier "outbox full" alerts still waiting are merged into this one, so
+                // the first ranges dropped are never lost with them: one such alert waits
+                // at a time, covering every event dropped since the last one was sent.
+                let (mut merged, mut first_ever) = (0i64, None::<i64>);
+                {
+                    let mut st = db.conn().prepare(
+                        "SELECT seq, body FROM outbox WHERE alert = 1 AND body LIKE '%\"outbox_dropped\"%'",
+                    )?;
+                    let earlier = st
+                        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for (seq, body) in earlier {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                        merged += v["detail"]["outbox_dropped"].as_i64().unwrap_or(0);
+                        if let Some(f) = v["detail"]["first_seq"].as_i64() {
+                            first_ever = Some(first_ever.map_or(f, |e: i64| e.min(f)));
+                        }
+                        db.conn().execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+                    }
+                }
+                let n: i64 = db
+                    .conn()
+                    .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+                let drop_n = (n - max + max / 10).max(0);
+                let (first, last): (Option<i64>, Option<i64>) = db.conn().query_row(
                     "SELECT min(seq), max(seq) FROM
                         (SELECT seq FROM outbox ORDER BY seq LIMIT ?1)",
                     [drop_n],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
-                db.conn()
-                    .execute("DELETE FROM outbox WHERE seq <= ?1", [last])?;
+                if let Some(last) = last {
+                    db.conn()
+                        .execute("DELETE FROM outbox WHERE seq <= ?1", [last])?;
+                }
+                let total = merged + drop_n;
+                let first = first_ever.into_iter().chain(first).min().unwrap_or_default();
+                let last = last.unwrap_or(first);
                 let at_ms = events.last().map(|e| e.0).unwrap_or_default();
                 let body = serde_json::json!({
                     "at_ms": at_ms,
@@ -93,18 +121,18 @@ impl Db {
                     "alert": {
                         "kind": "fault",
                         "message": format!(
-                            "the MQTT outbox is full ({max} events): {drop_n} oldest events \
-                             (seq {first}..{last}) dropped; the audit log still has them"
+                            "the MQTT outbox is full ({max} events): {total} events between \
+                             seq {first} and {last} dropped; the audit log still has them"
                         ),
                     },
-                    "detail": {"outbox_dropped": drop_n, "first_seq": first, "last_seq": last},
+                    "detail": {"outbox_dropped": total, "first_seq": first, "last_seq": last},
                 });
                 db.conn().execute(
                     "INSERT INTO outbox (at_ms, alert, body) VALUES (?1, 1, ?2)",
                     params![at_ms, body.to_string()],
                 )?;
                 log::warn!(
-                    "mqtt outbox full: {drop_n} oldest events (seq {first}..{last}) dropped"
+                    "mqtt outbox full: {drop_n} oldest events dropped ({total} between seq {first} and {last} since the last alert was sent)"
                 );
             }
             Ok(seqs)
@@ -215,5 +243,32 @@ mod tests {
         // The newest event is always kept, and the order is the order of writing.
         assert_eq!(rows.last().unwrap().body, ev(99).2);
         assert!(rows.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    /// Red team #25 ("also seen"): the alerts for the earliest dropped ranges were dropped
+    /// themselves by later overflows. One alert waits, covering every drop since seq 1.
+    #[test]
+    fn the_outbox_full_alert_is_never_itself_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = db(d.path());
+        for i in 0..500 {
+            db.outbox_push(&[ev(i)], 10).unwrap();
+        }
+        let rows = db.outbox_after(0, 1000).unwrap();
+        assert!(rows.len() <= 11, "bounded: {}", rows.len());
+        let alerts: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| r.alert)
+            .map(|r| serde_json::from_str(&r.payload()).unwrap())
+            .collect();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0]["detail"]["first_seq"], 1, "{alerts:?}");
+        let kept = rows.iter().filter(|r| !r.alert).count() as i64;
+        // Every event pushed is either still waiting or counted as dropped.
+        assert_eq!(
+            alerts[0]["detail"]["outbox_dropped"].as_i64().unwrap() + kept,
+            500,
+            "{alerts:?}"
+        );
     }
 }
