@@ -89,10 +89,15 @@ inst 0644 config/lockerd.toml etc/lockerd/lockerd.toml
 D=usr/share/doc/lockerd
 inst 0644 scripts/debian/copyright "$D/copyright"
 inst 0644 README.md "$D/README.md"
+# The documents an installer and an admin read (the rest is for developers).
+inst 0644 systemd/README.md "$D/INSTALL.md"
+inst 0644 src/dbus/README.md "$D/CONTROL.md"
+inst 0644 src/mqtt/README.md "$D/MQTT.md"
+inst 0644 src/access/README.md "$D/ACCESS.md"
 inst 0644 hardware/WIRING.md "$D/WIRING.md"
 inst 0644 systemd/drop-ins/mqtt.conf "$D/examples/mqtt.conf"
 inst 0644 config/mosquitto-lockerd.acl "$D/examples/mosquitto-lockerd.acl"
-gzip -9n "$S/$D/README.md"
+gzip -9n "$S/$D/README.md" "$S/$D/INSTALL.md" "$S/$D/CONTROL.md" "$S/$D/MQTT.md" "$S/$D/ACCESS.md"
 for b in lockerd lockerctl; do
     mkdir -p "$S/usr/share/man/man1" "$S/usr/share/bash-completion/completions" \
         "$S/usr/share/zsh/vendor-completions" "$S/usr/share/fish/vendor_completions.d"
