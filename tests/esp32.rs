@@ -342,8 +342,11 @@ async fn an_unacknowledged_unlock_is_retried_then_fails_closed_and_a_silent_lock
     assert_eq!(sim.count(|v| v["event"] == "relay" && v["open"] == true), 0);
 
     // Red team #25.1: the unlock frames nobody received, kept by a subscriber and
-    // published once the lock hears again, never open it: it has reported since.
+    // published once the lock hears again, never open it: it has reported since (a
+    // lock back on the broker reports first; here, its next heartbeat).
     sim.say("hear");
+    let reports = sim.count(|v| v["event"] == "report");
+    sim.wait_n(reports + 1, |v| v["event"] == "report");
     let kept: Vec<Vec<u8>> = rig.frames(CMD)[before..]
         .iter()
         .filter(|f| f[1] == 1)
