@@ -7,8 +7,8 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 600 s, all targets)
 #
 # Prints one line per target: executions, seconds, corpus size; a crash fails the script
-# and leaves its input in fuzz/artifacts/<target>/. CI runs a short smoke of each
-# (scripts/test.sh with LOCKERD_FUZZ_SMOKE_S). Installs cargo-fuzz and the nightly
+# and leaves its input in fuzz/artifacts/<target>/. CI replays the corpora through the
+# same checks (fuzz/checks/) as ordinary tests (tests/fuzz_corpus.rs). Installs cargo-fuzz and the nightly
 # toolchain when missing (idempotent, non-interactive).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, format and lint checks, release build, every test, the
-# package install test, and a short smoke run of every fuzz target.
-# CI runs exactly this (.ci/run). Benchmarks are separate (scripts/bench*.sh), so is the
-# long fuzz campaign (scripts/fuzz.sh 600).
+# The whole test suite: set-up, format and lint checks, release build, every test (the
+# fuzz corpora replayed among them, tests/fuzz_corpus.rs), the package install test and
+# the firmware. CI runs exactly this (.ci/run). Separate scripts (scripts/README.md):
+# benchmarks, the full accuracy evaluations (scripts/accuracy.sh), fuzzing itself
+# (scripts/fuzz.sh), the real Home Assistant and systemd checks.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
@@ -29,7 +30,4 @@ echo "== ESP32-C3 lock firmware: clippy and a check build (scripts/firmware.sh)"
     || rustup target add riscv32imc-unknown-none-elf
  cargo clippy --release --locked -- -D warnings)
 bash scripts/firmware.sh
-smoke="${LOCKERD_FUZZ_SMOKE_S:-20}"
-echo "== fuzz smoke: each target ${smoke} s from the committed corpus (scripts/fuzz.sh)"
-bash scripts/fuzz.sh "$smoke"
 echo "== all tests passed in $(( $(date +%s) - start )) s (after set-up)"

@@ -540,7 +540,7 @@ async fn the_firmware_session_opens_for_the_daemon_and_keeps_its_counters_across
     daemon.stop();
 }
 
-/// The firmware's TLS 1.3 client settings (`lock_proto::tls`: the broker checked against
+/// The firmware's TLS 1.3 client settings (`lock-tls`: the broker checked against
 /// the compiled-in CA and its name, the lock's own client certificate) with embedded-tls,
 /// the firmware's TLS stack, over a host socket: through a mosquitto that requires client
 /// certificates and enforces the shipped ACL (the lock may only read its commands and
@@ -551,7 +551,7 @@ async fn the_firmware_session_over_tls_opens_for_the_daemon_and_refuses_a_foreig
     use embedded_io_adapters::std::FromStd;
     use embedded_tls::blocking::{TlsConfig, TlsConnection, TlsContext};
     use lock_proto::flash_log::CounterLog;
-    use lock_proto::tls::LockTls;
+    use lock_tls::LockTls;
     let d = tempfile::tempdir().unwrap();
     let pki = d.path().join("pki");
     std::fs::create_dir(&pki).unwrap();

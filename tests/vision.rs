@@ -1,8 +1,9 @@
-//! Vision on real people (`../shared/data`): face accuracy on LFW photos, kiosk replays
-//! of ZJU clips (genuine, no-blink, photo attacks), blink counts, and the CLI's JSON and
-//! error behaviour. Bounds are a little looser than the README targets so noise in the
-//! data cannot flip them; the security bounds (wrong person, no blink, photo) are exact.
-//! Skipped, saying so, only when the shared data folder is absent.
+//! Vision on real people (`../shared/data`), the decisive cases CI runs: a walk-up granted,
+//! a photo of that person denied (`no_blink`), a video replay denied (`spoof`), look-alike
+//! strangers denied, blinks behind glasses, and the CLI's JSON and error behaviour. The
+//! full evaluations (every clip, every photo) are `tests/accuracy.rs`, run by
+//! `bash scripts/accuracy.sh`. Skipped, saying so, only when the shared data folder is
+//! absent.
 
 mod common;
 use common::*;
@@ -17,186 +18,74 @@ fn models() -> Models {
     Models::load(&models_dir()).expect("models (run scripts/setup.sh)")
 }
 
-#[test]
-fn face_accuracy_on_lfw_k2_has_no_false_accepts() {
-    let Some(data) = shared_data() else { return };
-    let cfg = Config::default().vision;
-    let r = eval::eval_faces(
-        &models(),
-        &cfg,
-        &data.join("faces"),
-        Some(&data.join("impostors")),
-        2,
-    )
-    .unwrap();
-    let d = &r.at_default;
-    println!(
-        "genuine {} rejected {} misidentified {} impostors {} accepted {} frr {} far {}",
-        d.genuine_probes,
-        d.false_rejects,
-        d.misidentified,
-        d.impostor_probes,
-        d.false_accepts,
-        d.frr,
-        d.far
-    );
-    assert_eq!(d.genuine_probes, 120);
-    assert_eq!(d.impostor_probes, 70);
-    assert_eq!(d.false_accepts, 0, "impostor accepted");
-    assert_eq!(d.misidentified, 0, "genuine probe matched to someone else");
-    assert!(d.frr <= 0.18, "FRR {}", d.frr);
-    // The sweep is monotone in the threshold for a fixed margin.
-    let m12: Vec<_> = r
-        .sweep
-        .iter()
-        .filter(|t| (t.margin - 0.12).abs() < 1e-6)
-        .collect();
-    assert!(m12
-        .windows(2)
-        .all(|w| w[1].false_rejects <= w[0].false_rejects));
-}
-
 /// Walk-ups that dlib's embedding granted as someone else once their own person was
-/// removed from the gallery.
+/// removed from the gallery (issue 24).
 const STRANGERS: [&str; 4] = ["000008M_FBN", "000008M_FTN", "000012M_UNN", "000016F_UNN"];
 
+/// The look-alikes dlib let in, and a video replay that blinks and matches: each denied.
+/// Eight ZJU people enrolled from their `FNN` clips (the four strangers, those they were
+/// taken for, and two more, so that with one removed the margin tier is in play), and
+/// `tranvanluyt` from his live video. `tests/accuracy.rs` replays all 16 people.
 #[test]
-fn kiosk_grants_the_enrolled_and_never_a_photo_or_a_stranger() {
+fn a_video_replay_is_denied_as_spoof_and_look_alike_strangers_are_denied() {
     let Some(data) = shared_data() else { return };
-    let cfg = Config::default().vision;
-    let (noblink, replays) = (
-        data.join("blink/live_noblink"),
-        data.join("blink/replay_and_live"),
-    );
-    let opts = eval::KioskOptions {
-        noblink: Some(&noblink),
-        photo_attacks: true,
-        replays: Some(&replays),
-        // The four look-alike strangers the dlib embedding let in (issue 24).
-        leave_one_out: Some(&STRANGERS[..]),
-        templates: 5,
-    };
-    let r = eval::eval_kiosk(models(), &cfg, &data.join("blink/zju"), &opts).unwrap();
-    println!(
-        "enrolled {}/{} granted {}/{} ({}), wrong {}, noblink {}/{}, photo {}/{}, replay {}/{}",
-        r.enrolled,
-        r.people,
-        r.granted,
-        r.genuine_clips,
-        r.grant_rate,
-        r.granted_as_someone_else,
-        r.noblink_granted,
-        r.noblink_clips,
-        r.photo_attacks_granted,
-        r.photo_attacks,
-        r.replay_attacks_granted,
-        r.replay_attacks
-    );
-    assert_eq!(r.granted_as_someone_else, 0, "granted as someone else");
-    assert_eq!(r.noblink_clips, 4);
-    assert_eq!(r.noblink_granted, 0, "a clip without a blink was granted");
-    assert!(
-        r.photo_attacks >= 14,
-        "photo attacks made for most enrolled people"
-    );
-    assert_eq!(r.photo_attacks_granted, 0, "a photo attack was granted");
-    // Video replays: the person is enrolled from their own live video first.
-    assert_eq!(r.replay_attacks, 2);
-    assert_eq!(r.replay_attacks_granted, 0, "a video replay was granted");
-    // The monitor replay blinks and matches: only presentation-attack detection stops it.
-    let monitor = r
-        .clips
-        .iter()
-        .find(|c| c.file.ends_with("tranvanluyt_replay_monitor.mp4"))
-        .unwrap();
-    assert_eq!(monitor.reason, "spoof", "{monitor:?}");
-    assert!(r.attacks_denied_as_spoof >= 1);
-    assert!(
-        r.genuine_denied_by_pad <= 1,
-        "{} genuine walk-ups denied by PAD",
-        r.genuine_denied_by_pad
-    );
-    assert!(r.enrolled >= 16, "enrollment from the FNN clips");
-    // Look-alikes can all be enrolled: nobody's face is within the duplicate check's
-    // distance of another person's templates.
-    assert!(r.not_enrollable.is_empty(), "{:?}", r.not_enrollable);
-    // 48/48 with SFace (46/48 with dlib's ResNet and the cohort-normalized margin).
-    assert!(r.grant_rate >= 0.97, "grant rate {}", r.grant_rate);
-    // Strangers who resemble someone enrolled: each of these was granted as that person
-    // with dlib's embedding; removed from the gallery, they are denied now.
-    assert_eq!(r.stranger_clips, STRANGERS.len());
-    assert_eq!(r.strangers_granted, 0, "a look-alike stranger was let in");
-    for c in r.clips.iter().filter(|c| c.kind == "stranger") {
-        println!("{c:?}");
-        assert_eq!(c.decision, "deny", "{c:?}");
-        assert_ne!(c.user.as_deref(), Some(c.person.as_str()));
+    let d = tempfile::tempdir().unwrap();
+    let (zju, replays) = (d.path().join("zju"), d.path().join("replays"));
+    std::fs::create_dir_all(&zju).unwrap();
+    std::fs::create_dir_all(&replays).unwrap();
+    let link = |from: &Path, to: &Path| std::os::unix::fs::symlink(from, to).unwrap();
+    let people = [
+        "000001M", "000002M", "000004M", "000005M", "000008M", "000011M", "000012M", "000016F",
+    ];
+    for p in people {
+        let f = format!("{p}_FNN.mp4");
+        link(&data.join("blink/zju").join(&f), &zju.join(&f));
     }
-    // Decided within 3 frames of the blink completing (grants were made, so this is known).
-    let after = r
-        .max_frames_after_blink
-        .expect("no grant reported how many frames after its blink it was decided");
-    assert!(after <= 3, "decided {after} frames after the blink");
-}
-
-#[test]
-fn presentation_attack_detection_on_real_attacks_and_live_faces() {
-    let Some(data) = shared_data() else { return };
-    let cfg = Config::default().vision;
-    let r = eval::eval_spoof(models(), &cfg, &data).unwrap();
-    let item = |end: &str| r.items.iter().find(|i| i.file.ends_with(end)).unwrap();
-    println!(
-        "APCER {} ({}/{}), BPCER {} ({}/{}), pad p50 {} ms",
-        r.apcer, r.attacks_passed, r.attacks, r.bpcer, r.live_rejected, r.live, r.pad_ms.p50
-    );
-    // Recorded attacks of a real screen or print: none passes.
+    for c in STRANGERS {
+        let f = format!("{c}.mp4");
+        link(&data.join("blink/zju").join(&f), &zju.join(&f));
+    }
     for f in [
+        "tranvanluyt_live_selfie.mp4",
         "tranvanluyt_replay_monitor.mp4",
-        "printed_photo_attack_F1.jpg",
-        "tablet_replay_attack_F2.jpg",
     ] {
-        let i = item(f);
-        assert_eq!(i.truth, "attack");
-        assert!(!i.passed, "{f} passed PAD: {i:?}");
+        link(
+            &data.join("blink/replay_and_live").join(f),
+            &replays.join(f),
+        );
     }
-    // Live faces: the still, and (nearly) every live video.
-    assert!(item("live_T1.jpg").passed);
-    let live_videos: Vec<_> = r
-        .items
-        .iter()
-        .filter(|i| i.truth == "live" && i.source == "video")
-        .collect();
-    assert_eq!(live_videos.len(), 70);
-    let rejected = live_videos.iter().filter(|i| !i.passed).count();
-    assert!(rejected <= 3, "{rejected} live videos rejected by PAD");
-    // Every ZJU person got a photo attack (synthetic: see the README on what PAD sees).
-    assert_eq!(
-        r.items
-            .iter()
-            .filter(|i| i.source == "photo_attack")
-            .count(),
-        16
-    );
-}
-
-#[test]
-fn blink_counts_agree_with_the_annotations() {
-    let Some(data) = shared_data() else { return };
+    let opts = eval::KioskOptions {
+        replays: Some(&replays),
+        leave_one_out: Some(&STRANGERS[..]),
+        ..Default::default()
+    };
     let cfg = Config::default().vision;
-    let r = eval::eval_blinks(models(), &cfg, &data.join("manifest.json"), None).unwrap();
-    println!(
-        "within one {}/{}; live {}",
-        r.within_one, r.clips, r.clips_with_live_blink
+    let r = eval::eval_kiosk(models(), &cfg, &zju, &opts).unwrap();
+    for c in &r.clips {
+        println!(
+            "{} {}: {} {:?} {} d={:?} margin={:?}",
+            c.kind, c.file, c.decision, c.user, c.reason, c.distance, c.margin
+        );
+    }
+    assert_eq!(r.enrolled, people.len() + 1, "{:?}", r.enroll_failures);
+    assert!(r.not_enrollable.is_empty(), "{:?}", r.not_enrollable);
+    // Enrolled, the same four walk-ups are granted as themselves.
+    assert_eq!(r.genuine_clips, STRANGERS.len());
+    assert_eq!(r.granted_as_someone_else, 0);
+    assert!(r.granted >= STRANGERS.len() - 1, "{} granted", r.granted);
+    // Removed from the gallery, none is let in as the one they resemble.
+    assert_eq!(r.stranger_clips, STRANGERS.len());
+    for c in r.clips.iter().filter(|c| c.kind == "stranger") {
+        assert_eq!(c.decision, "deny", "{c:?}");
+    }
+    // The monitor replay blinks and matches: presentation-attack detection stops it.
+    assert_eq!(r.replay_attacks, 1);
+    let monitor = r.clips.iter().find(|c| c.kind == "replay_attack").unwrap();
+    assert_eq!(
+        (monitor.decision.as_str(), monitor.reason.as_str()),
+        ("deny", "spoof"),
+        "{monitor:?}"
     );
-    assert_eq!(r.clips, 64);
-    assert!(
-        r.within_one_rate >= 0.9,
-        "within one: {}",
-        r.within_one_rate
-    );
-    // 64 of 64 with the iris model (57 with the 68-point eye aspect ratio).
-    assert!(r.clips_with_live_blink >= 60, "{}", r.clips_with_live_blink);
-    assert_eq!(r.no_blink_clips, 4);
-    assert_eq!(r.no_blink_clips_with_live_blinks, 0);
 }
 
 /// Black-frame glasses: the 68-point eye points hardly move when these two people blink

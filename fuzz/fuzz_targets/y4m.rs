@@ -1,13 +1,8 @@
-//! The YUV4MPEG stream lockerd reads from its ffmpeg child: any bytes give frames of the
-//! declared size or an error, never a panic or an allocation beyond the size limits.
+//! libFuzzer entry for `fuzz/checks/y4m.rs` (what it checks is documented there).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(mut r) = lockerd::vision::video::Y4mReader::new(data) {
-        let want = (r.header.width * r.header.height * 3) as usize;
-        while let Ok(Some(rgb)) = r.next_rgb() {
-            assert_eq!(rgb.len(), want);
-        }
-    }
-});
+#[path = "../checks/y4m.rs"]
+mod check;
+
+fuzz_target!(|data: &[u8]| check::check(data));

@@ -1,7 +1,7 @@
 //! lockerd's ESP32-C3 lock. Owns the relay (GPIO4), the door's reed switch (GPIO5) and
 //! the bolt sensor (GPIO6); talks to the kiosk's MQTT broker over Wi-Fi and TLS 1.3. All
 //! protocol logic is `lock_proto::session` (MQTT, authenticated frames, counters in a
-//! flash log, fail-secure) and `lock_proto::tls` (the broker checked against the CA
+//! flash log, fail-secure) and `lock-tls` (the broker checked against the CA
 //! compiled in and its name; the lock's client certificate), both tested on the host
 //! against the daemon and a TLS mosquitto. This file moves bytes between the socket and
 //! the session and drives the pins.
@@ -38,7 +38,7 @@ use esp_radio::wifi::{
 use esp_storage::FlashStorage;
 use lock_proto::flash_log::{CounterLog, Flash};
 use lock_proto::session::{Session, OUT_MAX};
-use lock_proto::tls::LockTls;
+use lock_tls::LockTls;
 use lock_proto::Door;
 use static_cell::StaticCell;
 

@@ -34,8 +34,6 @@ mod link;
 mod lock;
 pub mod mqtt_wire;
 pub mod session;
-#[cfg(feature = "tls")]
-pub mod tls;
 
 pub use frame::{BootSession, Command, Door, FrameError, Kind, LockState, Report};
 pub use frame::{

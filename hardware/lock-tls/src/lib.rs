@@ -1,4 +1,4 @@
-//! The lock's TLS 1.3 client settings for embedded-tls (feature `tls`): the broker's
+//! The lock's TLS 1.3 client settings for embedded-tls: the broker's
 //! certificate chain is checked against the CA compiled into the firmware and its name
 //! against the configured host name; the lock presents its own P-256 client certificate.
 //! Used by the firmware and, over a host socket, by the test that runs the firmware's
@@ -6,6 +6,10 @@
 //!
 //! Certificate validity dates are not checked: the lock has no clock it can trust before
 //! it is online (embedded-tls `NoClock`). Revocation is replacing the CA.
+//!
+//! A crate of its own, beside `lock-proto` (the frames and the session, which need no
+//! TLS): the daemon never links it, only the firmware and that test do.
+#![no_std]
 
 use embedded_tls::pki::CertVerifier;
 use embedded_tls::{
