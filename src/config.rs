@@ -49,13 +49,69 @@ pub struct Config {
     pub mqtt: MqttConfig,
 }
 
+/// `lock.kind`: which lock the controller drives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    /// The GPIO relay of `[hardware]`.
+    #[default]
+    Relay,
+    /// An ESP32 lock reached through the MQTT broker.
+    Esp32,
+}
+
+/// `hardware.mode`: simulated devices, or the Raspberry Pi's GPIO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HardwareMode {
+    #[default]
+    Sim,
+    Rpi,
+}
+
+impl Display for HardwareMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HardwareMode::Sim => "sim",
+            HardwareMode::Rpi => "rpi",
+        })
+    }
+}
+
+/// `vision.source`: "camera", or any other text as the path of a video file or an image
+/// folder, replayed at its own frame rate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum VisionSource {
+    Camera,
+    Replay(PathBuf),
+}
+
+impl From<String> for VisionSource {
+    fn from(s: String) -> Self {
+        if s == "camera" {
+            VisionSource::Camera
+        } else {
+            VisionSource::Replay(PathBuf::from(s))
+        }
+    }
+}
+
+impl From<VisionSource> for String {
+    fn from(s: VisionSource) -> String {
+        match s {
+            VisionSource::Camera => "camera".into(),
+            VisionSource::Replay(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// `[lock]`: which lock the controller drives: the GPIO relay of `[hardware]`, or an
 /// ESP32 lock reached through the MQTT broker (`hardware/LOCK-PROTOCOL.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockConfig {
-    /// "relay" (default) or "esp32".
-    pub kind: String,
+    pub kind: LockKind,
     /// The ESP32 lock's id in its topics (`lockerd/<kiosk_id>/lock/<lock_id>/...`).
     pub lock_id: String,
     /// An owner-only file holding the lock's 32 raw key bytes.
@@ -72,7 +128,7 @@ pub struct LockConfig {
 impl Default for LockConfig {
     fn default() -> Self {
         Self {
-            kind: "relay".into(),
+            kind: LockKind::Relay,
             lock_id: "door1".into(),
             key_file: PathBuf::from("/etc/lockerd/lock.key"),
             ack_timeout_ms: 1000,
@@ -287,7 +343,7 @@ impl Default for AccessConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HardwareConfig {
-    pub mode: String,
+    pub mode: HardwareMode,
     pub keypad_rows: Vec<u8>,
     pub keypad_cols: Vec<u8>,
     pub keypad_scan_ms: u64,
@@ -307,7 +363,7 @@ pub struct HardwareConfig {
 impl Default for HardwareConfig {
     fn default() -> Self {
         Self {
-            mode: "sim".into(),
+            mode: HardwareMode::Sim,
             keypad_rows: vec![5, 6, 13, 19],
             keypad_cols: vec![12, 16, 20, 21],
             keypad_scan_ms: 5,
@@ -370,8 +426,7 @@ impl Default for StoreConfig {
 pub struct VisionConfig {
     /// Directory holding the model files fetched by `scripts/setup.sh`.
     pub models: PathBuf,
-    /// "camera", or a video file / image folder replayed at its own frame rate.
-    pub source: String,
+    pub source: VisionSource,
     pub camera_device: String,
     pub camera_width: u32,
     pub camera_height: u32,
@@ -409,7 +464,7 @@ impl Default for VisionConfig {
     fn default() -> Self {
         Self {
             models: PathBuf::new(),
-            source: "camera".into(),
+            source: VisionSource::Camera,
             camera_device: "/dev/video0".into(),
             camera_width: 640,
             camera_height: 480,
@@ -637,7 +692,6 @@ impl Config {
 
     fn validate_lock(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
         let l = &self.lock;
-        v.one_of("lock.kind", &l.kind, &["relay", "esp32"])?;
         v.check(
             "lock.lock_id",
             &l.lock_id,
@@ -647,7 +701,7 @@ impl Config {
         v.range("lock.ack_timeout_ms", l.ack_timeout_ms, 100, 10_000)?;
         v.range("lock.retries", l.retries, 0, 5)?;
         v.range("lock.report_timeout_s", l.report_timeout_s, 2, 600)?;
-        if l.kind == "esp32" {
+        if l.kind == LockKind::Esp32 {
             v.check(
                 "lock.key_file",
                 &l.key_file.display(),
@@ -895,7 +949,6 @@ impl Config {
 
     fn validate_hardware(&self, v: &Validator<'_>) -> Result<(), ConfigError> {
         let h = &self.hardware;
-        v.one_of("hardware.mode", &h.mode, &["sim", "rpi"])?;
         let n = |x: &Vec<u8>| format!("{x:?}");
         v.check(
             "hardware.keypad_rows",

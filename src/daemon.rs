@@ -15,7 +15,7 @@ use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::driver::{self, WallClock};
 use crate::api::service::{self as api_service, Backends, ControllerLink, Service};
 use crate::api::{event::EventBus, Timed};
-use crate::config::Config;
+use crate::config::{Config, HardwareMode, LockKind, VisionSource};
 use crate::hw::{self, HwError};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
 use crate::vision::{camera::NokhwaCamera, models::Models, pipeline::FaceEvent, runner, source};
@@ -134,30 +134,31 @@ fn start_vision(
         .call_sync(|db| api_service::load_gallery(db))
         .map_err(|e| e.to_string())?;
     let shared = runner::VisionShared::new(models, gallery, &config.vision);
-    let src: Box<dyn source::FrameSource> = if config.vision.source == "camera" {
-        // Not up until the camera has opened (the D-Bus `Camera` property, `status`
-        // and STATUS= say keypad only meanwhile).
-        shared
-            .source_up
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        let settings = config.vision.camera();
-        let what = format!("camera {}", settings.device);
-        Box::new(
-            source::LiveSource::start(
-                what,
-                settings.fps as f64,
-                move || NokhwaCamera::open(&settings),
-                source::Backoff {
-                    initial: Duration::from_secs(1),
-                    max: Duration::from_secs(30),
-                },
-                camera_reporter(inputs.clone(), shared.clone()),
+    let src: Box<dyn source::FrameSource> =
+        if let VisionSource::Replay(path) = &config.vision.source {
+            source::open_path(path).map_err(|e| e.to_string())?
+        } else {
+            // Not up until the camera has opened (the D-Bus `Camera` property, `status`
+            // and STATUS= say keypad only meanwhile).
+            shared
+                .source_up
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            let settings = config.vision.camera();
+            let what = format!("camera {}", settings.device);
+            Box::new(
+                source::LiveSource::start(
+                    what,
+                    settings.fps as f64,
+                    move || NokhwaCamera::open(&settings),
+                    source::Backoff {
+                        initial: Duration::from_secs(1),
+                        max: Duration::from_secs(30),
+                    },
+                    camera_reporter(inputs.clone(), shared.clone()),
+                )
+                .map_err(|e| e.to_string())?,
             )
-            .map_err(|e| e.to_string())?,
-        )
-    } else {
-        source::open_path(std::path::Path::new(&config.vision.source)).map_err(|e| e.to_string())?
-    };
+        };
     log::info!("vision source: {}", src.describe());
     runner::spawn(shared, src, move |e| {
         let input = match e {
@@ -231,12 +232,12 @@ async fn run_open(
         .await?;
 
     // Hardware: the lock is driven to locked as soon as it exists.
-    let (devices, input_devices) = match config.hardware.mode.as_str() {
-        "rpi" => {
+    let (devices, input_devices) = match config.hardware.mode {
+        HardwareMode::Rpi => {
             let (d, i) = hw::rpi::build(&config.hardware)?;
             (d, Some(i))
         }
-        _ => {
+        HardwareMode::Sim => {
             // Simulated hardware; `LOCKERD_SIM_KEYPAD=PATH` types keys from a named pipe.
             let inputs = match std::env::var_os("LOCKERD_SIM_KEYPAD") {
                 Some(p) => Some(hw::InputDevices {
@@ -253,7 +254,7 @@ async fn run_open(
     // bridge carries its link.
     let mut devices = devices;
     let mut lock_link = None;
-    if config.lock.kind == "esp32" {
+    if config.lock.kind == LockKind::Esp32 {
         let pulse_ms = (config.access.unlock_pulse_s * 1000.0).round() as u32;
         let (actuator, link) = crate::mqtt::lock::pair(&config.lock, pulse_ms)
             .map_err(|e| DaemonError::Start(e.to_string()))?;
@@ -391,10 +392,7 @@ async fn run_open(
     // READY=1 with a STATUS= line, and STATUS= again whenever what it says changes
     // (a camera that goes away or comes back, users added).
     let line = {
-        let (kiosk, hw_mode) = (
-            config.daemon.kiosk_name.clone(),
-            config.hardware.mode.clone(),
-        );
+        let (kiosk, hw_mode) = (config.daemon.kiosk_name.clone(), config.hardware.mode);
         move |s: &crate::api::Status| {
             format!(
                 "ready: kiosk {kiosk}, {} user(s), {}, {bus_status}, hardware {hw_mode}",

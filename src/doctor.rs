@@ -4,7 +4,7 @@
 //! opens the camera and the store only when the daemon is not running (the daemon owns
 //! both while it runs; a second opener would fight it).
 
-use crate::config::Config;
+use crate::config::{Config, HardwareMode, VisionSource};
 use crate::store::{self, Create, Store, StoreError};
 use crate::vision::{camera, models, source};
 use serde::Serialize;
@@ -402,8 +402,7 @@ pub async fn bus_check(setup_pending: bool) -> Check {
 }
 
 fn camera_check(config: &Config, layout: &Layout, running: bool) -> Check {
-    if config.vision.source != "camera" {
-        let path = Path::new(&config.vision.source);
+    if let VisionSource::Replay(path) = &config.vision.source {
         return match source::open_path(path).and_then(|mut s| s.next_frame()) {
             Ok(Some(f)) => Check::bad(
                 "camera",
@@ -519,7 +518,7 @@ fn broker_check(config: &Config) -> Check {
 
 fn gpio_checks(config: &Config, layout: &Layout) -> Vec<Check> {
     let hw = &config.hardware;
-    if hw.mode != "rpi" {
+    if hw.mode != HardwareMode::Rpi {
         return vec![
             Check::bad(
                 "gpio",
@@ -708,7 +707,7 @@ mod tests {
         let (_d, l) = layout();
         let mut cfg = Config::default();
         assert_eq!(gpio_checks(&cfg, &l)[0].status, Status::Warn);
-        cfg.hardware.mode = "rpi".into();
+        cfg.hardware.mode = HardwareMode::Rpi;
         let c = gpio_checks(&cfg, &l);
         assert_eq!((c[0].status, c[1].status), (Status::Fail, Status::Fail));
         std::fs::create_dir_all(l.at("/dev")).expect("mkdir");
