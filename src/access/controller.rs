@@ -388,8 +388,9 @@ impl<S: DbAccess> Controller<S> {
 
     /// Raise an alert: event (for the admin channel), audit row (best effort), log.
     fn alert(&mut self, kind: AlertKind, message: String, ev: &mut Vec<Event>) {
-        log::warn!("alert {kind:?}: {message}");
-        let entry = AuditEntry::new(Method::System, Outcome::Alert, format!("{kind:?}"))
+        log::warn!("alert {}: {message}", kind.as_str());
+        // The reason in the one style every audit row and event uses (snake_case).
+        let entry = AuditEntry::new(Method::System, Outcome::Alert, kind.as_str())
             .evidence(json!({ "message": message }));
         if let Err(e) = self.record(entry, Event::alert(kind, message), ev) {
             log::error!("could not audit an alert: {e}");

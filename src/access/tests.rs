@@ -946,6 +946,15 @@ fn each_event_is_queued_once_in_order_with_its_audit_row() {
         denials,
         kinds.iter().filter(|k| **k == EventKind::Deny).count()
     );
+    // Reasons in one style: the alert's row names its kind as the event does.
+    let alert = audit
+        .iter()
+        .find(|r| r.outcome == "alert")
+        .expect("alert row");
+    assert_eq!(alert.reason, AlertKind::KeypadLockout.as_str(), "{alert:?}");
+    assert!(audit
+        .iter()
+        .all(|r| r.reason.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
 }
 
 /// The event and its audit row are kept or lost together: when the outbox cannot be
