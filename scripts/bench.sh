@@ -73,7 +73,7 @@ for clip in ["clip_320x240", "clip_640x480"]:
         "encode ms p50": med([l["ms"]["encode"]["p50"] for l in L]),
         "model load s": med([l["model_load_s"] for l in L]),
         "peak RSS MiB": med([l["peak_rss_mib"] for l in L]),
-        # lockerd decodes files in an ffmpeg child (src/vision/video.rs); the peer in-process.
+        # lockerd decodes files in an ffmpeg child (crates/vision/src/video.rs); the peer in-process.
         "peak RSS MiB, plus the decoder child": med([l["peak_rss_mib"] + (l["decoder_peak_rss_mib"] or 0) for l in L]),
     }
     print(f"\n### {clip} (000001M_FTN, {rounds} rounds, medians)")

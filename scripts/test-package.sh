@@ -59,7 +59,7 @@ for f in usr/share/man/man1/lockerd.1.gz usr/share/man/man1/lockerctl.1.gz \
     [[ -s "$R/$f" ]] || fail "missing /$f"
 done
 [[ $(dpkg-query --root="$R" -W -f='${Conffiles}' lockerd) == *"/etc/lockerd/lockerd.toml"* ]] || fail "the config is not a conffile"
-# Video files are decoded by an ffmpeg child (src/vision/video.rs), not linked in.
+# Video files are decoded by an ffmpeg child (crates/vision/src/video.rs), not linked in.
 [[ $(dpkg-deb -f "${DEBS[0]}" Recommends) == *ffmpeg* ]] || fail "the package does not recommend ffmpeg"
 ! ldd "$R/usr/bin/lockerd" | grep -Eq 'libopencv_videoio|libavcodec|libgdal' || fail "lockerd links a video decoder"
 say "installed: user $uid, key 0400 root, state 0700, unit enabled, first-run marker"

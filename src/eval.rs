@@ -10,7 +10,6 @@ use crate::config::{AccessConfig, VisionConfig};
 use crate::store::{Create, Db, DbKey};
 use crate::types::{Embedding, Role};
 use crate::vision::enroll;
-use crate::vision::frame::Frame;
 use crate::vision::matcher::{Gallery, MatchPolicy, Verdict};
 use crate::vision::models::Models;
 use crate::vision::pad::{PadConfig, PadSummary, PadVerdict};
@@ -1194,45 +1193,6 @@ pub struct SpoofReport {
     pub elapsed_s: f64,
 }
 
-/// The four rotations of a still; the first in which HOG finds a face is "upright".
-fn upright_face(
-    models: &Models,
-    frame: &Frame,
-) -> Result<Option<(Frame, crate::vision::frame::BBox)>, VisionError> {
-    use opencv::core::{rotate, ROTATE_180, ROTATE_90_CLOCKWISE, ROTATE_90_COUNTERCLOCKWISE};
-    use opencv::prelude::*;
-    for code in [
-        None,
-        Some(ROTATE_90_CLOCKWISE),
-        Some(ROTATE_90_COUNTERCLOCKWISE),
-        Some(ROTATE_180),
-    ] {
-        let f = match code {
-            None => frame.clone(),
-            Some(c) => {
-                let mut out = opencv::core::Mat::default();
-                rotate(&frame.as_mat()?, &mut out, c)
-                    .map_err(|e| VisionError::OpenCv(e.to_string()))?;
-                let bytes = out
-                    .data_bytes()
-                    .map_err(|e| VisionError::OpenCv(e.to_string()))?
-                    .to_vec();
-                Frame::from_rgb(
-                    bytes,
-                    out.cols() as u32,
-                    out.rows() as u32,
-                    0,
-                    Duration::ZERO,
-                )?
-            }
-        };
-        if let Some(face) = crate::vision::pipeline::still_face(models, &f)? {
-            return Ok(Some((f, face.bbox)));
-        }
-    }
-    Ok(None)
-}
-
 /// `eval spoof`: presentation-attack detection alone, on every live and attack video and
 /// still under `data` (`blink/zju`, `blink/live_noblink`, `blink/replay_and_live`,
 /// `spoof_stills`) and a photo attack made from a frame of each ZJU person. Videos run
@@ -1318,21 +1278,22 @@ pub fn eval_spoof(
                 "live"
             };
             let frame = crate::vision::source::load_image(&p)?;
-            let (summary, scored) = match upright_face(pipe.models(), &frame)? {
-                Some((f, bbox)) => {
-                    let t = Instant::now();
-                    let score = pipe.models_mut().live_probability(&f, &bbox)?;
-                    pad_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    let scores: Vec<f32> = score.into_iter().collect();
-                    // One frame is all a still has: judged by that frame alone.
-                    let one = PadConfig {
-                        min_frames: 1,
-                        ..cfg.pad.clone()
-                    };
-                    (Some(PadSummary::over(&scores, &one)), scores.len() as u64)
-                }
-                None => (None, 0),
-            };
+            let (summary, scored) =
+                match crate::vision::pipeline::upright_face(pipe.models(), &frame)? {
+                    Some((f, bbox)) => {
+                        let t = Instant::now();
+                        let score = pipe.models_mut().live_probability(&f, &bbox)?;
+                        pad_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                        let scores: Vec<f32> = score.into_iter().collect();
+                        // One frame is all a still has: judged by that frame alone.
+                        let one = PadConfig {
+                            min_frames: 1,
+                            ..cfg.pad.clone()
+                        };
+                        (Some(PadSummary::over(&scores, &one)), scores.len() as u64)
+                    }
+                    None => (None, 0),
+                };
             items.push(SpoofItem {
                 file: p.display().to_string(),
                 truth,

@@ -12,7 +12,8 @@
 //!   secret-free event broadcast.
 //! - [`dbus`]: the `org.lockerd.Locker1` service and its client proxy; [`ctl`]: the
 //!   admin commands shared by `lockerctl` and `lockerd admin`.
-//! - [`access`]: the access controller; [`vision`]: frames to face attempts.
+//! - [`access`]: the access controller; [`vision`]: frames to face attempts (the crate
+//!   `lockerd-vision`, re-exported; [`types`] and [`timefmt`] are `lockerd-core`'s).
 //! - [`daemon`]: `run(config, shutdown)`, systemd notify and watchdog.
 //! - [`mqtt`]: remote admin, events, Home Assistant and the ESP32 lock link.
 //! - `sim`, `eval` (feature `tools`, on by default): the simulator and the measurement
@@ -35,6 +36,5 @@ pub mod secret_file;
 #[cfg(feature = "tools")]
 pub mod sim;
 pub mod store;
-pub mod timefmt;
-pub mod types;
-pub mod vision;
+pub use lockerd_core::{timefmt, types};
+pub use lockerd_vision as vision;

@@ -14,7 +14,7 @@
 use super::frame::Frame;
 use super::models::Landmarks;
 use super::VisionError;
-use crate::types::{Embedding, EMBEDDING_DIM};
+use lockerd_core::types::{Embedding, EMBEDDING_DIM};
 use opencv::core::{Mat, Scalar, Size};
 use opencv::dnn::Net;
 use opencv::prelude::*;

@@ -15,7 +15,7 @@ use super::source::FrameSource;
 use super::source::{is_image, load_image, open_path};
 use super::VisionError;
 use crate::config::VisionConfig;
-use crate::types::Embedding;
+use lockerd_core::types::Embedding;
 use serde::Serialize;
 use std::path::Path;
 
@@ -378,7 +378,7 @@ fn gated(r: PhotoResult, allow_poor: bool, what: &str) -> Result<Vec<Sample>, Vi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EMBEDDING_DIM;
+    use lockerd_core::types::EMBEDDING_DIM;
 
     fn e(x: f32, y: f32) -> Embedding {
         let mut v = [0f32; EMBEDDING_DIM];

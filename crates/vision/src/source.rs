@@ -454,7 +454,7 @@ mod tests {
     fn a_jpeg_whose_second_frame_header_claims_27_megapixels_fails_fast() {
         // Found by `scripts/fuzz.sh 600 image` (a 10 s timeout under ASan; 0.75 s and 220 MB
         // in release): 900 bytes whose later frame header declares 5664x4886.
-        let bytes = include_bytes!("../../tests/fuzz-regressions/image-second-frame-header.jpg");
+        let bytes = include_bytes!("../../../tests/fuzz-regressions/image-second-frame-header.jpg");
         let t0 = std::time::Instant::now();
         let r = decode_image(bytes, "fuzzed.jpg");
         let took = t0.elapsed();

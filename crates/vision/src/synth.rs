@@ -40,7 +40,7 @@ impl Default for HandHeld {
 }
 
 /// The deterministic generator for motion curves.
-struct Rng(crate::types::SplitMix64);
+struct Rng(lockerd_core::types::SplitMix64);
 impl Rng {
     fn next(&mut self) -> f32 {
         self.0.next_f32()
@@ -98,7 +98,7 @@ pub fn photo_attack_from_frame(frame: &Frame, out: &Path, p: &HandHeld) -> Resul
     )
     .map_err(cv)?;
     let mut vw = MjpegWriter::create(out, w as u32, h as u32, p.fps)?;
-    let mut rng = Rng(crate::types::SplitMix64::new(p.seed));
+    let mut rng = Rng(lockerd_core::types::SplitMix64::new(p.seed));
     let (sx, sy, sr, ss, sb) = (
         sway(&mut rng),
         sway(&mut rng),
@@ -322,7 +322,7 @@ fn squeeze_eyes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vision::source::{FrameSource, VideoFileSource};
+    use crate::source::{FrameSource, VideoFileSource};
     use std::time::Duration;
 
     #[test]

@@ -116,14 +116,14 @@ impl ChallengeConfig {
 /// randomness.
 #[derive(Debug, Clone)]
 pub struct Picker {
-    rng: crate::types::SplitMix64,
+    rng: lockerd_core::types::SplitMix64,
 }
 
 impl Picker {
     pub fn new(seed: u64) -> Picker {
         let seed = if seed == 0 { rand::random() } else { seed };
         Picker {
-            rng: crate::types::SplitMix64::new(seed),
+            rng: lockerd_core::types::SplitMix64::new(seed),
         }
     }
 
@@ -274,7 +274,7 @@ mod tests {
             second_distance: None,
             normalized_margin: None,
             probes: 3,
-            model: crate::types::EmbeddingModel::Sface,
+            model: lockerd_core::types::EmbeddingModel::Sface,
         }
     }
 

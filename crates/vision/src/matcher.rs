@@ -21,7 +21,7 @@
 //! Otherwise the result is `Ambiguous` when another user is what stands in the way (too
 //! close behind), else `NoMatch`.
 //!
-//! Templates are SFace's ([`crate::types::EmbeddingModel::CURRENT`]). A user enrolled
+//! Templates are SFace's ([`lockerd_core::types::EmbeddingModel::CURRENT`]). A user enrolled
 //! before SFace has only dlib ResNet templates (`legacy`): such users are matched, until
 //! they have an SFace template, by dlib probes under dlib's own rule
 //! ([`MatchPolicy::DLIB_LEGACY`], the thresholds that shipped with it) against every
@@ -30,7 +30,7 @@
 //! and disabled users stay in the gallery so that a match on them can raise an alert;
 //! the access policy refuses them.
 
-use crate::types::{Embedding, EmbeddingModel, Role, UserId};
+use lockerd_core::types::{Embedding, EmbeddingModel, Role, UserId};
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -370,7 +370,7 @@ fn spreads(users: &[GalleryUser]) -> Vec<Option<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::EMBEDDING_DIM;
+    use lockerd_core::types::EMBEDDING_DIM;
 
     fn e(x: f32) -> Embedding {
         let mut v = [0f32; EMBEDDING_DIM];

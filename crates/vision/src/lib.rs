@@ -11,11 +11,14 @@
 //! It never decides to unlock: the access module does. [`enroll`] turns photos and clips
 //! into templates. Vision imports neither the store nor access control: templates are
 //! handed in ([`matcher::Gallery`]), attempts handed out; the measurement commands live in
-//! `crate::eval` (feature `tools`).
+//! the daemon crate's `eval` (feature `tools`). A crate of its own (`lockerd-vision`): it
+//! depends on `lockerd-core` and the C++ libraries (OpenCV, dlib), never on the daemon,
+//! so a dependency back into the store or access control is a compile error.
 
 pub mod blink;
 pub mod camera;
 pub mod challenge;
+pub mod config;
 pub mod enroll;
 pub mod frame;
 pub mod geometry;

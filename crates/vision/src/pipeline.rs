@@ -32,7 +32,7 @@ use super::models::{Models, Shape};
 use super::pad::{PadConfig, PadSummary, PadVerdict};
 use super::quality::{self, QualityGates};
 use super::VisionError;
-use crate::types::{Embedding, Role, UserId};
+use lockerd_core::types::{Embedding, Role, UserId};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -951,7 +951,7 @@ fn attempt(
     let matched = result.verdict == Verdict::Match;
     // A user matched by dlib templates gets this attempt's SFace probes as templates
     // once access control grants it (see `crate::access`).
-    let upgrade = if matched && result.model != crate::types::EmbeddingModel::CURRENT {
+    let upgrade = if matched && result.model != lockerd_core::types::EmbeddingModel::CURRENT {
         probes
     } else {
         Vec::new()
@@ -1025,6 +1025,45 @@ pub fn face_at_scale(
         bbox,
         faces: faces.len(),
     }))
+}
+
+/// The four rotations of a still; the first in which HOG finds a face is "upright".
+pub fn upright_face(
+    models: &Models,
+    frame: &Frame,
+) -> Result<Option<(Frame, crate::frame::BBox)>, VisionError> {
+    use opencv::core::{rotate, ROTATE_180, ROTATE_90_CLOCKWISE, ROTATE_90_COUNTERCLOCKWISE};
+    use opencv::prelude::*;
+    for code in [
+        None,
+        Some(ROTATE_90_CLOCKWISE),
+        Some(ROTATE_90_COUNTERCLOCKWISE),
+        Some(ROTATE_180),
+    ] {
+        let f = match code {
+            None => frame.clone(),
+            Some(c) => {
+                let mut out = opencv::core::Mat::default();
+                rotate(&frame.as_mat()?, &mut out, c)
+                    .map_err(|e| VisionError::OpenCv(e.to_string()))?;
+                let bytes = out
+                    .data_bytes()
+                    .map_err(|e| VisionError::OpenCv(e.to_string()))?
+                    .to_vec();
+                Frame::from_rgb(
+                    bytes,
+                    out.cols() as u32,
+                    out.rows() as u32,
+                    0,
+                    Duration::ZERO,
+                )?
+            }
+        };
+        if let Some(face) = still_face(models, &f)? {
+            return Ok(Some((f, face.bbox)));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use super::iris::{Iris, IRIS};
 use super::pad::{Pad, FAS_V1SE, FAS_V2};
 use super::sface::{Sface, SFACE};
 use super::VisionError;
-use crate::types::Embedding;
 use dlib_face_recognition::{
     FaceEncoderNetwork, FaceEncoderTrait, FaceLandmarks, LandmarkPredictor, LandmarkPredictorTrait,
     Rectangle,
 };
+use lockerd_core::types::Embedding;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -337,7 +337,7 @@ impl Models {
             .openness_pair(frame, lm.eye_corners(true), lm.eye_corners(false))
     }
 
-    /// The match embedding ([`super::sface`], [`crate::types::EmbeddingModel::CURRENT`])
+    /// The match embedding ([`super::sface`], [`lockerd_core::types::EmbeddingModel::CURRENT`])
     /// of the face whose landmarks are `shape`, aligned on `frame`.
     pub fn encode(&self, frame: &Frame, shape: &Shape) -> Result<Option<Embedding>, VisionError> {
         self.sface.embed(frame, &shape.points)
