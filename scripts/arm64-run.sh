@@ -20,6 +20,11 @@ run_arm64() {
     in_root "$RF" sh -c 'apt-get update -q && apt-get install -y -q /tmp/debs/*.deb' >"$ARM64_DIR/install.log" 2>&1 ||
         { tail -20 "$ARM64_DIR/install.log"; exit 1; }
     log "installed in $(($(date +%s) - t0)) s"
+    # The lab is not packaged: its arm64 binary (built beside the packages' by
+    # `scripts/arm64.sh build`) goes beside the installed lockerd for the comparison runs.
+    local lab=target/aarch64-unknown-linux-gnu/release/lockerd-lab
+    [[ -x $lab ]] || { log "no arm64 lockerd-lab: bash scripts/arm64.sh build"; exit 1; }
+    install -m 0755 "$lab" "$RF/usr/local/bin/lockerd-lab"
 
     # The inputs, the same for both runs.
     local IN="$ARM64_DIR/inputs"
@@ -32,7 +37,7 @@ run_arm64() {
     cp "$ZJU/000001M_FNN.mp4" "$IN/enroll/alice/"
     cp "$ZJU/000001M_FTN.mp4" "$IN/walkup.mp4"
     ffmpeg -v error -y -ss 2.0 -i "$ZJU/000001M_UNN.mp4" -frames:v 1 "$IN/alice_photo.png"
-    target/release/lockerd tools photo-attack "$IN/alice_photo.png" "$IN/photo_attack.avi" --frames 120 --width 640 >/dev/null
+    target/release/lockerd-lab tools photo-attack "$IN/alice_photo.png" "$IN/photo_attack.avi" --frames 120 --width 640 >/dev/null
     cp -a "$IN/." "$RF/tmp/run/"
 
     log "arm64 run (in the rootfs, emulated)"
@@ -42,12 +47,12 @@ run_arm64() {
 set -e
 out=/tmp/run/out; mkdir -p $out
 lockerd --db /var/lib/lockerd/lockerd.db --key-file /etc/lockerd/db.key store init >$out/store_init.txt 2>&1
-lockerd eval faces --gallery /tmp/run/gallery --json >$out/faces.json 2>/dev/null
-lockerd replay /tmp/run/walkup.mp4 --gallery /tmp/run/enroll --json >$out/walkup.json 2>/dev/null
-lockerd replay /tmp/run/photo_attack.avi --gallery /tmp/run/enroll --json >$out/photo_attack.json 2>/dev/null
+lockerd-lab eval faces --gallery /tmp/run/gallery --json >$out/faces.json 2>/dev/null
+lockerd-lab replay /tmp/run/walkup.mp4 --gallery /tmp/run/enroll --json >$out/walkup.json 2>/dev/null
+lockerd-lab replay /tmp/run/photo_attack.avi --gallery /tmp/run/enroll --json >$out/photo_attack.json 2>/dev/null
 lockerd doctor >$out/doctor.txt 2>&1 || true
-lockerd tools inspect /tmp/run/gallery/Serena_Williams/4.jpg >$out/inspect_photo.json 2>/dev/null
-lockerd tools inspect /tmp/run/walkup.mp4 --frame 40 >$out/inspect_frame.json 2>/dev/null
+lockerd-lab tools inspect /tmp/run/gallery/Serena_Williams/4.jpg >$out/inspect_photo.json 2>/dev/null
+lockerd-lab tools inspect /tmp/run/walkup.mp4 --frame 40 >$out/inspect_frame.json 2>/dev/null
 SH
     # README "Install on a Raspberry Pi", as far as a chroot allows: no systemd runs here, so
     # the unit's ExecStart is started by hand with the key as its credential, on the
@@ -84,11 +89,11 @@ SH
     rm -rf "$A"; mkdir -p "$A"; W=$(mktemp -d)
     (umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' >"$W/key")
     target/release/lockerd --db "$W/db" --key-file "$W/key" store init >"$A/store_init.txt" 2>&1
-    target/release/lockerd eval faces --gallery "$IN/gallery" --json >"$A/faces.json" 2>/dev/null
-    target/release/lockerd replay "$IN/walkup.mp4" --gallery "$IN/enroll" --json >"$A/walkup.json" 2>/dev/null
-    target/release/lockerd replay "$IN/photo_attack.avi" --gallery "$IN/enroll" --json >"$A/photo_attack.json" 2>/dev/null
-    target/release/lockerd tools inspect "$IN/gallery/Serena_Williams/4.jpg" >"$A/inspect_photo.json" 2>/dev/null
-    target/release/lockerd tools inspect "$IN/walkup.mp4" --frame 40 >"$A/inspect_frame.json" 2>/dev/null
+    target/release/lockerd-lab eval faces --gallery "$IN/gallery" --json >"$A/faces.json" 2>/dev/null
+    target/release/lockerd-lab replay "$IN/walkup.mp4" --gallery "$IN/enroll" --json >"$A/walkup.json" 2>/dev/null
+    target/release/lockerd-lab replay "$IN/photo_attack.avi" --gallery "$IN/enroll" --json >"$A/photo_attack.json" 2>/dev/null
+    target/release/lockerd-lab tools inspect "$IN/gallery/Serena_Williams/4.jpg" >"$A/inspect_photo.json" 2>/dev/null
+    target/release/lockerd-lab tools inspect "$IN/walkup.mp4" --frame 40 >"$A/inspect_frame.json" 2>/dev/null
     rm -rf "$W"
 
     python3 - "$ARM64_DIR/amd64-out" "$ARM64_DIR/arm64-out" "$ARM64_DIR/compare.txt" <<'PY'

@@ -17,11 +17,11 @@ hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"
 sleep 7   # let the replay finish so only the bus is measured
 for m in status users_list; do
-    DBUS_SYSTEM_BUS_ADDRESS="$BUS" "$LOCKERD_BIN" bench dbus --method "$m" --calls 2000
+    DBUS_SYSTEM_BUS_ADDRESS="$BUS" "$LAB_BIN" bench dbus --method "$m" --calls 2000
 done
 DBUS_SYSTEM_BUS_ADDRESS="$BUS" setpriv --reuid=65534 --regid=65534 --clear-groups \
-    "$LOCKERD_BIN" bench dbus --method users_list --calls 2000
-DBUS_SYSTEM_BUS_ADDRESS="$BUS" "$LOCKERD_BIN" bench dbus --method status --calls 5000 --concurrency 16
+    "$LAB_BIN" bench dbus --method users_list --calls 2000
+DBUS_SYSTEM_BUS_ADDRESS="$BUS" "$LAB_BIN" bench dbus --method status --calls 5000 --concurrency 16
 with_bus=$(hwm_kib "$PID"); stop_daemon
 
 # 2. The same daemon without the bus (D-Bus service off): peak RSS difference.
@@ -34,7 +34,7 @@ for run in 1 2 3; do
     start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"; idle=$(grant_after_ready); stop_daemon
     start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"
     DBUS_SYSTEM_BUS_ADDRESS="$BUS" setpriv --reuid=65534 --regid=65534 --clear-groups \
-        "$LOCKERD_BIN" bench dbus --method users_list --calls 5000 --concurrency 16 > "$W/flood.json" &
+        "$LAB_BIN" bench dbus --method users_list --calls 5000 --concurrency 16 > "$W/flood.json" &
     flood_pid=$!
     flooded=$(grant_after_ready); wait "$flood_pid"; stop_daemon
     echo "{\"run\": $run, \"grant_ms_after_ready_idle\": $idle, \"grant_ms_after_ready_flood\": $flooded, \"flood\": $(cat "$W/flood.json")}"

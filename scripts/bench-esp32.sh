@@ -3,7 +3,7 @@
 # mosquitto, from the daemon publishing the signed command frame to the lock's
 # authenticated report acknowledging it (both counters persisted on the way: the lock's
 # before it acts, the daemon's before it believes), as the daemon logs it. The lock is the
-# host simulator (`lockerd lock-sim`), which runs the firmware's state machine.
+# host simulator (`lockerd-lab lock-sim`), which runs the firmware's state machine.
 # Usage: [BROKER_NODELAY=false] scripts/bench-esp32.sh [UNLOCKS]. Prints one JSON line.
 # The broker runs with `set_tcp_nodelay true` unless BROKER_NODELAY=false (mosquitto's
 # default, where Nagle's algorithm on the broker's side adds about 40 ms). Timings are noisy.
@@ -18,7 +18,7 @@ start_broker "set_tcp_nodelay $NODELAY"
 head -c 32 /dev/urandom > "$W/lock.key"; chmod 600 "$W/lock.key"
 sed -i -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^key_file = \"/etc/lockerd/lock.key\"#key_file = \"$W/lock.key\"#" \
     -e 's/^unlock_pulse_s = .*/unlock_pulse_s = 0.5/' "$W/lockerd.toml"
-"$LOCKERD_BIN" --config "$W/lockerd.toml" lock-sim --state "$W/lock.state" > "$W/sim.log" 2>&1 < /dev/null &
+"$LAB_BIN" --config "$W/lockerd.toml" lock-sim --state "$W/lock.state" > "$W/sim.log" 2>&1 < /dev/null &
 start_daemon DBUS_SYSTEM_BUS_ADDRESS="$BUS"
 for _ in $(seq 200); do grep -q "lock door1: available" "$W/log" && break; sleep 0.05; done
 for _ in $(seq "$N"); do

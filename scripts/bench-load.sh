@@ -4,7 +4,7 @@
 #     pipe typed into as fast as the keypad scan reads it) plus 5,000 unprivileged D-Bus
 #     calls 16 at a time: the grant's time after READY over RUNS runs each (the replayed
 #     clip reaches its blink about 1.5 s in, so the difference is what the flood costs);
-#  2. an hour-long soak in simulated time (`lockerd simulate`, keypad entries every 5 s,
+#  2. an hour-long soak in simulated time (`lockerd-lab simulate`, keypad entries every 5 s,
 #     door cycles, codes, lockouts, resets, a walk-up clip every 10 minutes) against a
 #     quarter of an hour of the same: peak RSS must not grow with the length.
 # Needs ../shared/data and the models. Prints one JSON object per measurement. Not part
@@ -43,7 +43,7 @@ for run in $(seq "$RUNS"); do
     start_daemon LOCKERD_SIM_KEYPAD="$W/keypad" DBUS_SYSTEM_BUS_ADDRESS="$BUS"
     key_flood & kf=$!
     DBUS_SYSTEM_BUS_ADDRESS="$BUS" setpriv --reuid=65534 --regid=65534 --clear-groups \
-        "$LOCKERD_BIN" bench dbus --method users_list --calls 5000 --concurrency 16 > "$W/flood.json" &
+        "$LAB_BIN" bench dbus --method users_list --calls 5000 --concurrency 16 > "$W/flood.json" &
     df=$!
     flood+=("$(grant_after_ready)")
     wait "$df"; kill "$kf" 2>/dev/null; wait "$kf" 2>/dev/null || true
@@ -79,7 +79,7 @@ PY
 for secs in 900 3600; do
     scenario "$secs" > "$W/soak-$secs.jsonl"
     /usr/bin/time -f '%M %e' -o "$W/time" \
-        "$LOCKERD_BIN" --models "$LOCKERD_MODELS" simulate "$W/soak-$secs.jsonl" --json > "$W/soak.out" 2>/dev/null
+        "$LAB_BIN" --models "$LOCKERD_MODELS" simulate "$W/soak-$secs.jsonl" --json > "$W/soak.out" 2>/dev/null
     read -r rss wall < "$W/time"
     echo "{\"soak_simulated_s\": $secs, \"steps\": $(wc -l < "$W/soak-$secs.jsonl"), \"events\": $(wc -l < "$W/soak.out"), \"unlocks\": $(grep -c '"event":"unlock"' "$W/soak.out"), \"lockouts\": $(grep -c '"event":"lockout"' "$W/soak.out"), \"peak_rss_kib\": $rss, \"wall_s\": $wall}"
 done

@@ -42,7 +42,7 @@ done
 for r in $(seq "$ROUNDS"); do
     for clip in clip_320x240 clip_640x480; do
         "$PY" "$PEER_DIR/peer.py" run --gallery "$OUT/gallery.npz" --clip "$OUT/$clip.mp4" > "$OUT/raw/peer_${clip}_$r.json"
-        "${L[@]}" replay "$OUT/$clip.mp4" --json 2>/dev/null > "$OUT/raw/lockerd_${clip}_$r.json"
+        "$LAB_BIN" --models "$LOCKERD_MODELS" --db "$DB" --key-file "$KEY" replay "$OUT/$clip.mp4" --json 2>/dev/null > "$OUT/raw/lockerd_${clip}_$r.json"
     done
 done
 

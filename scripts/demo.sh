@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole face-unlock appliance on a machine with no camera and no GPIO.
 # Builds lockerd, prepares real faces, writes a scenario and runs it with
-# `lockerd simulate` (virtual time, simulated lock/door/display, a temporary encrypted
+# `lockerd-lab simulate` (virtual time, simulated lock/door/display, a temporary encrypted
 # store, the real vision pipeline on replayed clips), then shows the daemon starting.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -11,7 +11,7 @@ echo "== building lockerd (release)"
 cargo build --release --locked 2>&1 | tail -n 1
 DEMO="${LOCKERD_DEMO_DIR:-$REPO/target/demo}"
 rm -rf "$DEMO"; mkdir -p "$DEMO"
-L=("$LOCKERD_BIN" --models "$LOCKERD_MODELS")
+L=("$LAB_BIN" --models "$LOCKERD_MODELS")   # the lab: test clips and the simulator
 A="$LOCKERD_DEMO_ASSETS"
 
 ZJU="$LOCKERD_DATA/blink/zju"
@@ -70,7 +70,7 @@ TXT
 echo
 "${L[@]}" simulate "$DEMO/story.jsonl" --tail 8 2>/dev/null | grep -v "  keys  " | sed 's/^/   /'
 echo
-echo "   (the scenario is $DEMO/story.jsonl; add --json to \`lockerd simulate\` for JSON lines)"
+echo "   (the scenario is $DEMO/story.jsonl; add --json to \`lockerd-lab simulate\` for JSON lines)"
 
 echo
 echo "== the daemon itself, driven by lockerctl over D-Bus (a private bus set up like the"
@@ -173,7 +173,7 @@ kill "$BUS_PID" 2>/dev/null || true; trap - EXIT
 
 echo
 echo "== the ESP32 lock across the room: the daemon drives it through the broker (every frame"
-echo "   HMAC-signed, single-use counters); here the lock is \`lockerd lock-sim\`, which runs the"
+echo "   HMAC-signed, single-use counters); here the lock is \`lockerd-lab lock-sim\`, which runs the"
 echo "   firmware's own state machine. alice walks up again; then a captured unlock is replayed."
 # A broker of its own on a fresh port (the previous one may still be closing its socket).
 wait "$mq_pid" 2>/dev/null || true
@@ -186,8 +186,8 @@ sed -e 's/^kind = "relay"/kind = "esp32"/' -e "s#^url = .*#url = \"mqtt://127.0.
     "$DEMO/lockerd-mqtt.toml" > "$DEMO/lockerd-esp32.toml"
 mosquitto_sub -p "$PORT" -v -F '%t %x' -t 'lockerd/demo/lock/#' > "$DEMO/lock-frames.txt" 2>/dev/null &
 sub_pid=$!
-echo "   \$ lockerd lock-sim --state lock.state   (the lock; its JSON lines, abridged)"
-"$LOCKERD_BIN" --config "$DEMO/lockerd-esp32.toml" lock-sim --state "$DEMO/lock.state" \
+echo "   \$ lockerd-lab lock-sim --state lock.state   (the lock; its JSON lines, abridged)"
+"$LAB_BIN" --config "$DEMO/lockerd-esp32.toml" lock-sim --state "$DEMO/lock.state" \
     > "$DEMO/lock-sim.txt" 2>/dev/null < /dev/null &
 sim_pid=$!
 LOG="$DEMO/daemon-esp32.log"

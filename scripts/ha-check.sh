@@ -14,7 +14,7 @@
 #     subscribed at QoS 1, a refused unlock shown in HA (last access, logbook)
 #   allow_unlock on: lock without a code, a malformed code refused by HA, a one-time code
 #     opens once (unlocked, then locked again)
-#   ESP32 lock (lockerd lock-sim): the lock entity is accepted (no availability clash);
+#   ESP32 lock (lockerd-lab lock-sim): the lock entity is accepted (no availability clash);
 #     killed: unavailable; silent (SIGSTOP): unavailable, not jammed; back: locked
 #   discovery off: the device is removed; lockerd stopped: entities unavailable
 #   HA's log: no error or warning from the MQTT integration about lockerd
@@ -26,6 +26,7 @@ say() { echo "[ha-check] $*"; }
 bash "$REPO/scripts/ha-root.sh"
 (cd "$REPO" && cargo build --release --locked --bins -q)
 LOCKERD=$REPO/target/release/lockerd
+LAB=$REPO/target/release/lockerd-lab
 LOCKERCTL=$REPO/target/release/lockerctl
 
 W=$(mktemp -d /tmp/lockerd-ha-check.XXXXXX)
@@ -172,7 +173,7 @@ ha state "$LOCK" locked 3
 
 # The ESP32 lock, simulated on the host.
 stop_daemon
-"$LOCKERD" --config "$W/lockerd.toml" lock-sim --heartbeat-s 1 --state "$W/lock-sim.state" \
+"$LAB" --config "$W/lockerd.toml" lock-sim --heartbeat-s 1 --state "$W/lock-sim.state" \
     </dev/null >"$W/lock-sim.log" 2>&1 & SIM=$!; PIDS+=("$SIM")
 start_daemon esp32 false true
 ha device 8 60
@@ -185,7 +186,7 @@ ha state "$LOCK" locked 20
 kill -9 "$SIM"
 say "lock simulator killed"
 ha state "$LOCK" unavailable 20
-"$LOCKERD" --config "$W/lockerd.toml" lock-sim --heartbeat-s 1 --state "$W/lock-sim.state" \
+"$LAB" --config "$W/lockerd.toml" lock-sim --heartbeat-s 1 --state "$W/lock-sim.state" \
     </dev/null >>"$W/lock-sim.log" 2>&1 & SIM=$!; PIDS+=("$SIM")
 ha state "$LOCK" locked 30
 

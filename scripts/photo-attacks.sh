@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # False blinks on hand-held photo attacks: for each ZJU person, the 15th frame of their FBN
-# clip is made into three photo-attack clips (`lockerd tools photo-attack`, seeds 1000+i,
+# clip is made into three photo-attack clips (`lockerd-lab tools photo-attack`, seeds 1000+i,
 # 3000+i, 4000+i, 120 frames) and the real pipeline looks for blinks in all of them
-# (`lockerd eval blinks`). Prints every dip it found and how many were of liveness grade;
+# (`lockerd-lab eval blinks`). Prints every dip it found and how many were of liveness grade;
 # the README's "Liveness" figures come from here. Extra arguments go to `lockerd`, e.g.
 # `--config FILE` to compare settings.
 #
@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$REPO"
 cargo build --release --locked >&2
-BIN="$REPO/target/release/lockerd"
+BIN="$LAB_BIN"
 OUT="${PHOTO_ATTACKS_OUT:-$REPO/target/photo-attacks}"
 rm -rf "$OUT"; mkdir -p "$OUT"
 ZJU="$LOCKERD_DATA/blink/zju"

@@ -62,6 +62,12 @@ done
 # Video files are decoded by an ffmpeg child (crates/vision/src/video.rs), not linked in.
 [[ $(dpkg-deb -f "${DEBS[0]}" Recommends) == *ffmpeg* ]] || fail "the package does not recommend ffmpeg"
 ! ldd "$R/usr/bin/lockerd" | grep -Eq 'libopencv_videoio|libavcodec|libgdal' || fail "lockerd links a video decoder"
+# The lab (eval, replay, simulate, tools, bench, lock-sim) is for developers: not shipped.
+[[ ! -e "$R/usr/bin/lockerd-lab" ]] || fail "the package ships lockerd-lab"
+help=$("$R/usr/bin/lockerd" --help)
+for c in eval replay simulate tools bench lock-sim; do
+    ! grep -Eq "^  $c " <<<"$help" || fail "the packaged lockerd has the lab command $c"
+done
 say "installed: user $uid, key 0400 root, state 0700, unit enabled, first-run marker"
 
 # --- 3. doctor on the installed root; upgrade keeps the key ---------------------------------

@@ -1,4 +1,4 @@
-//! `lockerd simulate`: the whole local appliance on virtual time. The real access
+//! `lockerd-lab simulate`: the whole local appliance on virtual time. The real access
 //! controller (through its driver task), simulated lock, door, display and indicator, a
 //! temporary encrypted store on its thread, the real vision pipeline on replayed clips,
 //! and the request API: every admin step is a [`Request`] from the simulator caller, so

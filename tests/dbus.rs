@@ -584,7 +584,7 @@ fn a_flood_from_an_unprivileged_caller_is_answered_and_the_walk_up_still_opens()
     // 5,000 admin calls from nobody, 16 at a time, while alice walks up.
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(lockerd_bin())
+        .arg(lab_bin())
         .args([
             "bench",
             "dbus",

@@ -1,5 +1,5 @@
 //! The ESP32 lock (issue #12) through a real mosquitto on loopback: the daemon with
-//! `[lock] kind = "esp32"` and the host lock simulator (`lockerd lock-sim`, the
+//! `[lock] kind = "esp32"` and the host lock simulator (`lockerd-lab lock-sim`, the
 //! firmware's state machine from `hardware/lock-proto`) as separate processes.
 
 mod common;
@@ -18,7 +18,7 @@ const CMD: &str = "lockerd/k1/lock/door1/cmd";
 const STATE: &str = "lockerd/k1/lock/door1/state";
 const AVAIL: &str = "lockerd/k1/lock/door1/availability";
 
-/// `lockerd lock-sim` with its stdin (controls) and its JSON lines.
+/// `lockerd-lab lock-sim` with its stdin (controls) and its JSON lines.
 struct LockSim {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
@@ -26,7 +26,7 @@ struct LockSim {
 
 impl LockSim {
     fn start(conf: &Path, state: &Path) -> LockSim {
-        let mut child = Command::new(lockerd_bin())
+        let mut child = Command::new(lab_bin())
             .arg("--config")
             .arg(conf)
             .args(["lock-sim", "--heartbeat-s", "0.5", "--state"])

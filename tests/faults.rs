@@ -80,7 +80,7 @@ fn kill_9_at_random_points_of_a_mixed_workload_100_times_loses_no_acknowledged_w
     for run in 0..100 {
         let stop_after = 1 + rng.next() % 80;
         let extra_us = rng.next() % 3000;
-        let mut child = Command::new(lockerd_bin())
+        let mut child = Command::new(lab_bin())
             .arg("--config")
             .arg(default_config())
             .arg("--db")

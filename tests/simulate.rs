@@ -1,4 +1,4 @@
-//! `lockerd simulate` end to end: scenario files in, JSON lines out.
+//! `lockerd-lab simulate` end to end: scenario files in, JSON lines out.
 
 mod common;
 use common::*;
@@ -27,7 +27,7 @@ fn run_simulate(
     f: &std::path::Path,
 ) -> Vec<serde_json::Value> {
     let from_store = global.iter().any(|a| *a == "--db");
-    let o = Command::new(lockerd_bin())
+    let o = Command::new(lab_bin())
         .arg("--config")
         .arg(config)
         .arg("--models")
@@ -131,7 +131,7 @@ fn face_unlock_from_a_real_clip_and_a_photo_of_the_same_person_is_denied() {
         .unwrap()
         .success());
     let attack = d.path().join("attack.avi");
-    let o = Command::new(lockerd_bin())
+    let o = Command::new(lab_bin())
         .args(["tools", "photo-attack"])
         .arg(&still)
         .arg(&attack)
@@ -242,7 +242,7 @@ fn bad_scenarios_are_refused_with_the_line() {
         "{\"at_s\": 1, \"keys\": \"1\"}\n{\"at_s\": 2, \"clip\": \"nope.mp4\"}\n",
     )
     .unwrap();
-    let o = Command::new(lockerd_bin())
+    let o = Command::new(lab_bin())
         .arg("simulate")
         .arg(&f)
         .output()
@@ -261,7 +261,7 @@ fn a_bad_tail_is_refused_not_a_panic() {
     let sc = d.path().join("s.jsonl");
     std::fs::write(&sc, "{\"at_s\": 0.0, \"door\": \"open\"}\n").unwrap();
     for tail in ["-5", "nan", "inf", "1e300"] {
-        let o = std::process::Command::new(lockerd_bin())
+        let o = std::process::Command::new(lab_bin())
             .arg("--config")
             .arg(default_config())
             .arg("simulate")

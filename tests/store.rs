@@ -204,7 +204,7 @@ fn sigkill_during_audit_writes_loses_no_committed_row() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("crash.db");
     let k = key_file(d.path(), "k", KEY);
-    let mut child = Command::new(lockerd_bin())
+    let mut child = Command::new(lab_bin())
         .args(["--config"])
         .arg(default_config())
         .arg("--db")

@@ -139,8 +139,9 @@ fn the_iris_model_sees_blinks_behind_glasses_that_the_68_points_miss() {
     assert_eq!(ear_12m.map(|c| c.live), Some(0), "{:?}", ear.per_clip);
 }
 
-fn lockerd_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(lockerd_bin())
+/// `lockerd-lab` with the default config and the models.
+fn lab_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(lab_bin())
         .arg("--config")
         .arg(default_config())
         .arg("--models")
@@ -166,7 +167,7 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
     }
     let g = d.path().join("g");
     let clip = data.join("blink/zju/000001M_FTN.mp4");
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "replay",
         clip.to_str().unwrap(),
         "--gallery",
@@ -208,7 +209,7 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
     // Someone not enrolled and far from all three: denied as not matching, and the eye
     // model (most of a frame's cost) ran only until the first encodings said so.
     let stranger = data.join("blink/zju/000005M_UNN.mp4");
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "replay",
         stranger.to_str().unwrap(),
         "--gallery",
@@ -239,7 +240,7 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
         .expect("ffmpeg (installed by scripts/setup.sh)");
     assert!(ff.success());
     let attack = d.path().join("attack.avi");
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "tools",
         "photo-attack",
         still.to_str().unwrap(),
@@ -250,7 +251,7 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
         "7",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "replay",
         attack.to_str().unwrap(),
         "--gallery",
@@ -290,7 +291,7 @@ fn replay_cli_grants_a_live_user_and_denies_a_photo_of_them() {
 #[test]
 fn bad_inputs_get_clear_errors() {
     let d = tempfile::tempdir().unwrap();
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "replay",
         "/nonexistent/clip.mp4",
         "--gallery",
@@ -301,7 +302,7 @@ fn bad_inputs_get_clear_errors() {
     // A file that is not a video.
     let junk = d.path().join("junk.mp4");
     std::fs::write(&junk, b"not a video at all").unwrap();
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "replay",
         junk.to_str().unwrap(),
         "--gallery",
@@ -316,7 +317,7 @@ fn bad_inputs_get_clear_errors() {
     // An oversized image is refused from its header, before decoding.
     let big = d.path().join("big.png");
     image::RgbImage::new(12_000, 2).save(&big).unwrap();
-    let o = lockerd_cmd(&[
+    let o = lab_cmd(&[
         "tools",
         "photo-attack",
         big.to_str().unwrap(),
@@ -325,7 +326,7 @@ fn bad_inputs_get_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
     // Missing models: every place looked at is named, with the fix.
-    let o = Command::new(lockerd_bin())
+    let o = Command::new(lab_bin())
         .args([
             "--models",
             "/nonexistent/models",

@@ -1,4 +1,4 @@
-//! `lockerd simulate` scenario lines: any text gives steps or a `file:line` error.
+//! `lockerd-lab simulate` scenario lines: any text gives steps or a `file:line` error.
 //!
 //! Shared by the fuzz target (`fuzz/fuzz_targets/scenario.rs`) and the corpus replay that CI
 //! runs as an ordinary test (`tests/fuzz_corpus.rs`).

@@ -1,6 +1,6 @@
 //! The one way in: typed requests, responses, errors, callers and the role table.
 //!
-//! Every entry point (D-Bus and `lockerctl`, `lockerd admin`, `lockerd simulate`, and
+//! Every entry point (D-Bus and `lockerctl`, `lockerd admin`, `lockerd-lab simulate`, and
 //! the MQTT bridge) builds a [`Request`] with a [`Caller`] and hands it to the serving
 //! task ([`service`]), which checks [`authorize`] in one place and routes it: lock,
 //! keypad and lockout requests to the access controller (oneshot reply), user changes to
@@ -64,7 +64,7 @@ pub enum Via {
     Mqtt,
     /// `lockerd admin` on the store while no daemon runs.
     Cli,
-    /// `lockerd simulate`.
+    /// `lockerd-lab simulate`.
     Simulator,
     /// Home Assistant's unsigned lock command (lock, or unlock with a keypad credential).
     Ha,

@@ -892,7 +892,7 @@ pub trait Locker1Client {
     ) -> zbus::Result<()>;
 }
 
-/// What `lockerd bench dbus` measured: round trips of one method through the bus.
+/// What `lockerd-lab bench dbus` measured: round trips of one method through the bus.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub method: String,

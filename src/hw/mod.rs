@@ -5,7 +5,7 @@
 //! buzzer). Each has a real driver written against the tiny pin/bus traits below
 //! ([`OutputPin`], [`InputPin`], [`I2cBus`]), so the drivers are unit-tested against
 //! expectation mocks ([`mock`]); [`rpi`] adapts rppal's pins to those traits, and [`sim`]
-//! has simulators for the demo, `lockerd simulate` and tests. The access controller owns
+//! has simulators for the demo, `lockerd-lab simulate` and tests. The access controller owns
 //! the devices; nothing else touches them. Locked is the safe state: lock drivers register
 //! an emergency lock with [`crate::safety`] so a panic anywhere leaves the door locked.
 

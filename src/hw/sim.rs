@@ -1,4 +1,4 @@
-//! Simulated devices for the demo, `lockerd simulate` and tests. Their state is shared
+//! Simulated devices for the demo, `lockerd-lab simulate` and tests. Their state is shared
 //! through `Arc`s so a test or the simulator can observe (and, for the door, drive) it.
 
 use super::{Display, DoorSensor, HwError, Indicator, Keypad, LockActuator, Signal};

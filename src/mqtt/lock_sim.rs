@@ -1,7 +1,7 @@
 //! The host lock simulator: `lock_proto::Lock`, the state machine the ESP32 firmware
 //! runs, on the daemon's broker, with its counters in a file kept the way the firmware
 //! keeps them in flash (written before a frame is acted on or sent; atomically replaced).
-//! It stands in for the ESP32 in the tests and the demo (`lockerd lock-sim`), and can be
+//! It stands in for the ESP32 in the tests and the demo (`lockerd-lab lock-sim`), and can be
 //! told to jam, open its door, ignore commands or fall silent. Everything it does is one
 //! JSON object per line on `out`.
 

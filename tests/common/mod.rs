@@ -10,6 +10,11 @@ pub fn lockerd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerd")
 }
 
+/// The developers' lab binary (eval, replay, simulate, tools, bench, lock-sim).
+pub fn lab_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lockerd-lab")
+}
+
 /// A fresh owner-only key file in `dir`.
 pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
     let p = dir.join(name);

@@ -73,7 +73,7 @@ pub struct ChallengeConfig {
     /// `on_doubt`: ask when PAD's median live probability is under this, or the match
     /// was not within the strict threshold.
     pub doubt_pad_median: f32,
-    /// A fixed seed for the prompt draw: for tests and `lockerd simulate` only (a
+    /// A fixed seed for the prompt draw: for tests and `lockerd-lab simulate` only (a
     /// kiosk with a seed asks the same sequence after every restart). 0: random.
     pub seed: u64,
 }

@@ -4,7 +4,7 @@
 //!
 //! Why a child and not OpenCV's `videoio`: linking `videoio` brings OpenCV's codec
 //! libraries into every lockerd process (FFmpeg's, and through `imgcodecs` GDAL, poppler,
-//! proj: 53 MiB of resident library pages measured in `lockerd replay`), though the
+//! proj: 53 MiB of resident library pages measured in `lockerd-lab replay`), though the
 //! daemon on a kiosk reads a V4L2 camera and never decodes a file. Out of process, a
 //! malformed file can only crash the child. And the decoders' YUV output is exact on every
 //! architecture (H.264 decoding is bit-exact by specification; MJPEG is decoded with

@@ -1,7 +1,7 @@
 //! The lock protocol between lockerd and an ESP32 lock: the two frames, their HMAC, the
 //! counters that make every frame single-use, and the state machines both ends run.
 //! `no_std` and allocation-free, so the daemon, the firmware (`hardware/esp32-lock`)
-//! and the host lock simulator (`lockerd lock-sim`) share this one implementation.
+//! and the host lock simulator (`lockerd-lab lock-sim`) share this one implementation.
 //!
 //! Frames (`hardware/LOCK-PROTOCOL.md` is the prose version):
 //! - command, daemon -> lock: `0x02 | kind u8 | counter u64 BE | pulse_ms u32 BE |

@@ -1,4 +1,4 @@
-//! `lockerd eval ...` and `lockerd replay`: measurement commands, one JSON object out.
+//! `lockerd-lab eval ...` and `lockerd-lab replay`: measurement commands, one JSON object out.
 
 use crate::Ctx;
 use anyhow::Context;
@@ -231,7 +231,7 @@ pub fn replay_cmd(
             lockerd::api::service::load_gallery(&tmp.db)?
         }
         None => {
-            let (db, _, _) = crate::store_cmd::open_db(ctx, Create::MustExist)?;
+            let (db, _, _) = crate::ctx::open_db(ctx, Create::MustExist)?;
             lockerd::api::service::load_gallery(&db)?
         }
     };
