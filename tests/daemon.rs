@@ -215,12 +215,16 @@ fn daemon_grants_an_enrolled_face_from_a_replayed_camera_and_audits_it() {
         "no unlock in the daemon log:\n{log}"
     );
     let audit = cli(&["audit", "list", "--json"]);
-    let grant = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    // The same JSON as `lockerctl audit list --json`.
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let grant = audit["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
         .find(|r| r["method"] == "face" && r["outcome"] == "grant")
-        .unwrap_or_else(|| panic!("no face grant audited:\n{audit}"));
-    assert_eq!(grant["user_name"], "alice");
+        .unwrap_or_else(|| panic!("no face grant audited:\n{audit}"))
+        .clone();
+    assert_eq!(grant["user"], "alice");
     assert!(grant["evidence"]["live"].as_bool().unwrap());
     // The shipped config's match threshold (the margin tier's, SFace distances).
     assert!(grant["evidence"]["distance"].as_f64().unwrap() <= 1.0);

@@ -38,8 +38,8 @@ use esp_radio::wifi::{
 use esp_storage::FlashStorage;
 use lock_proto::flash_log::{CounterLog, Flash};
 use lock_proto::session::{Session, OUT_MAX};
-use lock_tls::LockTls;
 use lock_proto::Door;
+use lock_tls::LockTls;
 use static_cell::StaticCell;
 
 esp_bootloader_esp_idf::esp_app_desc!();

@@ -5,7 +5,6 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use lockerd::store::{self, key, AuditEntry, Create, Db, DbKey, Method, Outcome};
 use lockerd::timefmt;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,15 +40,16 @@ pub enum AuditCmd {
         #[arg(long, value_name = "HEAD")]
         against: Option<String>,
     },
-    /// List audit rows, oldest first.
+    /// List audit rows, oldest first, as `lockerctl audit list` does (read straight from
+    /// the store, also while the daemon runs).
     List {
         /// Only rows since: a duration back from now (15m, 2h, 7d) or a UTC date/time.
         #[arg(long)]
         since: Option<String>,
         /// At most this many (the newest).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// One JSON object per line.
+        /// One JSON object, `{"rows": [...]}`.
         #[arg(long)]
         json: bool,
     },
@@ -235,29 +235,20 @@ pub fn audit(ctx: &Ctx, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 })?,
                 None => i64::MIN,
             };
-            let rows = db.audit_list(since_ms, limit)?;
+            // The same rows, lines and JSON as `lockerctl audit list` (one printer).
+            let rows = db
+                .audit_list(since_ms, limit)?
+                .iter()
+                .map(lockerd::api::AuditItem::from)
+                .collect();
             let mut out = std::io::stdout().lock();
-            for r in rows {
-                if json {
-                    let mut v = serde_json::to_value(&r)?;
-                    v["time"] = serde_json::Value::String(timefmt::iso_utc(r.ts_ms));
-                    v["evidence"] = serde_json::from_str(&r.evidence)
-                        .unwrap_or(serde_json::Value::String(r.evidence.clone()));
-                    writeln!(out, "{v}")?;
-                } else {
-                    let line = format!(
-                        "{:>6}  {}  {:<6} {:<5} {:<16} {}  {}",
-                        r.seq,
-                        timefmt::iso_utc(r.ts_ms),
-                        r.method,
-                        r.outcome,
-                        r.user_name.as_deref().unwrap_or("-"),
-                        r.reason,
-                        r.evidence
-                    );
-                    writeln!(out, "{}", lockerd::ctl::printable(&line))?;
-                }
-            }
+            lockerd::ctl::print_response(
+                &lockerd::api::Response::Audit { rows },
+                json,
+                false,
+                &mut out,
+            )
+            .map_err(|e| anyhow::anyhow!(e.message))?;
             Ok(ExitCode::SUCCESS)
         }
     }
