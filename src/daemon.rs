@@ -17,6 +17,7 @@ use crate::api::service::{self as api_service, Backends, ControllerLink, Service
 use crate::api::{event::EventBus, Timed};
 use crate::config::{Config, HardwareMode, LockKind, VisionSource};
 use crate::hw::{self, HwError};
+use crate::mqtt::lock::LockLink;
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
 use crate::vision::{camera::NokhwaCamera, models::Models, pipeline::FaceEvent, runner, source};
 use sd_notify::NotifyState;
@@ -232,35 +233,7 @@ async fn run_open(
         .await?;
 
     // Hardware: the lock is driven to locked as soon as it exists.
-    let (devices, input_devices) = match config.hardware.mode {
-        HardwareMode::Rpi => {
-            let (d, i) = hw::rpi::build(&config.hardware)?;
-            (d, Some(i))
-        }
-        HardwareMode::Sim => {
-            // Simulated hardware; `LOCKERD_SIM_KEYPAD=PATH` types keys from a named pipe.
-            let inputs = match std::env::var_os("LOCKERD_SIM_KEYPAD") {
-                Some(p) => Some(hw::InputDevices {
-                    keypad: Box::new(hw::sim::FifoKeypad::open(std::path::Path::new(&p))?),
-                    door: Box::new(hw::sim::SimDoor::default()),
-                }),
-                None => None,
-            };
-            (hw::sim::devices().0, inputs)
-        }
-    };
-
-    // An ESP32 lock replaces the relay: the controller drives its actuator, the MQTT
-    // bridge carries its link.
-    let mut devices = devices;
-    let mut lock_link = None;
-    if config.lock.kind == LockKind::Esp32 {
-        let pulse_ms = (config.access.unlock_pulse_s * 1000.0).round() as u32;
-        let (actuator, link) = crate::mqtt::lock::pair(&config.lock, pulse_ms)
-            .map_err(|e| DaemonError::Start(e.to_string()))?;
-        devices.lock = Box::new(actuator);
-        lock_link = Some(link);
-    }
+    let (devices, input_devices, lock_link) = build_devices(&config)?;
 
     // The access controller on its own thread (its store calls block only that thread).
     let (in_tx, in_rx) = mpsc::channel::<Input>(256);
@@ -269,52 +242,8 @@ async fn run_open(
         ev_tx = ev_tx.with_outbox(store.clone(), config.mqtt.outbox_max_events);
     }
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
-    let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
-    let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
-    let (cfg2, store2, ev2) = (config.access.clone(), store.clone(), ev_tx.clone());
-    let controller = std::thread::Builder::new()
-        .name("access".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ctl_ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let (mut ctl, events) =
-                    match Controller::new(cfg2, store2, devices, crate::types::now_ms()) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ctl_ready_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                ctl.set_outbox(ev2.outbox_max());
-                let at_ms = crate::types::now_ms();
-                ev2.send_all(
-                    events
-                        .into_iter()
-                        .map(|event| Timed { at_ms, event })
-                        .collect(),
-                );
-                let _ = ctl_ready_tx.send(Ok(()));
-                driver::run(ctl, WallClock, in_rx, ev2, state_tx, async {
-                    let _ = ctl_stopped.await;
-                })
-                .await;
-            });
-        })
-        .map_err(|e| DaemonError::Start(format!("cannot start the access thread: {e}")))?;
-    match ctl_ready.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DaemonError::Start(format!("access controller: {e}"))),
-        Err(_) => return Err(DaemonError::Start("access controller thread died".into())),
-    }
+    let (controller, stop_ctl) =
+        start_controller(&config, &store, devices, in_rx, ev_tx.clone(), state_tx).await?;
 
     // Keypad and door polling on a Pi.
     let stop_inputs = Arc::new(AtomicBool::new(false));
@@ -389,33 +318,8 @@ async fn run_open(
         tokio::spawn(watchdog_loop(store, tx, period))
     });
 
-    // READY=1 with a STATUS= line, and STATUS= again whenever what it says changes
-    // (a camera that goes away or comes back, users added).
-    let line = {
-        let (kiosk, hw_mode) = (config.daemon.kiosk_name.clone(), config.hardware.mode);
-        move |s: &crate::api::Status| {
-            format!(
-                "ready: kiosk {kiosk}, {} user(s), {}, {bus_status}, hardware {hw_mode}",
-                s.users,
-                face_status(vision_started, s.camera)
-            )
-        }
-    };
-    let mut status_rx = api.status();
-    let first = line(&status_rx.borrow_and_update());
-    notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
-    log::info!("{first}; lock locked");
-    let status_task = tokio::spawn(async move {
-        let mut last = first;
-        while status_rx.changed().await.is_ok() {
-            let now = line(&status_rx.borrow_and_update());
-            if now != last {
-                notify(&[NotifyState::Status(&now)]);
-                log::info!("{now}");
-                last = now;
-            }
-        }
-    });
+    // READY=1 with a STATUS= line, and STATUS= again whenever what it says changes.
+    let status_task = notify_ready(&config, &api, vision_started, bus_status);
 
     shutdown.await;
 
@@ -459,6 +363,137 @@ async fn run_open(
     }
     log::info!("stopped; lock locked");
     Ok(())
+}
+
+/// The devices the controller drives (the lock is locked as soon as it exists), the
+/// keypad and door to poll on a Pi, and the ESP32 lock's link when that lock replaces the
+/// relay (the controller drives its actuator, the MQTT bridge carries its link).
+fn build_devices(
+    config: &Config,
+) -> Result<(hw::Devices, Option<hw::InputDevices>, Option<LockLink>), DaemonError> {
+    let (devices, input_devices) = match config.hardware.mode {
+        HardwareMode::Rpi => {
+            let (d, i) = hw::rpi::build(&config.hardware)?;
+            (d, Some(i))
+        }
+        HardwareMode::Sim => {
+            // Simulated hardware; `LOCKERD_SIM_KEYPAD=PATH` types keys from a named pipe.
+            let inputs = match std::env::var_os("LOCKERD_SIM_KEYPAD") {
+                Some(p) => Some(hw::InputDevices {
+                    keypad: Box::new(hw::sim::FifoKeypad::open(std::path::Path::new(&p))?),
+                    door: Box::new(hw::sim::SimDoor::default()),
+                }),
+                None => None,
+            };
+            (hw::sim::devices().0, inputs)
+        }
+    };
+
+    let mut devices = devices;
+    let mut lock_link = None;
+    if config.lock.kind == LockKind::Esp32 {
+        let pulse_ms = (config.access.unlock_pulse_s * 1000.0).round() as u32;
+        let (actuator, link) = crate::mqtt::lock::pair(&config.lock, pulse_ms)
+            .map_err(|e| DaemonError::Start(e.to_string()))?;
+        devices.lock = Box::new(actuator);
+        lock_link = Some(link);
+    }
+    Ok((devices, input_devices, lock_link))
+}
+
+/// The access controller on a thread of its own, once it has loaded its state; returns
+/// the thread and the sender that stops it (the driver locks the lock as it ends).
+async fn start_controller(
+    config: &Config,
+    store: &Store,
+    devices: hw::Devices,
+    in_rx: mpsc::Receiver<Input>,
+    ev_tx: EventBus,
+    state_tx: watch::Sender<Snapshot>,
+) -> Result<(std::thread::JoinHandle<()>, oneshot::Sender<()>), DaemonError> {
+    let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
+    let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
+    let (cfg2, store2, ev2) = (config.access.clone(), store.clone(), ev_tx);
+    let controller = std::thread::Builder::new()
+        .name("access".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ctl_ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let (mut ctl, events) =
+                    match Controller::new(cfg2, store2, devices, crate::types::now_ms()) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ctl_ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                ctl.set_outbox(ev2.outbox_max());
+                let at_ms = crate::types::now_ms();
+                ev2.send_all(
+                    events
+                        .into_iter()
+                        .map(|event| Timed { at_ms, event })
+                        .collect(),
+                );
+                let _ = ctl_ready_tx.send(Ok(()));
+                driver::run(ctl, WallClock, in_rx, ev2, state_tx, async {
+                    let _ = ctl_stopped.await;
+                })
+                .await;
+            });
+        })
+        .map_err(|e| DaemonError::Start(format!("cannot start the access thread: {e}")))?;
+    match ctl_ready.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DaemonError::Start(format!("access controller: {e}"))),
+        Err(_) => return Err(DaemonError::Start("access controller thread died".into())),
+    }
+    Ok((controller, stop_ctl))
+}
+
+/// READY=1 with a STATUS= line, and a task that sends STATUS= again whenever what it
+/// says changes (a camera that goes away or comes back, users added).
+fn notify_ready(
+    config: &Config,
+    api: &crate::api::ApiHandle,
+    vision_started: bool,
+    bus_status: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let line = {
+        let (kiosk, hw_mode) = (config.daemon.kiosk_name.clone(), config.hardware.mode);
+        move |s: &crate::api::Status| {
+            format!(
+                "ready: kiosk {kiosk}, {} user(s), {}, {bus_status}, hardware {hw_mode}",
+                s.users,
+                face_status(vision_started, s.camera)
+            )
+        }
+    };
+    let mut status_rx = api.status();
+    let first = line(&status_rx.borrow_and_update());
+    notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
+    log::info!("{first}; lock locked");
+    let status_task = tokio::spawn(async move {
+        let mut last = first;
+        while status_rx.changed().await.is_ok() {
+            let now = line(&status_rx.borrow_and_update());
+            if now != last {
+                notify(&[NotifyState::Status(&now)]);
+                log::info!("{now}");
+                last = now;
+            }
+        }
+    });
+    status_task
 }
 
 /// Ping systemd at half the watchdog period, but only while the store thread and the

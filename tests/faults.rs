@@ -429,12 +429,12 @@ fn a_file_system_turned_read_only_under_the_daemon_fails_closed_and_loses_nothin
     // After the repair: the store is whole, the first code's grant is audited, the second
     // code was never used and opens now.
     assert_store_whole(&db, &key);
-    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
-    let grants = stdout(&o)
+    let rows = audit_lines(&db, Some(&key));
+    let grants = rows
         .lines()
         .filter(|l| l.contains("\"outcome\":\"grant\""))
         .count();
-    assert_eq!(grants, 1, "{}", stdout(&o));
+    assert_eq!(grants, 1, "{rows}");
     std::fs::remove_file(d.path().join("keypad")).unwrap();
     let mut k = Kiosk::start(d.path(), &db, &key, &[]);
     let log = k.type_and_wait(&codes[1], "\"event\":\"unlock\"", 1);
@@ -505,10 +505,6 @@ fn a_missing_camera_is_one_alert_and_the_keypad_still_opens() {
         .count();
     assert_eq!(alerts, 1, "{log}");
     k.daemon.stop();
-    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
-    assert!(
-        stdout(&o).contains("camera cannot be opened"),
-        "{}",
-        stdout(&o)
-    );
+    let rows = audit_lines(&db, Some(&key));
+    assert!(rows.contains("camera cannot be opened"), "{rows}");
 }

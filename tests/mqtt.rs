@@ -193,8 +193,8 @@ async fn signed_commands_through_mosquitto_run_once_and_every_forgery_is_refused
     let log = daemon.stop();
     assert_eq!(unlocks_in(&log), 1, "{log}");
     // Every refusal after the signature is audited with its kind.
-    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
-    let refused: Vec<String> = stdout(&o)
+    let rows = audit_lines(&db, Some(&key));
+    let refused: Vec<String> = rows
         .lines()
         .filter(|l| l.contains("command_refused"))
         .map(|l| l.to_string())
@@ -499,8 +499,7 @@ async fn home_assistant_sees_the_kiosk_and_unlocks_only_with_a_keypad_code() {
     assert_eq!(again["event_type"], "denied", "{again}");
     let log = daemon.stop();
     assert_eq!(unlocks_in(&log), 1, "{log}");
-    let o = lockerd(&db, Some(&key), &["audit", "list", "--json"]);
-    let rows = stdout(&o);
+    let rows = audit_lines(&db, Some(&key));
     assert!(
         rows.lines().any(|l| l.contains("ha_command_refused")),
         "{rows}"

@@ -471,12 +471,8 @@ fn cutting_the_audit_tail_or_emptying_it_shows_and_dropped_triggers_come_back() 
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("audit chain: BROKEN"), "{}", stdout(&o));
     // Opening re-created the dropped trigger and left an alert row saying so.
-    let o = lockerd(&db, Some(&k), &["audit", "list", "--json"]);
-    assert!(
-        stdout(&o).contains("audit_triggers_restored"),
-        "{}",
-        stdout(&o)
-    );
+    let rows = audit_lines(&db, Some(&k));
+    assert!(rows.contains("audit_triggers_restored"), "{rows}");
     let k2 = lockerd::store::resolve_key(&k, &db, false).unwrap().0;
     let (h, _) = Db::open(&db, &k2, Create::MustExist, Duration::from_secs(5)).unwrap();
     assert!(

@@ -18,6 +18,10 @@
 //! Handlers run concurrently, at most [`MAX_IN_FLIGHT`] at a time: a flood of requests
 //! waits in the channel and never reaches the face path, which goes from vision to the
 //! controller directly.
+//!
+//! This file is the task and its routing (`dispatch`); each command group is a file of
+//! its own under `service/`: `access.rs` (lock, unlock, keypad entries, lockout, verify),
+//! `users.rs`, `enroll.rs`, `codes.rs` (one-time codes, TOTP) and `audit.rs`.
 
 use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
 use super::{
@@ -40,6 +44,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+
+mod access;
+mod audit;
+mod codes;
+mod enroll;
+mod users;
 
 /// Requests handled at the same time; more wait in the channel.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -434,141 +444,28 @@ impl Service {
         }
     }
 
-    /// A user change and its audit row in one transaction; then the event, the user
-    /// count and the gallery.
-    async fn change_user(
-        &self,
-        caller: &Caller,
-        name: String,
-        what: &'static str,
-        f: impl FnOnce(&mut Db, &str) -> Result<User, StoreError> + Send + 'static,
-    ) -> Result<Response, ApiError> {
-        let by = caller.id.clone();
-        let via = caller.via.method();
-        let (event, pending) = self.stage(
-            Event::new(EventKind::UserChanged)
-                .user(Some(name.clone()))
-                .method(via)
-                .reason(what),
-        );
-        let (count, info) = self
-            .b
-            .store
-            .call(move |db| {
-                db.atomically(|db| {
-                    let u = f(db, &name)?;
-                    db.audit_append(
-                        &AuditEntry::new(via, Outcome::Info, format!("user {what}"))
-                            .user(u.id, &u.name)
-                            .evidence(json!({ "by": by, "role": u.role, "enabled": u.enabled })),
-                    )?;
-                    pending.write(db)?;
-                    let count = db.list_users()?.len();
-                    let info = user_info(db, &u)?;
-                    Ok((count, info))
-                })
-            })
-            .await?;
-        self.users.store(count as u32, Ordering::SeqCst);
-        self.changed.notify_one();
-        self.publish_staged(event);
-        self.push_gallery().await;
-        Ok(Response::User { user: info })
-    }
-
+    /// One request, routed to its command group (`service/*.rs`).
     async fn dispatch(
         self: &Arc<Self>,
         caller: &Caller,
         request: Request,
     ) -> Result<Response, ApiError> {
-        let via = caller.via.method();
-        let by = caller.id.clone();
         match request {
             Request::Status => Ok(Response::Status(self.status_now())),
-            Request::Unlock { reason } => {
-                // Who, as the audit row and the event name them: the caller's role and id
-                // ("operator uid 1001", "admin mqtt:ada").
-                let by = format!("{} {by}", caller.role.as_str());
-                let message = self
-                    .to_controller(AdminRequest::Unlock { by, via, reason })
-                    .await?;
-                Ok(Response::Done { message })
-            }
-            Request::Lock => {
-                let message = self.to_controller(AdminRequest::Lock { by, via }).await?;
-                Ok(Response::Done { message })
-            }
-            Request::KeypadEntry { keys } => {
-                let ctl = self.ctl()?;
-                let (reply, rx) = oneshot::channel();
-                let gone = || ApiError::Unavailable("the access controller has stopped".into());
-                ctl.inputs
-                    .send(Input::Credential {
-                        keys,
-                        via,
-                        reply: Some(reply),
-                    })
-                    .await
-                    .map_err(|_| gone())?;
-                let message = rx.await.map_err(|_| gone())??;
-                Ok(Response::Done { message })
-            }
-            Request::UsersList => {
-                let users = self
-                    .b
-                    .store
-                    .call(|db| {
-                        db.list_users()?
-                            .iter()
-                            .map(|u| user_info(db, u))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .await?;
-                Ok(Response::Users { users })
-            }
-            Request::UserAdd { name, role } => {
-                if role == UserRole::Banned {
-                    return Err(ApiError::InvalidArgument(
-                        "add the user, then ban them (the ban is audited on its own)".into(),
-                    ));
-                }
-                self.change_user(caller, name, "added", move |db, n| db.add_user(n, role))
-                    .await
-            }
-            Request::UserRemove { name } => {
-                self.change_user(caller, name, "removed", |db, n| db.remove_user(n))
-                    .await
-            }
-            Request::UserRole { name, role } => {
-                self.change_user(caller, name, "role changed", move |db, n| {
-                    db.set_role(n, role)
-                })
-                .await
-            }
-            Request::UserBan { name } => {
-                self.change_user(caller, name, "banned", |db, n| {
-                    db.set_role(n, UserRole::Banned)
-                })
-                .await
-            }
-            Request::UserUnban { name } => {
-                self.change_user(caller, name, "unbanned", |db, n| {
-                    let u = db.require_user(n)?;
-                    if u.role != UserRole::Banned {
-                        return Err(StoreError::Invalid(format!("{n} is not banned")));
-                    }
-                    db.set_role(n, UserRole::User)
-                })
-                .await
-            }
-            Request::UserEnable { name } => {
-                self.change_user(caller, name, "enabled", |db, n| db.set_enabled(n, true))
-                    .await
-            }
-            Request::UserDisable { name } => {
-                self.change_user(caller, name, "disabled", |db, n| db.set_enabled(n, false))
-                    .await
-            }
+            Request::Verify => self.verify(),
+            Request::Unlock { reason } => self.unlock(caller, reason).await,
+            Request::Lock => self.lock(caller).await,
+            Request::KeypadEntry { keys } => self.keypad_entry(caller, keys).await,
+            Request::LockoutShow => self.lockout_show().await,
+            Request::LockoutReset => self.lockout_reset(caller).await,
+            Request::UsersList => self.users_list().await,
+            r @ (Request::UserAdd { .. }
+            | Request::UserRemove { .. }
+            | Request::UserRole { .. }
+            | Request::UserBan { .. }
+            | Request::UserUnban { .. }
+            | Request::UserEnable { .. }
+            | Request::UserDisable { .. }) => self.user_change(caller, r).await,
             Request::Enroll {
                 user,
                 source,
@@ -577,467 +474,12 @@ impl Service {
                 self.start_enroll(caller, user, source, allow_poor_photos)
                     .await
             }
-            Request::EnrollCancel => {
-                let mut g = lock(&self.enrolling);
-                // The holder (the same bus connection, or the same principal) or any admin.
-                let holds = |j: &EnrollJob| match (&j.holder.bus_name, &caller.bus_name) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => j.holder.id == caller.id,
-                };
-                match g.as_ref() {
-                    Some(job) if !holds(job) && caller.role != super::Role::Admin => {
-                        Err(ApiError::Busy(format!(
-                            "enrollment job {} belongs to {}",
-                            job.id, job.holder.id
-                        )))
-                    }
-                    Some(job) => {
-                        // The job stores nothing from now on (checked again in the store's
-                        // transaction) and the claim is free at once: the vision work
-                        // still under way ends at its next frame.
-                        job.cancel.store(true, Ordering::SeqCst);
-                        let id = job.id;
-                        *g = None;
-                        Ok(Response::Done {
-                            message: format!("enrollment job {id} cancelled"),
-                        })
-                    }
-                    None => Err(ApiError::InvalidArgument("no enrollment is running".into())),
-                }
-            }
-            Request::OtpIssue { user, ttl_s } => {
-                let cfg = self.cfg.access.clone();
-                let now = self.b.clock.now_ms();
-                let bus = self.b.events.clone();
-                let (issued, event) = self
-                    .b
-                    .store
-                    .call(move |db| {
-                        db.atomically(|db| {
-                            let u = user.as_deref().map(|n| db.require_user(n)).transpose()?;
-                            let c = credentials::issue_code(db, &cfg, u.as_ref(), ttl_s, now)?;
-                            let mut entry = AuditEntry::new(
-                                via,
-                                Outcome::Info,
-                                "one_time_code_issued",
-                            )
-                            .evidence(
-                                json!({ "slot": c.slot, "expires_ms": c.expires_ms, "by": by }),
-                            );
-                            if let Some(u) = &u {
-                                entry = entry.user(u.id, &u.name);
-                            }
-                            db.audit_append(&entry)?;
-                            let (event, pending) = bus.stage(
-                                now,
-                                Event::new(EventKind::CodeIssued)
-                                    .user(c.user.clone())
-                                    .method(via)
-                                    .detail(json!({ "slot": c.slot, "expires_ms": c.expires_ms })),
-                            );
-                            pending.write(db)?;
-                            Ok((c, event))
-                        })
-                    })
-                    .await?;
-                self.publish_staged(event);
-                Ok(Response::Code(IssuedCode {
-                    slot: issued.slot,
-                    keys: issued.keys.clone(),
-                    code: issued.code.clone(),
-                    expires_ms: issued.expires_ms,
-                    user: issued.user.clone(),
-                }))
-            }
-            Request::OtpRevoke { slot } => {
-                let now = self.b.clock.now_ms();
-                let n = self
-                    .b
-                    .store
-                    .call(move |db| {
-                        db.atomically(|db| {
-                            let n = db.code_revoke_slot(slot, now)?;
-                            if n > 0 {
-                                db.audit_append(
-                                    &AuditEntry::new(via, Outcome::Info, "one_time_code_revoked")
-                                        .evidence(json!({ "slot": slot, "by": by })),
-                                )?;
-                            }
-                            Ok(n)
-                        })
-                    })
-                    .await?;
-                if n == 0 {
-                    return Err(ApiError::InvalidArgument(format!(
-                        "no live code in slot {slot}"
-                    )));
-                }
-                Ok(Response::Done {
-                    message: format!("the code in slot {slot} is revoked"),
-                })
-            }
-            Request::TotpEnroll { user, pin } => {
-                let cfg = self.cfg.access.clone();
-                let issuer = format!("lockerd-{}", self.cfg.daemon.kiosk_name);
-                let now = self.b.clock.now_ms();
-                let (event, pending) = self.stage(
-                    Event::new(EventKind::UserChanged)
-                        .user(Some(user.clone()))
-                        .method(via)
-                        .reason("totp enrolled"),
-                );
-                let en = self
-                    .b
-                    .store
-                    .call(move |db| {
-                        db.atomically(|db| {
-                            let u = db.require_user(&user)?;
-                            let en = credentials::enroll_totp(
-                                db,
-                                &cfg,
-                                &u,
-                                &issuer,
-                                pin.as_deref(),
-                                now,
-                            )?;
-                            db.audit_append(
-                                &AuditEntry::new(via, Outcome::Info, "totp_enrolled")
-                                    .user(u.id, &u.name)
-                                    .evidence(json!({ "keypad_no": en.keypad_no, "by": by })),
-                            )?;
-                            pending.write(db)?;
-                            Ok(en)
-                        })
-                    })
-                    .await?;
-                self.publish_staged(event);
-                Ok(Response::Totp(TotpEnrolled {
-                    user: en.user.clone(),
-                    keypad_no: en.keypad_no,
-                    pin: en.pin.clone(),
-                    uri: en.uri.clone(),
-                }))
-            }
-            Request::LockoutShow => {
-                let now = self.b.clock.now_ms();
-                let s = match &self.b.controller {
-                    Some(c) => c.state.borrow().lockout,
-                    None => self.b.store.call(|db| db.lockout_load()).await?,
-                };
-                Ok(Response::Lockout(LockoutInfo::at(&s, now)))
-            }
-            Request::LockoutReset => {
-                let message = if self.b.controller.is_some() {
-                    self.to_controller(AdminRequest::LockoutReset { by, via })
-                        .await?
-                } else {
-                    // The same event the controller sends when it clears the lockout.
-                    let (event, pending) = self.stage(
-                        Event::new(EventKind::LockoutReset)
-                            .method(via)
-                            .detail(json!({ "by": by.clone() })),
-                    );
-                    self.b
-                        .store
-                        .call(move |db| {
-                            db.atomically(|db| {
-                                db.lockout_save(&Default::default())?;
-                                db.audit_append(
-                                    &AuditEntry::new(via, Outcome::Info, "keypad_lockout_reset")
-                                        .evidence(json!({ "by": by })),
-                                )?;
-                                pending.write(db)
-                            })
-                        })
-                        .await?;
-                    self.publish_staged(event);
-                    "keypad lockout cleared".to_string()
-                };
-                Ok(Response::Done { message })
-            }
-            Request::AuditQuery { since_ms, limit } => {
-                let limit = limit.clamp(1, 10_000) as usize;
-                let rows = self
-                    .b
-                    .store
-                    .call(move |db| db.audit_list(since_ms, limit))
-                    .await?;
-                Ok(Response::Audit {
-                    rows: rows.iter().map(AuditItem::from).collect(),
-                })
-            }
-            Request::AuditVerify => {
-                let v = self.b.store.call(|db| db.audit_verify()).await?;
-                Ok(Response::AuditCheck(AuditCheck::from(&v)))
-            }
-            Request::Verify => {
-                let v = self.b.vision.as_ref().ok_or_else(|| {
-                    ApiError::Unavailable("vision is not running (keypad only)".into())
-                })?;
-                let seen = v.last_attempt().and_then(|a| {
-                    let age = a.at.elapsed();
-                    (age < Duration::from_secs(10)).then_some(Seen {
-                        user: a.user,
-                        live: a.live,
-                        distance: a.distance,
-                        age_ms: age.as_millis() as i64,
-                    })
-                });
-                Ok(Response::Seen { seen })
-            }
+            Request::EnrollCancel => self.enroll_cancel(caller),
+            Request::OtpIssue { user, ttl_s } => self.otp_issue(caller, user, ttl_s).await,
+            Request::OtpRevoke { slot } => self.otp_revoke(caller, slot).await,
+            Request::TotpEnroll { user, pin } => self.totp_enroll(caller, user, pin).await,
+            Request::AuditQuery { since_ms, limit } => self.audit_query(since_ms, limit).await,
+            Request::AuditVerify => self.audit_verify().await,
         }
-    }
-
-    async fn start_enroll(
-        self: &Arc<Self>,
-        caller: &Caller,
-        user: String,
-        source: EnrollSource,
-        allow_poor_photos: bool,
-    ) -> Result<Response, ApiError> {
-        let vision =
-            self.b.vision.clone().ok_or_else(|| {
-                ApiError::Unavailable("vision is not running (keypad only)".into())
-            })?;
-        if let EnrollSource::Files(paths) = &source {
-            if paths.is_empty() {
-                return Err(ApiError::InvalidArgument("no files to enroll from".into()));
-            }
-            if let Some(p) = paths.iter().find(|p| !p.exists()) {
-                return Err(ApiError::InvalidArgument(format!(
-                    "{}: no such file where the daemon looks (it does not see /home, /root or /tmp; lockerctl sends files open, but a folder of frames goes by path: put it under /var/lib/lockerd)",
-                    p.display()
-                )));
-            }
-        }
-        let u = user.clone();
-        let target = self.b.store.call(move |db| db.require_user(&u)).await?;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let id = {
-            let mut g = lock(&self.enrolling);
-            if let Some(job) = g.as_ref() {
-                return Err(ApiError::Busy(format!(
-                    "enrollment job {} is running for {}",
-                    job.id, job.holder.id
-                )));
-            }
-            let id = self.next_job.fetch_add(1, Ordering::SeqCst);
-            *g = Some(EnrollJob {
-                id,
-                holder: caller.clone(),
-                cancel: cancel.clone(),
-            });
-            id
-        };
-        let ctx = EnrollCtx {
-            store: self.b.store.clone(),
-            events: self.b.events.clone(),
-            vision,
-            job: id,
-            user: target,
-            by: caller.id.clone(),
-            via: caller.via.method(),
-            // A duplicate is a confident match (the matcher's strict tier), so two look-alikes
-            // that the margin tier keeps apart can both enroll.
-            threshold: self.cfg.vision.strict_threshold,
-            clock: self.b.clock.clone(),
-        };
-        let svc = self.clone();
-        tokio::spawn(async move {
-            let changed = ctx.run(source, allow_poor_photos, cancel).await;
-            svc.finish_job(id, changed).await;
-        });
-        Ok(Response::EnrollStarted { job: id, user })
-    }
-
-    /// After a job ends: release the claim, then push the gallery if it changed.
-    async fn finish_job(&self, id: u64, changed: bool) {
-        {
-            let mut g = lock(&self.enrolling);
-            if g.as_ref().is_some_and(|j| j.id == id) {
-                *g = None;
-            }
-        }
-        if changed {
-            self.push_gallery().await;
-        }
-    }
-}
-
-fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
-    Ok(UserInfo::from_user(
-        u,
-        (
-            db.template_count_of(u.id, EmbeddingModel::CURRENT)?,
-            db.template_count_of(u.id, EmbeddingModel::DlibResnet)?,
-        ),
-        db.keypad_no(u.id)?.is_some(),
-    ))
-}
-
-/// An enrollment job's progress event.
-fn progress(user: &str, job: u64, status: EnrollStatus, done: bool, message: String) -> Event {
-    Event::enroll(
-        user,
-        EnrollProgress {
-            job,
-            status,
-            done,
-            message,
-        },
-    )
-}
-
-struct EnrollCtx {
-    store: Store,
-    events: EventBus,
-    vision: Arc<VisionShared>,
-    job: u64,
-    user: User,
-    by: String,
-    via: Method,
-    threshold: f32,
-    clock: Arc<dyn Clock + Sync>,
-}
-
-impl EnrollCtx {
-    fn emit(&self, status: EnrollStatus, done: bool, message: String) {
-        let e = progress(&self.user.name, self.job, status, done, message);
-        self.send(Timed::at(self.clock.now_ms(), e));
-    }
-
-    fn send(&self, t: Timed) {
-        log::info!("{}", serde_json::to_string(&t.event).unwrap_or_default());
-        self.events.send(t);
-    }
-
-    /// Run the job to its end; true when templates were stored.
-    async fn run(self, source: EnrollSource, allow_poor: bool, cancel: Arc<AtomicBool>) -> bool {
-        let (vision, events, job, name, clock) = (
-            self.vision.clone(),
-            self.events.clone(),
-            self.job,
-            self.user.name.clone(),
-            self.clock.clone(),
-        );
-        let src = source.clone();
-        let stop = cancel.clone();
-        let samples = tokio::task::spawn_blocking(move || {
-            vision.enroll(&src, allow_poor, &stop, &mut |what, n| {
-                let message = format!("{what}: {n} template(s)");
-                let e = progress(&name, job, EnrollStatus::StagePassed, false, message);
-                events.send(Timed::at(clock.now_ms(), e));
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(VisionError::Enroll(Refusal::Cancelled, e.to_string())));
-        let samples = match samples {
-            Ok(s) if s.is_empty() => {
-                self.emit(EnrollStatus::Failed, true, "no templates".into());
-                return false;
-            }
-            Ok(s) => s,
-            Err(e) => {
-                let status = match &e {
-                    VisionError::Enroll(Refusal::NoFace, _) => EnrollStatus::NoFace,
-                    VisionError::Enroll(Refusal::NoBlink, _) => EnrollStatus::NoBlink,
-                    VisionError::Enroll(Refusal::Poor, _) => EnrollStatus::TooDark,
-                    _ => EnrollStatus::Failed,
-                };
-                if status != EnrollStatus::Failed {
-                    self.emit(status, false, e.to_string());
-                }
-                self.emit(EnrollStatus::Failed, true, e.to_string());
-                return false;
-            }
-        };
-        match self.store_samples(samples, cancel).await {
-            Ok(Ok((added, completed))) => {
-                self.send(completed);
-                added > 0
-            }
-            Ok(Err(other)) => {
-                self.emit(
-                    EnrollStatus::Duplicate,
-                    false,
-                    format!("this face is already enrolled as {other}"),
-                );
-                self.emit(
-                    EnrollStatus::Failed,
-                    true,
-                    format!("refused: the face matches {other}"),
-                );
-                false
-            }
-            Err(e) => {
-                self.emit(EnrollStatus::Failed, true, format!("not stored: {e}"));
-                false
-            }
-        }
-    }
-
-    /// Refuse a face that matches another user; skip exact repeats of the user's own
-    /// templates; store the rest with the audit row and the `completed` event in one
-    /// transaction. `Ok(Err(name))` names the other user; `Ok(Ok((added, completed)))`
-    /// gives the event to send.
-    async fn store_samples(
-        &self,
-        samples: Vec<Sample>,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<Result<(usize, Timed), String>, StoreError> {
-        let (uid, uname, by, via, threshold) = (
-            self.user.id,
-            self.user.name.clone(),
-            self.by.clone(),
-            self.via,
-            self.threshold,
-        );
-        let (bus, job, now) = (self.events.clone(), self.job, self.clock.now_ms());
-        self.store
-            .call(move |db| {
-                // Cancelled while the faces were read: nothing is stored. On the store's
-                // thread, so a cancel answered before this point always wins.
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(StoreError::Invalid("the enrollment was cancelled".into()));
-                }
-                let users = gallery_users(db)?;
-                let probes: Vec<Embedding> = samples.iter().map(|s| s.embedding.clone()).collect();
-                let Some(mean) = Embedding::mean(&probes).and_then(|m| m.unit()) else {
-                    return Ok(Err("nobody".into()));
-                };
-                for gu in users.iter().filter(|g| g.user_id != uid) {
-                    if gu.templates.iter().any(|t| t.distance(&mean) < threshold) {
-                        return Ok(Err(gu.name.clone()));
-                    }
-                }
-                let own: Vec<Embedding> = users
-                    .iter()
-                    .filter(|g| g.user_id == uid)
-                    .flat_map(|g| g.templates.clone())
-                    .collect();
-                let items: Vec<_> = samples
-                    .into_iter()
-                    .filter(|s| own.iter().all(|t| t.distance(&s.embedding) > 1e-3))
-                    .map(|s| (s.embedding, s.quality, s.source))
-                    .collect();
-                let added = items.len();
-                db.atomically(|db| {
-                    db.add_templates(uid, &items)?;
-                    db.audit_append(
-                        &AuditEntry::new(via, Outcome::Info, "face enrolled")
-                            .user(uid, &uname)
-                            .evidence(json!({ "templates": added, "by": by })),
-                    )?;
-                    let total = db.template_count(uid)?;
-                    let message = format!("{added} template(s) added, {total} in all");
-                    let (t, pending) = bus.stage(
-                        now,
-                        progress(&uname, job, EnrollStatus::Completed, true, message),
-                    );
-                    pending.write(db)?;
-                    Ok(Ok((added, t)))
-                })
-            })
-            .await
     }
 }

@@ -15,6 +15,21 @@ pub fn lab_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerd-lab")
 }
 
+/// Every audit row, read with `lockerd audit list --json` (the API's `{"rows": [...]}`),
+/// one JSON object per line: what the tests look through.
+pub fn audit_lines(db: &Path, key: Option<&Path>) -> String {
+    let o = lockerd(db, key, &["audit", "list", "--json", "--limit", "1000000"]);
+    assert!(o.status.success(), "audit list: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("audit list JSON");
+    v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A fresh owner-only key file in `dir`.
 pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
     let p = dir.join(name);
