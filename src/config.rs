@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+// Each part's settings are its own module's types (the dependency points from here to
+// them, never back); this module reads, merges and validates the whole file.
+pub use crate::access::config::AccessConfig;
+pub use crate::hw::config::{HardwareConfig, HardwareMode};
+pub use crate::mqtt::config::{
+    topic_safe, HomeAssistantConfig, LockConfig, LockKind, MqttAdmin, MqttConfig,
+};
 pub use lockerd_vision::config::{VisionConfig, VisionSource};
 
 /// Where the daemon looks when `--config` is not given.
@@ -37,228 +44,6 @@ pub enum ConfigError {
     },
 }
 
-/// Every setting of the daemon. `Default` is the embedded default configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-#[derive(Default)]
-pub struct Config {
-    pub daemon: DaemonConfig,
-    pub store: StoreConfig,
-    pub vision: VisionConfig,
-    pub access: AccessConfig,
-    pub hardware: HardwareConfig,
-    pub lock: LockConfig,
-    pub mqtt: MqttConfig,
-}
-
-/// `lock.kind`: which lock the controller drives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LockKind {
-    /// The GPIO relay of `[hardware]`.
-    #[default]
-    Relay,
-    /// An ESP32 lock reached through the MQTT broker.
-    Esp32,
-}
-
-/// `hardware.mode`: simulated devices, or the Raspberry Pi's GPIO.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HardwareMode {
-    #[default]
-    Sim,
-    Rpi,
-}
-
-impl Display for HardwareMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            HardwareMode::Sim => "sim",
-            HardwareMode::Rpi => "rpi",
-        })
-    }
-}
-
-/// `[lock]`: which lock the controller drives: the GPIO relay of `[hardware]`, or an
-/// ESP32 lock reached through the MQTT broker (`hardware/LOCK-PROTOCOL.md`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LockConfig {
-    pub kind: LockKind,
-    /// The ESP32 lock's id in its topics (`lockerd/<kiosk_id>/lock/<lock_id>/...`).
-    pub lock_id: String,
-    /// An owner-only file holding the lock's 32 raw key bytes.
-    pub key_file: PathBuf,
-    /// How long to wait for the lock to acknowledge a command before sending it again
-    /// under a new counter.
-    pub ack_timeout_ms: u64,
-    /// Tries after the first before an unlock fails (closed) with a `fault` alert.
-    pub retries: u32,
-    /// The lock reports at least every 10 s; silent this long, it is unavailable.
-    pub report_timeout_s: u64,
-}
-
-impl Default for LockConfig {
-    fn default() -> Self {
-        Self {
-            kind: LockKind::Relay,
-            lock_id: "door1".into(),
-            key_file: PathBuf::from("/etc/lockerd/lock.key"),
-            ack_timeout_ms: 1000,
-            retries: 2,
-            report_timeout_s: 35,
-        }
-    }
-}
-
-/// `[mqtt]`: remote admin, events and Home Assistant through a broker (`crate::mqtt`).
-/// Names are the documented contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    pub enabled: bool,
-    /// `mqtts://host:port`; `mqtt://` only to a loopback host (tests).
-    pub url: String,
-    /// This kiosk's id in every topic (`lockerd/<kiosk_id>/...`).
-    pub kiosk_id: String,
-    pub ca_file: PathBuf,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub username: String,
-    pub password_file: PathBuf,
-    pub max_skew_s: u64,
-    pub max_payload_bytes: u64,
-    /// Events kept for the broker while it is away; past this the oldest tenth goes
-    /// (with an alert saying how many).
-    pub outbox_max_events: usize,
-    pub admins: Vec<MqttAdmin>,
-    pub home_assistant: HomeAssistantConfig,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            url: "mqtts://localhost:8883".into(),
-            kiosk_id: "kiosk".into(),
-            ca_file: PathBuf::new(),
-            cert_file: PathBuf::new(),
-            key_file: PathBuf::new(),
-            username: String::new(),
-            password_file: PathBuf::new(),
-            max_skew_s: 30,
-            max_payload_bytes: 65536,
-            outbox_max_events: 100_000,
-            admins: Vec::new(),
-            home_assistant: HomeAssistantConfig::default(),
-        }
-    }
-}
-
-/// `[[mqtt.admins]]`: a remote admin's keys and role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttAdmin {
-    pub id: String,
-    /// Ed25519 public key, base64 of the 32 bytes: verifies the admin's commands.
-    pub public_key: String,
-    /// X25519 public key, base64 of the 32 bytes: secrets in replies are sealed to it.
-    pub seal_key: String,
-    pub role: crate::api::Role,
-}
-
-/// `[mqtt.home_assistant]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HomeAssistantConfig {
-    pub discovery: bool,
-    pub prefix: String,
-    pub allow_unlock: bool,
-}
-
-impl Default for HomeAssistantConfig {
-    fn default() -> Self {
-        Self {
-            discovery: true,
-            prefix: "homeassistant".into(),
-            allow_unlock: false,
-        }
-    }
-}
-
-/// A topic level: no MQTT wildcards or separators.
-fn topic_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-impl MqttConfig {
-    /// The admins as the envelope checks need them (keys decoded and checked).
-    pub fn admins(&self) -> Result<Vec<crate::mqtt::envelope::Admin>, String> {
-        let mut out: Vec<crate::mqtt::envelope::Admin> = Vec::new();
-        for (i, a) in self.admins.iter().enumerate() {
-            let at = format!("mqtt.admins[{i}]");
-            if !topic_safe(&a.id) {
-                return Err(format!(
-                    "{at}.id {:?}: 1-64 characters of a-z, A-Z, 0-9, '-', '_'",
-                    a.id
-                ));
-            }
-            if out.iter().any(|o| o.id == a.id) {
-                return Err(format!("{at}.id {:?} appears twice", a.id));
-            }
-            let bytes32 = |what: &str, v: &str| -> Result<[u8; 32], String> {
-                crate::mqtt::envelope::key32(v)
-                    .ok_or_else(|| format!("{at}.{what}: base64 of exactly 32 bytes"))
-            };
-            let pk = bytes32("public_key", &a.public_key)?;
-            let seal_key = bytes32("seal_key", &a.seal_key)?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&pk)
-                .ok()
-                .filter(|k| !k.is_weak())
-                .ok_or_else(|| format!("{at}.public_key: not a usable Ed25519 public key"))?;
-            // One key, one admin: the key id is not what is signed, so one key listed
-            // under two ids would let one signed command run once per id.
-            if let Some(o) = out.iter().find(|o| o.key == key) {
-                return Err(format!(
-                    "{at}.public_key is also the key of {:?}: give each admin a key of their own",
-                    o.id
-                ));
-            }
-            out.push(crate::mqtt::envelope::Admin {
-                id: a.id.clone(),
-                key,
-                role: a.role,
-                seal_key,
-            });
-        }
-        Ok(out)
-    }
-}
-
-/// Access policy: unlock pulse, door alarms, keypad codes and lockouts, face rate limit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccessConfig {
-    pub unlock_pulse_s: f64,
-    pub door_held_open_s: f64,
-    pub door_grace_s: f64,
-    pub keypad_max_strikes: u32,
-    pub keypad_lockout_s: u64,
-    pub keypad_lockout_factor: u32,
-    pub keypad_entry_timeout_s: f64,
-    pub otp_digits: u32,
-    pub otp_default_ttl_s: u64,
-    pub otp_max_ttl_s: u64,
-    pub totp_pin_digits: u32,
-    pub face_fail_limit: u32,
-    pub face_fail_window_s: f64,
-    pub face_cooldown_s: f64,
-}
-
 /// A parser message with its quoted source lines cut to 200 characters each (a
 /// 200 KB line is not echoed back).
 fn clip(msg: &str) -> String {
@@ -274,86 +59,18 @@ fn clip(msg: &str) -> String {
         .join("\n")
 }
 
-impl AccessConfig {
-    /// The keypad guesser's yearly budget and the chance it buys: (guesses a year,
-    /// bound for a one-time code, bound for TOTP with PIN). A TOTP guess is right with
-    /// 3 in 10^6 (one step of drift each way) times 1 in 10^pin_digits.
-    pub fn guessing_budget(&self) -> (u64, f64, f64) {
-        use crate::access::lockout::{success_bound, LockoutPolicy};
-        let g = LockoutPolicy {
-            max_strikes: self.keypad_max_strikes,
-            base_s: self.keypad_lockout_s,
-            factor: self.keypad_lockout_factor,
-        }
-        .guesses_per_year();
-        let p_code = success_bound(g, 10f64.powi(-(self.otp_digits as i32)));
-        let p_totp = success_bound(g, 3e-6 * 10f64.powi(-(self.totp_pin_digits as i32)));
-        (g, p_code, p_totp)
-    }
-}
-
-impl Default for AccessConfig {
-    fn default() -> Self {
-        Self {
-            unlock_pulse_s: 5.0,
-            door_held_open_s: 30.0,
-            door_grace_s: 10.0,
-            keypad_max_strikes: 3,
-            keypad_lockout_s: 120,
-            keypad_lockout_factor: 2,
-            keypad_entry_timeout_s: 10.0,
-            otp_digits: 8,
-            otp_default_ttl_s: 3600,
-            otp_max_ttl_s: 7 * 86400,
-            totp_pin_digits: 4,
-            face_fail_limit: 5,
-            face_fail_window_s: 60.0,
-            face_cooldown_s: 30.0,
-        }
-    }
-}
-
-/// Which hardware, and where it is wired (BCM GPIO numbers).
+/// Every setting of the daemon. `Default` is the embedded default configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HardwareConfig {
-    pub mode: HardwareMode,
-    pub keypad_rows: Vec<u8>,
-    pub keypad_cols: Vec<u8>,
-    pub keypad_scan_ms: u64,
-    pub keypad_debounce_scans: u32,
-    pub relay_pin: u8,
-    pub relay_active_high: bool,
-    pub fail_secure: bool,
-    pub door_pin: u8,
-    pub door_open_high: bool,
-    pub led_green_pin: u8,
-    pub led_red_pin: u8,
-    pub buzzer_pin: u8,
-    pub lcd_i2c_bus: u8,
-    pub lcd_address: u8,
-}
-
-impl Default for HardwareConfig {
-    fn default() -> Self {
-        Self {
-            mode: HardwareMode::Sim,
-            keypad_rows: vec![5, 6, 13, 19],
-            keypad_cols: vec![12, 16, 20, 21],
-            keypad_scan_ms: 5,
-            keypad_debounce_scans: 4,
-            relay_pin: 17,
-            relay_active_high: false,
-            fail_secure: true,
-            door_pin: 27,
-            door_open_high: true,
-            led_green_pin: 22,
-            led_red_pin: 23,
-            buzzer_pin: 24,
-            lcd_i2c_bus: 1,
-            lcd_address: 0x27,
-        }
-    }
+#[derive(Default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub store: StoreConfig,
+    pub vision: VisionConfig,
+    pub access: AccessConfig,
+    pub hardware: HardwareConfig,
+    pub lock: LockConfig,
+    pub mqtt: MqttConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -404,6 +121,15 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// What the request API's serving task takes from the configuration.
+    pub fn service(&self) -> crate::service::Settings {
+        crate::service::Settings {
+            kiosk_name: self.daemon.kiosk_name.clone(),
+            access: self.access.clone(),
+            duplicate_threshold: self.vision.strict_threshold,
+        }
+    }
+
     /// Load `path`, or the default path if it exists, or the embedded defaults.
     /// An explicitly named file that does not exist is an error.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {

@@ -10,10 +10,11 @@
 
 use crate::api::event::EnrollStatus;
 use crate::api::{
-    ApiError, ApiHandle, AuditCheck, AuditItem, Caller, EnrollSource, IssuedCode, LockoutInfo,
-    Request, Response, Seen, Status, TotpEnrolled, UserInfo,
+    ApiError, AuditCheck, AuditItem, Caller, EnrollSource, IssuedCode, LockoutInfo, Request,
+    Response, Seen, Status, TotpEnrolled, UserInfo,
 };
 use crate::dbus::{api_error, Locker1ClientProxy};
+use crate::service::ApiHandle;
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use std::io::Write;
@@ -480,25 +481,7 @@ pub fn is_broken_pipe(e: &CtlError) -> bool {
     e.message.contains("Broken pipe")
 }
 
-/// `s` safe to show on a terminal as one line: control characters (C0 with newlines and
-/// ESC, DEL, C1 such as U+009B CSI) and the bidirectional formatting characters (U+202E
-/// and kin, which reorder what follows) are written as `\uXXXX`. For every line that
-/// carries text from outside: user names, reasons, file names, messages, key ids.
-pub fn printable(s: &str) -> String {
-    let hostile = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if hostile(c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::timefmt::printable;
 
 fn w(out: &mut dyn Write, s: &str) -> Result<(), CtlError> {
     writeln!(out, "{s}").map_err(|e| CtlError {
@@ -1029,7 +1012,7 @@ pub fn event_line(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::service::{Backends, Service};
+    use crate::service::{Backends, Service};
     use crate::store::{Create, DbKey, Store};
 
     #[test]
@@ -1115,7 +1098,7 @@ mod tests {
         .unwrap();
         let events = crate::api::event::EventBus::new(16);
         let (api, _task) = Service::start(
-            crate::config::Config::default(),
+            crate::config::Config::default().service(),
             Backends {
                 store: store.clone(),
                 controller: None,

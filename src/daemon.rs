@@ -7,17 +7,17 @@
 //! broadcast channel and its state on a watch channel); the vision thread (camera or
 //! replay) sending face attempts into the input channel; on a Pi, an input thread
 //! polling the keypad and the door contact; the request API's serving task
-//! ([`crate::api::service`]), through which the D-Bus service ([`crate::dbus`]) and
+//! ([`crate::service`]), through which the D-Bus service ([`crate::dbus`]) and
 //! every other way in reach the parts. One daemon per database: an exclusive lock on
 //! `<db>.lock` is held for the daemon's life.
 
 use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::driver::{self, WallClock};
-use crate::api::service::{self as api_service, Backends, ControllerLink, Service};
 use crate::api::{event::EventBus, Timed};
 use crate::config::{Config, HardwareMode, LockKind, VisionSource};
 use crate::hw::{self, HwError};
 use crate::mqtt::lock::LockLink;
+use crate::service::{self as api_service, Backends, ControllerLink, Service};
 use crate::store::{self, AuditEntry, Create, KeySource, Method, Outcome, Store, StoreError};
 use crate::vision::{camera::NokhwaCamera, models::Models, pipeline::FaceEvent, runner, source};
 use sd_notify::NotifyState;
@@ -271,7 +271,7 @@ async fn run_open(
 
     // The request API, and the D-Bus service on it.
     let (api, api_task) = Service::start(
-        config.clone(),
+        config.service(),
         Backends {
             store: store.clone(),
             controller: Some(ControllerLink {
@@ -464,7 +464,7 @@ async fn start_controller(
 /// says changes (a camera that goes away or comes back, users added).
 fn notify_ready(
     config: &Config,
-    api: &crate::api::ApiHandle,
+    api: &crate::service::ApiHandle,
     vision_started: bool,
     bus_status: &'static str,
 ) -> tokio::task::JoinHandle<()> {

@@ -5,8 +5,8 @@
 
 use crate::access::controller::{Controller, Input};
 use crate::api::event::EventKind;
-use crate::api::service::load_gallery;
 use crate::config::{AccessConfig, VisionConfig};
+use crate::service::load_gallery;
 use crate::store::{Create, Db, DbKey};
 use crate::types::{Embedding, Role};
 use crate::vision::enroll;

@@ -1,15 +1,18 @@
 //! lockerd: a walk-up face-unlock appliance for a Raspberry Pi guarding a locker or door.
 //!
-//! The library holds all logic; the `lockerd` and `lockerctl` binaries only parse
-//! arguments, set up logging and call in here. Module map (see `DESIGN.md` in the shared
-//! folder and README "Architecture"):
-//! - [`config`]: typed settings, validation, embedded defaults.
+//! The library holds all logic; the `lockerd`, `lockerctl` and `lockerd-lab` binaries only
+//! parse arguments, set up logging and call in here. Module map (see `DESIGN.md` in the
+//! shared folder and README "Architecture"). Module dependencies point one way, with no
+//! cycle: `store`, `hw` <- `api` <- `access` <- `service` <- `dbus`, `mqtt` <- `ctl`,
+//! `config` <- `daemon`, `doctor`, `sim`, `eval`.
+//! - [`config`]: reads, merges and validates the file; each section's type belongs to its
+//!   module (`access::config`, `hw::config`, `mqtt::config`, `lockerd_vision::config`).
 //! - [`store`]: the SQLCipher store on its own thread (users, templates, OTP, audit).
 //! - [`hw`]: hardware traits with real and simulated implementations.
 //! - [`safety`]: emergency locking from the panic hook; [`secret_file`]: owner-only
 //!   secrets on disk.
-//! - [`api`]: the one way in: typed requests, the role table, the serving task, the
-//!   secret-free event broadcast.
+//! - [`api`]: the one way in: typed requests, responses, the role table, the secret-free
+//!   events; [`service`]: the serving task that answers them, one file per command group.
 //! - [`dbus`]: the `org.lockerd.Locker1` service and its client proxy; [`ctl`]: the
 //!   admin commands shared by `lockerctl` and `lockerd admin`.
 //! - [`access`]: the access controller; [`vision`]: frames to face attempts (the crate
@@ -33,6 +36,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod safety;
 pub mod secret_file;
+pub mod service;
 #[cfg(feature = "tools")]
 pub mod sim;
 pub mod store;

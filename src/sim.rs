@@ -16,9 +16,9 @@
 use crate::access::controller::{Controller, Input, Snapshot};
 use crate::access::credentials::code_keys;
 use crate::access::driver::{self, TokioClock};
-use crate::api::service::{Backends, ControllerLink, Service};
 use crate::api::{ApiError, Caller, EnrollSource, Request, Response};
 use crate::config::Config;
+use crate::service::{Backends, ControllerLink, Service};
 use crate::store::{Create, DbKey, Store, StoreError};
 use crate::types::Role;
 use crate::vision::pipeline::FaceEvent;
@@ -289,7 +289,7 @@ pub fn run(
         }));
         let vision = VisionShared::lazy(&config.vision);
         let (api, api_task) = Service::start(
-            config.clone(),
+            config.service(),
             Backends {
                 store: store.clone(),
                 controller: Some(ControllerLink {
@@ -305,7 +305,7 @@ pub fn run(
         if opts.from_store.is_some() {
             // The daemon matches against the store's users from the start.
             let g = store
-                .call(|db| crate::api::service::load_gallery(db))
+                .call(|db| crate::service::load_gallery(db))
                 .await?;
             vision.with_pipe(|p| p.set_gallery(g))?;
         }

@@ -10,12 +10,12 @@
 //! any store read on the way to a decision, fails, the lock stays locked and an alert says
 //! why. A relay that cannot be driven is an alert too, and re-locking is retried.
 
+use super::config::AccessConfig;
 use super::credentials::{self, Entry, Verdict};
 use super::face::{self, DenyReason, FaceDecision};
 use super::lockout::LockoutPolicy;
 use crate::api::event::{AlertKind, Event, EventKind, Pending, Timed};
 use crate::api::{ApiError, DoorState, LockState};
-use crate::config::AccessConfig;
 use crate::hw::{Devices, Signal};
 use crate::store::{AuditEntry, Db, LockoutState, Method, Outcome, StoreError};
 use crate::types::{Embedding, EmbeddingModel, Role, User};
@@ -104,7 +104,7 @@ pub enum Input {
 /// The reply to an admin request: `Ok(message)` or why it was not done.
 pub type Reply = tokio::sync::oneshot::Sender<Result<String, ApiError>>;
 
-/// Requests from the request API ([`crate::api::service`]) that touch the lock or the
+/// Requests from the request API ([`crate::service`]) that touch the lock or the
 /// keypad lockout: only the controller changes those.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminRequest {

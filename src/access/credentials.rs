@@ -8,8 +8,8 @@
 //! the one-time code are the secrets. Shared by the CLI (issuing) and the controller
 //! (checking), all on a [`Db`].
 
+use super::config::AccessConfig;
 use super::otp;
-use crate::config::AccessConfig;
 use crate::store::{Db, StoreError};
 use crate::types::User;
 use serde::Serialize;

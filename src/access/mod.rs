@@ -7,6 +7,7 @@
 //! - [`controller`]: the state machine that owns the lock, keypad entry, door alarms and
 //!   lockouts; [`driver`] runs it as one task fed by a channel.
 
+pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod driver;

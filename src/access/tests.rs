@@ -2,12 +2,12 @@
 //! simulated hardware: the driver runs as a task, the test sends inputs, advances time
 //! and watches the events and the simulated lock.
 
+use super::config::AccessConfig;
 use super::controller::{AdminRequest, Controller, DbAccess, Input};
 use super::driver::{self, TokioClock};
 use super::{credentials, otp};
 use crate::api::event::{AlertKind, EventKind, Timed};
 use crate::api::ApiError;
-use crate::config::AccessConfig;
 use crate::hw::sim::{self, SimLockState};
 use crate::store::{Create, Db, DbKey, Method, StoreError};
 use crate::types::{Role, User};

@@ -2,7 +2,7 @@
 //!
 //! Every entry point (D-Bus and `lockerctl`, `lockerd admin`, `lockerd-lab simulate`, and
 //! the MQTT bridge) builds a [`Request`] with a [`Caller`] and hands it to the serving
-//! task ([`service`]), which checks [`authorize`] in one place and routes it: lock,
+//! task ([`crate::service`]), which checks [`authorize`] in one place and routes it: lock,
 //! keypad and lockout requests to the access controller (oneshot reply), user changes to
 //! the store (change and audit row in one transaction), gallery changes to vision.
 //!
@@ -10,10 +10,8 @@
 //! broadcast as [`event::Event`], which has no field that could hold a secret.
 
 pub mod event;
-pub mod service;
 
 pub use event::{Event, EventKind, Timed};
-pub use service::{ApiHandle, Service};
 
 use crate::store::{AuditRow, LockoutState, StoreError, VerifyReport};
 use crate::types::{Role as UserRole, User};

@@ -13,7 +13,8 @@
 //! caller's bus name and cancelled if that name leaves the bus.
 
 use crate::api::event::{EventKind, Timed};
-use crate::api::{ApiError, ApiHandle, Caller, EnrollSource, Request, Response, Status};
+use crate::api::{ApiError, Caller, EnrollSource, Request, Response, Status};
+use crate::service::ApiHandle;
 use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 use zbus::message::Header;

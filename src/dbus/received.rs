@@ -74,7 +74,7 @@ pub fn receive(
         paths: Vec::new(),
     };
     for (i, (name, fd)) in names.iter().zip(files).enumerate() {
-        let what = crate::ctl::printable(name);
+        let what = crate::timefmt::printable(name);
         let file = format!(
             "{i:02}{}",
             extension(name).map(|e| format!(".{e}")).unwrap_or_default()

@@ -9,6 +9,7 @@
 //! the devices; nothing else touches them. Locked is the safe state: lock drivers register
 //! an emergency lock with [`crate::safety`] so a panic anywhere leaves the door locked.
 
+pub mod config;
 pub mod door;
 pub mod esp32;
 pub mod indicator;

@@ -5,13 +5,13 @@
 //! `Gpio::new()` fails with rppal's "unknown model" error, which [`build`] reports. It has
 //! not run on a Pi in this project yet (README "What ran only in simulation").
 
+use super::config::HardwareConfig;
 use super::door::ReedSwitch;
 use super::indicator::LedBuzzer;
 use super::keypad::MatrixKeypad;
 use super::lcd::Hd44780;
 use super::lock::RelayLock;
 use super::{Devices, HwError, I2cBus, InputDevices, InputPin, OutputPin};
-use crate::config::HardwareConfig;
 use rppal::gpio::Gpio;
 use rppal::i2c::I2c;
 

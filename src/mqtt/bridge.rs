@@ -15,11 +15,11 @@
 //! it passes commands through a bounded queue (a flood beyond it is dropped and counted)
 //! to the command task; the HA task publishes the state and HA's events.
 
+use super::config::MqttConfig;
 use super::envelope::{self, Admin, Check, Refusal, Refused};
 use super::{ha, reply, StoreNonces};
-use crate::api::service::ApiHandle;
 use crate::api::{Caller, Request, Role, Via};
-use crate::config::MqttConfig;
+use crate::service::ApiHandle;
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde_json::json;

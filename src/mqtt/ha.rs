@@ -19,9 +19,9 @@
 //! like the keypad itself (same strikes and lockout) and audited as `ha`.
 
 use super::bridge::Topics;
+use super::config::MqttConfig;
 use crate::api::event::{EventKind, Timed};
 use crate::api::{CameraState, DoorState, LockState, Status};
-use crate::config::MqttConfig;
 use serde_json::{json, Value};
 
 /// The lock code HA asks for: a keypad entry without its final `#`, or nothing. HA

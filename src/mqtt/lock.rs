@@ -22,8 +22,8 @@
 //! any report that changed something was persisted with a later counter.
 
 use super::bridge::Topics;
+use super::config::LockConfig;
 use crate::access::controller::Input;
-use crate::config::LockConfig;
 use crate::hw::esp32::{Esp32Lock, LinkHealth, LinkRequest};
 use crate::store::Store;
 use lock_proto::{CommandError, DaemonEnd, Door, FrameError, Key, Kind, LockState};

@@ -6,8 +6,8 @@
 //! JSON object per line on `out`.
 
 use super::bridge::{Backoff, Connection, MqttError, Topics};
+use super::config::{LockConfig, MqttConfig};
 use super::lock::{read_key, LockLinkError};
-use crate::config::{LockConfig, MqttConfig};
 use lock_proto::{Counters, Door, Lock};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{json, Value};

@@ -5,6 +5,7 @@
 //! in order, across outages), Home Assistant ([`ha`]) and the ESP32 lock link ([`lock`]).
 
 pub mod bridge;
+pub mod config;
 pub mod envelope;
 pub mod ha;
 pub mod lock;

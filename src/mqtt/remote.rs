@@ -4,8 +4,8 @@
 //! envelope and connection code as the kiosk, so both ends agree on the bytes.
 
 use super::bridge::{Connection, Topics};
+use super::config::MqttConfig;
 use super::envelope;
-use crate::config::MqttConfig;
 use data_encoding::BASE64;
 use rumqttc::{Event, Packet, QoS};
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,7 @@ mod tests {
         assert!(AdminKeys::load(&d.path().join("loose.key")).is_err());
         // The table it prints is what the kiosk's config takes.
         let table = k.admin_table(crate::api::Role::Admin);
-        let cfg: crate::config::MqttConfig = toml::from_str(&format!(
+        let cfg: crate::mqtt::config::MqttConfig = toml::from_str(&format!(
             "kiosk_id = \"k1\"\n{}",
             table.replace("[[mqtt.admins]]", "[[admins]]")
         ))

@@ -1,4 +1,5 @@
-//! Small, dependency-free UTC time formatting and parsing for CLI output and `--since`.
+//! Small, dependency-free text for CLI output: UTC time formatting and parsing (`--since`),
+//! and [`printable`], which makes text from outside safe to show on a terminal.
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -91,6 +92,26 @@ pub fn parse_since(s: &str, now_ms: i64) -> Option<i64> {
         secs += h * 3600 + mi * 60 + se;
     }
     Some(secs * 1000)
+}
+
+/// `s` safe to show on a terminal as one line: control characters (C0 with newlines and
+/// ESC, DEL, C1 such as U+009B CSI) and the bidirectional formatting characters (U+202E
+/// and kin, which reorder what follows) are written as `\uXXXX`. For every line that
+/// carries text from outside: user names, reasons, file names, messages, key ids.
+pub fn printable(s: &str) -> String {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if hostile(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ mod vision_cmd;
 
 use clap::{Parser, Subcommand};
 pub use ctx::Ctx;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,20 +80,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Output commands end quietly when their reader goes (`simulate | head -1`).
-    // SAFETY: restoring the default action before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    lockerd::logging::init(log::LevelFilter::Info);
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            // One line, the whole cause chain, no backtrace.
-            let _ = writeln!(std::io::stderr(), "lockerd-lab: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    ctx::main_with("lockerd-lab", false, || real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -228,11 +228,11 @@ pub fn replay_cmd(
             let mut tmp = eval::TempStore::new()?;
             eval::enroll_gallery_dir(&models, cfg, &mut tmp.db, &dir)
                 .with_context(|| format!("enrolling the gallery {}", dir.display()))?;
-            lockerd::api::service::load_gallery(&tmp.db)?
+            lockerd::service::load_gallery(&tmp.db)?
         }
         None => {
             let (db, _, _) = crate::ctx::open_db(ctx, Create::MustExist)?;
-            lockerd::api::service::load_gallery(&db)?
+            lockerd::service::load_gallery(&db)?
         }
     };
     // The daemon's decision: its controller on simulated devices and a throwaway store

@@ -5,9 +5,9 @@
 
 use crate::Ctx;
 use anyhow::Context;
-use lockerd::api::service::{Backends, Service};
 use lockerd::api::Caller;
 use lockerd::ctl::{self, Backend, Cmd};
+use lockerd::service::{Backends, Service};
 use lockerd::store::{Create, InstanceLock};
 use lockerd::vision::runner::VisionShared;
 use std::io::Write;
@@ -28,7 +28,7 @@ pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
     }
     let result = rt.block_on(async {
         let (api, task) = Service::start(
-            ctx.config.clone(),
+            ctx.config.service(),
             Backends {
                 store: store.clone(),
                 controller: None,

@@ -4,8 +4,34 @@
 
 use lockerd::config::{Config, Overrides};
 use lockerd::store::{self, Create, Db};
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// A binary's `main` after parsing: the default SIGPIPE action unless `keep_epipe` (output
+/// commands then end quietly when their reader goes, `simulate | head -1`), logging, and
+/// an error as one line with its whole cause chain, exit status 1.
+pub fn main_with(
+    name: &str,
+    keep_epipe: bool,
+    body: impl FnOnce() -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    if !keep_epipe {
+        // SAFETY: restoring the default action before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    lockerd::logging::init(log::LevelFilter::Info);
+    match body() {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{name}: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
 
 /// The flags every subcommand takes.
 #[derive(clap::Args, Debug)]

@@ -67,23 +67,9 @@ fn main() -> ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let cli = Cli::parse();
-    // Output commands end quietly when their reader goes (`simulate | head -1`); the
-    // daemon and `admin` (which must notice a secret it could not show) keep EPIPE.
-    if !matches!(cli.command, Command::Run | Command::Admin { .. }) {
-        // SAFETY: restoring the default action before any thread exists.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
-    }
-    lockerd::logging::init(log::LevelFilter::Info);
-    match real_main(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            // One line, the whole cause chain, no backtrace.
-            let _ = writeln!(std::io::stderr(), "lockerd: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    // The daemon and `admin` (which must notice a secret it could not show) keep EPIPE.
+    let keep_epipe = matches!(cli.command, Command::Run | Command::Admin { .. });
+    ctx::main_with("lockerd", keep_epipe, || real_main(cli))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {

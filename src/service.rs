@@ -2,7 +2,7 @@
 //!
 //! Callers hold an [`ApiHandle`] and `call(caller, request)`; the request and a oneshot
 //! reply travel over a bounded channel to [`Service::run`], which checks the role table
-//! ([`super::authorize`]) and then:
+//! ([`crate::api::authorize`]) and then:
 //! - lock, unlock and lockout reset go to the access controller as
 //!   [`Input::Admin`] with a oneshot reply (only the controller changes the lock and
 //!   the lockout, so a reset reaches the running daemon at once and stays reset);
@@ -23,15 +23,15 @@
 //! its own under `service/`: `access.rs` (lock, unlock, keypad entries, lockout, verify),
 //! `users.rs`, `enroll.rs`, `codes.rs` (one-time codes, TOTP) and `audit.rs`.
 
-use super::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
-use super::{
-    authorize, check_bounds, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource,
-    IssuedCode, LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
-};
+use crate::access::config::AccessConfig;
 use crate::access::controller::{AdminRequest, Input, Snapshot};
 use crate::access::credentials;
 use crate::access::driver::Clock;
-use crate::config::Config;
+use crate::api::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
+use crate::api::{
+    authorize, check_bounds, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource,
+    IssuedCode, LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
+};
 use crate::store::{AuditEntry, Db, Method, Outcome, Store, StoreError};
 use crate::types::{Embedding, EmbeddingModel, Role as UserRole, User};
 use crate::vision::enroll::{Refusal, Sample};
@@ -144,8 +144,8 @@ impl ApiHandle {
     pub async fn release(&self, bus_name: &str) {
         let caller = Caller {
             id: format!("bus name {bus_name} (gone)"),
-            via: super::Via::Dbus,
-            role: super::Role::Admin,
+            via: crate::api::Via::Dbus,
+            role: crate::api::Role::Admin,
             bus_name: Some(bus_name.to_owned()),
         };
         let _ = self.call(&caller, Request::EnrollCancel).await;
@@ -168,8 +168,20 @@ struct EnrollJob {
     cancel: Arc<AtomicBool>,
 }
 
+/// What the serving task needs from the configuration ([`crate::config::Config::service`]),
+/// and no more: the service depends on no configuration module.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `daemon.kiosk_name`: in the status and the TOTP issuer.
+    pub kiosk_name: String,
+    /// `[access]`: code and TOTP issuance.
+    pub access: AccessConfig,
+    /// `vision.strict_threshold`: a new face this close to another user's is refused.
+    pub duplicate_threshold: f32,
+}
+
 pub struct Service {
-    cfg: Arc<Config>,
+    cfg: Arc<Settings>,
     b: Backends,
     status: watch::Sender<Status>,
     users: AtomicU32,
@@ -190,7 +202,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Service {
     /// Start serving. The returned task ends when every [`ApiHandle`] is dropped.
     pub async fn start(
-        cfg: Config,
+        cfg: Settings,
         b: Backends,
     ) -> Result<(ApiHandle, tokio::task::JoinHandle<()>), ApiError> {
         let users = b.store.call(|db| Ok(db.list_users()?.len())).await? as u32;
@@ -305,7 +317,7 @@ impl Service {
         };
         let now = self.b.clock.now_ms();
         Status {
-            kiosk: self.cfg.daemon.kiosk_name.clone(),
+            kiosk: self.cfg.kiosk_name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             lock: snap.lock,
             door: snap.door,

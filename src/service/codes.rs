@@ -96,7 +96,7 @@ impl Service {
         let via = caller.via.method();
         let by = caller.id.clone();
         let cfg = self.cfg.access.clone();
-        let issuer = format!("lockerd-{}", self.cfg.daemon.kiosk_name);
+        let issuer = format!("lockerd-{}", self.cfg.kiosk_name);
         let now = self.b.clock.now_ms();
         let (event, pending) = self.stage(
             Event::new(EventKind::UserChanged)

@@ -86,7 +86,7 @@ impl Service {
             via: caller.via.method(),
             // A duplicate is a confident match (the matcher's strict tier), so two look-alikes
             // that the margin tier keeps apart can both enroll.
-            threshold: self.cfg.vision.strict_threshold,
+            threshold: self.cfg.duplicate_threshold,
             clock: self.b.clock.clone(),
         };
         let svc = self.clone();
