@@ -211,6 +211,65 @@ pub enum Backend {
     Bus(Locker1ClientProxy<'static>),
     /// The request API in this process (no daemon).
     Local { api: ApiHandle, caller: Caller },
+    /// A kiosk far away: each request signed with a remote admin's key and sent through
+    /// the kiosk's MQTT broker; the reply's sealed secrets opened with that key.
+    Remote(Box<RemoteTarget>),
+}
+
+/// Where [`Backend::Remote`] sends, and with which key.
+pub struct RemoteTarget {
+    pub mqtt: crate::mqtt::config::MqttConfig,
+    pub keys: crate::mqtt::remote::AdminKeys,
+    /// Seconds to wait for each reply.
+    pub wait_s: u64,
+}
+
+/// An MQTT reply's `error` kind as the API error it stands for: the API's own kinds
+/// (snake_case), or a refusal of the envelope itself (replayed, stale, bad_signature,
+/// wrong_kiosk, ...), which is the broker path's "not authorized".
+fn remote_error(kind: &str, message: &str) -> ApiError {
+    let m = message.to_string();
+    match kind {
+        "no_such_user" => ApiError::NoSuchUser(m),
+        "already_exists" => ApiError::AlreadyExists(m),
+        "invalid_argument" | "invalid" => ApiError::InvalidArgument(m),
+        "locked_out" => ApiError::LockedOut(m),
+        "busy" => ApiError::Busy(m),
+        "unavailable" => ApiError::Unavailable(m),
+        "internal" => ApiError::Internal(m),
+        "not_authorized" => ApiError::NotAuthorized(m),
+        other => ApiError::NotAuthorized(format!("{other}: {m}")),
+    }
+}
+
+/// A request through the broker: its `cmd` and `args` signed and sent, the reply's
+/// result (secrets unsealed back into their fields) read as the same [`Response`] the
+/// bus and the local API give.
+async fn call_remote(t: &RemoteTarget, r: &Request) -> Result<Response, ApiError> {
+    let v = serde_json::to_value(r).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let cmd = v["cmd"].as_str().unwrap_or_default().to_string();
+    let args = v
+        .get("args")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let reply = crate::mqtt::remote::send(&t.mqtt, &t.keys, &cmd, args, t.wait_s)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if reply["ok"] != true {
+        return Err(remote_error(
+            reply["error"].as_str().unwrap_or("internal"),
+            reply["message"].as_str().unwrap_or_default(),
+        ));
+    }
+    let mut result = reply["result"].clone();
+    if let Some(obj) = result.as_object_mut() {
+        obj.remove("sealed");
+        if let Some(serde_json::Value::Object(secret)) = obj.remove("secret") {
+            obj.extend(secret);
+        }
+    }
+    serde_json::from_value(result)
+        .map_err(|e| ApiError::Internal(format!("bad reply from the kiosk: {e}")))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ApiError> {
@@ -248,6 +307,7 @@ impl Backend {
     pub async fn call(&self, r: Request) -> Result<Response, ApiError> {
         let p = match self {
             Backend::Local { api, caller } => return api.call(caller, r).await,
+            Backend::Remote(t) => return call_remote(t, &r).await,
             Backend::Bus(p) => p,
         };
         let e = |e: zbus::Error| api_error(&e);
@@ -847,6 +907,25 @@ async fn enroll(
                     }
                 }
             }
+        }
+        Backend::Remote(_) => {
+            // Progress is published on the kiosk's events topic, not answered here.
+            let job = started(backend.call(req).await?)?;
+            if json {
+                w(
+                    out,
+                    &serde_json::json!({ "job": job, "started": true }).to_string(),
+                )?;
+            } else {
+                w(
+                    out,
+                    &printable(&format!(
+                        "enrollment job {job} started for {} (its progress: the kiosk's events)",
+                        a.user
+                    )),
+                )?;
+            }
+            return Ok(0);
         }
         Backend::Bus(p) => {
             let mut st = p

@@ -1,6 +1,7 @@
 //! `lockerctl`: control the running lockerd over the system bus
-//! (`DBUS_SYSTEM_BUS_ADDRESS` is honoured). Thin: parses arguments and hands the
-//! command to [`lockerd::ctl`]; exit codes are documented there and in the README.
+//! (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or a kiosk far away through its MQTT broker
+//! with `--remote KEYFILE` (the same commands, signed). Thin: parses arguments and hands
+//! the command to [`lockerd::ctl`]; exit codes are documented there and in the README.
 
 use clap::{CommandFactory, Parser, Subcommand};
 use lockerd::ctl::{self, Backend, Cmd};
@@ -20,8 +21,75 @@ struct Cli {
     /// One JSON object per command (JSON lines for watch and --follow).
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    broker: Broker,
     #[command(subcommand)]
     command: Top,
+}
+
+/// A kiosk through its broker: `--remote KEYFILE --url URL --kiosk ID` before any
+/// command sends it signed with that admin key (and `remote send` uses the same flags).
+#[derive(clap::Args, Debug)]
+struct Broker {
+    /// An admin key file (`remote keygen`): send the command, signed, to `--kiosk`
+    /// through the broker at `--url` instead of over the local system bus.
+    #[arg(long, global = true, value_name = "KEYFILE")]
+    remote: Option<std::path::PathBuf>,
+    /// The broker: mqtts://HOST[:PORT] (mqtt:// only to a loopback broker).
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+    /// The kiosk's id (`mqtt.kiosk_id`).
+    #[arg(long, global = true, value_name = "ID")]
+    kiosk: Option<String>,
+    /// The CA of the broker's certificate (mqtts).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// This admin's client certificate and key for the broker (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    cert_file: Option<std::path::PathBuf>,
+    /// The key of that client certificate (PEM).
+    #[arg(long, global = true, value_name = "FILE")]
+    client_key: Option<std::path::PathBuf>,
+    /// Seconds to wait for each reply.
+    #[arg(long, global = true, default_value_t = 15)]
+    wait: u64,
+}
+
+impl Broker {
+    /// The broker settings, or a usage error naming what is missing.
+    fn mqtt(&self) -> Result<lockerd::config::MqttConfig, ctl::CtlError> {
+        let need = |v: &Option<String>, flag: &str| {
+            v.clone().ok_or_else(|| ctl::CtlError {
+                code: 2,
+                message: format!("{flag} is needed to reach a kiosk through its broker"),
+            })
+        };
+        Ok(lockerd::config::MqttConfig {
+            enabled: true,
+            url: need(&self.url, "--url")?,
+            kiosk_id: need(&self.kiosk, "--kiosk")?,
+            ca_file: self.ca_file.clone().unwrap_or_default(),
+            cert_file: self.cert_file.clone().unwrap_or_default(),
+            key_file: self.client_key.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    /// Where commands go: the kiosk through the broker with `--remote`, else the bus.
+    async fn backend(&self) -> Result<Backend, ctl::CtlError> {
+        let Some(key) = &self.remote else {
+            return Ok(Backend::connect_bus().await?);
+        };
+        let keys = lockerd::mqtt::remote::AdminKeys::load(key).map_err(|e| ctl::CtlError {
+            code: 2,
+            message: e.to_string(),
+        })?;
+        Ok(Backend::Remote(Box::new(ctl::RemoteTarget {
+            mqtt: self.mqtt()?,
+            keys,
+            wait_s: self.wait,
+        })))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,25 +125,9 @@ enum Remote {
     /// Sign a command, send it to a kiosk through a broker, print the reply (sealed
     /// secrets opened). Exit 0 when the reply says ok.
     Send {
-        /// The admin key file from `keygen`.
+        /// The admin key file from `keygen` (or give it as `--remote`).
         #[arg(long)]
-        key: std::path::PathBuf,
-        /// mqtts://HOST[:PORT] (mqtt:// only to a loopback broker).
-        #[arg(long)]
-        url: String,
-        #[arg(long)]
-        kiosk: String,
-        /// The CA of the broker's certificate (mqtts).
-        #[arg(long)]
-        ca_file: Option<std::path::PathBuf>,
-        /// This admin's client certificate and key for the broker (PEM).
-        #[arg(long, requires = "client_key")]
-        cert_file: Option<std::path::PathBuf>,
-        #[arg(long)]
-        client_key: Option<std::path::PathBuf>,
-        /// Seconds to wait for the reply.
-        #[arg(long, default_value_t = 15)]
-        wait: u64,
+        key: Option<std::path::PathBuf>,
         /// The command (snake_case: status, unlock, otp_issue, users_list, audit_verify, ...).
         cmd: String,
         /// Its arguments as a JSON object, e.g. '{"ttl_s": 600}'.
@@ -84,7 +136,7 @@ enum Remote {
     },
 }
 
-async fn remote(r: Remote, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
+async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
     use lockerd::mqtt::remote::{self, AdminKeys};
     let fail = |code: u8, message: String| ctl::CtlError { code, message };
     match r {
@@ -105,29 +157,15 @@ async fn remote(r: Remote, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
             );
             Ok(0)
         }
-        Remote::Send {
-            key,
-            url,
-            kiosk,
-            ca_file,
-            cert_file,
-            client_key,
-            wait,
-            cmd,
-            args,
-        } => {
+        Remote::Send { key, cmd, args } => {
+            let key = key
+                .or_else(|| broker.remote.clone())
+                .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
             let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
             let args: serde_json::Value = serde_json::from_str(&args)
                 .map_err(|e| fail(2, format!("ARGS must be a JSON object: {e}")))?;
-            let cfg = lockerd::config::MqttConfig {
-                enabled: true,
-                url,
-                kiosk_id: kiosk,
-                ca_file: ca_file.unwrap_or_default(),
-                cert_file: cert_file.unwrap_or_default(),
-                key_file: client_key.unwrap_or_default(),
-                ..Default::default()
-            };
+            let cfg = broker.mqtt()?;
+            let wait = broker.wait;
             let reply = remote::send(&cfg, &keys, &cmd, args, wait)
                 .await
                 .map_err(|e| fail(8, e.to_string()))?;
@@ -167,16 +205,13 @@ fn main() -> ExitCode {
                     code: 1,
                     message: e.to_string(),
                 }),
-            Top::Watch => {
-                let backend = Backend::connect_bus().await?;
-                match &backend {
-                    Backend::Bus(p) => ctl::watch(p, cli.json, &mut stdout).await,
-                    Backend::Local { .. } => Ok(0),
-                }
-            }
-            Top::Remote(r) => remote(r, &mut stdout).await,
+            Top::Watch => match Backend::connect_bus().await? {
+                Backend::Bus(p) => ctl::watch(&p, cli.json, &mut stdout).await,
+                _ => Ok(0),
+            },
+            Top::Remote(r) => remote(r, &cli.broker, &mut stdout).await,
             Top::Cmd(cmd) => {
-                let backend = Backend::connect_bus().await?;
+                let backend = cli.broker.backend().await?;
                 ctl::run(&backend, cmd, cli.json, &mut stdout).await
             }
         }
