@@ -145,7 +145,7 @@ impl ApiHandle {
         let caller = Caller {
             id: format!("bus name {bus_name} (gone)"),
             via: crate::api::Via::Dbus,
-            role: crate::api::Role::Admin,
+            role: crate::api::Clearance::Admin,
             bus_name: Some(bus_name.to_owned()),
         };
         let _ = self.call(&caller, Request::EnrollCancel).await;

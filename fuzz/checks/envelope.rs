@@ -5,7 +5,7 @@
 //! Shared by the fuzz target (`fuzz/fuzz_targets/envelope.rs`) and the corpus replay that CI
 //! runs as an ordinary test (`tests/fuzz_corpus.rs`).
 use ed25519_dalek::SigningKey;
-use lockerd::api::{required_role, Role};
+use lockerd::api::{required_role, Clearance};
 use lockerd::mqtt::envelope::{open, sign_bytes, Admin, Check, MemoryNonces};
 
 const TOPIC: &str = "lockerd/k1/cmd";
@@ -16,7 +16,7 @@ pub fn check(data: &[u8]) {
     let admins = [Admin {
         id: "ada".into(),
         key: key.verifying_key(),
-        role: Role::Operator,
+        role: Clearance::Operator,
         seal_key: [0; 32],
     }];
     let c = Check {
@@ -34,7 +34,7 @@ pub fn check(data: &[u8]) {
     };
     match open(&payload, &c, &mut g) {
         Ok(v) => {
-            assert!(required_role(&v.request) <= Role::Operator);
+            assert!(required_role(&v.request) <= Clearance::Operator);
             assert!((v.ts - c.now_s).abs() <= 30);
             // Never twice.
             assert!(open(&payload, &c, &mut g).is_err());

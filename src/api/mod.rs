@@ -18,35 +18,37 @@ use crate::types::{Role as UserRole, User};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// What a caller may do. Ordered: an admin may do whatever an operator may.
+/// What a caller may do (a local uid's groups, a remote admin's configured role): its
+/// clearance, named apart from a user's [`UserRole`] (user, admin, banned), which says
+/// whose face opens the door. Ordered: an admin may do whatever an operator may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Role {
+pub enum Clearance {
     Viewer,
     Operator,
     Admin,
 }
 
-impl Role {
+impl Clearance {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
+            Clearance::Viewer => "viewer",
+            Clearance::Operator => "operator",
+            Clearance::Admin => "admin",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Role> {
+    pub fn parse(s: &str) -> Option<Clearance> {
         match s {
-            "viewer" => Some(Role::Viewer),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
+            "viewer" => Some(Clearance::Viewer),
+            "operator" => Some(Clearance::Operator),
+            "admin" => Some(Clearance::Admin),
             _ => None,
         }
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for Clearance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -86,7 +88,7 @@ impl Via {
 pub struct Caller {
     pub id: String,
     pub via: Via,
-    pub role: Role,
+    pub role: Clearance,
     /// The bus name on D-Bus (the enrollment claim is tied to it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus_name: Option<String>,
@@ -115,18 +117,23 @@ pub fn group_id(name: &str) -> Option<u32> {
 
 /// The role of a local user: root and members of `lockerd-admin` are admins, members
 /// of `lockerd-operator` operators, everyone else a viewer.
-pub fn local_role(uid: u32, gids: &[u32]) -> Role {
+pub fn local_role(uid: u32, gids: &[u32]) -> Clearance {
     role_for(uid, gids, group_id(ADMIN_GROUP), group_id(OPERATOR_GROUP))
 }
 
 /// [`local_role`] with the group ids given (testable without /etc/group).
-pub fn role_for(uid: u32, gids: &[u32], admin_gid: Option<u32>, operator_gid: Option<u32>) -> Role {
+pub fn role_for(
+    uid: u32,
+    gids: &[u32],
+    admin_gid: Option<u32>,
+    operator_gid: Option<u32>,
+) -> Clearance {
     if uid == 0 || admin_gid.is_some_and(|g| gids.contains(&g)) {
-        Role::Admin
+        Clearance::Admin
     } else if operator_gid.is_some_and(|g| gids.contains(&g)) {
-        Role::Operator
+        Clearance::Operator
     } else {
-        Role::Viewer
+        Clearance::Viewer
     }
 }
 
@@ -150,7 +157,7 @@ impl Caller {
         Caller {
             id: format!("cli (uid {})", unsafe { libc::getuid() }),
             via: Via::Cli,
-            role: Role::Admin,
+            role: Clearance::Admin,
             bus_name: None,
         }
     }
@@ -159,7 +166,7 @@ impl Caller {
         Caller {
             id: "simulator".into(),
             via: Via::Simulator,
-            role: Role::Admin,
+            role: Clearance::Admin,
             bus_name: None,
         }
     }
@@ -287,11 +294,11 @@ impl Request {
 /// The role table: the least role that may make each request. The only place where
 /// this is decided. Admin: everything; operator: status, unlock, lock, verify, watch
 /// (events); viewer: status and events.
-pub fn required_role(r: &Request) -> Role {
+pub fn required_role(r: &Request) -> Clearance {
     match r {
-        Request::Status => Role::Viewer,
+        Request::Status => Clearance::Viewer,
         Request::Unlock { .. } | Request::Lock | Request::Verify | Request::KeypadEntry { .. } => {
-            Role::Operator
+            Clearance::Operator
         }
         Request::UsersList
         | Request::UserAdd { .. }
@@ -309,7 +316,7 @@ pub fn required_role(r: &Request) -> Role {
         | Request::LockoutShow
         | Request::LockoutReset
         | Request::AuditQuery { .. }
-        | Request::AuditVerify => Role::Admin,
+        | Request::AuditVerify => Clearance::Admin,
     }
 }
 
@@ -740,15 +747,15 @@ mod tests {
         let viewer = Caller {
             id: "v".into(),
             via: Via::Dbus,
-            role: Role::Viewer,
+            role: Clearance::Viewer,
             bus_name: None,
         };
         let op = Caller {
-            role: Role::Operator,
+            role: Clearance::Operator,
             ..viewer.clone()
         };
         let admin = Caller {
-            role: Role::Admin,
+            role: Clearance::Admin,
             ..viewer.clone()
         };
         let all = [
@@ -838,11 +845,20 @@ mod tests {
 
     #[test]
     fn local_roles_from_uid_and_groups() {
-        assert_eq!(role_for(0, &[], None, None), Role::Admin);
-        assert_eq!(role_for(1000, &[5, 900], Some(900), Some(901)), Role::Admin);
-        assert_eq!(role_for(1000, &[901], Some(900), Some(901)), Role::Operator);
-        assert_eq!(role_for(1000, &[5], Some(900), Some(901)), Role::Viewer);
-        assert_eq!(role_for(65534, &[], None, None), Role::Viewer);
+        assert_eq!(role_for(0, &[], None, None), Clearance::Admin);
+        assert_eq!(
+            role_for(1000, &[5, 900], Some(900), Some(901)),
+            Clearance::Admin
+        );
+        assert_eq!(
+            role_for(1000, &[901], Some(900), Some(901)),
+            Clearance::Operator
+        );
+        assert_eq!(
+            role_for(1000, &[5], Some(900), Some(901)),
+            Clearance::Viewer
+        );
+        assert_eq!(role_for(65534, &[], None, None), Clearance::Viewer);
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, c
             out: path,
             role,
         } => {
-            let role = lockerd::api::Role::parse(&role)
+            let role = lockerd::api::Clearance::parse(&role)
                 .ok_or_else(|| fail(2, format!("--role {role:?}: admin, operator or viewer")))?;
             let k = AdminKeys::generate(&id);
             k.save(&path).map_err(|e| fail(1, e.to_string()))?;

@@ -18,7 +18,7 @@
 use super::config::MqttConfig;
 use super::envelope::{self, Admin, Check, Refusal, Refused};
 use super::{ha, reply, StoreNonces};
-use crate::api::{Caller, Request, Role, Via};
+use crate::api::{Caller, Clearance, Request, Via};
 use crate::service::ApiHandle;
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
@@ -343,7 +343,7 @@ pub fn spawn(
     let (tx_admin, rx_admin) = mpsc::channel::<Cmd>(ADMIN_QUEUE);
     let admin_ids: Vec<String> = admins
         .iter()
-        .filter(|a| a.role == Role::Admin)
+        .filter(|a| a.role == Clearance::Admin)
         .map(|a| a.id.clone())
         .collect();
     let ha_cfg = cfg.home_assistant.clone();
@@ -688,7 +688,7 @@ async fn serve_ha(payload: &[u8], allow_unlock: bool, api: &ApiHandle) -> Option
     let caller = Caller {
         id: "home assistant".into(),
         via: Via::Ha,
-        role: Role::Operator,
+        role: Clearance::Operator,
         bus_name: None,
     };
     match ha::parse_command(payload) {

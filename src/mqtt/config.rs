@@ -101,7 +101,7 @@ pub struct MqttAdmin {
     pub public_key: String,
     /// X25519 public key, base64 of the 32 bytes: secrets in replies are sealed to it.
     pub seal_key: String,
-    pub role: crate::api::Role,
+    pub role: crate::api::Clearance,
 }
 
 /// `[mqtt.home_assistant]`.

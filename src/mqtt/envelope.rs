@@ -12,7 +12,7 @@
 //! believed: kiosk, time, nonce (recorded only for a good signature, so forgeries cannot
 //! fill the guard), command, role.
 
-use crate::api::{required_role, Request, Role};
+use crate::api::{required_role, Clearance, Request};
 use data_encoding::BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub struct Refused {
 pub struct Admin {
     pub id: String,
     pub key: VerifyingKey,
-    pub role: Role,
+    pub role: Clearance,
     /// X25519 public key that secrets in replies to this admin are sealed to.
     pub seal_key: [u8; 32],
 }
@@ -100,7 +100,7 @@ pub struct Admin {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
     pub admin: String,
-    pub role: Role,
+    pub role: Clearance,
     pub seal_key: [u8; 32],
     pub id: String,
     pub ts: i64,
@@ -438,13 +438,13 @@ mod tests {
             Admin {
                 id: "ada".into(),
                 key: key(1).verifying_key(),
-                role: Role::Admin,
+                role: Clearance::Admin,
                 seal_key: [1; 32],
             },
             Admin {
                 id: "vic".into(),
                 key: key(2).verifying_key(),
-                role: Role::Viewer,
+                role: Clearance::Viewer,
                 seal_key: [2; 32],
             },
         ]

@@ -93,7 +93,7 @@ impl AdminKeys {
     }
 
     /// The `[[mqtt.admins]]` table for the kiosk's lockerd.toml (public keys only).
-    pub fn admin_table(&self, role: crate::api::Role) -> String {
+    pub fn admin_table(&self, role: crate::api::Clearance) -> String {
         let public = BASE64.encode(self.signing.verifying_key().as_bytes());
         let seal = crypto_box::SecretKey::from_bytes(self.seal);
         format!(
@@ -211,7 +211,7 @@ mod tests {
         .unwrap();
         assert!(AdminKeys::load(&d.path().join("loose.key")).is_err());
         // The table it prints is what the kiosk's config takes.
-        let table = k.admin_table(crate::api::Role::Admin);
+        let table = k.admin_table(crate::api::Clearance::Admin);
         let cfg: crate::mqtt::config::MqttConfig = toml::from_str(&format!(
             "kiosk_id = \"k1\"\n{}",
             table.replace("[[mqtt.admins]]", "[[admins]]")

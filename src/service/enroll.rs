@@ -14,7 +14,7 @@ impl Service {
             _ => j.holder.id == caller.id,
         };
         match g.as_ref() {
-            Some(job) if !holds(job) && caller.role != crate::api::Role::Admin => {
+            Some(job) if !holds(job) && caller.role != crate::api::Clearance::Admin => {
                 Err(ApiError::Busy(format!(
                     "enrollment job {} belongs to {}",
                     job.id, job.holder.id
