@@ -18,7 +18,7 @@ use crate::access::credentials::code_keys;
 use crate::access::driver::{self, TokioClock};
 use crate::api::{ApiError, Caller, EnrollSource, Request, Response};
 use crate::config::Config;
-use crate::service::{Backends, ControllerLink, Service};
+use crate::service::{ApiHandle, Backends, ControllerLink, Service};
 use crate::store::{Create, DbKey, Store, StoreError};
 use crate::types::Role;
 use crate::vision::pipeline::FaceEvent;
@@ -340,21 +340,7 @@ pub fn run(
             let step_err = |m: String| SimError::Step { at_s: step.at_s, message: m };
             match step.action {
                 Action::Keys(k) => {
-                    let expand = |k: &str| -> Result<String, SimError> {
-                        if !k.contains("{otp}") && !k.contains("{bad_otp}") {
-                            return Ok(k.to_string());
-                        }
-                        let (slot, code) = last_code
-                            .clone()
-                            .ok_or_else(|| step_err("{otp} used before any otp_issue".into()))?;
-                        let bad: String = code
-                            .chars()
-                            .enumerate()
-                            .map(|(i, c)| if i == 0 { if c == '9' { '0' } else { (c as u8 + 1) as char } } else { c })
-                            .collect();
-                        Ok(k.replace("{otp}", &code_keys(slot, &code)).replace("{bad_otp}", &code_keys(slot, &bad)))
-                    };
-                    let keys = expand(&k)?;
+                    let keys = expand_keys(&k, last_code.as_ref()).map_err(step_err)?;
                     note(&lines, step.at_s, serde_json::json!({ "event": "keys", "count": keys.len() }));
                     for (i, c) in keys.chars().enumerate() {
                         if i > 0 {
@@ -370,30 +356,11 @@ pub fn run(
                 Action::Clip(path) => {
                     // The pipeline runs now (virtual time stands still); its attempts are
                     // delivered at their frame times from the step's start.
-                    let mut src = open_path(&path)?;
-                    let (inputs, frames, blinks) = vision.with_pipe(|pipe| {
-                        // What the controller hears, at its media time.
-                        let mut inputs: Vec<(f64, Input)> = Vec::new();
-                        let (mut frames, mut blinks) = (0u64, 0u32);
-                        let mut take = |evs: Vec<FaceEvent>| {
-                            for e in evs {
-                                match e {
-                                    FaceEvent::Attempt(a) => inputs.push((a.at_s, Input::Face(Box::new(a)))),
-                                    FaceEvent::Challenge { at_s, prompt, window_s, .. } => {
-                                        inputs.push((at_s, Input::Challenge { prompt, window_s }))
-                                    }
-                                    FaceEvent::Blink { live: true, .. } => blinks += 1,
-                                    _ => {}
-                                }
-                            }
-                        };
-                        while let Some(f) = src.next_frame()? {
-                            frames += 1;
-                            take(pipe.process(&f)?);
-                        }
-                        take(pipe.finish());
-                        Ok::<_, VisionError>((inputs, frames, blinks))
-                    })??;
+                    let ClipRun {
+                        inputs,
+                        frames,
+                        blinks,
+                    } = clip_inputs(&vision, &path)?;
                     note(
                         &lines,
                         step.at_s,
@@ -415,31 +382,9 @@ pub fn run(
                 Action::Enroll { user, from } => {
                     // Models load now, so the gallery reaches the fresh pipeline.
                     vision.with_pipe(|_| ())?;
-                    let mut events = api.subscribe();
-                    let job = match api
-                        .call(&me, Request::Enroll { user, source: EnrollSource::Files(from), allow_poor_photos: true })
+                    enroll_and_wait(&api, &me, user, from)
                         .await?
-                    {
-                        Response::EnrollStarted { job, .. } => job,
-                        other => return Err(step_err(format!("unexpected reply {other:?}"))),
-                    };
-                    // Virtual time stands still while the job runs.
-                    loop {
-                        match events.recv().await {
-                            Ok(t) => {
-                                if let Some(p) = &t.event.enroll {
-                                    if p.job == job && p.done {
-                                        if p.status != crate::api::event::EnrollStatus::Completed {
-                                            return Err(step_err(p.message.clone()));
-                                        }
-                                        break;
-                                    }
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                            Err(_) => return Err(step_err("the event channel closed".into())),
-                        }
-                    }
+                        .map_err(step_err)?;
                     settle().await;
                 }
                 Action::Ban { user } => {
@@ -481,6 +426,107 @@ pub fn run(
         out(l);
     }
     result
+}
+
+/// A scenario's keys with `{otp}` (the last issued code, typed as the keypad wants it) and
+/// `{bad_otp}` (the same with its first digit changed) filled in.
+fn expand_keys(k: &str, last_code: Option<&(u32, String)>) -> Result<String, String> {
+    if !k.contains("{otp}") && !k.contains("{bad_otp}") {
+        return Ok(k.to_string());
+    }
+    let (slot, code) = last_code.ok_or_else(|| "{otp} used before any otp_issue".to_string())?;
+    let bad: String = code
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match (i, c) {
+            (0, '9') => '0',
+            (0, c) => (c as u8 + 1) as char,
+            (_, c) => c,
+        })
+        .collect();
+    Ok(k.replace("{otp}", &code_keys(*slot, code))
+        .replace("{bad_otp}", &code_keys(*slot, &bad)))
+}
+
+/// What the controller hears from a clip, at each input's media time, with the clip's
+/// frame count and liveness-grade blinks. The pipeline runs now: virtual time stands
+/// still meanwhile.
+fn clip_inputs(vision: &VisionShared, path: &Path) -> Result<ClipRun, SimError> {
+    let mut src = open_path(path)?;
+    Ok(vision.with_pipe(|pipe| {
+        let mut inputs: Vec<(f64, Input)> = Vec::new();
+        let (mut frames, mut blinks) = (0u64, 0u32);
+        let mut take = |evs: Vec<FaceEvent>| {
+            for e in evs {
+                match e {
+                    FaceEvent::Attempt(a) => inputs.push((a.at_s, Input::Face(Box::new(a)))),
+                    FaceEvent::Challenge {
+                        at_s,
+                        prompt,
+                        window_s,
+                        ..
+                    } => inputs.push((at_s, Input::Challenge { prompt, window_s })),
+                    FaceEvent::Blink { live: true, .. } => blinks += 1,
+                    _ => {}
+                }
+            }
+        };
+        while let Some(f) = src.next_frame()? {
+            frames += 1;
+            take(pipe.process(&f)?);
+        }
+        take(pipe.finish());
+        Ok::<_, VisionError>(ClipRun {
+            inputs,
+            frames,
+            blinks,
+        })
+    })??)
+}
+
+/// A clip through the pipeline ([`clip_inputs`]).
+struct ClipRun {
+    /// What the controller hears, at each input's media time (s).
+    inputs: Vec<(f64, Input)>,
+    frames: u64,
+    /// Liveness-grade blinks.
+    blinks: u32,
+}
+
+/// Start an enrollment job through the API and wait for its end (virtual time stands
+/// still while it runs). The outer error is the API's; the inner one the job's failure.
+async fn enroll_and_wait(
+    api: &ApiHandle,
+    me: &Caller,
+    user: String,
+    from: Vec<PathBuf>,
+) -> Result<Result<(), String>, SimError> {
+    let mut events = api.subscribe();
+    let request = Request::Enroll {
+        user,
+        source: EnrollSource::Files(from),
+        allow_poor_photos: true,
+    };
+    let job = match api.call(me, request).await? {
+        Response::EnrollStarted { job, .. } => job,
+        other => return Ok(Err(format!("unexpected reply {other:?}"))),
+    };
+    loop {
+        match events.recv().await {
+            Ok(t) => {
+                if let Some(p) = &t.event.enroll {
+                    if p.job == job && p.done {
+                        if p.status != crate::api::event::EnrollStatus::Completed {
+                            return Ok(Err(p.message.clone()));
+                        }
+                        return Ok(Ok(()));
+                    }
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return Ok(Err("the event channel closed".into())),
+        }
+    }
 }
 
 async fn settle() {
