@@ -161,126 +161,43 @@ pub struct Check<'a> {
     pub max_payload_bytes: usize,
 }
 
-/// Check a received command. Never panics on any input.
+/// A refusal of kind `kind`, naming the key and the command id when they are known.
+fn refused(kind: Refusal, message: String, key: Option<&str>, id: Option<&str>) -> Refused {
+    Refused {
+        kind,
+        message,
+        key: key.map(str::to_string),
+        id: id.map(str::to_string),
+    }
+}
+
+/// Check a received command. Never panics on any input. In order: the size, the
+/// envelope and its signature by a configured admin ([`authentic_body`]); then the body,
+/// which is the admin's from there on: its id, kiosk and time ([`check_body`]), its
+/// nonce, never seen before; the request it names ([`request_of`]); the admin's role.
 pub fn open<G: NonceGuard>(
     payload: &[u8],
     c: &Check<'_>,
     nonces: &mut G,
 ) -> Result<Verified, Refused> {
-    let refuse = |kind, message: String, key: Option<&str>, id: Option<&str>| Refused {
-        kind,
-        message,
-        key: key.map(str::to_string),
-        id: id.map(str::to_string),
-    };
-    if payload.len() > c.max_payload_bytes {
-        return Err(refuse(
-            Refusal::TooLarge,
-            format!(
-                "{} bytes, at most {} are accepted",
-                payload.len(),
-                c.max_payload_bytes
-            ),
-            None,
-            None,
-        ));
-    }
-    let outer: Outer = serde_json::from_slice(payload).map_err(|e| {
-        refuse(
-            Refusal::Invalid,
-            format!("not a command envelope: {}", clip(&e.to_string())),
-            None,
-            None,
-        )
-    })?;
-    let key_id = outer.key.as_str();
-    let admin = c.admins.iter().find(|a| a.id == key_id).ok_or_else(|| {
-        refuse(
-            Refusal::UnknownKey,
-            format!("no admin key {:?}", clip(key_id)),
-            Some(key_id),
-            None,
-        )
-    })?;
-    let b64 = |what: &str, s: &str| {
-        BASE64.decode(s.as_bytes()).map_err(|e| {
-            refuse(
-                Refusal::Invalid,
-                format!("{what} is not base64: {e}"),
-                Some(key_id),
-                None,
-            )
-        })
-    };
-    let body = b64("body", &outer.body)?;
-    let sig = b64("sig", &outer.sig)?;
-    let sig = Signature::from_slice(&sig).map_err(|_| {
-        refuse(
-            Refusal::BadSignature,
-            "the signature is not 64 bytes".into(),
-            Some(key_id),
-            None,
-        )
-    })?;
-    // Strict: no malleable signatures, no small-order keys.
-    admin
-        .key
-        .verify_strict(&signed_bytes(c.topic, &body), &sig)
-        .map_err(|_| {
-            refuse(
-                Refusal::BadSignature,
-                format!(
-                    "the signature does not verify with key {key_id:?} on {}",
-                    c.topic
-                ),
-                Some(key_id),
-                None,
-            )
-        })?;
-    // From here on the body is the admin's: its fields are believed.
+    let (admin, body) = authentic_body(payload, c)?;
+    let key_id = admin.id.as_str();
     let b: Body = serde_json::from_slice(&body).map_err(|e| {
-        refuse(
+        refused(
             Refusal::Invalid,
             format!("body: {}", clip(&e.to_string())),
             Some(key_id),
             None,
         )
     })?;
+    check_body(&b, c, key_id)?;
     let id = Some(b.id.as_str());
-    if b.id.is_empty() || b.id.len() > MAX_FIELD {
-        return Err(refuse(
-            Refusal::Invalid,
-            format!("id must be 1-{MAX_FIELD} bytes"),
-            Some(key_id),
-            None,
-        ));
-    }
-    if b.kiosk != c.kiosk {
-        return Err(refuse(
-            Refusal::WrongKiosk,
-            format!("for kiosk {:?}, this is {:?}", clip(&b.kiosk), c.kiosk),
-            Some(key_id),
-            id,
-        ));
-    }
-    let skew = (c.now_s as i128 - b.ts as i128).abs();
-    if skew > c.max_skew_s as i128 {
-        return Err(refuse(
-            Refusal::Stale,
-            format!(
-                "ts {} is {skew} s from the kiosk's clock (at most {} s)",
-                b.ts, c.max_skew_s
-            ),
-            Some(key_id),
-            id,
-        ));
-    }
     let nonce = BASE64
         .decode(b.nonce.as_bytes())
         .ok()
         .filter(|n| (MIN_NONCE..=MAX_FIELD).contains(&n.len()))
         .ok_or_else(|| {
-            refuse(
+            refused(
                 Refusal::Invalid,
                 format!("nonce must be base64 of {MIN_NONCE}-{MAX_FIELD} bytes"),
                 Some(key_id),
@@ -290,7 +207,7 @@ pub fn open<G: NonceGuard>(
     match nonces.record(key_id, &nonce, b.ts, c.now_s) {
         Ok(true) => {}
         Ok(false) => {
-            return Err(refuse(
+            return Err(refused(
                 Refusal::Replayed,
                 "this nonce was used before".into(),
                 Some(key_id),
@@ -299,7 +216,7 @@ pub fn open<G: NonceGuard>(
         }
         // Fail closed: a command whose nonce cannot be remembered is not run.
         Err(e) => {
-            return Err(refuse(
+            return Err(refused(
                 Refusal::Unavailable,
                 format!("the nonce cannot be recorded ({e}); not run"),
                 Some(key_id),
@@ -307,40 +224,10 @@ pub fn open<G: NonceGuard>(
             ))
         }
     }
-    let parse = |args: Option<serde_json::Value>| {
-        let mut req = serde_json::Map::new();
-        req.insert("cmd".into(), serde_json::Value::String(b.cmd.clone()));
-        if let Some(a) = args {
-            req.insert("args".into(), a);
-        }
-        serde_json::from_value::<Request>(serde_json::Value::Object(req))
-    };
-    let mut parsed = parse(b.args.clone());
-    // `"args": {}` for a command that takes none (status) is the same as no args.
-    if parsed.is_err() && b.args.as_ref().is_some_and(|a| a == &serde_json::json!({})) {
-        parsed = parse(None);
-    }
-    let request: Request = parsed.map_err(|e| {
-        let s = e.to_string();
-        if s.starts_with("unknown variant") {
-            refuse(
-                Refusal::UnknownCommand,
-                format!("no command {:?}", clip(&b.cmd)),
-                Some(key_id),
-                id,
-            )
-        } else {
-            refuse(
-                Refusal::Invalid,
-                format!("{}: {}", clip(&b.cmd), clip(&s)),
-                Some(key_id),
-                id,
-            )
-        }
-    })?;
+    let request = request_of(&b, key_id)?;
     let need = required_role(&request);
     if admin.role < need {
-        return Err(refuse(
+        return Err(refused(
             Refusal::NotAuthorized,
             format!(
                 "{} needs the {need} role; {key_id} is {}",
@@ -358,6 +245,147 @@ pub fn open<G: NonceGuard>(
         id: b.id,
         ts: b.ts,
         request,
+    })
+}
+
+/// The envelope's body, once its size is allowed and its signature verifies (strictly)
+/// with the key of the configured admin it names, over the topic and the body.
+fn authentic_body<'a>(payload: &[u8], c: &Check<'a>) -> Result<(&'a Admin, Vec<u8>), Refused> {
+    if payload.len() > c.max_payload_bytes {
+        return Err(refused(
+            Refusal::TooLarge,
+            format!(
+                "{} bytes, at most {} are accepted",
+                payload.len(),
+                c.max_payload_bytes
+            ),
+            None,
+            None,
+        ));
+    }
+    let outer: Outer = serde_json::from_slice(payload).map_err(|e| {
+        refused(
+            Refusal::Invalid,
+            format!("not a command envelope: {}", clip(&e.to_string())),
+            None,
+            None,
+        )
+    })?;
+    let key_id = outer.key.as_str();
+    let admin = c.admins.iter().find(|a| a.id == key_id).ok_or_else(|| {
+        refused(
+            Refusal::UnknownKey,
+            format!("no admin key {:?}", clip(key_id)),
+            Some(key_id),
+            None,
+        )
+    })?;
+    let b64 = |what: &str, s: &str| {
+        BASE64.decode(s.as_bytes()).map_err(|e| {
+            refused(
+                Refusal::Invalid,
+                format!("{what} is not base64: {e}"),
+                Some(key_id),
+                None,
+            )
+        })
+    };
+    let body = b64("body", &outer.body)?;
+    let sig = b64("sig", &outer.sig)?;
+    let sig = Signature::from_slice(&sig).map_err(|_| {
+        refused(
+            Refusal::BadSignature,
+            "the signature is not 64 bytes".into(),
+            Some(key_id),
+            None,
+        )
+    })?;
+    // Strict: no malleable signatures, no small-order keys.
+    admin
+        .key
+        .verify_strict(&signed_bytes(c.topic, &body), &sig)
+        .map_err(|_| {
+            refused(
+                Refusal::BadSignature,
+                format!(
+                    "the signature does not verify with key {key_id:?} on {}",
+                    c.topic
+                ),
+                Some(key_id),
+                None,
+            )
+        })?;
+    Ok((admin, body))
+}
+
+/// The body's id (1 to [`MAX_FIELD`] bytes), its kiosk (this one) and its time (within
+/// `max_skew_s` of the kiosk's clock).
+fn check_body(b: &Body, c: &Check<'_>, key_id: &str) -> Result<(), Refused> {
+    let id = Some(b.id.as_str());
+    if b.id.is_empty() || b.id.len() > MAX_FIELD {
+        return Err(refused(
+            Refusal::Invalid,
+            format!("id must be 1-{MAX_FIELD} bytes"),
+            Some(key_id),
+            None,
+        ));
+    }
+    if b.kiosk != c.kiosk {
+        return Err(refused(
+            Refusal::WrongKiosk,
+            format!("for kiosk {:?}, this is {:?}", clip(&b.kiosk), c.kiosk),
+            Some(key_id),
+            id,
+        ));
+    }
+    let skew = (c.now_s as i128 - b.ts as i128).abs();
+    if skew > c.max_skew_s as i128 {
+        return Err(refused(
+            Refusal::Stale,
+            format!(
+                "ts {} is {skew} s from the kiosk's clock (at most {} s)",
+                b.ts, c.max_skew_s
+            ),
+            Some(key_id),
+            id,
+        ));
+    }
+    Ok(())
+}
+
+/// The request the body names: its `cmd` and `args` read as a [`Request`]
+/// (`"args": {}` for a command that takes none is the same as no args).
+fn request_of(b: &Body, key_id: &str) -> Result<Request, Refused> {
+    let id = Some(b.id.as_str());
+    let parse = |args: Option<serde_json::Value>| {
+        let mut req = serde_json::Map::new();
+        req.insert("cmd".into(), serde_json::Value::String(b.cmd.clone()));
+        if let Some(a) = args {
+            req.insert("args".into(), a);
+        }
+        serde_json::from_value::<Request>(serde_json::Value::Object(req))
+    };
+    let mut parsed = parse(b.args.clone());
+    if parsed.is_err() && b.args.as_ref().is_some_and(|a| a == &serde_json::json!({})) {
+        parsed = parse(None);
+    }
+    parsed.map_err(|e| {
+        let s = e.to_string();
+        if s.starts_with("unknown variant") {
+            refused(
+                Refusal::UnknownCommand,
+                format!("no command {:?}", clip(&b.cmd)),
+                Some(key_id),
+                id,
+            )
+        } else {
+            refused(
+                Refusal::Invalid,
+                format!("{}: {}", clip(&b.cmd), clip(&s)),
+                Some(key_id),
+                id,
+            )
+        }
     })
 }
 
