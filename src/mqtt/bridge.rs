@@ -369,26 +369,8 @@ pub fn spawn(
                     backoff.connected();
                     connected_tx.send_replace(true);
                     log::info!("mqtt: connected; serving {}", t1.cmd());
-                    let _ = c1.subscribe(t1.cmd(), QoS::AtLeastOnce).await;
-                    let _ = c1
-                        .publish(t1.availability(), QoS::AtLeastOnce, true, "online")
-                        .await;
                     let state = ha::state(&status1.borrow());
-                    let _ = c1
-                        .publish(t1.state(), QoS::AtLeastOnce, true, state.to_string())
-                        .await;
-                    // Discovery on, or cleared (an empty retained message) when off.
-                    let body = if ha_cfg.discovery {
-                        discovery.1.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    let _ = c1
-                        .publish(discovery.0.clone(), QoS::AtLeastOnce, true, body)
-                        .await;
-                    if ha_cfg.discovery {
-                        let _ = c1.subscribe(t1.ha_set(), QoS::AtLeastOnce).await;
-                    }
+                    on_connect(&c1, &t1, state, ha_cfg.discovery, &discovery).await;
                     None
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.cmd() => {
@@ -473,11 +455,10 @@ pub fn spawn(
                 r = events.recv() => match r {
                     Ok(t) => {
                         if let Some((topic, body)) = ha::event(&t3, &t) {
-                            let access = topic == t3.ha_access();
-                            let body = body.to_string();
-                            let _ = c3.publish(topic, QoS::AtLeastOnce, false, body.clone()).await;
-                            if access {
-                                let _ = c3.publish(t3.last_access(), QoS::AtLeastOnce, true, body).await;
+                            if topic == t3.ha_access() {
+                                publish_access(&c3, &t3, body.to_string()).await;
+                            } else {
+                                let _ = c3.publish(topic, QoS::AtLeastOnce, false, body.to_string()).await;
                             }
                         }
                     }
@@ -510,6 +491,45 @@ pub fn spawn(
         tokio::spawn(super::lock::run(link, wiring))
     });
     Ok(Running { tasks, lock })
+}
+
+/// On every (re)connection: subscribe to commands, say online, publish the state, and
+/// Home Assistant's discovery (or clear it with an empty retained message when off).
+async fn on_connect(
+    c: &AsyncClient,
+    t: &Topics,
+    state: serde_json::Value,
+    discovery_on: bool,
+    discovery: &(String, Vec<u8>),
+) {
+    let _ = c.subscribe(t.cmd(), QoS::AtLeastOnce).await;
+    let _ = c
+        .publish(t.availability(), QoS::AtLeastOnce, true, "online")
+        .await;
+    let _ = c
+        .publish(t.state(), QoS::AtLeastOnce, true, state.to_string())
+        .await;
+    let body = if discovery_on {
+        discovery.1.clone()
+    } else {
+        Vec::new()
+    };
+    let _ = c
+        .publish(discovery.0.clone(), QoS::AtLeastOnce, true, body)
+        .await;
+    if discovery_on {
+        let _ = c.subscribe(t.ha_set(), QoS::AtLeastOnce).await;
+    }
+}
+
+/// An access for Home Assistant: its event, and the retained last access.
+async fn publish_access(c: &AsyncClient, t: &Topics, body: String) {
+    let _ = c
+        .publish(t.ha_access(), QoS::AtLeastOnce, false, body.clone())
+        .await;
+    let _ = c
+        .publish(t.last_access(), QoS::AtLeastOnce, true, body)
+        .await;
 }
 
 #[derive(Clone)]
@@ -588,13 +608,7 @@ async fn serve_commands(
                                 .evidence(json!({ "error": why }));
                         audit(&store, entry).await;
                         // HA's user sees it too: a denied access with the reason.
-                        let body = ha::refusal(&why).to_string();
-                        let _ = client
-                            .publish(topics.ha_access(), QoS::AtLeastOnce, false, body.clone())
-                            .await;
-                        let _ = client
-                            .publish(topics.last_access(), QoS::AtLeastOnce, true, body)
-                            .await;
+                        publish_access(&client, &topics, ha::refusal(&why).to_string()).await;
                     }
                 }
                 continue;
