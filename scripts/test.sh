@@ -12,6 +12,8 @@ start=$(date +%s)
 echo "== cargo fmt --check (daemon, lock protocol, firmware)"
 cargo fmt --all -- --check
 (cd hardware/esp32-lock && cargo fmt -- --check)
+echo "== module graph of the daemon crate: no cycle (scripts/module-graph.py)"
+python3 scripts/module-graph.py --check
 echo "== cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== daemon-only build (no measurement tools): clippy-clean, without tempfile or tokio's test clock"
