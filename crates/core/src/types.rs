@@ -226,6 +226,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where enrollment takes its faces from (the request API's `EnrollSource`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrollInput {
+    /// Photos, clips or folders of frames on the kiosk's file system.
+    Files(Vec<std::path::PathBuf>),
+    /// The kiosk camera for up to this many seconds (the person must blink).
+    Camera { seconds: u32 },
+    /// A photo sent with the request (MQTT, `{"photo": BASE64}`): JPEG or PNG. Its size
+    /// is capped by the request's (`mqtt.max_payload_bytes`) and the decoder's limits.
+    Photo(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,18 +19,9 @@ use lockerd_core::types::Embedding;
 use serde::Serialize;
 use std::path::Path;
 
-/// Where enrollment takes its faces from (the request API's `EnrollSource`).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnrollInput {
-    /// Photos, clips or folders of frames on the kiosk's file system.
-    Files(Vec<std::path::PathBuf>),
-    /// The kiosk camera for up to this many seconds (the person must blink).
-    Camera { seconds: u32 },
-    /// A photo sent with the request (MQTT, `{"photo": BASE64}`): JPEG or PNG. Its size
-    /// is capped by the request's (`mqtt.max_payload_bytes`) and the decoder's limits.
-    Photo(String),
-}
+// Where enrollment takes its faces from: a domain type (the request API names it
+// `EnrollSource`), so that clients of the API link nothing of vision.
+pub use lockerd_core::types::EnrollInput;
 
 /// Why an enrollment source was refused (the API turns it into a progress status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
