@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full accuracy evaluations on ../shared/data (tests/accuracy.rs): LFW faces with
 # impostors, every ZJU kiosk walk-up with strangers, no-blink clips, photo and video-replay
-# attacks, presentation-attack detection and blink counts. About 15 minutes of CPU; CI runs
+# attacks, presentation-attack detection and blink counts. About 6 minutes on 2 cores; CI runs
 # only the decisive clip cases (tests/vision.rs). Run it before a change to vision,
 # matching or their configuration lands. The figures behind each assertion are printed;
 # the commands in crates/vision/README.md give the whole reports.
