@@ -224,24 +224,6 @@ pub struct RemoteTarget {
     pub wait_s: u64,
 }
 
-/// An MQTT reply's `error` kind as the API error it stands for: the API's own kinds
-/// (snake_case), or a refusal of the envelope itself (replayed, stale, bad_signature,
-/// wrong_kiosk, ...), which is the broker path's "not authorized".
-fn remote_error(kind: &str, message: &str) -> ApiError {
-    let m = message.to_string();
-    match kind {
-        "no_such_user" => ApiError::NoSuchUser(m),
-        "already_exists" => ApiError::AlreadyExists(m),
-        "invalid_argument" | "invalid" => ApiError::InvalidArgument(m),
-        "locked_out" => ApiError::LockedOut(m),
-        "busy" => ApiError::Busy(m),
-        "unavailable" => ApiError::Unavailable(m),
-        "internal" => ApiError::Internal(m),
-        "not_authorized" => ApiError::NotAuthorized(m),
-        other => ApiError::NotAuthorized(format!("{other}: {m}")),
-    }
-}
-
 /// A request through the broker: its `cmd` and `args` signed and sent, the reply's
 /// result (secrets unsealed back into their fields) read as the same [`Response`] the
 /// bus and the local API give.
@@ -256,7 +238,7 @@ async fn call_remote(t: &RemoteTarget, r: &Request) -> Result<Response, ApiError
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     if reply["ok"] != true {
-        return Err(remote_error(
+        return Err(crate::mqtt::reply::error_of(
             reply["error"].as_str().unwrap_or("internal"),
             reply["message"].as_str().unwrap_or_default(),
         ));

@@ -92,10 +92,60 @@ pub fn api_error(id: &str, e: &ApiError) -> Value {
     error(Some(id), &kind, &e.to_string())
 }
 
+/// The error an `error` reply stands for, on the admin's side: the inverse of
+/// [`api_error`] for the API's own kinds; a refusal of the envelope itself (replayed,
+/// stale, bad_signature, wrong_kiosk, ...) is "not authorized", a malformed one
+/// (`invalid`) an invalid argument.
+pub fn error_of(kind: &str, message: &str) -> ApiError {
+    let camel: String = kind
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let e = ApiError::from_kind(&camel, message.to_string());
+    if e.kind() == camel {
+        return e;
+    }
+    match kind {
+        "invalid" => ApiError::InvalidArgument(message.to_string()),
+        other => ApiError::NotAuthorized(format!("{other}: {message}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::{IssuedCode, TotpEnrolled};
+
+    #[test]
+    fn every_api_error_comes_back_from_its_reply_and_refusals_are_not_authorized() {
+        for e in [
+            ApiError::NotAuthorized("m".into()),
+            ApiError::NoSuchUser("m".into()),
+            ApiError::AlreadyExists("m".into()),
+            ApiError::InvalidArgument("m".into()),
+            ApiError::LockedOut("m".into()),
+            ApiError::Busy("m".into()),
+            ApiError::Unavailable("m".into()),
+            ApiError::Internal("m".into()),
+        ] {
+            let r = api_error("r1", &e);
+            let back = error_of(r["error"].as_str().unwrap(), "m");
+            assert_eq!(back.kind(), e.kind(), "{r}");
+        }
+        assert!(matches!(
+            error_of("replayed", "again"),
+            ApiError::NotAuthorized(m) if m == "replayed: again"
+        ));
+        assert!(matches!(
+            error_of("invalid", "x"),
+            ApiError::InvalidArgument(_)
+        ));
+    }
 
     fn keys() -> ([u8; 32], [u8; 32]) {
         let sk = SecretKey::generate(&mut rand::rngs::OsRng);
