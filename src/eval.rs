@@ -281,9 +281,11 @@ pub fn eval_faces(
     let gallery = load_gallery(&store.db)?;
     let mut probes = Vec::new();
     let mut no_face = (0u32, 0u32);
+    // A probe is what the kiosk would judge: the largest face, even with others behind it.
     let mut probe = |person: Option<String>, p: &Path| -> Result<(), EvalError> {
-        match enroll::from_photo(models, &gates, p) {
-            Ok(r) => probes.push(Probe {
+        let frame = crate::vision::source::load_image(p)?;
+        match enroll::from_frame(models, &gates, &frame, "probe")? {
+            Some(r) => probes.push(Probe {
                 file: p
                     .file_name()
                     .map(|f| {
@@ -297,14 +299,13 @@ pub fn eval_faces(
                 person,
                 scores: gallery.scores(std::slice::from_ref(&r.sample.embedding)),
             }),
-            Err(VisionError::Enroll(..)) => {
+            None => {
                 if person.is_some() {
                     no_face.0 += 1
                 } else {
                     no_face.1 += 1
                 }
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     };
@@ -332,15 +333,20 @@ pub fn eval_faces(
         .filter_map(|p| p.scores.first().map(|s| s.1 as f64))
         .collect();
     let policy = cfg.policy();
-    // Threshold x margin grid for the margin tier (the strict tier stays as configured),
+    // Threshold x margin grid for the margin and photo tiers (the strict tier stays as
+    // configured),
     // thresholds from 0.30 below the configured one to 0.30 above.
     let mut sweep = Vec::new();
     for margin in [0.0f32, 0.04, 0.08, 0.10, 0.11, 0.12, 0.14, 0.16] {
         for i in 0..=30 {
             let th = ((policy.threshold - 0.30 + 0.02 * i as f32) * 100.0).round() / 100.0;
+            // The photo tier (the one one-photo users meet) moves with it, when it is on.
+            let photo = |v: f32| if policy.photo_threshold > 0.0 { v } else { 0.0 };
             let p = MatchPolicy {
                 threshold: th,
                 margin,
+                photo_threshold: photo(th),
+                photo_margin: margin,
                 ..policy
             };
             sweep.push(tally(&gallery, &probes, no_face, p));
@@ -404,6 +410,8 @@ pub struct BlinkClip {
     pub within_one: bool,
     pub frames: u64,
     pub frames_with_face: u64,
+    /// Frames whose eye measurement reused the previous one (unchanged eye crops).
+    pub eyes_reused: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -421,6 +429,8 @@ pub struct BlinksReport {
     pub no_blink_clips_with_blinks: usize,
     /// No-blink clips in which a liveness-grade blink was (wrongly) found.
     pub no_blink_clips_with_live_blinks: usize,
+    /// Share of the frames with a face whose eye measurement was reused.
+    pub eyes_reused_rate: f64,
     pub per_clip: Vec<BlinkClip>,
 }
 
@@ -432,6 +442,7 @@ pub struct BlinkCount {
     pub snrs: Vec<f32>,
     pub frames: u64,
     pub frames_with_face: u64,
+    pub eyes_reused: u64,
 }
 
 pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, EvalError> {
@@ -460,6 +471,7 @@ pub fn count_blinks(pipe: &mut Pipeline, path: &Path) -> Result<BlinkCount, Eval
         snrs,
         frames: pipe.stats.frames,
         frames_with_face: pipe.stats.frames_with_face,
+        eyes_reused: pipe.stats.iris_reused,
     })
 }
 
@@ -522,6 +534,7 @@ pub fn eval_blinks(
             within_one: n.all.abs_diff(merged) <= 1,
             frames: n.frames,
             frames_with_face: n.frames_with_face,
+            eyes_reused: n.eyes_reused,
         });
     }
     if let Some(t) = trace {
@@ -546,6 +559,11 @@ pub fn eval_blinks(
         no_blink_clips: no_blink.len(),
         no_blink_clips_with_blinks: no_blink.iter().filter(|c| c.found > 0).count(),
         no_blink_clips_with_live_blinks: no_blink.iter().filter(|c| c.live > 0).count(),
+        eyes_reused_rate: {
+            let faces: u64 = per_clip.iter().map(|c| c.frames_with_face).sum();
+            let reused: u64 = per_clip.iter().map(|c| c.eyes_reused).sum();
+            (reused as f64 / faces.max(1) as f64 * 10000.0).round() / 10000.0
+        },
         per_clip,
     })
 }
@@ -632,6 +650,8 @@ pub struct ReplayReport {
     pub frame_wall_ms: Summary,
     pub full_detects: u64,
     pub roi_detects: u64,
+    /// Frames whose eye measurement was the previous one reused (unchanged eye crops).
+    pub iris_reused: u64,
     pub wall_s: f64,
     pub peak_rss_mib: f64,
     /// The video decoder child's peak (a separate process, running at the same time);
@@ -817,6 +837,7 @@ pub fn replay(
         frame_wall_ms: summarize(&st.frame_wall_ms),
         full_detects: st.full_detects,
         roi_detects: st.roi_detects,
+        iris_reused: st.iris_reused,
         wall_s: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
         decoder_peak_rss_mib: src.decoder_peak_rss_mib(),

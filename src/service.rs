@@ -68,7 +68,13 @@ pub fn load_gallery(db: &Db) -> Result<Gallery, StoreError> {
 pub fn gallery_users(db: &Db) -> Result<Vec<GalleryUser>, StoreError> {
     let users = db.list_users()?;
     let mut by_user: HashMap<(i64, EmbeddingModel), Vec<Embedding>> = HashMap::new();
+    // Users with a current-model template from anything but a still photo.
+    let mut not_photo = std::collections::HashSet::new();
     for t in db.templates()? {
+        if t.model == EmbeddingModel::CURRENT && !crate::vision::enroll::is_photo_source(&t.source)
+        {
+            not_photo.insert(t.user_id);
+        }
         by_user
             .entry((t.user_id, t.model))
             .or_default()
@@ -77,6 +83,7 @@ pub fn gallery_users(db: &Db) -> Result<Vec<GalleryUser>, StoreError> {
     Ok(users
         .into_iter()
         .map(|u| GalleryUser {
+            from_photos: !not_photo.contains(&u.id),
             templates: by_user
                 .remove(&(u.id, EmbeddingModel::CURRENT))
                 .unwrap_or_default(),

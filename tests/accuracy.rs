@@ -18,22 +18,22 @@ fn models() -> Models {
     Models::load(&models_dir()).expect("models (run scripts/setup.sh)")
 }
 
-#[test]
-#[ignore = "full evaluation, minutes of CPU: bash scripts/accuracy.sh runs it"]
-fn face_accuracy_on_lfw_k2_has_no_false_accepts() {
-    let Some(data) = shared_data() else { return };
+/// LFW with `k` photos enrolled per person, the dev impostors probing too: the shipped
+/// configuration's tally, printed.
+fn lfw(k: usize, impostors: &str) -> eval::FacesReport {
+    let data = shared_data().expect("../shared/data");
     let cfg = Config::default().vision;
     let r = eval::eval_faces(
         &models(),
         &cfg,
         &data.join("faces"),
-        Some(&data.join("impostors")),
-        2,
+        Some(&data.join(impostors)),
+        k,
     )
     .unwrap();
     let d = &r.at_default;
     println!(
-        "genuine {} rejected {} misidentified {} impostors {} accepted {} frr {} far {}",
+        "LFW k={k} ({impostors}): genuine {} rejected {} misidentified {} impostors {} accepted {} frr {} far {}",
         d.genuine_probes,
         d.false_rejects,
         d.misidentified,
@@ -42,11 +42,23 @@ fn face_accuracy_on_lfw_k2_has_no_false_accepts() {
         d.frr,
         d.far
     );
+    r
+}
+
+#[test]
+#[ignore = "full evaluation, minutes of CPU: bash scripts/accuracy.sh runs it"]
+fn face_accuracy_on_lfw_two_photos_has_no_false_accepts_and_few_rejects() {
+    if shared_data().is_none() {
+        return;
+    }
+    let r = lfw(2, "impostors");
+    let d = &r.at_default;
     assert_eq!(d.genuine_probes, 120);
     assert_eq!(d.impostor_probes, 70);
     assert_eq!(d.false_accepts, 0, "impostor accepted");
     assert_eq!(d.misidentified, 0, "genuine probe matched to someone else");
-    assert!(d.frr <= 0.18, "FRR {}", d.frr);
+    // #24's target: at most 2% rejected.
+    assert!(d.frr <= 0.02, "FRR {}", d.frr);
     // The sweep is monotone in the threshold for a fixed margin.
     let m12: Vec<_> = r
         .sweep
@@ -56,6 +68,28 @@ fn face_accuracy_on_lfw_k2_has_no_false_accepts() {
     assert!(m12
         .windows(2)
         .all(|w| w[1].false_rejects <= w[0].false_rejects));
+}
+
+#[test]
+#[ignore = "full evaluation, minutes of CPU: bash scripts/accuracy.sh runs it"]
+fn face_accuracy_on_lfw_one_photo_has_no_false_accepts_and_few_rejects() {
+    if shared_data().is_none() {
+        return;
+    }
+    let r = lfw(1, "impostors");
+    let d = &r.at_default;
+    assert_eq!(d.genuine_probes, 150);
+    assert_eq!(d.false_accepts, 0, "impostor accepted");
+    assert_eq!(d.misidentified, 0, "genuine probe matched to someone else");
+    // #24's target: at most 5% rejected.
+    assert!(d.frr <= 0.05, "FRR {}", d.frr);
+    // 1,000 more LFW strangers against the same one-photo gallery. One of them,
+    // Elena_de_Chavez.jpg, shows Hugo Chavez (enrolled) beside her, the only face dlib
+    // finds in it: a right match of him, so at most 1 is let in.
+    let r = lfw(1, "impostors1000");
+    let d = &r.at_default;
+    assert!(d.impostor_probes >= 990, "{}", d.impostor_probes);
+    assert!(d.false_accepts <= 1, "{} strangers let in", d.false_accepts);
 }
 
 /// Walk-ups that dlib's embedding granted as someone else once their own person was
@@ -198,8 +232,10 @@ fn blink_counts_agree_with_the_annotations() {
         "within one: {}",
         r.within_one_rate
     );
-    // 64 of 64 with the iris model (57 with the 68-point eye aspect ratio).
-    assert!(r.clips_with_live_blink >= 60, "{}", r.clips_with_live_blink);
+    // 64 of 64 with the iris model (57 with the 68-point eye aspect ratio), with the eye
+    // model's measurement reused on unchanged eyes.
+    println!("eye measurements reused: {}", r.eyes_reused_rate);
+    assert_eq!(r.clips_with_live_blink, 64);
     assert_eq!(r.no_blink_clips, 4);
     assert_eq!(r.no_blink_clips_with_live_blinks, 0);
 }

@@ -121,6 +121,26 @@ fn the_iris_model_sees_blinks_behind_glasses_that_the_68_points_miss() {
     };
     let iris = run(EyeSignal::Iris);
     let ear = run(EyeSignal::Landmarks);
+    // The iris model's last measurement is reused while the eyes look the same (the
+    // default): on some frames, and the same blinks are found as with it run on every one.
+    let every_frame = {
+        let mut cfg = Config::default().vision;
+        cfg.blink.eye_reuse_below = 0.0;
+        eval::eval_blinks(models(), &cfg, &m, None).unwrap()
+    };
+    let found = |r: &eval::BlinksReport| {
+        r.per_clip
+            .iter()
+            .map(|c| (c.found, c.live))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found(&iris), found(&every_frame));
+    assert!(
+        iris.per_clip.iter().all(|c| c.eyes_reused > 0),
+        "{:?}",
+        iris.per_clip
+    );
+    assert!(every_frame.per_clip.iter().all(|c| c.eyes_reused == 0));
     println!(
         "live-blink clips: iris {}, landmarks {}",
         iris.clips_with_live_blink, ear.clips_with_live_blink
@@ -354,7 +374,7 @@ fn bad_inputs_get_clear_errors() {
 }
 
 #[test]
-fn a_group_photo_is_refused_and_a_repeated_photo_adds_nothing() {
+fn a_group_photo_is_refused_a_portrait_enrolls_its_subject_and_a_repeated_photo_adds_nothing() {
     let Some(data) = shared_data() else { return };
     let d = tempfile::tempdir().unwrap();
     let faces = data.join("faces");
@@ -364,24 +384,33 @@ fn a_group_photo_is_refused_and_a_repeated_photo_adds_nothing() {
         .collect();
     people.sort();
     let (a, b) = (people[0].join("1.jpg"), people[1].join("1.jpg"));
+    let ffmpeg = |filter: &str, out: &Path| {
+        let o = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&a)
+            .arg("-i")
+            .arg(&b)
+            .args(["-filter_complex", filter, "-frames:v", "1"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    // Two people side by side, alike in size: refused. The second person 140/250 the
+    // size (a bystander further back): the first is the subject, enrolled.
     let group = d.path().join("group.png");
-    let o = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&a)
-        .arg("-i")
-        .arg(&b)
-        .args(["-filter_complex", "[0][1]hstack", "-frames:v", "1"])
-        .arg(&group)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    ffmpeg("[0][1]hstack", &group);
+    let portrait = d.path().join("portrait.png");
+    ffmpeg("[1]scale=140:140,pad=140:250[s];[0][s]hstack", &portrait);
     let db = d.path().join("g.db");
     let k = key_file(d.path(), "k", "group photo test key 123456");
     assert!(lockerd(&db, Some(&k), &["store", "init"]).status.success());
-    assert!(lockerd(&db, Some(&k), &["admin", "users", "add", "pat"])
-        .status
-        .success());
-    let enroll = |p: &std::path::Path| {
+    for who in ["pat", "sam"] {
+        assert!(lockerd(&db, Some(&k), &["admin", "users", "add", who])
+            .status
+            .success());
+    }
+    let enroll = |who: &str, p: &std::path::Path| {
         Command::new(lockerd_bin())
             .arg("--config")
             .arg(default_config())
@@ -391,27 +420,44 @@ fn a_group_photo_is_refused_and_a_repeated_photo_adds_nothing() {
             .arg(&db)
             .arg("--key-file")
             .arg(&k)
-            .args(["admin", "enroll", "pat", "--allow-poor-photos"])
+            .args(["admin", "enroll", who, "--allow-poor-photos"])
             .arg(p)
             .output()
             .unwrap()
     };
-    let o = enroll(&group);
+    let o = enroll("pat", &group);
     assert_eq!(o.status.code(), Some(9), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains("2 faces in the photo"),
         "{}",
         stdout(&o)
     );
-    // One face: enrolled; the same photo again adds no second template.
-    let o = enroll(&a);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = enroll("pat", &portrait);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(
         stdout(&o).contains("1 template(s) added, 1 in all"),
         "{}",
         stdout(&o)
     );
-    let o = enroll(&a);
+    // What pat holds is the first person's face, not the bystander's: that face is now
+    // refused for sam as pat's, and the bystander's own photo enrolls sam.
+    let o = enroll("sam", &a);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        format!("{}{}", stdout(&o), stderr(&o)).contains("already enrolled as pat"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = enroll("sam", &b);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("1 template(s) added, 1 in all"),
+        "{}",
+        stdout(&o)
+    );
+    // The same photo again adds no second template.
+    let o = enroll("sam", &b);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("0 template(s) added, 1 in all"),

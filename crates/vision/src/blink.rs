@@ -73,6 +73,10 @@ pub struct BlinkConfig {
     pub noise_window_s: f32,
     /// A blink proves liveness only when its depth is at least this many noise units.
     pub liveness_min_snr: f32,
+    /// The eye model's last measurement is reused while both eye crops differ from the
+    /// ones it was made on by less than this (mean absolute difference of 16x16 grey
+    /// thumbnails, grey levels; [`super::iris`]); 0 = run it on every frame.
+    pub eye_reuse_below: f32,
 }
 
 impl Default for BlinkConfig {
@@ -91,6 +95,7 @@ impl Default for BlinkConfig {
             smooth_window_s: 0.07,
             noise_window_s: 1.0,
             liveness_min_snr: 8.0,
+            eye_reuse_below: 3.0,
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct VisionConfig {
     pub strict_threshold: f32,
     pub strict_margin: f32,
     pub min_cohort: u32,
+    /// The photo tier, for users enrolled from still photos only (see
+    /// [`crate::matcher`]); a threshold of 0 turns it off.
+    pub photo_threshold: f32,
+    pub photo_margin: f32,
     /// Users enrolled before SFace (dlib templates only) are matched by dlib's rule as it
     /// shipped, until their first grant stores SFace templates; false: they need
     /// re-enrolling before their face opens the door.
@@ -93,6 +97,8 @@ impl Default for VisionConfig {
             strict_threshold: 0.92,
             strict_margin: 0.04,
             min_cohort: 5,
+            photo_threshold: 1.02,
+            photo_margin: 0.04,
             match_legacy_templates: true,
             liveness_window_s: 5.0,
             identity_break: 0.85,
@@ -113,6 +119,8 @@ impl VisionConfig {
             strict_threshold: self.strict_threshold,
             strict_margin: self.strict_margin,
             min_cohort: self.min_cohort as usize,
+            photo_threshold: self.photo_threshold,
+            photo_margin: self.photo_margin,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Enrollment: photos and clips in, face templates out.
 //!
-//! A photo gives one template (the largest face). A clip (or a folder of frames, or later
+//! A photo gives one template: its subject's face (the only one, or one at least
+//! [`DOMINANT`] times as wide as any other; a photo of two people alike is refused). A clip (or a folder of frames, or later
 //! the live camera) must show one person who blinks: good, eyes-open frames are encoded,
 //! frames that disagree with the rest are dropped, and up to `max_templates` varied ones
 //! are kept (farthest-first). A clip with no blink is refused, so a printed photo held up
@@ -9,7 +10,7 @@
 use super::blink::BlinkTracker;
 use super::frame::Frame;
 use super::models::Models;
-use super::pipeline::{face_at_scale, still_face};
+use super::pipeline::{face_at_scale, still_face, DOMINANT};
 use super::quality::{self, QualityGates, Reject};
 use super::source::FrameSource;
 use super::source::{is_image, load_image, open_path};
@@ -59,7 +60,17 @@ pub struct Sample {
 pub struct PhotoResult {
     pub sample: Sample,
     pub faces: usize,
+    /// The face taken is the photo's subject (see [`super::pipeline::StillFace::dominant`]).
+    pub dominant: bool,
     pub rejected: Option<Reject>,
+}
+
+/// How a template made from a still photo names its source (`photo:FILE`, `photo:sent`).
+pub const PHOTO_SOURCE: &str = "photo:";
+
+/// The template was made from a still photo, not the kiosk's camera or a clip.
+pub fn is_photo_source(source: &str) -> bool {
+    source.starts_with(PHOTO_SOURCE)
 }
 
 fn file_name(p: &Path) -> String {
@@ -79,7 +90,7 @@ pub fn from_photo(
         models,
         gates,
         &frame,
-        &format!("photo:{}", file_name(path)),
+        &format!("{PHOTO_SOURCE}{}", file_name(path)),
         &path.display().to_string(),
     )
 }
@@ -94,11 +105,12 @@ fn one_face(
 ) -> Result<PhotoResult, VisionError> {
     let r = from_frame(models, gates, frame, source)?
         .ok_or_else(|| refuse(Refusal::NoFace, format!("no face found in {what}")))?;
-    if r.faces > 1 {
+    if !r.dominant {
         return Err(refuse(
             Refusal::SeveralFaces,
             format!(
-                "{what}: {} faces in the photo; enroll from a photo of one person",
+                "{what}: {} faces in the photo and none at least {DOMINANT}x as wide as the others; \
+                 enroll from a photo of one person (or crop it)",
                 r.faces
             ),
         ));
@@ -127,6 +139,7 @@ pub fn from_frame(
             source: source.to_owned(),
         },
         faces: face.faces,
+        dominant: face.dominant(),
         rejected: q.check(gates).err(),
     }))
 }
@@ -349,7 +362,13 @@ pub fn samples_from_image_bytes(
 ) -> Result<Vec<Sample>, VisionError> {
     let what = "the photo sent";
     let frame = super::source::decode_image(bytes, what)?;
-    let r = one_face(models, &cfg.gates(), &frame, "photo:sent", what)?;
+    let r = one_face(
+        models,
+        &cfg.gates(),
+        &frame,
+        &format!("{PHOTO_SOURCE}sent"),
+        what,
+    )?;
     gated(r, allow_poor_photo, what)
 }
 

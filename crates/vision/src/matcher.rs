@@ -18,6 +18,15 @@
 //! nearest user by raw distance must also be nearest after normalization), never applies
 //! beyond `strict_threshold` (raw), and the margin tier stays on raw distances.
 //!
+//! - photo: for a user whose every template came from a still photo (an admin's photo,
+//!   not the kiosk's own camera), best <= `photo_threshold` and raw margin >=
+//!   `photo_margin`. A photo is another day, light and camera than the walk-up, so the
+//!   same person lies further from it than from a template the kiosk's camera made (dev
+//!   data: a walk-up to its own clip templates 0.51-0.83, one LFW photo to another up to
+//!   1.13), while strangers lie no nearer to it (the nearest of 1,000 LFW strangers to 30
+//!   one-photo users: 1.061). The camera tiers above are tuned for the camera's
+//!   same-session closeness, where an un-enrolled look-alike came to 0.956.
+//!
 //! Otherwise the result is `Ambiguous` when another user is what stands in the way (too
 //! close behind), else `NoMatch`.
 //!
@@ -41,6 +50,8 @@ pub struct GalleryUser {
     pub enabled: bool,
     /// Templates made by the current model (SFace).
     pub templates: Vec<Embedding>,
+    /// Every one of `templates` came from a still photo (the photo tier applies).
+    pub from_photos: bool,
     /// Templates made by dlib's ResNet before SFace (see the module text).
     pub legacy: Vec<Embedding>,
 }
@@ -113,6 +124,9 @@ pub struct MatchPolicy {
     pub strict_threshold: f32,
     pub strict_margin: f32,
     pub min_cohort: usize,
+    /// The photo tier (see the module text); a threshold of 0 turns it off.
+    pub photo_threshold: f32,
+    pub photo_margin: f32,
 }
 
 impl MatchPolicy {
@@ -124,6 +138,8 @@ impl MatchPolicy {
         strict_threshold: 0.40,
         strict_margin: 0.04,
         min_cohort: 5,
+        photo_threshold: 0.0,
+        photo_margin: 0.0,
     };
 }
 
@@ -306,11 +322,15 @@ impl Gallery {
                 };
                 let strict = d <= policy.strict_threshold && strict_margin >= policy.strict_margin;
                 let by_margin = d <= policy.threshold && margin >= policy.margin && with_cohort;
+                let photo_tier =
+                    best.is_some_and(|(i, _)| users[i].from_photos) && d <= policy.photo_threshold;
+                let by_photo = photo_tier && margin >= policy.photo_margin;
                 // Ambiguous only when another user is what stands in the way.
                 let crowded = (d <= policy.strict_threshold
                     && strict_margin < policy.strict_margin)
-                    || (d <= policy.threshold && with_cohort && margin < policy.margin);
-                if strict || by_margin {
+                    || (d <= policy.threshold && with_cohort && margin < policy.margin)
+                    || (photo_tier && margin < policy.photo_margin);
+                if strict || by_margin || by_photo {
                     Verdict::Match
                 } else if crowded {
                     Verdict::Ambiguous
@@ -386,6 +406,7 @@ mod tests {
             enabled: true,
             templates: t,
             legacy: vec![],
+            from_photos: false,
         };
         Gallery::new(vec![
             u(1, "alice", vec![e(0.0), e(0.1)]),
@@ -400,6 +421,8 @@ mod tests {
         strict_threshold: 0.5,
         strict_margin: 0.1,
         min_cohort: 1,
+        photo_threshold: 0.0,
+        photo_margin: 0.0,
     };
 
     #[test]
@@ -434,6 +457,8 @@ mod tests {
             strict_threshold: 0.2,
             strict_margin: 0.05,
             min_cohort: 2,
+            photo_threshold: 0.0,
+            photo_margin: 0.0,
         };
         let g = gallery(); // alice and bob have templates: cohort of 1 for either
                            // 0.35 from alice, 0.55 from bob: passes the margin tier's numbers, but the cohort
@@ -468,6 +493,7 @@ mod tests {
             enabled: true,
             templates: vec![e(x)],
             legacy: vec![],
+            from_photos: false,
         };
         Gallery::new(vec![
             u(1, "alice", 0.0),
@@ -483,6 +509,8 @@ mod tests {
         strict_threshold: 0.3,
         strict_margin: 0.05,
         min_cohort: 2,
+        photo_threshold: 0.0,
+        photo_margin: 0.0,
     };
 
     #[test]
@@ -568,6 +596,7 @@ mod tests {
             enabled: true,
             templates: t,
             legacy: l,
+            from_photos: false,
         };
         // carol (enrolled before SFace) has dlib templates only; alice has both.
         let g = Gallery::new(vec![
@@ -601,5 +630,40 @@ mod tests {
         assert!(!g.needs_legacy());
         let r = g.identify_both(&[e(9.0)], P, &[e(3.0)], P);
         assert_ne!(r.verdict, Verdict::Match);
+    }
+
+    #[test]
+    fn the_photo_tier_applies_only_to_users_enrolled_from_photos() {
+        let u = |id, name: &str, x: f32, photos: bool| GalleryUser {
+            user_id: id,
+            name: name.into(),
+            role: Role::User,
+            enabled: true,
+            templates: vec![e(x)],
+            legacy: vec![],
+            from_photos: photos,
+        };
+        let p = MatchPolicy {
+            photo_threshold: 0.7,
+            photo_margin: 0.1,
+            ..P
+        };
+        // 0.6 from the nearest user, 1.4 from the next: beyond the camera tiers (0.5).
+        for (photos, want) in [(true, Verdict::Match), (false, Verdict::NoMatch)] {
+            let g = Gallery::new(vec![u(1, "pat", 0.0, photos), u(2, "sam", 2.0, false)]);
+            let r = g.identify(&[e(0.6)], p);
+            assert_eq!(r.verdict, want, "from photos: {photos}");
+            // Off (threshold 0): the camera tiers alone.
+            let off = MatchPolicy {
+                photo_threshold: 0.0,
+                ..p
+            };
+            assert_eq!(g.identify(&[e(0.6)], off).verdict, Verdict::NoMatch);
+        }
+        // Within the photo threshold but another user close behind: ambiguous.
+        let g = Gallery::new(vec![u(1, "pat", 0.0, true), u(2, "sam", 1.25, false)]);
+        assert_eq!(g.identify(&[e(0.6)], p).verdict, Verdict::Ambiguous);
+        // Beyond it: nobody.
+        assert_eq!(g.identify(&[e(-0.75)], p).verdict, Verdict::NoMatch);
     }
 }

@@ -328,6 +328,16 @@ impl Models {
 
     /// Openness (lid gap over eye width) of the image-left and image-right eye of `lm`
     /// from the iris model ([`super::iris`]); None when either eye gives nothing.
+    /// See [`Iris::set_reuse_below`].
+    pub fn set_eye_reuse_below(&self, grey_levels: f32) {
+        self.iris.set_reuse_below(grey_levels);
+    }
+
+    /// Eye measurements answered from the previous one so far ([`Iris::reused`]).
+    pub fn eye_reused(&self) -> u64 {
+        self.iris.reused()
+    }
+
     pub fn eye_openness(
         &self,
         frame: &Frame,

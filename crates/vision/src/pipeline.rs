@@ -153,6 +153,8 @@ pub struct Stats {
     pub detect_ms: Vec<f64>,
     pub landmarks_ms: Vec<f64>,
     pub iris_ms: Vec<f64>,
+    /// Eye measurements answered from the last one (the crops had not changed).
+    pub iris_reused: u64,
     pub encode_ms: Vec<f64>,
     pub pad_ms: Vec<f64>,
     pub frame_wall_ms: Vec<f64>,
@@ -325,6 +327,7 @@ pub fn process_cpu_ms() -> f64 {
 
 impl Pipeline {
     pub fn new(models: Models, gallery: Gallery, cfg: PipelineConfig) -> Self {
+        models.set_eye_reuse_below(cfg.blink.eye_reuse_below);
         Self {
             models,
             gallery,
@@ -646,9 +649,10 @@ impl Pipeline {
         match self.cfg.blink.eyes {
             EyeSignal::Landmarks => self.models.ears_68(patch, bbox),
             EyeSignal::Iris => {
-                let t0 = Instant::now();
+                let (t0, before) = (Instant::now(), self.models.eye_reused());
                 let o = self.models.eye_openness(frame, &shape.points)?;
                 self.stats.sample(|s| &mut s.iris_ms, ms_since(t0));
+                self.stats.iris_reused += self.models.eye_reused() - before;
                 Ok(o)
             }
         }
@@ -982,7 +986,21 @@ pub struct StillFace {
     pub shape: Shape,
     pub bbox: BBox,
     pub faces: usize,
+    /// Width of the largest of the other faces (None when this one is alone).
+    pub next_width: Option<f32>,
 }
+
+impl StillFace {
+    /// This face is the photo's subject: alone, or at least [`DOMINANT`] times as wide
+    /// as every other face (a bystander further back).
+    pub fn dominant(&self) -> bool {
+        self.next_width.is_none_or(|w| self.bbox.w >= DOMINANT * w)
+    }
+}
+
+/// How much wider than any other face a photo's largest face must be to be taken as its
+/// subject (a face 1.5x as wide is about 1.5x nearer the camera).
+pub const DOMINANT: f32 = 1.5;
 
 /// Find the largest face in a still image: HOG on the image (downscaled to at most 1024
 /// px wide; small images are upsampled 2x first so faces under 80 px are found).
@@ -1005,13 +1023,12 @@ pub fn face_at_scale(
         return Ok(None);
     };
     let faces = models.detect(&p)?;
-    let Some(bbox) = faces
-        .iter()
-        .copied()
-        .max_by(|a, b| a.area().total_cmp(&b.area()))
-    else {
+    let mut by_size = faces.clone();
+    by_size.sort_by(|a, b| b.area().total_cmp(&a.area()));
+    let Some(&bbox) = by_size.first() else {
         return Ok(None);
     };
+    let next_width = by_size.get(1).map(|b| b.w);
     let lscale = (220.0 / bbox.w.max(1.0)).min(2.0);
     let Some(patch) = frame.patch(Some(bbox.expand(0.3)), lscale)? else {
         return Ok(None);
@@ -1024,6 +1041,7 @@ pub fn face_at_scale(
         shape,
         bbox,
         faces: faces.len(),
+        next_width,
     }))
 }
 

@@ -207,6 +207,7 @@ fn bench_gallery(ctx: &Ctx, users: usize, templates: usize) -> serde_json::Value
                     .map(|_| Embedding(vector(Some(&centre), 0.03)))
                     .collect(),
                 legacy: vec![],
+                from_photos: false,
             }
         })
         .collect();

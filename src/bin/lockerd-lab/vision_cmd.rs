@@ -345,6 +345,7 @@ pub fn tools_cmd(ctx: &Ctx, cmd: ToolsCmd) -> anyhow::Result<ExitCode> {
                         "height": frame.height,
                         "pixels_sha256": pixels,
                         "faces": f.faces,
+                        "next_face_width": f.next_width,
                         "bbox": [f.bbox.x, f.bbox.y, f.bbox.w, f.bbox.h],
                         "landmarks": f.shape.points.0,
                         "embedding": emb.map(|e| e.0.to_vec()),
