@@ -30,7 +30,7 @@ use crate::access::driver::Clock;
 use crate::api::event::{EnrollProgress, EnrollStatus, Event, EventBus, EventKind, Pending, Timed};
 use crate::api::{
     authorize, check_bounds, ApiError, AuditCheck, AuditItem, Caller, CameraState, EnrollSource,
-    IssuedCode, LockoutInfo, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
+    IssuedCode, Mode, Request, Response, Seen, Status, TotpEnrolled, UserInfo,
 };
 use crate::store::{AuditEntry, Db, Method, Outcome, Store, StoreError};
 use crate::types::{Embedding, EmbeddingModel, Role as UserRole, User};
@@ -129,6 +129,21 @@ pub struct ApiHandle {
     tx: mpsc::Sender<Envelope>,
     status: watch::Receiver<Status>,
     events: EventBus,
+}
+
+impl lockerd_client::ctl::LocalApi for ApiHandle {
+    fn call<'a>(
+        &'a self,
+        caller: &'a Caller,
+        r: Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, ApiError>> + Send + 'a>>
+    {
+        Box::pin(ApiHandle::call(self, caller, r))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Timed> {
+        ApiHandle::subscribe(self)
+    }
 }
 
 impl ApiHandle {
@@ -500,5 +515,79 @@ impl Service {
             Request::AuditQuery { since_ms, limit } => self.audit_query(since_ms, limit).await,
             Request::AuditVerify => self.audit_verify().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod ctl_tests {
+    //! `lockerctl`'s commands (`lockerd_client::ctl`) on the request API in this process.
+    use super::*;
+    use crate::api::{ApiError, Caller, Request, Response};
+    use crate::store::{Create, DbKey, Store};
+    use lockerd_client::ctl::{is_broken_pipe, run, Backend, Cmd, CodeCmd};
+    use std::io::Write;
+
+    /// Output whose reader has gone.
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_that_cannot_be_shown_is_revoked() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(
+            &d.path().join("c.db"),
+            DbKey::generate(),
+            Create::MustBeNew,
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let events = crate::api::event::EventBus::new(16);
+        let (api, _task) = Service::start(
+            crate::config::Config::default().service(),
+            Backends {
+                store: store.clone(),
+                controller: None,
+                vision: None,
+                events,
+                clock: std::sync::Arc::new(crate::access::driver::WallClock),
+            },
+        )
+        .await
+        .unwrap();
+        let backend = Backend::Local {
+            api: Box::new(api),
+            caller: Caller::offline_cli(),
+        };
+        let cmd = Cmd::Code(CodeCmd::Issue {
+            user: None,
+            ttl: Some("5m".into()),
+        });
+        let e = run(&backend, cmd, false, &mut Closed).await.unwrap_err();
+        assert!(e.message.contains("so it was revoked"), "{}", e.message);
+        assert!(!is_broken_pipe(&e) || e.message.contains("could not be shown"));
+        // Nothing live is left in slot 1, and the revocation is audited.
+        let r = backend.call(Request::OtpRevoke { slot: 1 }).await;
+        assert!(matches!(r, Err(ApiError::InvalidArgument(_))), "{r:?}");
+        let rows = match backend
+            .call(Request::AuditQuery {
+                since_ms: 0,
+                limit: 50,
+            })
+            .await
+            .unwrap()
+        {
+            Response::Audit { rows } => rows,
+            other => panic!("{other:?}"),
+        };
+        assert!(rows.iter().any(|r| r.reason == "one_time_code_revoked"));
+        drop(backend);
+        store.close();
     }
 }

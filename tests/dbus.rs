@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn lockerctl_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_lockerctl")
-}
-
 fn ctl(bus: &TestBus, args: &[&str]) -> Output {
     Command::new(lockerctl_bin())
         .args(args)
@@ -64,7 +60,8 @@ fn enroll_from_private_mount(bus: &TestBus, dir: &Path, user: &str, file: &Path)
         .args(["--mount", "--propagation", "private", "sh", "-ec"])
         .arg(r#"mount -t tmpfs none "$1"; cp "$2" "$1/"; exec "$3" enroll "$4" "$1/$5""#)
         .args(["sh", private.to_str().unwrap(), file.to_str().unwrap()])
-        .args([lockerctl_bin(), user, name])
+        .arg(lockerctl_bin())
+        .args([user, name])
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .output()
         .unwrap()

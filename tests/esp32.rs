@@ -179,7 +179,7 @@ impl Rig {
     }
 
     fn lockerctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        Command::new(lockerctl_bin())
             .args(args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
             .output()
@@ -647,7 +647,7 @@ async fn the_firmware_session_over_tls_opens_for_the_daemon_and_refuses_a_foreig
     let (port, f2) = (broker.port, firmware.clone());
     let fw = std::thread::spawn(move || f2(port));
     daemon.wait_log("lock door1: available", Duration::from_secs(20));
-    let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+    let o = Command::new(lockerctl_bin())
         .arg("unlock")
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .output()

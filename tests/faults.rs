@@ -222,7 +222,7 @@ impl Kiosk {
 
     /// `lockerctl --json status` as root.
     fn status(&self) -> serde_json::Value {
-        let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        let o = Command::new(lockerctl_bin())
             .args(["--json", "status"])
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_address)
             .output()
@@ -472,7 +472,7 @@ fn a_missing_camera_is_one_alert_and_the_keypad_still_opens() {
         log.contains("camera UNAVAILABLE, retrying (keypad only)"),
         "{log}"
     );
-    let status = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+    let status = Command::new(lockerctl_bin())
         .args(["--json", "status"])
         .env("DBUS_SYSTEM_BUS_ADDRESS", &k.bus_address)
         .output()

@@ -726,7 +726,7 @@ fn lockerctl_remote_runs_the_local_commands_through_the_broker() {
     let d = tempfile::tempdir().unwrap();
     let (db, key) = new_store(d.path(), "remote ctl test key 0123456789");
     let lockerctl = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+        Command::new(lockerctl_bin())
             .args(args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .output()

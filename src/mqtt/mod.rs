@@ -5,14 +5,12 @@
 //! in order, across outages), Home Assistant ([`ha`]) and the ESP32 lock link ([`lock`]).
 
 pub mod bridge;
-pub mod config;
-pub mod envelope;
 pub mod ha;
 pub mod lock;
 pub mod lock_sim;
 pub mod publisher;
-pub mod remote;
-pub mod reply;
+// What a remote admin shares with the kiosk lives in `lockerd-client` (no store).
+pub use lockerd_client::mqtt::{config, conn, envelope, remote, reply};
 
 use crate::store::{Db, StoreError};
 

@@ -58,7 +58,7 @@ impl Service {
             Some(c) => c.state.borrow().lockout,
             None => self.b.store.call(|db| db.lockout_load()).await?,
         };
-        Ok(Response::Lockout(LockoutInfo::at(&s, now)))
+        Ok(Response::Lockout(crate::api::lockout_info(&s, now)))
     }
 
     /// `lockout reset`: through the controller, or on the store when no daemon runs.

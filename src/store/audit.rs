@@ -9,41 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// How an attempt or action came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    Face,
-    Totp,
-    Otp,
-    Keypad,
-    Door,
-    Admin,
-    Dbus,
-    Mqtt,
-    /// Home Assistant's (unsigned) lock command, with a keypad credential as its code.
-    Ha,
-    System,
-    Bench,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Face => "face",
-            Method::Totp => "totp",
-            Method::Otp => "otp",
-            Method::Keypad => "keypad",
-            Method::Door => "door",
-            Method::Admin => "admin",
-            Method::Dbus => "dbus",
-            Method::Mqtt => "mqtt",
-            Method::Ha => "ha",
-            Method::System => "system",
-            Method::Bench => "bench",
-        }
-    }
-}
+pub use lockerd_core::types::Method;
 
 /// What came of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

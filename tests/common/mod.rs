@@ -10,6 +10,19 @@ pub fn lockerd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerd")
 }
 
+/// `lockerctl`, the crate `lockerd-client`'s binary, beside `lockerd` in the same target
+/// directory. `cargo test --workspace` (scripts/test.sh) builds it; a single test file of
+/// this crate needs `cargo build --release -p lockerd-client` first.
+pub fn lockerctl_bin() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_lockerd")).with_file_name("lockerctl");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo build --release -p lockerd-client (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
 /// The developers' lab binary (eval, replay, simulate, tools, bench, lock-sim).
 pub fn lab_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lockerd-lab")

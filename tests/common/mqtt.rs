@@ -177,7 +177,7 @@ impl Client {
 }
 
 pub fn ctl(bus: &TestBus, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_lockerctl"))
+    let o = Command::new(lockerctl_bin())
         .args(args)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .output()

@@ -39,7 +39,7 @@ pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
         )
         .await?;
         let backend = Backend::Local {
-            api,
+            api: Box::new(api),
             caller: Caller::offline_cli(),
         };
         let mut out = std::io::stdout().lock();

@@ -3,8 +3,8 @@
 //! a kiosk through a broker, and its reply, with sealed secrets opened. Uses the same
 //! envelope and connection code as the kiosk, so both ends agree on the bytes.
 
-use super::bridge::{Connection, Topics};
 use super::config::MqttConfig;
+use super::conn::{Connection, Topics};
 use super::envelope;
 use data_encoding::BASE64;
 use rumqttc::{Event, Packet, QoS};
@@ -111,7 +111,7 @@ impl AdminKeys {
         let body = json!({
             "kiosk": kiosk,
             "id": id,
-            "ts": crate::types::now_ms().div_euclid(1000),
+            "ts": lockerd_core::types::now_ms().div_euclid(1000),
             "nonce": BASE64.encode(&nonce),
             "cmd": cmd,
             "args": args,
@@ -223,7 +223,7 @@ mod tests {
             topic: "lockerd/k1/cmd",
             kiosk: "k1",
             admins: &admins,
-            now_s: crate::types::now_ms() / 1000,
+            now_s: lockerd_core::types::now_ms() / 1000,
             max_skew_s: 30,
             max_payload_bytes: 65536,
         };

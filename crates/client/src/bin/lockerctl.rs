@@ -1,10 +1,10 @@
 //! `lockerctl`: control the running lockerd over the system bus
 //! (`DBUS_SYSTEM_BUS_ADDRESS` is honoured), or a kiosk far away through its MQTT broker
 //! with `--remote KEYFILE` (the same commands, signed). Thin: parses arguments and hands
-//! the command to [`lockerd::ctl`]; exit codes are documented there and in the README.
+//! the command to [`lockerd_client::ctl`]; exit codes are documented there and in the README.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use lockerd::ctl::{self, Backend, Cmd};
+use lockerd_client::ctl::{self, Backend, Cmd};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -57,14 +57,14 @@ struct Broker {
 
 impl Broker {
     /// The broker settings, or a usage error naming what is missing.
-    fn mqtt(&self) -> Result<lockerd::config::MqttConfig, ctl::CtlError> {
+    fn mqtt(&self) -> Result<lockerd_client::mqtt::config::MqttConfig, ctl::CtlError> {
         let need = |v: &Option<String>, flag: &str| {
             v.clone().ok_or_else(|| ctl::CtlError {
                 code: 2,
                 message: format!("{flag} is needed to reach a kiosk through its broker"),
             })
         };
-        Ok(lockerd::config::MqttConfig {
+        Ok(lockerd_client::mqtt::config::MqttConfig {
             enabled: true,
             url: need(&self.url, "--url")?,
             kiosk_id: need(&self.kiosk, "--kiosk")?,
@@ -80,10 +80,11 @@ impl Broker {
         let Some(key) = &self.remote else {
             return Ok(Backend::connect_bus().await?);
         };
-        let keys = lockerd::mqtt::remote::AdminKeys::load(key).map_err(|e| ctl::CtlError {
-            code: 2,
-            message: e.to_string(),
-        })?;
+        let keys =
+            lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| ctl::CtlError {
+                code: 2,
+                message: e.to_string(),
+            })?;
         Ok(Backend::Remote(Box::new(ctl::RemoteTarget {
             mqtt: self.mqtt()?,
             keys,
@@ -137,7 +138,7 @@ enum Remote {
 }
 
 async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
-    use lockerd::mqtt::remote::{self, AdminKeys};
+    use lockerd_client::mqtt::remote::{self, AdminKeys};
     let fail = |code: u8, message: String| ctl::CtlError { code, message };
     match r {
         Remote::Keygen {
@@ -145,7 +146,7 @@ async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, c
             out: path,
             role,
         } => {
-            let role = lockerd::api::Clearance::parse(&role)
+            let role = lockerd_client::api::Clearance::parse(&role)
                 .ok_or_else(|| fail(2, format!("--role {role:?}: admin, operator or viewer")))?;
             let k = AdminKeys::generate(&id);
             k.save(&path).map_err(|e| fail(1, e.to_string()))?;

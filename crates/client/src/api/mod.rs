@@ -2,7 +2,7 @@
 //!
 //! Every entry point (D-Bus and `lockerctl`, `lockerd admin`, `lockerd-lab simulate`, and
 //! the MQTT bridge) builds a [`Request`] with a [`Caller`] and hands it to the serving
-//! task ([`crate::service`]), which checks [`authorize`] in one place and routes it: lock,
+//! task (the daemon's `service`), which checks [`authorize`] in one place and routes it: lock,
 //! keypad and lockout requests to the access controller (oneshot reply), user changes to
 //! the store (change and audit row in one transaction), gallery changes to vision.
 //!
@@ -13,8 +13,7 @@ pub mod event;
 
 pub use event::{Event, EventKind, Timed};
 
-use crate::store::{AuditRow, LockoutState, StoreError, VerifyReport};
-use crate::types::{Role as UserRole, User};
+use lockerd_core::types::{Role as UserRole, User};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -71,8 +70,8 @@ pub enum Via {
 }
 
 impl Via {
-    pub fn method(self) -> crate::store::Method {
-        use crate::store::Method;
+    pub fn method(self) -> lockerd_core::types::Method {
+        use lockerd_core::types::Method;
         match self {
             Via::Dbus => Method::Dbus,
             Via::Mqtt => Method::Mqtt,
@@ -172,7 +171,7 @@ impl Caller {
     }
 }
 
-pub use crate::vision::enroll::EnrollInput as EnrollSource;
+pub use lockerd_core::types::EnrollInput as EnrollSource;
 
 /// Every request, whatever the way in. Names are the MQTT `cmd` names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -537,20 +536,6 @@ pub struct AuditItem {
     pub evidence: serde_json::Value,
 }
 
-impl From<&AuditRow> for AuditItem {
-    fn from(r: &AuditRow) -> Self {
-        AuditItem {
-            seq: r.seq,
-            ts_ms: r.ts_ms,
-            method: r.method.clone(),
-            outcome: r.outcome.clone(),
-            user: r.user_name.clone(),
-            reason: r.reason.clone(),
-            evidence: serde_json::from_str(&r.evidence).unwrap_or(serde_json::Value::Null),
-        }
-    }
-}
-
 /// The result of `audit_verify`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditCheck {
@@ -558,25 +543,6 @@ pub struct AuditCheck {
     pub rows: i64,
     pub first_bad: Option<i64>,
     pub message: String,
-}
-
-impl From<&VerifyReport> for AuditCheck {
-    fn from(v: &VerifyReport) -> Self {
-        AuditCheck {
-            ok: v.ok,
-            rows: v.rows as i64,
-            first_bad: v.first_broken_seq,
-            message: match (&v.problem, v.ok) {
-                (_, true) => format!(
-                    "chain ok: {} row(s), head {}",
-                    v.rows,
-                    hex::encode(&v.head_hash)
-                ),
-                (Some(p), false) => p.clone(),
-                (None, false) => "chain broken".into(),
-            },
-        }
-    }
 }
 
 /// The face in front of the camera now.
@@ -633,17 +599,6 @@ pub struct LockoutInfo {
     pub level: u32,
     pub until_ms: i64,
     pub locked: bool,
-}
-
-impl LockoutInfo {
-    pub fn at(s: &LockoutState, now_ms: i64) -> LockoutInfo {
-        LockoutInfo {
-            strikes: s.strikes,
-            level: s.level,
-            until_ms: s.until_ms,
-            locked: s.until_ms > now_ms,
-        }
-    }
 }
 
 /// Typed errors every way in maps to its own form (D-Bus error names, MQTT kinds,
@@ -722,18 +677,6 @@ impl ApiError {
             ApiError::Busy(_) => 7,
             ApiError::Unavailable(_) => 8,
             ApiError::Internal(_) => 10,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(m) => ApiError::NoSuchUser(m),
-            StoreError::Conflict(m) => ApiError::AlreadyExists(m),
-            StoreError::Invalid(m) => ApiError::InvalidArgument(m),
-            StoreError::Closed => ApiError::Unavailable("the store has stopped".into()),
-            other => ApiError::Internal(other.to_string()),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! slots and strike counts; `tests::events_carry_no_secret` and the D-Bus test check
 //! that no secret ever appears). Secrets go only in a reply.
 
-use crate::store::Method;
+use lockerd_core::types::Method;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,107 +194,8 @@ impl Timed {
 
     pub fn now(event: Event) -> Timed {
         Timed {
-            at_ms: crate::types::now_ms(),
+            at_ms: lockerd_core::types::now_ms(),
             event,
-        }
-    }
-}
-
-/// The event bus: the broadcast every adapter subscribes to and, when MQTT is on, the
-/// store's outbox. An event is queued for the outbox before it is broadcast, so a broker
-/// that is down, or a restart, loses nothing. An event with an audit row is staged
-/// ([`EventBus::stage`], [`Pending`]) and its row written in the audit row's transaction
-/// by whoever writes that row (the controller, the service); the bus queues the rest
-/// (one transaction per batch), queued, not awaited: no sender waits on the disk, and the
-/// store thread's order still puts the row before any later read.
-#[derive(Clone)]
-pub struct EventBus {
-    tx: tokio::sync::broadcast::Sender<Timed>,
-    outbox: Option<(crate::store::Store, usize)>,
-}
-
-impl EventBus {
-    pub fn new(capacity: usize) -> EventBus {
-        EventBus {
-            tx: tokio::sync::broadcast::channel(capacity).0,
-            outbox: None,
-        }
-    }
-
-    /// Also queue every event (but `ignored`) in the store's outbox, at most `max`.
-    pub fn with_outbox(mut self, store: crate::store::Store, max: usize) -> EventBus {
-        self.outbox = Some((store, max));
-        self
-    }
-
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Timed> {
-        self.tx.subscribe()
-    }
-
-    pub fn send(&self, t: Timed) {
-        self.send_all(vec![t]);
-    }
-
-    /// The outbox's bound when this bus keeps one.
-    pub fn outbox_max(&self) -> Option<usize> {
-        self.outbox.as_ref().map(|(_, max)| *max)
-    }
-
-    /// Stamp `event` at `at_ms` and make its outbox row. Write the row in the transaction
-    /// that writes the event's audit row ([`Pending::write`]), then [`EventBus::send`] the
-    /// stamped event: an audited change and its event are kept or lost together.
-    pub fn stage(&self, at_ms: i64, event: Event) -> (Timed, Pending) {
-        Pending::stage(Timed { at_ms, event }, self.outbox_max())
-    }
-
-    /// Queue (when there is an outbox) and broadcast, in order. Events staged with
-    /// [`EventBus::stage`] are already queued and only broadcast.
-    pub fn send_all(&self, batch: Vec<Timed>) {
-        if let Some((store, max)) = &self.outbox {
-            let rows: Vec<(i64, bool, String)> =
-                batch.iter().filter_map(|t| outbox_row(t, false)).collect();
-            if !rows.is_empty() {
-                let max = *max;
-                store.enqueue("mqtt outbox: events not queued", move |db| {
-                    db.outbox_push(&rows, max).map(|_| ())
-                });
-            }
-        }
-        for t in batch {
-            let _ = self.tx.send(t);
-        }
-    }
-}
-
-/// The outbox row (at_ms, is_alert, JSON) of an event that goes to MQTT: every event
-/// but `ignored`, and (unless `again`) not one that is already queued.
-fn outbox_row(t: &Timed, again: bool) -> Option<(i64, bool, String)> {
-    if t.event.event == EventKind::Ignored || (t.event.queued && !again) {
-        return None;
-    }
-    let body = serde_json::to_string(t).ok()?;
-    Some((t.at_ms, t.event.alert.is_some(), body))
-}
-
-/// An event's outbox row, to be written in the same transaction as its audit row. Empty
-/// when there is no outbox (MQTT off) or the event does not go out.
-#[derive(Debug, Clone, Default)]
-pub struct Pending(Option<((i64, bool, String), usize)>);
-
-impl Pending {
-    /// The row for `t` (bounded by `max`; `None` = no outbox); `t` comes back marked
-    /// queued when there is one.
-    pub fn stage(mut t: Timed, max: Option<usize>) -> (Timed, Pending) {
-        let row = max.and_then(|max| Some((outbox_row(&t, true)?, max)));
-        t.event.queued = row.is_some();
-        (t, Pending(row))
-    }
-
-    /// Write the row (nothing when empty). Call inside the audit row's transaction.
-    pub fn write(&self, db: &mut crate::store::Db) -> Result<(), crate::store::StoreError> {
-        match &self.0 {
-            Some((row, max)) => db.outbox_push(std::slice::from_ref(row), *max).map(|_| ()),
-            None => Ok(()),
         }
     }
 }
