@@ -429,6 +429,30 @@ fn the_interface_xml_in_the_repo_is_what_the_daemon_introspects() {
         shipped.contains(got),
         "systemd/org.lockerd.Locker1.xml differs from the daemon's introspection (LOCKERD_BLESS=1 cargo test --test dbus rewrites it):\n{got}"
     );
+    // The replies are typed structures a plain D-Bus client reads without JSON.
+    let call = |method: &str| {
+        let o = Command::new("busctl")
+            .arg(format!("--address={}", bus.address))
+            .args([
+                "call",
+                lockerd::dbus::BUS_NAME,
+                lockerd::dbus::OBJECT_PATH,
+                lockerd::dbus::INTERFACE,
+                method,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let status = call("Status");
+    // busctl writes a structure as its signature without the parentheses, then the fields.
+    assert!(status.starts_with("ssssxssub "), "{status}");
+    assert!(status.contains(r#""locked" "unknown" 0"#), "{status}");
+    let lockout = call("LockoutShow");
+    assert!(lockout.starts_with("uuxb 0 0 0 false"), "{lockout}");
+    let users = call("ListUsers");
+    assert!(users.starts_with("a(xssbxxbx) "), "{users}");
     daemon.stop();
 }
 

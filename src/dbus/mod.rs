@@ -22,7 +22,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{fdo, interface};
 
 pub use lockerd_client::dbus::{
-    api_error, Locker1ClientProxy, BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH,
+    api_error, wire, Locker1ClientProxy, BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH,
 };
 
 pub mod fair;
@@ -57,10 +57,6 @@ impl From<ApiError> for LockerError {
             ApiError::Internal(m) => LockerError::Internal(m),
         }
     }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, LockerError> {
-    serde_json::to_string(v).map_err(|e| LockerError::Internal(e.to_string()))
 }
 
 fn unexpected(r: Response) -> LockerError {
@@ -131,7 +127,19 @@ impl Locker1 {
     ) -> Result<String, LockerError> {
         match self.call(conn, hdr, request).await? {
             Response::Done { message } => Ok(message),
-            Response::User { user } => json(&user),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A request that changes a user: the user as it now is.
+    async fn user(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        request: Request,
+    ) -> Result<wire::UserReply, LockerError> {
+        match self.call(conn, hdr, request).await? {
+            Response::User { user } => Ok(wire::UserReply::from(&user)),
             other => Err(unexpected(other)),
         }
     }
@@ -174,15 +182,16 @@ impl Locker1 {
 
 #[interface(name = "org.lockerd.Locker1")]
 impl Locker1 {
-    /// Status as JSON: kiosk, version, lock, door, keypad_locked_until_ms, camera,
-    /// mode, users, running. Any caller.
+    /// Status: (kiosk, version, lock, door, keypad_locked_until_ms, camera, mode, users,
+    /// running); lock, door, camera and mode by their names as the properties give them.
+    /// Any caller.
     async fn status(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::StatusReply, LockerError> {
         match self.call(conn, &hdr, Request::Status).await? {
-            Response::Status(s) => json(&s),
+            Response::Status(s) => Ok(wire::StatusReply::from(&s)),
             other => Err(unexpected(other)),
         }
     }
@@ -206,28 +215,30 @@ impl Locker1 {
         self.done(conn, &hdr, Request::Lock).await
     }
 
-    /// Users as a JSON array (admin).
+    /// Users: (id, name, role, enabled, templates, legacy_templates, totp, created_ms)
+    /// each; role is user, admin or banned (admin).
     async fn list_users(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<Vec<wire::UserReply>, LockerError> {
         match self.call(conn, &hdr, Request::UsersList).await? {
-            Response::Users { users } => json(&users),
+            Response::Users { users } => Ok(users.iter().map(wire::UserReply::from).collect()),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Add a user with role user or admin (admin). Returns the user as JSON.
+    /// Add a user with role user or admin (admin). Returns the user, as ListUsers gives
+    /// each; so do the other user changes below.
     async fn add_user(
         &self,
         name: String,
         role: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::UserReply, LockerError> {
         let role = parse_user_role(&role)?;
-        self.done(conn, &hdr, Request::UserAdd { name, role }).await
+        self.user(conn, &hdr, Request::UserAdd { name, role }).await
     }
 
     async fn remove_user(
@@ -235,8 +246,8 @@ impl Locker1 {
         name: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
-        self.done(conn, &hdr, Request::UserRemove { name }).await
+    ) -> Result<wire::UserReply, LockerError> {
+        self.user(conn, &hdr, Request::UserRemove { name }).await
     }
 
     async fn set_role(
@@ -245,9 +256,9 @@ impl Locker1 {
         role: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::UserReply, LockerError> {
         let role = parse_user_role(&role)?;
-        self.done(conn, &hdr, Request::UserRole { name, role })
+        self.user(conn, &hdr, Request::UserRole { name, role })
             .await
     }
 
@@ -256,8 +267,8 @@ impl Locker1 {
         name: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
-        self.done(conn, &hdr, Request::UserBan { name }).await
+    ) -> Result<wire::UserReply, LockerError> {
+        self.user(conn, &hdr, Request::UserBan { name }).await
     }
 
     async fn unban(
@@ -265,8 +276,8 @@ impl Locker1 {
         name: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
-        self.done(conn, &hdr, Request::UserUnban { name }).await
+    ) -> Result<wire::UserReply, LockerError> {
+        self.user(conn, &hdr, Request::UserUnban { name }).await
     }
 
     async fn enable(
@@ -274,8 +285,8 @@ impl Locker1 {
         name: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
-        self.done(conn, &hdr, Request::UserEnable { name }).await
+    ) -> Result<wire::UserReply, LockerError> {
+        self.user(conn, &hdr, Request::UserEnable { name }).await
     }
 
     async fn disable(
@@ -283,8 +294,8 @@ impl Locker1 {
         name: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
-        self.done(conn, &hdr, Request::UserDisable { name }).await
+    ) -> Result<wire::UserReply, LockerError> {
+        self.user(conn, &hdr, Request::UserDisable { name }).await
     }
 
     /// Start enrolling USER from photos, clips or folders readable by the daemon
@@ -398,13 +409,13 @@ impl Locker1 {
         ttl_s: u64,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::CodeReply, LockerError> {
         let req = Request::OtpIssue {
             user: (!user.is_empty()).then_some(user),
             ttl_s: (ttl_s > 0).then_some(ttl_s),
         };
         match self.call(conn, &hdr, req).await? {
-            Response::Code(c) => json(&c),
+            Response::Code(c) => Ok(wire::CodeReply::from(&c)),
             other => Err(unexpected(other)),
         }
     }
@@ -420,32 +431,32 @@ impl Locker1 {
     }
 
     /// Give USER a TOTP secret and a PIN (random unless PIN is given) (admin). The
-    /// secret is in this reply only (JSON: user, keypad_no, pin, uri).
+    /// secret is in this reply only: (user, keypad_no, pin, uri).
     async fn enroll_totp(
         &self,
         user: String,
         pin: String,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::TotpReply, LockerError> {
         let req = Request::TotpEnroll {
             user,
             pin: (!pin.is_empty()).then_some(pin),
         };
         match self.call(conn, &hdr, req).await? {
-            Response::Totp(t) => json(&t),
+            Response::Totp(t) => Ok(wire::TotpReply::from(&t)),
             other => Err(unexpected(other)),
         }
     }
 
-    /// The keypad lockout as JSON: strikes, level, until_ms, locked (admin).
+    /// The keypad lockout: (strikes, level, until_ms, locked) (admin).
     async fn lockout_show(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::LockoutReply, LockerError> {
         match self.call(conn, &hdr, Request::LockoutShow).await? {
-            Response::Lockout(l) => json(&l),
+            Response::Lockout(l) => Ok(wire::LockoutReply::from(&l)),
             other => Err(unexpected(other)),
         }
     }
@@ -459,43 +470,48 @@ impl Locker1 {
         self.done(conn, &hdr, Request::LockoutReset).await
     }
 
-    /// Audit rows since SINCE_MS, at most LIMIT, oldest first, as a JSON array (admin).
+    /// Audit rows since SINCE_MS, at most LIMIT, oldest first: (seq, ts_ms, method,
+    /// outcome, user, reason, evidence) each, user empty when none, evidence its JSON
+    /// text as hashed into the chain (admin).
     async fn audit_list(
         &self,
         since_ms: i64,
         limit: u32,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<Vec<wire::AuditRowReply>, LockerError> {
         match self
             .call(conn, &hdr, Request::AuditQuery { since_ms, limit })
             .await?
         {
-            Response::Audit { rows } => json(&rows),
+            Response::Audit { rows } => Ok(rows.iter().map(wire::AuditRowReply::from).collect()),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Walk the audit hash chain: JSON ok, rows, first_bad, message (admin).
+    /// Walk the audit hash chain: (ok, rows, first_bad, message), first_bad -1 when the
+    /// chain holds (admin).
     async fn audit_verify(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::AuditCheckReply, LockerError> {
         match self.call(conn, &hdr, Request::AuditVerify).await? {
-            Response::AuditCheck(c) => json(&c),
+            Response::AuditCheck(c) => Ok(wire::AuditCheckReply::from(&c)),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Who is at the camera now: JSON null or {user, live, distance, age_ms} (operator).
+    /// Who is at the camera now: (present, user, live, distance, age_ms); present false
+    /// when nobody was seen, user empty when nobody matched, distance -1 when none was
+    /// measured (operator).
     async fn verify(
         &self,
         #[zbus(connection)] conn: &zbus::Connection,
         #[zbus(header)] hdr: Header<'_>,
-    ) -> Result<String, LockerError> {
+    ) -> Result<wire::SeenReply, LockerError> {
         match self.call(conn, &hdr, Request::Verify).await? {
-            Response::Seen { seen } => json(&seen),
+            Response::Seen { seen } => Ok(wire::SeenReply::from(&seen)),
             other => Err(unexpected(other)),
         }
     }
@@ -837,9 +853,9 @@ pub async fn bench(method: &str, calls: u64, concurrency: u64) -> Result<BenchRe
             for _ in 0..n {
                 let t = std::time::Instant::now();
                 let r = match m.as_str() {
-                    "users_list" => p.list_users().await,
-                    "unlock" => p.unlock("bench").await,
-                    _ => p.status().await,
+                    "users_list" => p.list_users().await.map(|_| ()),
+                    "unlock" => p.unlock("bench").await.map(|_| ()),
+                    _ => p.status().await.map(|_| ()),
                 };
                 out.push((
                     t.elapsed().as_secs_f64() * 1000.0,

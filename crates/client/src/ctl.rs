@@ -9,11 +9,8 @@
 //! ran and failed (enrollment refused, audit chain broken), 10 internal error.
 
 use crate::api::event::EnrollStatus;
-use crate::api::{
-    ApiError, AuditCheck, AuditItem, Caller, EnrollSource, IssuedCode, LockoutInfo, Request,
-    Response, Seen, Status, TotpEnrolled, UserInfo,
-};
-use crate::dbus::{api_error, Locker1ClientProxy};
+use crate::api::{ApiError, AuditItem, Caller, EnrollSource, Request, Response, Status, UserInfo};
+use crate::dbus::{api_error, wire, Locker1ClientProxy};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use std::io::Write;
@@ -269,10 +266,6 @@ async fn call_remote(t: &RemoteTarget, r: &Request) -> Result<Response, ApiError
         .map_err(|e| ApiError::Internal(format!("bad reply from the kiosk: {e}")))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, ApiError> {
-    serde_json::from_str(s).map_err(|e| ApiError::Internal(format!("bad reply from lockerd: {e}")))
-}
-
 impl Backend {
     /// Connect to the daemon on the system bus; "lockerd is not running" if nobody owns
     /// the name.
@@ -300,7 +293,7 @@ impl Backend {
         Ok(Backend::Bus(proxy))
     }
 
-    /// Make one request (the bus backend maps it to the method and parses the JSON).
+    /// Make one request (the bus backend maps it to the method and its typed reply).
     pub async fn call(&self, r: Request) -> Result<Response, ApiError> {
         let p = match self {
             Backend::Local { api, caller } => return api.call(caller, r).await,
@@ -309,17 +302,23 @@ impl Backend {
         };
         let e = |e: zbus::Error| api_error(&e);
         let done = |m: String| Response::Done { message: m };
-        let user = |s: String| -> Result<Response, ApiError> {
+        let user = |u: wire::UserReply| -> Result<Response, ApiError> {
             Ok(Response::User {
-                user: parse::<UserInfo>(&s)?,
+                user: UserInfo::try_from(u)?,
             })
         };
         Ok(match r {
-            Request::Status => Response::Status(parse::<Status>(&p.status().await.map_err(e)?)?),
+            Request::Status => Response::Status(Status::try_from(p.status().await.map_err(e)?)?),
             Request::Unlock { reason } => done(p.unlock(&reason).await.map_err(e)?),
             Request::Lock => done(p.lock().await.map_err(e)?),
             Request::UsersList => Response::Users {
-                users: parse(&p.list_users().await.map_err(e)?)?,
+                users: p
+                    .list_users()
+                    .await
+                    .map_err(e)?
+                    .into_iter()
+                    .map(UserInfo::try_from)
+                    .collect::<Result<_, _>>()?,
             },
             Request::UserAdd { name, role } => {
                 user(p.add_user(&name, role.as_str()).await.map_err(e)?)?
@@ -383,29 +382,33 @@ impl Backend {
                 Response::EnrollStarted { job, user }
             }
             Request::EnrollCancel => done(p.cancel_enroll().await.map_err(e)?),
-            Request::OtpIssue { user, ttl_s } => Response::Code(parse::<IssuedCode>(
-                &p.issue_code(user.as_deref().unwrap_or(""), ttl_s.unwrap_or(0))
+            Request::OtpIssue { user, ttl_s } => Response::Code(
+                p.issue_code(user.as_deref().unwrap_or(""), ttl_s.unwrap_or(0))
                     .await
-                    .map_err(e)?,
-            )?),
+                    .map_err(e)?
+                    .into(),
+            ),
             Request::OtpRevoke { slot } => done(p.revoke_code(slot).await.map_err(e)?),
-            Request::TotpEnroll { user, pin } => Response::Totp(parse::<TotpEnrolled>(
-                &p.enroll_totp(&user, pin.as_deref().unwrap_or(""))
+            Request::TotpEnroll { user, pin } => Response::Totp(
+                p.enroll_totp(&user, pin.as_deref().unwrap_or(""))
                     .await
-                    .map_err(e)?,
-            )?),
-            Request::LockoutShow => {
-                Response::Lockout(parse::<LockoutInfo>(&p.lockout_show().await.map_err(e)?)?)
-            }
+                    .map_err(e)?
+                    .into(),
+            ),
+            Request::LockoutShow => Response::Lockout(p.lockout_show().await.map_err(e)?.into()),
             Request::LockoutReset => done(p.lockout_reset().await.map_err(e)?),
             Request::AuditQuery { since_ms, limit } => Response::Audit {
-                rows: parse(&p.audit_list(since_ms, limit).await.map_err(e)?)?,
+                rows: p
+                    .audit_list(since_ms, limit)
+                    .await
+                    .map_err(e)?
+                    .into_iter()
+                    .map(AuditItem::from)
+                    .collect(),
             },
-            Request::AuditVerify => {
-                Response::AuditCheck(parse::<AuditCheck>(&p.audit_verify().await.map_err(e)?)?)
-            }
+            Request::AuditVerify => Response::AuditCheck(p.audit_verify().await.map_err(e)?.into()),
             Request::Verify => Response::Seen {
-                seen: parse::<Option<Seen>>(&p.verify().await.map_err(e)?)?,
+                seen: p.verify().await.map_err(e)?.into(),
             },
             Request::KeypadEntry { .. } => {
                 return Err(ApiError::InvalidArgument(
