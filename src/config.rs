@@ -71,6 +71,18 @@ pub struct Config {
     pub hardware: HardwareConfig,
     pub lock: LockConfig,
     pub mqtt: MqttConfig,
+    /// `[fleet]`: this kiosk is one of a fleet sharing a user directory through the
+    /// broker (on when the section is present; needs `[mqtt]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: which fleet's user records this kiosk applies (`lockerd_client::fleet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The fleet's id in its topics (`lockerd/fleet/<id>/...`).
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +139,7 @@ impl Config {
             kiosk_name: self.daemon.kiosk_name.clone(),
             access: self.access.clone(),
             duplicate_threshold: self.vision.strict_threshold,
+            kiosk_id: self.mqtt.kiosk_id.clone(),
         }
     }
 
@@ -187,10 +200,15 @@ impl Config {
                 path: path.to_owned(),
                 message: clip(e.to_string().trim()),
             })?;
-        let known = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: format!("internal: cannot serialise defaults: {e}"),
-        })?;
+        let mut known =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("internal: cannot serialise defaults: {e}"),
+            })?;
+        // `[fleet]` is absent by default: its keys are known all the same.
+        if let Ok(f) = toml::Value::try_from(FleetConfig { id: String::new() }) {
+            known.insert("fleet".into(), f);
+        }
         if let Some(key) = first_unknown_key(&value, &known, "") {
             return Err(ConfigError::UnknownKey {
                 path: path.to_owned(),
@@ -255,6 +273,20 @@ impl Config {
         self.validate_hardware(&v)?;
         self.validate_mqtt(&v)?;
         self.validate_lock(&v)?;
+        if let Some(f) = &self.fleet {
+            v.check(
+                "fleet.id",
+                &f.id,
+                lockerd_client::fleet::valid_name(&f.id),
+                "1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'",
+            )?;
+            v.check(
+                "fleet.id",
+                &f.id,
+                self.mqtt.enabled,
+                "a fleet shares its users through the broker: set [mqtt] enabled = true",
+            )?;
+        }
         Ok(())
     }
 
@@ -732,7 +764,24 @@ mod tests {
             m.remove("admins");
         }
         assert!(text.contains("# [[mqtt.admins]]"));
+        // [fleet] is off by default: the file shows it commented out.
+        assert!(text.contains("# [fleet]\n# id = "));
         assert_eq!(first_unknown_key(&known, &given, ""), None);
+    }
+
+    #[test]
+    fn a_fleet_needs_mqtt_and_a_topic_safe_id() {
+        let on = "[mqtt]\nenabled = true\nurl = \"mqtt://127.0.0.1:1883\"\n";
+        let cfg = parse(&format!("{on}[fleet]\nid = \"site-1\"\n")).unwrap();
+        assert_eq!(cfg.fleet.unwrap().id, "site-1");
+        assert!(parse("[fleet]\nid = \"site\"\n").is_err(), "without mqtt");
+        for bad in ["a/b", "+", ""] {
+            let e = parse(&format!("{on}[fleet]\nid = \"{bad}\"\n")).unwrap_err();
+            assert!(e.to_string().contains("fleet.id"), "{e}");
+        }
+        let e = parse(&format!("{on}[fleet]\nid = \"s\"\nsize = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("`fleet.size`"), "{e}");
+        assert_eq!(parse("").unwrap().fleet, None);
     }
 
     #[test]

@@ -305,6 +305,19 @@ async fn run_open(
     } else {
         None
     };
+    // The fleet's user directory, on a connection of its own (when `[fleet]` is set).
+    let fleet = match (&config.fleet, config.mqtt.enabled) {
+        (Some(f), true) => {
+            match crate::mqtt::fleet::spawn(&config.mqtt, &f.id, api.clone(), store.clone()) {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    log::error!("fleet {} not started: {e}", f.id);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let bus_status = if bus.is_some() {
         "D-Bus on"
     } else {
@@ -328,6 +341,9 @@ async fn run_open(
     status_task.abort();
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(f) = fleet {
+        f.abort();
     }
     if let Some(m) = mqtt {
         m.stop().await;

@@ -49,6 +49,7 @@ mod access;
 mod audit;
 mod codes;
 mod enroll;
+mod fleet;
 mod users;
 
 /// Requests handled at the same time; more wait in the channel.
@@ -200,6 +201,8 @@ pub struct Settings {
     pub access: AccessConfig,
     /// `vision.strict_threshold`: a new face this close to another user's is refused.
     pub duplicate_threshold: f32,
+    /// `mqtt.kiosk_id`: which fleet records keep a user here.
+    pub kiosk_id: String,
 }
 
 pub struct Service {
@@ -514,6 +517,7 @@ impl Service {
             Request::TotpEnroll { user, pin } => self.totp_enroll(caller, user, pin).await,
             Request::AuditQuery { since_ms, limit } => self.audit_query(since_ms, limit).await,
             Request::AuditVerify => self.audit_verify().await,
+            Request::FleetApply { record, key } => self.fleet_apply(caller, record, key).await,
         }
     }
 }

@@ -350,7 +350,7 @@ async fn publish_json(client: &AsyncClient, topic: String, body: &serde_json::Va
         .await;
 }
 
-async fn audit(store: &Store, entry: AuditEntry) {
+pub(super) async fn audit(store: &Store, entry: AuditEntry) {
     if let Err(e) = store.call(move |db| db.audit_append(&entry)).await {
         log::error!("could not audit a refused command: {e}");
     }

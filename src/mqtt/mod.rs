@@ -2,9 +2,11 @@
 //! replay guard in the store ([`StoreNonces`]), sealed replies ([`reply`]), the broker
 //! connection ([`bridge`], TLS) that hands commands to the same request API as D-Bus with
 //! a `Via::Mqtt` caller, the outbox publisher ([`publisher`]: events and the audit head,
-//! in order, across outages), Home Assistant ([`ha`]) and the ESP32 lock link ([`lock`]).
+//! in order, across outages), Home Assistant ([`ha`]), the ESP32 lock link ([`lock`]) and
+//! the fleet's user directory ([`fleet`]).
 
 pub mod bridge;
+pub mod fleet;
 pub mod ha;
 pub mod lock;
 pub mod lock_sim;

@@ -120,7 +120,7 @@ impl Service {
     }
 }
 
-fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
+pub(super) fn user_info(db: &Db, u: &User) -> Result<UserInfo, StoreError> {
     Ok(UserInfo::from_user(
         u,
         (

@@ -490,6 +490,33 @@ impl Db {
 
     // ----- settings -----
 
+    /// The version of `user`'s fleet record applied here, if any.
+    pub fn fleet_version(&self, user: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT version FROM fleet_records WHERE user = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Record that `user`'s fleet record `version`, signed by `key_id`, is applied here.
+    pub fn fleet_set_version(
+        &mut self,
+        user: &str,
+        version: i64,
+        key_id: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO fleet_records (user, version, key_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user) DO UPDATE SET version = excluded.version, key_id = excluded.key_id",
+            rusqlite::params![user, version, key_id],
+        )?;
+        Ok(())
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn

@@ -113,6 +113,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE face_templates ADD COLUMN model TEXT NOT NULL DEFAULT 'dlib_resnet_v1'
         CHECK (model IN ('dlib_resnet_v1', 'sface_2021dec'));
     "#,
+    // v7: the version of each fleet user record applied here (lockerd_client::fleet), and
+    // the admin key that signed it: a record must rise above it. Kept after a removal, so
+    // a replayed older record cannot bring a removed user back.
+    r#"
+    CREATE TABLE fleet_records (
+        user        TEXT    PRIMARY KEY CHECK (length(user) BETWEEN 1 AND 64),
+        version     INTEGER NOT NULL CHECK (version > 0),
+        key_id      TEXT    NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

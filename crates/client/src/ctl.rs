@@ -415,6 +415,11 @@ impl Backend {
                     "a keypad entry is not taken over D-Bus (type it on the keypad)".into(),
                 ))
             }
+            Request::FleetApply { .. } => {
+                return Err(ApiError::NotAuthorized(
+                    "fleet records come only from the fleet's topic".into(),
+                ))
+            }
         })
     }
 }

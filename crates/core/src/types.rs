@@ -255,6 +255,8 @@ pub enum Method {
     Ha,
     System,
     Bench,
+    /// A fleet user record (signed by an admin, carried by the broker).
+    Fleet,
 }
 
 impl Method {
@@ -271,6 +273,7 @@ impl Method {
             Method::Ha => "ha",
             Method::System => "system",
             Method::Bench => "bench",
+            Method::Fleet => "fleet",
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum Via {
     Simulator,
     /// Home Assistant's unsigned lock command (lock, or unlock with a keypad credential).
     Ha,
+    /// A fleet user record, its signature checked by the MQTT bridge ([`crate::fleet`]).
+    Fleet,
 }
 
 impl Via {
@@ -76,6 +78,7 @@ impl Via {
             Via::Dbus => Method::Dbus,
             Via::Mqtt => Method::Mqtt,
             Via::Ha => Method::Ha,
+            Via::Fleet => Method::Fleet,
             Via::Cli | Via::Simulator => Method::Admin,
         }
     }
@@ -250,6 +253,12 @@ pub enum Request {
     KeypadEntry {
         keys: String,
     },
+    /// Apply a fleet user record signed by `key` (checked by the bridge before it gets
+    /// here): only from the fleet's topic (`Via::Fleet`), never as a command.
+    FleetApply {
+        record: crate::fleet::Record,
+        key: String,
+    },
 }
 
 fn default_user_role() -> UserRole {
@@ -286,6 +295,7 @@ impl Request {
             Request::AuditVerify => "audit_verify",
             Request::Verify => "verify",
             Request::KeypadEntry { .. } => "keypad_entry",
+            Request::FleetApply { .. } => "fleet_apply",
         }
     }
 }
@@ -315,7 +325,8 @@ pub fn required_role(r: &Request) -> Clearance {
         | Request::LockoutShow
         | Request::LockoutReset
         | Request::AuditQuery { .. }
-        | Request::AuditVerify => Clearance::Admin,
+        | Request::AuditVerify
+        | Request::FleetApply { .. } => Clearance::Admin,
     }
 }
 
@@ -379,6 +390,12 @@ pub fn check_bounds(r: &Request) -> Result<(), ApiError> {
 }
 
 pub fn authorize(caller: &Caller, r: &Request) -> Result<(), ApiError> {
+    if matches!(r, Request::FleetApply { .. }) && caller.via != Via::Fleet {
+        return Err(ApiError::NotAuthorized(format!(
+            "fleet records come only from the fleet's topic, not from {}",
+            caller.id
+        )));
+    }
     let need = required_role(r);
     if caller.role >= need {
         Ok(())

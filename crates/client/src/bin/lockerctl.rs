@@ -58,16 +58,28 @@ struct Broker {
 impl Broker {
     /// The broker settings, or a usage error naming what is missing.
     fn mqtt(&self) -> Result<lockerd_client::mqtt::config::MqttConfig, ctl::CtlError> {
+        let broker = self.mqtt_broker()?;
+        let kiosk = self.kiosk.clone().ok_or_else(|| ctl::CtlError {
+            code: 2,
+            message: "--kiosk is needed to reach a kiosk through its broker".into(),
+        })?;
+        Ok(lockerd_client::mqtt::config::MqttConfig {
+            kiosk_id: kiosk,
+            ..broker
+        })
+    }
+
+    /// The broker alone (no kiosk named: the fleet's topics).
+    fn mqtt_broker(&self) -> Result<lockerd_client::mqtt::config::MqttConfig, ctl::CtlError> {
         let need = |v: &Option<String>, flag: &str| {
             v.clone().ok_or_else(|| ctl::CtlError {
                 code: 2,
-                message: format!("{flag} is needed to reach a kiosk through its broker"),
+                message: format!("{flag} is needed to reach the broker"),
             })
         };
         Ok(lockerd_client::mqtt::config::MqttConfig {
             enabled: true,
             url: need(&self.url, "--url")?,
-            kiosk_id: need(&self.kiosk, "--kiosk")?,
             ca_file: self.ca_file.clone().unwrap_or_default(),
             cert_file: self.cert_file.clone().unwrap_or_default(),
             key_file: self.client_key.clone().unwrap_or_default(),
@@ -106,6 +118,133 @@ enum Top {
     /// A remote admin's client: make a key pair, send signed commands through MQTT.
     #[command(subcommand)]
     Remote(Remote),
+    /// A fleet's user directory: publish signed user records every kiosk applies.
+    #[command(subcommand)]
+    Fleet(Fleet),
+}
+
+/// `lockerctl fleet ...`: records signed with an admin key (`remote keygen`), published
+/// retained through the broker (`--url`, and `--ca-file` etc. for TLS).
+#[derive(Subcommand, Debug)]
+enum Fleet {
+    /// Publish USER's record: role and enabled, and where they may open. Its version is
+    /// this machine's clock (ms): a newer record replaces it everywhere.
+    Publish {
+        user: String,
+        /// The admin key file (or give it as `--remote`).
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        /// The fleet's id (`[fleet] id` on the kiosks).
+        #[arg(long)]
+        fleet: String,
+        /// user, admin or banned.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Publish the user disabled (kept, but their face and codes do not open).
+        #[arg(long)]
+        disabled: bool,
+        /// The kiosks where the user may open, comma-separated (default: every kiosk).
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        kiosks: Vec<String>,
+        /// Every kiosk of the fleet (the default, said out loud).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Publish USER's tombstone: removed from every kiosk of the fleet.
+    Revoke {
+        user: String,
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        #[arg(long)]
+        fleet: String,
+    },
+}
+
+async fn fleet(
+    f: Fleet,
+    broker: &Broker,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, ctl::CtlError> {
+    use lockerd_client::fleet::{valid_name, Record};
+    use lockerd_client::mqtt::remote::{self, AdminKeys};
+    let fail = |code: u8, message: String| ctl::CtlError { code, message };
+    let (key, record) = match f {
+        Fleet::Publish {
+            user,
+            key,
+            fleet,
+            role,
+            disabled,
+            kiosks,
+            all: _,
+        } => {
+            let role = lockerd_client::types::Role::parse(&role)
+                .ok_or_else(|| fail(2, format!("--role {role:?}: user, admin or banned")))?;
+            let record = Record {
+                fleet,
+                user,
+                version: lockerd_client::types::now_ms(),
+                role,
+                enabled: !disabled,
+                kiosks,
+                removed: false,
+            };
+            (key, record)
+        }
+        Fleet::Revoke { user, key, fleet } => (
+            key,
+            Record {
+                fleet,
+                user,
+                version: lockerd_client::types::now_ms(),
+                role: lockerd_client::types::Role::User,
+                enabled: false,
+                kiosks: Vec::new(),
+                removed: true,
+            },
+        ),
+    };
+    for (what, v) in [
+        ("the fleet id", &record.fleet),
+        ("the user name", &record.user),
+    ]
+    .into_iter()
+    .chain(record.kiosks.iter().map(|k| ("a kiosk id", k)))
+    {
+        if !valid_name(v) {
+            return Err(fail(
+                2,
+                format!("{what} {v:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.'"),
+            ));
+        }
+    }
+    let key = key
+        .or_else(|| broker.remote.clone())
+        .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
+    let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
+    let mut cfg = broker.mqtt_broker()?;
+    cfg.kiosk_id = format!("fleet-{}", record.fleet);
+    remote::publish_record(&cfg, &keys, &record, broker.wait)
+        .await
+        .map_err(|e| fail(8, e.to_string()))?;
+    let line = if json {
+        serde_json::to_string(&record).unwrap_or_default()
+    } else {
+        format!(
+            "{} {} version {} in fleet {}",
+            if record.removed {
+                "revoked"
+            } else {
+                "published"
+            },
+            record.user,
+            record.version,
+            record.fleet
+        )
+    };
+    let _ = writeln!(out, "{line}");
+    Ok(0)
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,6 +350,7 @@ fn main() -> ExitCode {
                 _ => Ok(0),
             },
             Top::Remote(r) => remote(r, &cli.broker, &mut stdout).await,
+            Top::Fleet(f) => fleet(f, &cli.broker, cli.json, &mut stdout).await,
             Top::Cmd(cmd) => {
                 let backend = cli.broker.backend().await?;
                 ctl::run(&backend, cmd, cli.json, &mut stdout).await

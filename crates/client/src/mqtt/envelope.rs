@@ -250,7 +250,7 @@ pub fn open<G: NonceGuard>(
 
 /// The envelope's body, once its size is allowed and its signature verifies (strictly)
 /// with the key of the configured admin it names, over the topic and the body.
-fn authentic_body<'a>(payload: &[u8], c: &Check<'a>) -> Result<(&'a Admin, Vec<u8>), Refused> {
+pub fn authentic_body<'a>(payload: &[u8], c: &Check<'a>) -> Result<(&'a Admin, Vec<u8>), Refused> {
     if payload.len() > c.max_payload_bytes {
         return Err(refused(
             Refusal::TooLarge,

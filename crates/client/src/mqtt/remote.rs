@@ -120,6 +120,11 @@ impl AdminKeys {
         (id, envelope::sign(&self.signing, &self.id, &topic, &body))
     }
 
+    /// A fleet user record signed with this admin's key ([`crate::fleet::sign`]).
+    pub fn sign_record(&self, r: &crate::fleet::Record) -> Vec<u8> {
+        crate::fleet::sign(&self.signing, &self.id, r)
+    }
+
     /// Open `result.sealed` of a reply in place (as `result.secret`).
     pub fn open_reply(&self, mut reply: Value) -> Result<Value, RemoteError> {
         if let Some(sealed) = reply["result"]["sealed"].as_str() {
@@ -178,6 +183,46 @@ pub async fn send(
                         return keys.open_reply(v);
                     }
                 }
+                Ok(_) => {}
+                Err(e) => return Err(RemoteError::Connection(e.to_string())),
+            }
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(wait_s), work)
+        .await
+        .map_err(|_| RemoteError::Timeout(wait_s))?;
+    let _ = client.disconnect().await;
+    r
+}
+
+/// Publish `r`, signed by `keys`, retained at QoS 1 on its topic through `cfg.url`, and
+/// wait for the broker's acknowledgement: every kiosk of the fleet that is connected
+/// applies it now, the others when they connect.
+pub async fn publish_record(
+    cfg: &MqttConfig,
+    keys: &AdminKeys,
+    r: &crate::fleet::Record,
+    wait_s: u64,
+) -> Result<(), RemoteError> {
+    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
+    let mut suffix = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    let (client, mut ev) = conn.client(
+        format!("lockerctl-{}-fleet-{}", keys.id, hex::encode(suffix)),
+        16,
+    );
+    let (topic, payload) = (
+        crate::fleet::user_topic(&r.fleet, &r.user),
+        keys.sign_record(r),
+    );
+    let work = async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => client
+                    .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                    .await
+                    .map_err(|e| RemoteError::Connection(e.to_string()))?,
+                Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
                 Ok(_) => {}
                 Err(e) => return Err(RemoteError::Connection(e.to_string())),
             }

@@ -1,0 +1,242 @@
+//! A fleet of kiosks (issue #28), first part: signed, versioned user records carried by
+//! a real mosquitto to real daemons, each kiosk on its own private bus and store.
+
+mod common;
+use common::mqtt::*;
+use common::*;
+use lockerd::api::Clearance;
+use lockerd_client::fleet::{user_topic, Record};
+use lockerd_client::mqtt::remote::AdminKeys;
+use lockerd_client::types::Role;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Kiosk {
+    bus: TestBus,
+    daemon: Option<Daemon>,
+    db: PathBuf,
+    key: PathBuf,
+    edits: Vec<(&'static str, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Kiosk {
+    fn start(&mut self) {
+        let d = Daemon::start_in(
+            &self.bus,
+            &self.db,
+            &self.key,
+            &self.edits,
+            self.dir.path(),
+            &[],
+        );
+        d.wait_log("fleet site: connected", Duration::from_secs(20));
+        self.daemon = Some(d);
+    }
+
+    fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+}
+
+fn kiosk(port: u16, id: &str, admins: &str) -> Kiosk {
+    let bus = TestBus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (db, key) = new_store(dir.path(), "fleet test key 0123456789");
+    let edits = vec![
+        ("enabled = false", "enabled = true".to_string()),
+        ("url = ", format!("url = \"mqtt://127.0.0.1:{port}\"")),
+        ("kiosk_id", format!("kiosk_id = \"{id}\"")),
+        ("# [[mqtt.admins]]", admins.to_string()),
+        ("# [fleet]", "[fleet]".to_string()),
+        ("# id = \"my-site\"", "id = \"site\"".to_string()),
+    ];
+    let mut k = Kiosk {
+        bus,
+        daemon: None,
+        db,
+        key,
+        edits,
+        dir,
+    };
+    k.start();
+    k
+}
+
+/// `lockerctl fleet ...` against the broker.
+fn fleet(port: u16, key: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(lockerctl_bin())
+        .args(["fleet"])
+        .args(args)
+        .arg("--key")
+        .arg(key)
+        .args(["--fleet", "site", "--url"])
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .output()
+        .unwrap()
+}
+
+/// The user as this kiosk holds them (None: not there).
+fn user(k: &Kiosk, name: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&ctl(&k.bus, &["--json", "users", "list"])).unwrap();
+    v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .cloned()
+}
+
+/// Wait until `ok` holds of `name` at `k`; how long it took.
+fn until(k: &Kiosk, name: &str, ok: impl Fn(Option<&serde_json::Value>) -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if ok(user(k, name).as_ref()) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{name} at {:?}: {:?}",
+            k.bus.address,
+            user(k, name)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit(k: &Kiosk) -> String {
+    ctl(&k.bus, &["--json", "audit", "list", "--limit", "1000"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothing() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let ada_file: PathBuf = keys.path().join("ada.key");
+    let ada = AdminKeys::generate("ada");
+    ada.save(&ada_file).unwrap();
+    let val_file = keys.path().join("val.key");
+    let val = AdminKeys::generate("val");
+    val.save(&val_file).unwrap();
+    let admins = format!(
+        "{}{}",
+        ada.admin_table(Clearance::Admin),
+        val.admin_table(Clearance::Viewer)
+    );
+    let mut a = kiosk(broker.port, "k1", &admins);
+    let mut b = kiosk(broker.port, "k2", &admins);
+
+    // bob for every kiosk: both hold him.
+    let o = fleet(broker.port, &ada_file, &["publish", "bob"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for k in [&a, &b] {
+        until(k, "bob", |u| u.is_some_and(|u| u["role"] == "user"));
+    }
+    // carol for k1 only: k2 never holds her.
+    let o = fleet(
+        broker.port,
+        &ada_file,
+        &["publish", "carol", "--kiosks", "k1"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    until(&a, "carol", |u| u.is_some());
+    assert!(user(&b, "carol").is_none());
+
+    // bob banned through the fleet: both kiosks within 2 s.
+    let t0 = Instant::now();
+    let o = fleet(
+        broker.port,
+        &ada_file,
+        &["publish", "bob", "--role", "banned"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for k in [&a, &b] {
+        until(k, "bob", |u| u.is_some_and(|u| u["role"] == "banned"));
+    }
+    let ban = t0.elapsed();
+    println!(
+        "ban applied at both kiosks {} ms after lockerctl started",
+        ban.as_millis()
+    );
+    assert!(ban < Duration::from_secs(2), "{ban:?}");
+
+    // Forgeries, each refused and audited, nothing changed: a viewer's key, a record for
+    // another fleet on this fleet's topic, a replayed older version, a bad signature.
+    let o = fleet(broker.port, &val_file, &["publish", "bob"]);
+    assert!(o.status.success(), "the broker takes it: {}", stderr(&o));
+    let c = {
+        let mut o = MqttOptions::new("fleet-test", "127.0.0.1", broker.port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (c, mut ev) = AsyncClient::new(o, 16);
+        tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+        c
+    };
+    let bob = |version: i64, fleet: &str| Record {
+        fleet: fleet.into(),
+        user: "bob".into(),
+        version,
+        role: Role::User,
+        enabled: true,
+        kiosks: vec![],
+        removed: false,
+    };
+    let topic = user_topic("site", "bob");
+    let other_fleet = lockerd::mqtt::envelope::sign_bytes(
+        &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        "nobody",
+        &topic,
+        b"{}",
+    );
+    let mut forged = ada.sign_record(&bob(i64::MAX - 1, "site"));
+    let n = forged.len();
+    forged[n - 5] ^= 1; // inside the base64 signature
+    for payload in [
+        ada.sign_record(&bob(5, "site")),
+        ada.sign_record(&bob(lockerd::types::now_ms(), "elsewhere")),
+        other_fleet,
+        forged,
+    ] {
+        c.publish(topic.clone(), QoS::AtLeastOnce, true, payload)
+            .await
+            .unwrap();
+    }
+    for k in [&a, &b] {
+        let t0 = Instant::now();
+        loop {
+            let log = audit(k);
+            let refused = log.matches("fleet_record_refused").count();
+            if refused >= 4 && log.contains("fleet_record_stale") {
+                // Another fleet's record cannot be moved here: its signature covers its
+                // topic (a body naming another fleet is `wrong_kiosk`: the unit tests).
+                for kind in ["not_authorized", "bad_signature", "unknown_key", "invalid"] {
+                    assert!(log.contains(kind), "{kind}: {log}");
+                }
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(user(k, "bob").unwrap()["role"], "banned", "unchanged");
+    }
+
+    // k2 stopped; bob unbanned and then revoked meanwhile; k2 back: the retained
+    // tombstone removes him before anything else (and carol, never k2's, stays away).
+    b.stop();
+    for args in [["publish", "bob"], ["revoke", "bob"]] {
+        let o = fleet(broker.port, &ada_file, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    until(&a, "bob", |u| u.is_none());
+    b.start();
+    until(&b, "bob", |u| u.is_none());
+    assert!(user(&b, "carol").is_none());
+    let log = audit(&b);
+    assert!(log.contains(r#""kept":false"#), "{log}");
+    a.stop();
+    b.stop();
+}
