@@ -308,7 +308,7 @@ async fn run_open(
     // The fleet's user directory, on a connection of its own (when `[fleet]` is set).
     let fleet = match (&config.fleet, config.mqtt.enabled) {
         (Some(f), true) => {
-            match crate::mqtt::fleet::spawn(&config.mqtt, &f.id, api.clone(), store.clone()) {
+            match crate::mqtt::fleet::spawn(&config.mqtt, &f.id, api.clone(), store.clone()).await {
                 Ok(task) => Some(task),
                 Err(e) => {
                     log::error!("fleet {} not started: {e}", f.id);

@@ -80,6 +80,22 @@ fn fleet(port: u16, key: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `lockerctl fleet status --json`: the cards by kiosk id.
+fn cards(port: u16) -> serde_json::Value {
+    let o = Command::new(lockerctl_bin())
+        .args(["--json", "fleet", "status", "--fleet", "site", "--url"])
+        .arg(format!("mqtt://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let mut by = serde_json::Map::new();
+    for c in v["kiosks"].as_array().unwrap() {
+        by.insert(c["kiosk"].as_str().unwrap().to_string(), c.clone());
+    }
+    serde_json::Value::Object(by)
+}
+
 /// The user as this kiosk holds them (None: not there).
 fn user(k: &Kiosk, name: &str) -> Option<serde_json::Value> {
     let v: serde_json::Value =
@@ -130,6 +146,14 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
     );
     let mut a = kiosk(broker.port, "k1", &admins);
     let mut b = kiosk(broker.port, "k2", &admins);
+    // The fleet view: both kiosks online, each with an X25519 key of its own.
+    let view = cards(broker.port);
+    for k in ["k1", "k2"] {
+        assert_eq!(view[k]["online"], true, "{view}");
+        assert_eq!(view[k]["lock"], "locked", "{view}");
+        assert_eq!(view[k]["seal_key"].as_str().unwrap().len(), 44, "{view}");
+    }
+    assert_ne!(view["k1"]["seal_key"], view["k2"]["seal_key"]);
 
     // bob for every kiosk: both hold him.
     let o = fleet(broker.port, &ada_file, &["publish", "bob"]);
@@ -227,6 +251,15 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
     // k2 stopped; bob unbanned and then revoked meanwhile; k2 back: the retained
     // tombstone removes him before anything else (and carol, never k2's, stays away).
     b.stop();
+    let t0 = Instant::now();
+    while cards(broker.port)["k2"]["online"] != false {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{}",
+            cards(broker.port)
+        );
+    }
+    let key_k2 = cards(broker.port)["k2"]["seal_key"].clone();
     for args in [["publish", "bob"], ["revoke", "bob"]] {
         let o = fleet(broker.port, &ada_file, &args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -237,6 +270,15 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
     assert!(user(&b, "carol").is_none());
     let log = audit(&b);
     assert!(log.contains(r#""kept":false"#), "{log}");
+    // Back online, with the same key (kept in its encrypted store), and k1's card
+    // shows the directory version it applied last.
+    let view = cards(broker.port);
+    assert_eq!(view["k2"]["online"], true, "{view}");
+    assert_eq!(view["k2"]["seal_key"], key_k2);
+    assert!(
+        view["k1"]["directory_version"].as_i64().unwrap() > 0,
+        "{view}"
+    );
     a.stop();
     b.stop();
 }

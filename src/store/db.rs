@@ -517,6 +517,15 @@ impl Db {
         Ok(())
     }
 
+    /// The highest fleet record version applied here (0 when none).
+    pub fn fleet_head(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM fleet_records",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn

@@ -9,6 +9,9 @@
 //! is a signed tombstone (`removed`). A kiosk applies a record only through its request
 //! API (`Via::Fleet`), in one transaction with its audit row.
 //!
+//! Each kiosk publishes a card ([`KioskCard`], retained, its last will the same card
+//! offline) with its X25519 public key and its status: the fleet view.
+//!
 //! This is the directory's first part: names, roles, enabled and banned, and the kiosks
 //! where a user may open. Face templates sealed to each kiosk's key are not carried yet.
 
@@ -53,6 +56,42 @@ pub fn user_topic(fleet: &str, user: &str) -> String {
 /// Every user record of `fleet` (a subscription filter).
 pub fn users_filter(fleet: &str) -> String {
     format!("lockerd/fleet/{fleet}/user/+")
+}
+
+/// What a kiosk of the fleet says of itself, retained at [`kiosk_topic`]: its X25519
+/// public key (what sealed parts of records are sealed to) and a status for
+/// `lockerctl fleet status`. Its connection's last will is the same card, offline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KioskCard {
+    pub kiosk: String,
+    pub online: bool,
+    /// X25519 public key, base64.
+    pub seal_key: String,
+    #[serde(default)]
+    pub lock: String,
+    #[serde(default)]
+    pub door: String,
+    #[serde(default)]
+    pub users: u32,
+    /// The highest record version applied here (0: none yet).
+    #[serde(default)]
+    pub directory_version: i64,
+    /// The audit log's last sequence number.
+    #[serde(default)]
+    pub audit_head: i64,
+    /// When this card was written (ms since the epoch): the last time the kiosk was seen
+    /// online, or, offline, when its connection began.
+    pub at_ms: i64,
+}
+
+/// The retained topic of `kiosk`'s card in `fleet`.
+pub fn kiosk_topic(fleet: &str, kiosk: &str) -> String {
+    format!("lockerd/fleet/{fleet}/kiosk/{kiosk}")
+}
+
+/// Every kiosk card of `fleet` (a subscription filter).
+pub fn kiosks_filter(fleet: &str) -> String {
+    format!("lockerd/fleet/{fleet}/kiosk/+")
 }
 
 /// A name that can stand in a topic level and a store row.

@@ -150,6 +150,12 @@ enum Fleet {
         #[arg(long)]
         all: bool,
     },
+    /// Every kiosk of the fleet from the cards the broker holds: online, lock, door,
+    /// users, the directory version applied, the audit head, when last seen.
+    Status {
+        #[arg(long)]
+        fleet: String,
+    },
     /// Publish USER's tombstone: removed from every kiosk of the fleet.
     Revoke {
         user: String,
@@ -169,6 +175,42 @@ async fn fleet(
     use lockerd_client::fleet::{valid_name, Record};
     use lockerd_client::mqtt::remote::{self, AdminKeys};
     let fail = |code: u8, message: String| ctl::CtlError { code, message };
+    if let Fleet::Status { fleet } = &f {
+        let cards = remote::fleet_cards(&broker.mqtt_broker()?, fleet, broker.wait)
+            .await
+            .map_err(|e| fail(8, e.to_string()))?;
+        if json {
+            let _ = writeln!(out, "{}", serde_json::json!({ "kiosks": cards }));
+            return Ok(0);
+        }
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  last seen",
+            "kiosk", "online", "lock", "door", "users", "directory", "audit"
+        );
+        for c in &cards {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  {}",
+                ctl::printable(&c.kiosk),
+                if c.online { "online" } else { "OFFLINE" },
+                ctl::printable(&c.lock),
+                ctl::printable(&c.door),
+                c.users,
+                c.directory_version,
+                c.audit_head,
+                lockerd_client::timefmt::iso_utc(c.at_ms)
+            );
+        }
+        if cards.is_empty() {
+            let _ = writeln!(
+                out,
+                "(no kiosk of fleet {} has a card on this broker)",
+                ctl::printable(fleet)
+            );
+        }
+        return Ok(0);
+    }
     let (key, record) = match f {
         Fleet::Publish {
             user,
@@ -192,6 +234,7 @@ async fn fleet(
             };
             (key, record)
         }
+        Fleet::Status { .. } => return Ok(0),
         Fleet::Revoke { user, key, fleet } => (
             key,
             Record {

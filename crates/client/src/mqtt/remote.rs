@@ -235,6 +235,50 @@ pub async fn publish_record(
     r
 }
 
+/// The kiosk cards of `fleet` the broker holds (retained), by kiosk id: read until no new
+/// one came for half a second after the subscription was granted.
+pub async fn fleet_cards(
+    cfg: &MqttConfig,
+    fleet: &str,
+    wait_s: u64,
+) -> Result<Vec<crate::fleet::KioskCard>, RemoteError> {
+    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
+    let mut suffix = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    let (client, mut ev) = conn.client(format!("lockerctl-fleet-{}", hex::encode(suffix)), 16);
+    let filter = crate::fleet::kiosks_filter(fleet);
+    let mut cards = std::collections::BTreeMap::new();
+    let connect = async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| RemoteError::Connection(e.to_string()))?,
+                Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(RemoteError::Connection(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(wait_s), connect)
+        .await
+        .map_err(|_| RemoteError::Timeout(wait_s))??;
+    while let Ok(polled) = tokio::time::timeout(Duration::from_millis(500), ev.poll()).await {
+        match polled {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Ok(c) = serde_json::from_slice::<crate::fleet::KioskCard>(&p.payload) {
+                    cards.insert(c.kiosk.clone(), c);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => return Err(RemoteError::Connection(e.to_string())),
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(cards.into_values().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
