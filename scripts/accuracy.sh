@@ -4,7 +4,7 @@
 # attacks, presentation-attack detection and blink counts. About 6 minutes on 2 cores; CI runs
 # only the decisive clip cases (tests/vision.rs). Run it before a change to vision,
 # matching or their configuration lands. The figures behind each assertion are printed;
-# the commands in crates/vision/README.md give the whole reports.
+# the commands in docs/vision.md give the whole reports.
 #
 #   bash scripts/accuracy.sh [TEST_NAME_FILTER]
 set -euo pipefail

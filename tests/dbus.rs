@@ -419,7 +419,7 @@ fn the_interface_xml_in_the_repo_is_what_the_daemon_introspects() {
         std::fs::write(
             &shipped_path,
             format!(
-                "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<!-- org.lockerd.Locker1: see src/dbus/README.md \"The D-Bus interface\". Checked against the running daemon by tests/dbus.rs. -->\n<node name=\"/org/lockerd/Locker1\">\n  {got}\n</node>\n"
+                "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<!-- org.lockerd.Locker1: see docs/control.md \"The D-Bus interface\". Checked against the running daemon by tests/dbus.rs. -->\n<node name=\"/org/lockerd/Locker1\">\n  {got}\n</node>\n"
             ),
         )
         .unwrap();
