@@ -136,6 +136,31 @@ impl AdminKeys {
     }
 }
 
+/// A short-lived client of the broker at `cfg.url` (TLS as configured), its id
+/// `lockerctl-<label>-<random>` so that two at once do not push each other off.
+fn short_client(
+    cfg: &MqttConfig,
+    label: &str,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), RemoteError> {
+    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
+    let mut suffix = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    Ok(conn.client(format!("lockerctl-{label}-{}", hex::encode(suffix)), 16))
+}
+
+/// `work` within `wait_s` seconds, then disconnect `client` however it ended.
+async fn within<T>(
+    client: &rumqttc::AsyncClient,
+    wait_s: u64,
+    work: impl std::future::Future<Output = Result<T, RemoteError>>,
+) -> Result<T, RemoteError> {
+    let r = tokio::time::timeout(Duration::from_secs(wait_s), work)
+        .await
+        .map_err(|_| RemoteError::Timeout(wait_s));
+    let _ = client.disconnect().await;
+    r?
+}
+
 /// Sign `cmd`, send it to `cfg.kiosk_id` through `cfg.url` (TLS as configured), and
 /// wait for the reply to it (or a rejection naming its id). Sealed results are opened.
 pub async fn send(
@@ -145,12 +170,8 @@ pub async fn send(
     args: Value,
     wait_s: u64,
 ) -> Result<Value, RemoteError> {
-    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
     let topics = Topics::new(&cfg.kiosk_id);
-    let mut suffix = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-    let (client, mut ev) =
-        conn.client(format!("lockerctl-{}-{}", keys.id, hex::encode(suffix)), 16);
+    let (client, mut ev) = short_client(cfg, &keys.id)?;
     let (id, payload) = keys.command(&cfg.kiosk_id, cmd, args);
     let (reply_t, rejected_t) = (topics.reply(&keys.id), topics.rejected());
     let work = async {
@@ -188,11 +209,7 @@ pub async fn send(
             }
         }
     };
-    let r = tokio::time::timeout(Duration::from_secs(wait_s), work)
-        .await
-        .map_err(|_| RemoteError::Timeout(wait_s))?;
-    let _ = client.disconnect().await;
-    r
+    within(&client, wait_s, work).await
 }
 
 /// Publish `r`, signed by `keys`, retained at QoS 1 on its topic through `cfg.url`, and
@@ -204,13 +221,7 @@ pub async fn publish_record(
     r: &crate::fleet::Record,
     wait_s: u64,
 ) -> Result<(), RemoteError> {
-    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
-    let mut suffix = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-    let (client, mut ev) = conn.client(
-        format!("lockerctl-{}-fleet-{}", keys.id, hex::encode(suffix)),
-        16,
-    );
+    let (client, mut ev) = short_client(cfg, &format!("{}-fleet", keys.id))?;
     let (topic, payload) = (
         crate::fleet::user_topic(&r.fleet, &r.user),
         keys.sign_record(r),
@@ -228,11 +239,7 @@ pub async fn publish_record(
             }
         }
     };
-    let r = tokio::time::timeout(Duration::from_secs(wait_s), work)
-        .await
-        .map_err(|_| RemoteError::Timeout(wait_s))?;
-    let _ = client.disconnect().await;
-    r
+    within(&client, wait_s, work).await
 }
 
 /// The kiosk cards of `fleet` the broker holds (retained), by kiosk id: read until no new
@@ -242,10 +249,7 @@ pub async fn fleet_cards(
     fleet: &str,
     wait_s: u64,
 ) -> Result<Vec<crate::fleet::KioskCard>, RemoteError> {
-    let conn = Connection::new(cfg).map_err(|e| RemoteError::Connection(e.to_string()))?;
-    let mut suffix = [0u8; 4];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
-    let (client, mut ev) = conn.client(format!("lockerctl-fleet-{}", hex::encode(suffix)), 16);
+    let (client, mut ev) = short_client(cfg, "fleet")?;
     let filter = crate::fleet::kiosks_filter(fleet);
     let mut cards = std::collections::BTreeMap::new();
     let connect = async {
