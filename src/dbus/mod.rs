@@ -519,13 +519,13 @@ impl Locker1 {
     /// locked, unlocked, jammed, or unavailable (an ESP32 lock that stopped reporting).
     #[zbus(property)]
     fn lock_state(&self) -> String {
-        enum_str(&self.st().lock)
+        crate::api::snake_name(&self.st().lock)
     }
 
     /// open, closed or unknown.
     #[zbus(property)]
     fn door(&self) -> String {
-        enum_str(&self.st().door)
+        crate::api::snake_name(&self.st().door)
     }
 
     /// Keypad locked until (ms since the epoch), 0 when not locked.
@@ -537,13 +537,13 @@ impl Locker1 {
     /// ok, unavailable or ended.
     #[zbus(property)]
     fn camera(&self) -> String {
-        enum_str(&self.st().camera)
+        crate::api::snake_name(&self.st().camera)
     }
 
     /// face_and_keypad or keypad_only.
     #[zbus(property)]
     fn mode(&self) -> String {
-        enum_str(&self.st().mode)
+        crate::api::snake_name(&self.st().mode)
     }
 
     #[zbus(property)]
@@ -597,13 +597,6 @@ impl Locker1 {
     /// Every event as a JSON object (secret-free), for `lockerctl watch`.
     #[zbus(signal)]
     async fn event(emitter: &SignalEmitter<'_>, json: &str) -> zbus::Result<()>;
-}
-
-fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn parse_user_role(s: &str) -> Result<crate::types::Role, LockerError> {

@@ -55,7 +55,6 @@ async fn seal_key(store: &Store) -> Result<[u8; 32], crate::store::StoreError> {
 /// This kiosk's card now.
 async fn card(kiosk: &str, seal: &str, api: &ApiHandle, store: &Store) -> fleet::KioskCard {
     let st = api.status().borrow().clone();
-    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let (directory_version, audit_head) = store
         .call(|db| Ok((db.fleet_head()?, db.audit_head()?.map_or(0, |h| h.0))))
         .await
@@ -64,8 +63,8 @@ async fn card(kiosk: &str, seal: &str, api: &ApiHandle, store: &Store) -> fleet:
         kiosk: kiosk.to_string(),
         online: true,
         seal_key: seal.to_string(),
-        lock: name(json!(st.lock)),
-        door: name(json!(st.door)),
+        lock: crate::api::snake_name(&st.lock),
+        door: crate::api::snake_name(&st.door),
         users: st.users,
         directory_version,
         audit_head,

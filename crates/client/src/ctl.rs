@@ -563,13 +563,6 @@ fn when(ms: i64) -> String {
     }
 }
 
-fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn user_line(u: &UserInfo) -> String {
     printable(&format!(
         "{:>4}  {:<24} {:<7} {:<8} {} template(s){}{}",
@@ -625,8 +618,14 @@ pub fn print_response(
                 out,
                 &format!("kiosk:   {} (lockerd {})", s.kiosk, s.version),
             )?;
-            w(out, &format!("lock:    {}", enum_str(&s.lock)))?;
-            w(out, &format!("door:    {}", enum_str(&s.door)))?;
+            w(
+                out,
+                &format!("lock:    {}", crate::api::snake_name(&s.lock)),
+            )?;
+            w(
+                out,
+                &format!("door:    {}", crate::api::snake_name(&s.door)),
+            )?;
             w(
                 out,
                 &format!(
@@ -638,10 +637,16 @@ pub fn print_response(
                     }
                 ),
             )?;
-            w(out, &format!("camera:  {}", enum_str(&s.camera)))?;
             w(
                 out,
-                &format!("mode:    {}", enum_str(&s.mode).replace('_', " ")),
+                &format!("camera:  {}", crate::api::snake_name(&s.camera)),
+            )?;
+            w(
+                out,
+                &format!(
+                    "mode:    {}",
+                    crate::api::snake_name(&s.mode).replace('_', " ")
+                ),
             )?;
             w(out, &format!("users:   {}", s.users))?;
             if !s.running {

@@ -111,19 +111,11 @@ pub trait Locker1Client {
 /// JSON text. [`crate::api`]'s types convert into them (the daemon) and back (`lockerctl`).
 pub mod wire {
     use crate::api::{
-        ApiError, AuditCheck, AuditItem, IssuedCode, LockoutInfo, Seen, Status, TotpEnrolled,
-        UserInfo,
+        snake_name as name, ApiError, AuditCheck, AuditItem, IssuedCode, LockoutInfo, Seen, Status,
+        TotpEnrolled, UserInfo,
     };
     use serde::{de::DeserializeOwned, Deserialize, Serialize};
     use zbus::zvariant::Type;
-
-    /// An enumeration's snake_case name (what JSON carries too).
-    fn name<T: Serialize>(v: &T) -> String {
-        match serde_json::to_value(v) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => String::new(),
-        }
-    }
 
     /// An enumeration from its name; an unknown one is the daemon speaking a newer
     /// interface than this client.

@@ -618,6 +618,15 @@ pub struct LockoutInfo {
     pub locked: bool,
 }
 
+/// A unit enumeration's snake_case name, as JSON carries it (D-Bus properties and
+/// replies, printers, the fleet's kiosk card); empty for anything that is not a name.
+pub fn snake_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 /// Typed errors every way in maps to its own form (D-Bus error names, MQTT kinds,
 /// `lockerctl` exit codes).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
