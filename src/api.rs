@@ -165,3 +165,78 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// The fleet connection's view of the directory, as its task ([`crate::mqtt::fleet`])
+/// keeps it: whether it is synced, syncing or offline, and when it was last in sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetLink {
+    pub link: FleetState,
+    /// The last moment the directory was known current (ms since the epoch): kept while
+    /// synced, frozen when the connection goes. None: never since the start.
+    pub last_synced_ms: Option<i64>,
+}
+
+impl Default for FleetLink {
+    /// At the start: not synced, and nothing known of how long the kiosk was away.
+    fn default() -> Self {
+        FleetLink {
+            link: FleetState::Syncing,
+            last_synced_ms: None,
+        }
+    }
+}
+
+/// Whether fleet users may open by face: the fleet task's [`FleetLink`] and
+/// `[fleet] offline_after_s`. Read by the access controller at each face grant and by
+/// the status.
+#[derive(Debug, Clone)]
+pub struct FleetGate {
+    pub link: tokio::sync::watch::Receiver<FleetLink>,
+    pub offline_after_ms: i64,
+}
+
+impl FleetGate {
+    /// The state at `now_ms`: offline turns into cut_off once `offline_after_ms` have
+    /// passed since the last sync (at once if there was none since the start).
+    pub fn state(&self, now_ms: i64) -> FleetState {
+        let l = *self.link.borrow();
+        fleet_state(l, now_ms, self.offline_after_ms)
+    }
+}
+
+/// [`FleetGate::state`] of one link value.
+pub fn fleet_state(l: FleetLink, now_ms: i64, offline_after_ms: i64) -> FleetState {
+    match (l.link, l.last_synced_ms) {
+        (FleetState::Offline, Some(t)) if now_ms - t < offline_after_ms => FleetState::Offline,
+        (FleetState::Offline, _) => FleetState::CutOff,
+        (s, _) => s,
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+
+    #[test]
+    fn a_kiosk_away_longer_than_the_grace_or_never_synced_is_cut_off() {
+        let at = |link, last| FleetLink {
+            link,
+            last_synced_ms: last,
+        };
+        let s = |l, now| fleet_state(l, now, 60_000);
+        assert_eq!(s(at(FleetState::Synced, Some(0)), 1_000_000), FleetState::Synced);
+        assert_eq!(s(at(FleetState::Offline, Some(0)), 59_999), FleetState::Offline);
+        assert_eq!(s(at(FleetState::Offline, Some(0)), 60_000), FleetState::CutOff);
+        // Away since the start: nothing says the directory is current.
+        assert_eq!(s(at(FleetState::Offline, None), 1), FleetState::CutOff);
+        assert_eq!(s(FleetLink::default(), 1), FleetState::Syncing);
+        for (st, grants) in [
+            (FleetState::Synced, true),
+            (FleetState::Offline, true),
+            (FleetState::Syncing, false),
+            (FleetState::CutOff, false),
+        ] {
+            assert_eq!(st.grants(), grants, "{st:?}");
+        }
+    }
+}

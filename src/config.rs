@@ -79,10 +79,27 @@ pub struct Config {
 
 /// `[fleet]`: which fleet's user records this kiosk applies (`lockerd_client::fleet`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
     /// The fleet's id in its topics (`lockerd/fleet/<id>/...`).
     pub id: String,
+    /// Cut off from the broker longer than this (seconds since the directory was last
+    /// known current), fleet users no longer open by face here; keypad codes and local
+    /// users still do. A kiosk that starts without reaching the broker is cut off at once.
+    pub offline_after_s: u64,
+    /// The largest user record taken (bytes): face shares make a record grow by about
+    /// 4 KB per kiosk for five templates.
+    pub max_record_bytes: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            id: String::new(),
+            offline_after_s: 600,
+            max_record_bytes: 256 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +223,7 @@ impl Config {
                 message: format!("internal: cannot serialise defaults: {e}"),
             })?;
         // `[fleet]` is absent by default: its keys are known all the same.
-        if let Ok(f) = toml::Value::try_from(FleetConfig { id: String::new() }) {
+        if let Ok(f) = toml::Value::try_from(FleetConfig::default()) {
             known.insert("fleet".into(), f);
         }
         if let Some(key) = first_unknown_key(&value, &known, "") {
@@ -285,6 +302,13 @@ impl Config {
                 &f.id,
                 self.mqtt.enabled,
                 "a fleet shares its users through the broker: set [mqtt] enabled = true",
+            )?;
+            v.range("fleet.offline_after_s", f.offline_after_s, 1, 7 * 86_400)?;
+            v.range(
+                "fleet.max_record_bytes",
+                f.max_record_bytes,
+                4096,
+                16 * 1024 * 1024,
             )?;
         }
         Ok(())

@@ -241,9 +241,31 @@ async fn run_open(
     if config.mqtt.enabled {
         ev_tx = ev_tx.with_outbox(store.clone(), config.mqtt.outbox_max_events);
     }
+    // In a fleet: the gate of fleet users' faces and the kiosks' keys, kept by the
+    // fleet task (started below, once the API is up), read by the controller and the API.
+    let fleet_watch = config.fleet.as_ref().filter(|_| config.mqtt.enabled).map(|f| {
+        let (link, link_rx) = watch::channel(crate::api::FleetLink::default());
+        let (keys, keys_rx) = watch::channel(crate::service::KioskKeys::new());
+        let gate = crate::api::FleetGate {
+            link: link_rx,
+            offline_after_ms: f.offline_after_s.saturating_mul(1000) as i64,
+        };
+        let backend = crate::service::FleetBackend {
+            id: f.id.clone(),
+            gate,
+            keys: keys_rx,
+        };
+        (crate::mqtt::fleet::FleetWatch { link, keys }, backend)
+    });
+    let (fleet_watch, fleet_backend) = match fleet_watch {
+        Some((w, b)) => (Some(w), Some(b)),
+        None => (None, None),
+    };
+
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
+    let gate = fleet_backend.as_ref().map(|b| b.gate.clone());
     let (controller, stop_ctl) =
-        start_controller(&config, &store, devices, in_rx, ev_tx.clone(), state_tx).await?;
+        start_controller(&config, &store, devices, in_rx, ev_tx.clone(), state_tx, gate).await?;
 
     // Keypad and door polling on a Pi.
     let stop_inputs = Arc::new(AtomicBool::new(false));
@@ -281,6 +303,7 @@ async fn run_open(
             vision: vision.as_ref().map(|v| v.shared.clone()),
             events: ev_tx.clone(),
             clock: Arc::new(WallClock),
+            fleet: fleet_backend,
         },
     )
     .await?;
@@ -306,9 +329,9 @@ async fn run_open(
         None
     };
     // The fleet's user directory, on a connection of its own (when `[fleet]` is set).
-    let fleet = match (&config.fleet, config.mqtt.enabled) {
-        (Some(f), true) => {
-            match crate::mqtt::fleet::spawn(&config.mqtt, &f.id, api.clone(), store.clone()).await {
+    let fleet = match (&config.fleet, fleet_watch) {
+        (Some(f), Some(w)) => {
+            match crate::mqtt::fleet::spawn(&config.mqtt, f, api.clone(), store.clone(), w).await {
                 Ok(task) => Some(task),
                 Err(e) => {
                     log::error!("fleet {} not started: {e}", f.id);
@@ -426,6 +449,7 @@ async fn start_controller(
     in_rx: mpsc::Receiver<Input>,
     ev_tx: EventBus,
     state_tx: watch::Sender<Snapshot>,
+    fleet_gate: Option<crate::api::FleetGate>,
 ) -> Result<(std::thread::JoinHandle<()>, oneshot::Sender<()>), DaemonError> {
     let (stop_ctl, ctl_stopped) = oneshot::channel::<()>();
     let (ctl_ready_tx, ctl_ready) = oneshot::channel::<Result<(), String>>();
@@ -453,6 +477,7 @@ async fn start_controller(
                         }
                     };
                 ctl.set_outbox(ev2.outbox_max());
+                ctl.set_fleet_gate(fleet_gate);
                 let at_ms = crate::types::now_ms();
                 ev2.send_all(
                     events

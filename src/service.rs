@@ -52,6 +52,8 @@ mod enroll;
 mod fleet;
 mod users;
 
+pub use fleet::{seal_secret, FleetBackend, KioskKeys};
+
 /// Requests handled at the same time; more wait in the channel.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Requests queued before callers wait to send.
@@ -116,6 +118,8 @@ pub struct Backends {
     pub events: EventBus,
     /// The controller's clock (virtual time in the simulator).
     pub clock: Arc<dyn Clock + Sync>,
+    /// In a fleet (`[fleet]`): its gate and its kiosks' keys.
+    pub fleet: Option<FleetBackend>,
 }
 
 struct Envelope {
@@ -359,6 +363,11 @@ impl Service {
             },
             users: self.users.load(Ordering::SeqCst),
             running: self.b.controller.is_some(),
+            fleet: self
+                .b
+                .fleet
+                .as_ref()
+                .map_or(crate::api::FleetState::Off, |f| f.gate.state(now)),
         }
     }
 
@@ -518,6 +527,9 @@ impl Service {
             Request::AuditQuery { since_ms, limit } => self.audit_query(since_ms, limit).await,
             Request::AuditVerify => self.audit_verify().await,
             Request::FleetApply { record, key } => self.fleet_apply(caller, record, key).await,
+            Request::FleetExport { user, kiosks } => {
+                self.fleet_export(caller, user, kiosks).await
+            }
         }
     }
 }
@@ -561,6 +573,7 @@ mod ctl_tests {
                 vision: None,
                 events,
                 clock: std::sync::Arc::new(crate::access::driver::WallClock),
+                fleet: None,
             },
         )
         .await

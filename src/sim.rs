@@ -299,6 +299,7 @@ pub fn run(
                 vision: Some(vision.clone()),
                 events: etx.clone(),
                 clock: Arc::new(TokioClock::starting_at(BASE_MS)),
+                fleet: None,
             },
         )
         .await?;

@@ -162,6 +162,8 @@ pub struct Controller<S: DbAccess> {
     /// The MQTT outbox's bound when there is one: each event is queued by the controller,
     /// in the transaction of its audit row when it has one.
     outbox: Option<usize>,
+    /// In a fleet: whether its users may open by face now ([`crate::api::FleetGate`]).
+    fleet: Option<crate::api::FleetGate>,
 }
 
 /// A step back of the wall clock larger than this is a jump (not jitter).
@@ -219,6 +221,7 @@ impl<S: DbAccess> Controller<S> {
             relock_retry_at: None,
             last_now: now_ms,
             outbox: None,
+            fleet: None,
         };
         c.clamp_lockout(now_ms);
         c.show_idle(now_ms);
@@ -241,6 +244,11 @@ impl<S: DbAccess> Controller<S> {
     /// bus queues nothing the controller queued).
     pub fn set_outbox(&mut self, max: Option<usize>) {
         self.outbox = max;
+    }
+
+    /// This kiosk is in a fleet: a fleet user's face opens only while the gate says so.
+    pub fn set_fleet_gate(&mut self, gate: Option<crate::api::FleetGate>) {
+        self.fleet = gate;
     }
 
     pub fn lockout(&self) -> LockoutState {
@@ -629,8 +637,29 @@ impl<S: DbAccess> Controller<S> {
         let alert = d.is_alert();
         match d {
             FaceDecision::Grant { user_id, user } => {
-                let u = match self.store.with(move |db| db.user_by_id(user_id)) {
-                    Ok(Some(u)) => u,
+                let fleet = self.fleet.as_ref().map(|g| g.state(now));
+                let found = self.store.with(move |db| {
+                    let Some(u) = db.user_by_id(user_id)? else {
+                        return Ok(None);
+                    };
+                    let from_fleet = fleet.is_some() && db.fleet_user(&u.name)?;
+                    Ok(Some((u, from_fleet)))
+                });
+                let u = match found {
+                    Ok(Some((u, from_fleet))) => {
+                        // A fleet user opens by face only while the directory is current
+                        // (or briefly offline): fail closed when cut off or syncing.
+                        if let Some(state) = fleet.filter(|s| from_fleet && !s.grants()) {
+                            let reason = match state {
+                                crate::api::FleetState::Syncing => "fleet_syncing",
+                                _ => "fleet_cut_off",
+                            };
+                            self.deny(now, Method::Face, Some(u.name), reason, evidence, ev);
+                            self.show(now, "Fleet offline", "Use a code");
+                            return;
+                        }
+                        u
+                    }
                     Ok(None) => {
                         self.deny(now, Method::Face, Some(user), "user_removed", evidence, ev);
                         return;

@@ -516,6 +516,25 @@ impl Locker1 {
         }
     }
 
+    /// USER's face templates sealed to each of KIOSKS' card keys (all kiosks of the
+    /// fleet with a card when empty), for `lockerctl fleet publish` to sign: (user, role,
+    /// enabled, [(kiosk, key sealed to, sealed share)]). Nothing biometric in clear (admin).
+    async fn fleet_export(
+        &self,
+        user: String,
+        kiosks: Vec<String>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<wire::FleetFacesReply, LockerError> {
+        match self
+            .call(conn, &hdr, Request::FleetExport { user, kiosks })
+            .await?
+        {
+            Response::FleetFaces(f) => Ok(wire::FleetFacesReply::from(&f)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// locked, unlocked, jammed, or unavailable (an ESP32 lock that stopped reporting).
     #[zbus(property)]
     fn lock_state(&self) -> String {
@@ -554,6 +573,13 @@ impl Locker1 {
     #[zbus(property)]
     fn version(&self) -> String {
         self.st().version
+    }
+
+    /// The fleet's directory here: off, syncing, synced, offline (still granting) or
+    /// cut_off (fleet users do not open by face).
+    #[zbus(property)]
+    fn fleet(&self) -> String {
+        crate::api::snake_name(&self.st().fleet)
     }
 
     #[zbus(property)]
@@ -733,6 +759,9 @@ pub async fn serve(api: ApiHandle) -> zbus::Result<BusService> {
             }
             if now.users != last.users {
                 let _ = iface.users_changed(em).await;
+            }
+            if now.fleet != last.fleet {
+                let _ = iface.fleet_changed(em).await;
             }
             last = now;
         }

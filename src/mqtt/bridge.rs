@@ -137,9 +137,12 @@ pub fn spawn(
         .collect();
     let ha_cfg = cfg.home_assistant.clone();
     let lock_id = lock.as_ref().map(|(l, _)| l.lock_id.clone());
+    // In a fleet, the service's status says so from the start (syncing).
+    let fleet = api.status().borrow().fleet != crate::api::FleetState::Off;
     let discovery = (
         ha::discovery_topic(cfg),
-        serde_json::to_vec(&ha::discovery(cfg, &topics, lock_id.as_deref())).unwrap_or_default(),
+        serde_json::to_vec(&ha::discovery(cfg, &topics, lock_id.as_deref(), fleet))
+            .unwrap_or_default(),
     );
     // The lock link's inputs: its state topic's payloads, and whether we are connected.
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(64);

@@ -10,46 +10,85 @@
 //! `lockerd/fleet/<fleet>/kiosk/<kiosk>`: the X25519 public key of a key pair made once and
 //! kept in the encrypted store (`fleet.seal_secret`), and the status, published on connect,
 //! when the status changes or a record is applied, and every minute; the connection's last
-//! will is the card offline.
+//! will is the card offline. It reads every kiosk's card too, and keeps their keys for
+//! `Request::FleetExport` ([`FleetWatch::keys`]).
+//!
+//! The gate of fleet users' faces ([`FleetWatch::link`], [`crate::api::FleetGate`]):
+//! `syncing` from the start and from each connection until this kiosk's own marker on
+//! `lockerd/fleet/<fleet>/sync/<kiosk>`, published after the subscriptions, comes back:
+//! the broker sends a subscriber what it retains before what is published later on the
+//! same connection, so every record it held has been applied by then (`synced`). When
+//! the connection goes: `offline`, and `cut_off` after `[fleet] offline_after_s`.
 
 use super::bridge::{audit, Backoff, Connection, MqttError};
 use super::config::MqttConfig;
-use crate::api::{Caller, Request, Via};
-use crate::service::ApiHandle;
+use crate::api::{Caller, FleetLink, FleetState, Request, Via};
+use crate::config::FleetConfig;
+use crate::service::{ApiHandle, KioskKeys};
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use data_encoding::BASE64;
 use lockerd_client::fleet;
 use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Refused records audited per minute; the rest only counted in the log.
 const REFUSALS_PER_MIN: u32 = 10;
 
-/// The store setting that holds this kiosk's X25519 secret (base64).
-const SEAL_SECRET: &str = "fleet.seal_secret";
-
 /// This kiosk's X25519 public key, made (and kept in the encrypted store) the first time.
 async fn seal_key(store: &Store) -> Result<[u8; 32], crate::store::StoreError> {
     store
         .call(|db| {
-            let secret = match db
-                .setting(SEAL_SECRET)?
-                .and_then(|s| lockerd_client::mqtt::envelope::key32(&s))
-            {
-                Some(k) => k,
-                None => {
-                    let k = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng).to_bytes();
-                    db.set_setting(SEAL_SECRET, &BASE64.encode(&k))?;
-                    k
-                }
-            };
+            let secret = crate::service::seal_secret(db)?;
             Ok(*crypto_box::SecretKey::from_bytes(secret)
                 .public_key()
                 .as_bytes())
         })
         .await
+}
+
+/// This kiosk's sync topic: its own marker, published after the subscriptions, comes
+/// back after every retained record the broker had (one connection, in order).
+fn sync_topic(fleet: &str, kiosk: &str) -> String {
+    format!("lockerd/fleet/{fleet}/sync/{kiosk}")
+}
+
+/// What the fleet task keeps others informed of: the link (the gate of fleet users'
+/// faces) and the kiosks' card keys (what exports are sealed to).
+pub struct FleetWatch {
+    pub link: watch::Sender<FleetLink>,
+    pub keys: watch::Sender<KioskKeys>,
+}
+
+impl FleetWatch {
+    fn set(&self, link: FleetState) {
+        self.link.send_modify(|l| {
+            if link == FleetState::Offline && l.link == FleetState::Synced {
+                l.last_synced_ms = Some(crate::types::now_ms());
+            }
+            if link == FleetState::Synced {
+                l.last_synced_ms = Some(crate::types::now_ms());
+            }
+            l.link = link;
+        });
+    }
+
+    /// A card seen (or cleared): its key kept, or dropped.
+    fn card(&self, topic: &str, prefix: &str, payload: &[u8]) {
+        let Some(kiosk) = topic.strip_prefix(prefix) else {
+            return;
+        };
+        let key = serde_json::from_slice::<fleet::KioskCard>(payload)
+            .ok()
+            .filter(|c| c.kiosk == kiosk)
+            .and_then(|c| lockerd_client::mqtt::envelope::key32(&c.seal_key));
+        self.keys.send_if_modified(|m| match key {
+            Some(k) => m.insert(kiosk.to_string(), k) != Some(k),
+            None => m.remove(kiosk).is_some(),
+        });
+    }
 }
 
 /// This kiosk's card now.
@@ -77,14 +116,21 @@ async fn publish_card(c: &AsyncClient, topic: &str, card: &fleet::KioskCard) {
     let _ = c.publish(topic, QoS::AtLeastOnce, true, body).await;
 }
 
-/// Connect and apply `fleet_id`'s records until aborted.
+/// Connect and apply the fleet's records until aborted; `watch` tells the gate and
+/// the card keys.
 pub async fn spawn(
     cfg: &MqttConfig,
-    fleet_id: &str,
+    fleet_cfg: &FleetConfig,
     api: ApiHandle,
     store: Store,
+    watch: FleetWatch,
 ) -> Result<JoinHandle<()>, MqttError> {
-    let conn = Connection::new(cfg)?;
+    let fleet_id = fleet_cfg.id.as_str();
+    let max = fleet_cfg.max_record_bytes as usize;
+    let conn = Connection::new(&MqttConfig {
+        max_payload_bytes: fleet_cfg.max_record_bytes,
+        ..cfg.clone()
+    })?;
     let admins = cfg.admins().map_err(MqttError::Admins)?;
     let seal = BASE64.encode(
         &seal_key(&store)
@@ -103,7 +149,10 @@ pub async fn spawn(
     ));
     let filter = fleet::users_filter(fleet_id);
     let prefix = filter.trim_end_matches('+').to_string();
-    let (fleet_id, max) = (fleet_id.to_string(), cfg.max_payload_bytes as usize);
+    let cards_filter = fleet::kiosks_filter(fleet_id);
+    let cards_prefix = cards_filter.trim_end_matches('+').to_string();
+    let sync = sync_topic(fleet_id, &cfg.kiosk_id);
+    let fleet_id = fleet_id.to_string();
     // The card again whenever the status changes, and every minute.
     let (c2, t2, api2, store2, kiosk2, seal2) = (
         client.clone(),
@@ -125,11 +174,20 @@ pub async fn spawn(
         let _cards = AbortOnDrop(cards);
         let mut backoff = Backoff::default();
         let (mut window, mut refusals) = (Instant::now(), 0u32);
+        // The marker this connection waits for (a new one on each connection).
+        let mut marker = String::new();
         loop {
             let p = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.connected();
-                    let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    watch.set(FleetState::Syncing);
+                    for f in [&filter, &cards_filter, &sync] {
+                        let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                    }
+                    marker = hex::encode(rand::random::<[u8; 8]>());
+                    let _ = client
+                        .publish(sync.clone(), QoS::AtLeastOnce, false, marker.clone())
+                        .await;
                     publish_card(
                         &client,
                         &card_topic,
@@ -139,9 +197,22 @@ pub async fn spawn(
                     log::info!("fleet {fleet_id}: connected; applying {filter}");
                     continue;
                 }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == sync => {
+                    if !marker.is_empty() && p.payload.as_ref() == marker.as_bytes() {
+                        watch.set(FleetState::Synced);
+                        log::info!("fleet {fleet_id}: directory in sync");
+                    }
+                    continue;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(&cards_prefix) => {
+                    watch.card(&p.topic, &cards_prefix, &p.payload);
+                    continue;
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(&prefix) => p,
                 Ok(_) => continue,
                 Err(e) => {
+                    watch.set(FleetState::Offline);
+                    marker.clear();
                     backoff.failed(format!("fleet {fleet_id}: {e}")).await;
                     continue;
                 }

@@ -43,7 +43,12 @@ pub fn discovery_topic(cfg: &MqttConfig) -> String {
 /// The device-based discovery message (`dev`, `o`, `cmps`). With an ESP32 lock
 /// (`esp32_lock` = its id) the lock entity is available only while both the kiosk and
 /// the lock are.
-pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) -> Value {
+pub fn discovery(
+    cfg: &MqttConfig,
+    topics: &Topics,
+    esp32_lock: Option<&str>,
+    fleet: bool,
+) -> Value {
     let k = &cfg.kiosk_id;
     let id = |c: &str| format!("lockerd_{k}_{c}");
     let state = topics.state();
@@ -156,6 +161,19 @@ pub fn discovery(cfg: &MqttConfig, topics: &Topics, esp32_lock: Option<&str>) ->
             "json_attributes_topic": topics.ha_alert(),
         },
     });
+    // In a fleet: whether fleet users open by face here (cut_off: they do not).
+    if fleet {
+        cmps["fleet"] = json!({
+            "p": "sensor",
+            "unique_id": id("fleet"),
+            "name": "Fleet directory",
+            "device_class": "enum",
+            "options": ["syncing", "synced", "offline", "cut_off"],
+            "entity_category": "diagnostic",
+            "state_topic": state,
+            "value_template": "{{ value_json.fleet }}",
+        });
+    }
     // HA does not pass a device-level `qos` down to the entities: each says it.
     if let Some(m) = cmps.as_object_mut() {
         for c in m.values_mut() {
@@ -211,6 +229,7 @@ pub fn state(s: &Status) -> Value {
             CameraState::Ended => "ended",
         },
         "users": s.users,
+        "fleet": crate::api::snake_name(&s.fleet),
     })
 }
 
@@ -451,7 +470,7 @@ mod tests {
         };
         cfg.home_assistant.allow_unlock = allow_unlock;
         let topics = Topics::new("k1");
-        let d = discovery(&cfg, &topics, esp32);
+        let d = discovery(&cfg, &topics, esp32, esp32.is_some());
         let top: BTreeSet<&str> = d.as_object().unwrap().keys().map(|k| expand(k)).collect();
         for k in &top {
             assert!(

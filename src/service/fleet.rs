@@ -2,10 +2,55 @@
 //! API (`Request::FleetApply`, `Via::Fleet`; the bridge checked the signature): the
 //! version must rise above the one held, and the change, the version and the audit row
 //! are one transaction. A record that names other kiosks only, or a tombstone, removes
-//! the user here. Part of the serving task ([`super::Service`]).
+//! the user here. A record's face share for this kiosk is opened with this kiosk's X25519
+//! secret (kept in the encrypted store) and replaces the user's templates in the same
+//! transaction. `Request::FleetExport` seals a user's templates to other kiosks' card
+//! keys (as the fleet task saw them: [`FleetBackend::keys`]) for an admin to sign.
+//! Part of the serving task ([`super::Service`]).
 
 use super::*;
-use lockerd_client::fleet::Record;
+use data_encoding::BASE64;
+use lockerd_client::fleet::{self as fl, Record};
+use std::collections::BTreeMap;
+
+/// The X25519 public keys of the fleet's kiosks, from their retained cards.
+pub type KioskKeys = BTreeMap<String, [u8; 32]>;
+
+/// What the service knows of the fleet: the gate of fleet users' faces, the kiosks'
+/// keys (both kept by the fleet task) and the fleet's id.
+#[derive(Debug, Clone)]
+pub struct FleetBackend {
+    pub id: String,
+    pub gate: crate::api::FleetGate,
+    pub keys: watch::Receiver<KioskKeys>,
+}
+
+/// The store setting that holds this kiosk's X25519 secret (base64).
+const SEAL_SECRET: &str = "fleet.seal_secret";
+
+/// This kiosk's X25519 secret, made (and kept in the encrypted store) the first time.
+pub fn seal_secret(db: &mut Db) -> Result<[u8; 32], StoreError> {
+    if let Some(k) = db
+        .setting(SEAL_SECRET)?
+        .and_then(|s| lockerd_client::mqtt::envelope::key32(&s))
+    {
+        return Ok(k);
+    }
+    let k = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng).to_bytes();
+    db.set_setting(SEAL_SECRET, &BASE64.encode(&k))?;
+    Ok(k)
+}
+
+/// What became of a record's face share here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FacesDone {
+    /// The record says nothing of faces: the templates held stay.
+    Kept,
+    /// Replaced with the share's templates (how many).
+    Replaced(usize),
+    /// The share could not be opened: the templates are dropped (audited).
+    Unreadable,
+}
 
 /// What a record did here.
 enum Applied {
@@ -36,6 +81,7 @@ impl Service {
         );
         let by = caller.id.clone();
         let r = record.clone();
+        let kiosk = self.cfg.kiosk_id.clone();
         let (applied, count) = self
             .b
             .store
@@ -69,7 +115,20 @@ impl Service {
                             Some(db.set_enabled(&r.user, r.enabled)?)
                         }
                     };
-                    db.fleet_set_version(&r.user, r.version, &key)?;
+                    let (faces, why) = match (&user, &r.faces) {
+                        (Some(u), Some(shares)) => apply_faces(db, u, &r, shares, &kiosk)?,
+                        _ => (FacesDone::Kept, None),
+                    };
+                    db.fleet_set_version(&r.user, r.version, &key, keep)?;
+                    let mut evidence = evidence;
+                    evidence["faces"] = match faces {
+                        FacesDone::Kept => json!("kept"),
+                        FacesDone::Replaced(n) => json!(n),
+                        FacesDone::Unreadable => json!("unreadable"),
+                    };
+                    if let Some(why) = why {
+                        evidence["faces_error"] = json!(why);
+                    }
                     let mut entry =
                         AuditEntry::new(Method::Fleet, Outcome::Info, "fleet_record_applied")
                             .evidence(evidence);
@@ -107,5 +166,113 @@ impl Service {
                 })
             }
         }
+    }
+}
+
+/// Open this kiosk's share of `r`'s faces and make it `u`'s templates (none when the
+/// record has no share for this kiosk, or one that does not open: then say why).
+fn apply_faces(
+    db: &mut Db,
+    u: &User,
+    r: &Record,
+    shares: &[fl::SealedFaces],
+    kiosk: &str,
+) -> Result<(FacesDone, Option<String>), StoreError> {
+    let Some(share) = shares.iter().find(|s| s.kiosk == kiosk) else {
+        db.replace_templates(u.id, &[])?;
+        return Ok((FacesDone::Replaced(0), None));
+    };
+    let secret = seal_secret(db)?;
+    match fl::open_faces(&secret, share, &r.fleet, &r.user, kiosk) {
+        Ok(faces) => {
+            let items: Vec<_> = faces
+                .templates
+                .iter()
+                .filter_map(|t| Some((t.model, t.embedding()?, t.quality, t.source.clone())))
+                .collect();
+            db.replace_templates(u.id, &items)?;
+            Ok((FacesDone::Replaced(items.len()), None))
+        }
+        Err(e) => {
+            // Not ours to open (a store made anew since): no face opens here for them
+            // until the admin publishes again.
+            db.replace_templates(u.id, &[])?;
+            Ok((FacesDone::Unreadable, Some(e.to_string())))
+        }
+    }
+}
+
+impl Service {
+    /// `user`'s templates sealed to each of `kiosks`' card keys (every kiosk with a card
+    /// when empty), audited as an export.
+    pub(super) async fn fleet_export(
+        &self,
+        caller: &Caller,
+        user: String,
+        kiosks: Vec<String>,
+    ) -> Result<Response, ApiError> {
+        let Some(fleet) = self.b.fleet.clone() else {
+            return Err(ApiError::Unavailable(
+                "this kiosk is in no fleet ([fleet] in lockerd.toml)".into(),
+            ));
+        };
+        let keys = fleet.keys.borrow().clone();
+        let targets: Vec<(String, [u8; 32])> = if kiosks.is_empty() {
+            keys.into_iter().collect()
+        } else {
+            let mut t = Vec::with_capacity(kiosks.len());
+            for k in kiosks {
+                let key = keys.get(&k).copied().ok_or_else(|| {
+                    ApiError::InvalidArgument(format!(
+                        "kiosk {k:?} has no card on the broker (never connected to fleet {})",
+                        fleet.id
+                    ))
+                })?;
+                t.push((k, key));
+            }
+            t
+        };
+        let by = caller.id.clone();
+        let (fleet_id, name) = (fleet.id.clone(), user.clone());
+        let (u, faces) = self
+            .b
+            .store
+            .call(move |db| {
+                let u = db.require_user(&name)?;
+                let templates: Vec<fl::FaceTemplate> = db
+                    .templates_of(u.id)?
+                    .iter()
+                    .map(|t| fl::FaceTemplate::new(t.model, &t.source, t.quality, &t.embedding))
+                    .collect();
+                let mut faces = Vec::with_capacity(targets.len());
+                for (kiosk, key) in &targets {
+                    let share = fl::Faces {
+                        fleet: fleet_id.clone(),
+                        user: u.name.clone(),
+                        kiosk: kiosk.clone(),
+                        templates: templates.clone(),
+                    };
+                    faces.push(
+                        fl::seal_faces(key, &share)
+                            .map_err(|e| StoreError::Corrupt(format!("sealing: {e}")))?,
+                    );
+                }
+                let kiosks: Vec<&str> = faces.iter().map(|f| f.kiosk.as_str()).collect();
+                db.audit_append(
+                    &AuditEntry::new(Method::Fleet, Outcome::Info, "fleet_faces_exported")
+                        .user(u.id, &u.name)
+                        .evidence(json!({
+                            "by": by, "templates": templates.len(), "kiosks": kiosks,
+                        })),
+                )?;
+                Ok((u, faces))
+            })
+            .await?;
+        Ok(Response::FleetFaces(crate::api::FleetFaces {
+            user: u.name,
+            role: u.role,
+            enabled: u.enabled,
+            faces,
+        }))
     }
 }

@@ -502,19 +502,61 @@ impl Db {
             .optional()?)
     }
 
-    /// Record that `user`'s fleet record `version`, signed by `key_id`, is applied here.
+    /// Record that `user`'s fleet record `version`, signed by `key_id`, is applied here,
+    /// and whether it keeps them here.
     pub fn fleet_set_version(
         &mut self,
         user: &str,
         version: i64,
         key_id: &str,
+        kept: bool,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO fleet_records (user, version, key_id) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user) DO UPDATE SET version = excluded.version, key_id = excluded.key_id",
-            rusqlite::params![user, version, key_id],
+            "INSERT INTO fleet_records (user, version, key_id, kept) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user) DO UPDATE SET version = excluded.version,
+                 key_id = excluded.key_id, kept = excluded.kept",
+            rusqlite::params![user, version, key_id, kept],
         )?;
         Ok(())
+    }
+
+    /// Whether `user` is here through the fleet (their last record keeps them).
+    pub fn fleet_user(&self, user: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT kept FROM fleet_records WHERE user = ?1",
+                [user],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Every template of one user, with its model, oldest first.
+    pub fn templates_of(&self, user_id: UserId) -> Result<Vec<Template>, StoreError> {
+        Ok(self
+            .templates()?
+            .into_iter()
+            .filter(|t| t.user_id == user_id)
+            .collect())
+    }
+
+    /// Replace every template of one user with `items` (model, embedding, quality,
+    /// source), in one transaction.
+    pub fn replace_templates(
+        &mut self,
+        user_id: UserId,
+        items: &[(EmbeddingModel, Embedding, f32, String)],
+    ) -> Result<(), StoreError> {
+        self.atomically(|db| {
+            db.conn
+                .execute("DELETE FROM face_templates WHERE user_id = ?1", [user_id])?;
+            for (model, e, q, src) in items {
+                db.add_templates_of(user_id, *model, &[(e.clone(), *q, src.clone())])?;
+            }
+            Ok(())
+        })
     }
 
     /// The highest fleet record version applied here (0 when none).

@@ -123,6 +123,13 @@ const MIGRATIONS: &[&str] = &[
         key_id      TEXT    NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // v8: whether the last fleet record applied keeps the user at this kiosk: a kept
+    // user is a fleet user, whose face opens only while the directory is current.
+    r#"
+    ALTER TABLE fleet_records ADD COLUMN kept INTEGER NOT NULL DEFAULT 0
+        CHECK (kept IN (0, 1));
+    UPDATE fleet_records SET kept = (user IN (SELECT name FROM users));
+    "#,
 ];
 
 /// The schema version this binary writes.

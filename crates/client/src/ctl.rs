@@ -420,6 +420,10 @@ impl Backend {
                     "fleet records come only from the fleet's topic".into(),
                 ))
             }
+            Request::FleetExport { user, kiosks } => {
+                let kiosks: Vec<&str> = kiosks.iter().map(String::as_str).collect();
+                Response::FleetFaces(p.fleet_export(&user, &kiosks).await.map_err(e)?.try_into()?)
+            }
         })
     }
 }
@@ -602,6 +606,7 @@ pub fn print_response(
             Response::Audit { rows } => Ok(serde_json::json!({ "rows": rows })),
             Response::AuditCheck(c) => serde_json::to_value(c),
             Response::Seen { seen } => Ok(serde_json::json!({ "seen": seen })),
+            Response::FleetFaces(f) => serde_json::to_value(f),
             Response::EnrollStarted { job, user } => {
                 Ok(serde_json::json!({ "job": job, "user": user }))
             }
@@ -649,6 +654,12 @@ pub fn print_response(
                 ),
             )?;
             w(out, &format!("users:   {}", s.users))?;
+            if s.fleet != crate::api::FleetState::Off {
+                w(
+                    out,
+                    &format!("fleet:   {}", crate::api::snake_name(&s.fleet).replace('_', " ")),
+                )?;
+            }
             if !s.running {
                 w(out, "daemon:  not running (read from the store)")?;
             }
@@ -741,6 +752,18 @@ pub fn print_response(
         Response::EnrollStarted { job, user } => w(
             out,
             &printable(&format!("enrollment job {job} started for {user}")),
+        )?,
+        Response::FleetFaces(f) => w(
+            out,
+            &printable(&format!(
+                "{}: faces sealed for {}",
+                f.user,
+                f.faces
+                    .iter()
+                    .map(|s| s.kiosk.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
         )?,
     }
     Ok(())

@@ -76,6 +76,7 @@ pub trait Locker1Client {
     fn audit_list(&self, since_ms: i64, limit: u32) -> zbus::Result<Vec<wire::AuditRowReply>>;
     fn audit_verify(&self) -> zbus::Result<wire::AuditCheckReply>;
     fn verify(&self) -> zbus::Result<wire::SeenReply>;
+    fn fleet_export(&self, user: &str, kiosks: &[&str]) -> zbus::Result<wire::FleetFacesReply>;
 
     #[zbus(property)]
     fn lock_state(&self) -> zbus::Result<String>;
@@ -91,6 +92,8 @@ pub trait Locker1Client {
     fn users(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn fleet(&self) -> zbus::Result<String>;
 
     #[zbus(signal)]
     fn event(&self, json: &str) -> zbus::Result<()>;
@@ -111,9 +114,10 @@ pub trait Locker1Client {
 /// JSON text. [`crate::api`]'s types convert into them (the daemon) and back (`lockerctl`).
 pub mod wire {
     use crate::api::{
-        snake_name as name, ApiError, AuditCheck, AuditItem, IssuedCode, LockoutInfo, Seen, Status,
-        TotpEnrolled, UserInfo,
+        snake_name as name, ApiError, AuditCheck, AuditItem, FleetFaces, IssuedCode, LockoutInfo,
+        Seen, Status, TotpEnrolled, UserInfo,
     };
+    use crate::fleet::SealedFaces;
     use serde::{de::DeserializeOwned, Deserialize, Serialize};
     use zbus::zvariant::Type;
 
@@ -124,7 +128,7 @@ pub mod wire {
             .map_err(|_| ApiError::Internal(format!("unknown {what} {s:?} from lockerd")))
     }
 
-    /// `Status`: `(ssssxssub)`.
+    /// `Status`: `(ssssxssubs)`.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
     pub struct StatusReply {
         pub kiosk: String,
@@ -136,6 +140,7 @@ pub mod wire {
         pub mode: String,
         pub users: u32,
         pub running: bool,
+        pub fleet: String,
     }
 
     impl From<&Status> for StatusReply {
@@ -150,6 +155,7 @@ pub mod wire {
                 mode: name(&s.mode),
                 users: s.users,
                 running: s.running,
+                fleet: name(&s.fleet),
             }
         }
     }
@@ -167,6 +173,48 @@ pub mod wire {
                 mode: named(&s.mode, "mode")?,
                 users: s.users,
                 running: s.running,
+                fleet: named(&s.fleet, "fleet state")?,
+            })
+        }
+    }
+
+    /// `FleetExport`: `(ssba(sss))`: the user, role, enabled, and per kiosk (kiosk, the
+    /// key sealed to, the sealed share).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+    pub struct FleetFacesReply {
+        pub user: String,
+        pub role: String,
+        pub enabled: bool,
+        pub faces: Vec<(String, String, String)>,
+    }
+
+    impl From<&FleetFaces> for FleetFacesReply {
+        fn from(f: &FleetFaces) -> Self {
+            FleetFacesReply {
+                user: f.user.clone(),
+                role: name(&f.role),
+                enabled: f.enabled,
+                faces: f
+                    .faces
+                    .iter()
+                    .map(|s| (s.kiosk.clone(), s.to.clone(), s.sealed.clone()))
+                    .collect(),
+            }
+        }
+    }
+
+    impl TryFrom<FleetFacesReply> for FleetFaces {
+        type Error = ApiError;
+        fn try_from(f: FleetFacesReply) -> Result<Self, ApiError> {
+            Ok(FleetFaces {
+                user: f.user,
+                role: named(&f.role, "role")?,
+                enabled: f.enabled,
+                faces: f
+                    .faces
+                    .into_iter()
+                    .map(|(kiosk, to, sealed)| SealedFaces { kiosk, to, sealed })
+                    .collect(),
             })
         }
     }
@@ -449,7 +497,8 @@ pub mod wire {
 
         #[test]
         fn replies_have_the_signatures_the_interface_xml_names() {
-            assert_eq!(StatusReply::SIGNATURE.to_string(), "(ssssxssub)");
+            assert_eq!(StatusReply::SIGNATURE.to_string(), "(ssssxssubs)");
+            assert_eq!(FleetFacesReply::SIGNATURE.to_string(), "(ssba(sss))");
             assert_eq!(UserReply::SIGNATURE.to_string(), "(xssbxxbx)");
             assert_eq!(CodeReply::SIGNATURE.to_string(), "(ussxs)");
             assert_eq!(TotpReply::SIGNATURE.to_string(), "(suss)");
@@ -471,6 +520,7 @@ pub mod wire {
                 mode: Mode::FaceAndKeypad,
                 users: 3,
                 running: true,
+                fleet: crate::api::FleetState::CutOff,
             };
             let w = StatusReply::from(&st);
             assert_eq!(

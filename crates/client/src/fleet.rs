@@ -12,16 +12,25 @@
 //! Each kiosk publishes a card ([`KioskCard`], retained, its last will the same card
 //! offline) with its X25519 public key and its status: the fleet view.
 //!
-//! This is the directory's first part: names, roles, enabled and banned, and the kiosks
-//! where a user may open. Face templates sealed to each kiosk's key are not carried yet.
+//! A record may carry the user's face templates ([`SealedFaces`]), each kiosk's share
+//! sealed to that kiosk's key (libsodium's sealed box: X25519, XSalsa20-Poly1305) and to
+//! no other: a kiosk where the user may not open gets no share, and cannot open
+//! another's. The templates never reach the signer in clear: the kiosk where the user was
+//! enrolled seals them to the other kiosks' card keys (`Request::FleetExport`), and the
+//! admin's `lockerctl fleet publish` puts the sealed shares in the record and signs it.
 
 use crate::api::Clearance;
 use crate::mqtt::envelope::{self, Admin, Check, Refusal, Refused};
-use lockerd_core::types::Role;
+use data_encoding::BASE64;
+use lockerd_core::types::{Embedding, EmbeddingModel, Role};
 use serde::{Deserialize, Serialize};
 
 /// The longest fleet id or user name a record may carry.
 const MAX_NAME: usize = 64;
+/// The most kiosks one record may name or carry faces for.
+pub const MAX_KIOSKS: usize = 256;
+/// The most templates one kiosk's share may hold.
+pub const MAX_TEMPLATES: usize = 32;
 
 /// One user as the fleet knows them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +48,136 @@ pub struct Record {
     /// A tombstone: the user is removed from every kiosk.
     #[serde(default)]
     pub removed: bool,
+    /// The user's face templates, one share per kiosk, each sealed to that kiosk. None:
+    /// the record says nothing of faces, and a kiosk keeps the ones it holds (a ban or a
+    /// role change published without a kiosk to read faces from). Some: the whole truth,
+    /// and a kiosk with no share of its own holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces: Option<Vec<SealedFaces>>,
+}
+
+/// One kiosk's share of a user's face templates: [`Faces`] sealed to `to`, the kiosk's
+/// card key when it was sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedFaces {
+    pub kiosk: String,
+    /// The X25519 public key sealed to (base64).
+    pub to: String,
+    /// The sealed box (base64).
+    pub sealed: String,
+}
+
+/// What a share holds once opened: bound to its fleet, user and kiosk, so a share cannot
+/// be moved to another user's record or another kiosk's slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faces {
+    pub fleet: String,
+    pub user: String,
+    pub kiosk: String,
+    pub templates: Vec<FaceTemplate>,
+}
+
+/// One template as it travels: its model, where it came from (a `photo:` source keeps
+/// the photo tier), its quality and the embedding (128 little-endian f32, base64).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceTemplate {
+    pub model: EmbeddingModel,
+    pub source: String,
+    pub quality: f32,
+    pub embedding: String,
+}
+
+impl std::fmt::Debug for FaceTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FaceTemplate({}, {:?}, <redacted>)", self.model, self.source)
+    }
+}
+
+impl FaceTemplate {
+    pub fn new(model: EmbeddingModel, source: &str, quality: f32, e: &Embedding) -> Self {
+        FaceTemplate {
+            model,
+            source: source.to_string(),
+            quality,
+            embedding: BASE64.encode(&e.to_bytes()),
+        }
+    }
+
+    /// The embedding, if it is 128 finite values.
+    pub fn embedding(&self) -> Option<Embedding> {
+        let bytes = BASE64.decode(self.embedding.as_bytes()).ok()?;
+        Embedding::from_bytes(&bytes).filter(|e| e.0.iter().all(|v| v.is_finite()))
+    }
+}
+
+/// Why a share could not be made or opened.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FacesError {
+    #[error("the share is not sealed to this kiosk's key")]
+    OtherKey,
+    #[error("the share does not open with this kiosk's key (or was altered)")]
+    Open,
+    #[error("the share was sealed for {0}")]
+    Misbound(String),
+    #[error("the share is malformed: {0}")]
+    Malformed(String),
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// Seal `faces` to the kiosk key `to`.
+pub fn seal_faces(to: &[u8; 32], faces: &Faces) -> Result<SealedFaces, FacesError> {
+    let plain = serde_json::to_vec(faces).map_err(|_| FacesError::Seal)?;
+    let boxed = crypto_box::PublicKey::from_bytes(*to)
+        .seal(&mut rand::rngs::OsRng, &plain)
+        .map_err(|_| FacesError::Seal)?;
+    Ok(SealedFaces {
+        kiosk: faces.kiosk.clone(),
+        to: BASE64.encode(to),
+        sealed: BASE64.encode(&boxed),
+    })
+}
+
+/// Open this kiosk's share with its X25519 secret, and check that it was sealed for
+/// `fleet`, `user` and `kiosk` and holds well-formed templates.
+pub fn open_faces(
+    secret: &[u8; 32],
+    share: &SealedFaces,
+    fleet: &str,
+    user: &str,
+    kiosk: &str,
+) -> Result<Faces, FacesError> {
+    let sk = crypto_box::SecretKey::from_bytes(*secret);
+    if share.to != BASE64.encode(sk.public_key().as_bytes()) {
+        return Err(FacesError::OtherKey);
+    }
+    let boxed = BASE64
+        .decode(share.sealed.as_bytes())
+        .map_err(|_| FacesError::Malformed("not base64".into()))?;
+    let plain = sk.unseal(&boxed).map_err(|_| FacesError::Open)?;
+    let faces: Faces =
+        serde_json::from_slice(&plain).map_err(|e| FacesError::Malformed(e.to_string()))?;
+    if (faces.fleet.as_str(), faces.user.as_str(), faces.kiosk.as_str()) != (fleet, user, kiosk) {
+        return Err(FacesError::Misbound(format!(
+            "fleet {:?}, user {:?}, kiosk {:?}",
+            faces.fleet, faces.user, faces.kiosk
+        )));
+    }
+    if faces.templates.len() > MAX_TEMPLATES {
+        return Err(FacesError::Malformed(format!(
+            "{} templates; at most {MAX_TEMPLATES}",
+            faces.templates.len()
+        )));
+    }
+    if faces.templates.iter().any(|t| {
+        t.embedding().is_none() || t.source.len() > 256 || !t.quality.is_finite()
+    }) {
+        return Err(FacesError::Malformed("a template is not 128 finite values".into()));
+    }
+    Ok(faces)
 }
 
 impl Record {
@@ -160,8 +299,20 @@ pub fn open(
             format!("the record names user {:?} on {topic}", record.user),
         ));
     }
-    if record.version <= 0 || record.kiosks.iter().any(|k| !valid_name(k)) {
-        return Err(refuse(Refusal::Invalid, "bad version or kiosk id".into()));
+    let shares = record.faces.as_deref().unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    if record.version <= 0
+        || record.kiosks.len() > MAX_KIOSKS
+        || shares.len() > MAX_KIOSKS
+        || record.kiosks.iter().any(|k| !valid_name(k))
+        || shares
+            .iter()
+            .any(|s| !valid_name(&s.kiosk) || !seen.insert(s.kiosk.as_str()))
+    {
+        return Err(refuse(
+            Refusal::Invalid,
+            "bad version, kiosk id or face share".into(),
+        ));
     }
     if admin.role < Clearance::Admin {
         return Err(refuse(
@@ -202,7 +353,101 @@ mod tests {
             enabled: true,
             kiosks: vec!["a".into(), "b".into()],
             removed: false,
+            faces: None,
         }
+    }
+
+    fn faces(kiosk: &str, n: usize) -> Faces {
+        let mut e = Embedding([0.0; 128]);
+        e.0[0] = 1.0;
+        Faces {
+            fleet: "site".into(),
+            user: "bob".into(),
+            kiosk: kiosk.into(),
+            templates: (0..n)
+                .map(|i| FaceTemplate::new(EmbeddingModel::Sface, &format!("photo:{i}"), 0.9, &e))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_share_opens_only_at_its_kiosk_for_its_user() {
+        let ka = crypto_box::SecretKey::from_bytes([7; 32]);
+        let kb = crypto_box::SecretKey::from_bytes([8; 32]);
+        let share = seal_faces(ka.public_key().as_bytes(), &faces("a", 3)).unwrap();
+        let opened = open_faces(&ka.to_bytes(), &share, "site", "bob", "a").unwrap();
+        assert_eq!(opened, faces("a", 3));
+        assert_eq!(opened.templates[0].embedding().unwrap().0[0], 1.0);
+        // Another kiosk's key: not for it (and, were `to` rewritten, it does not open).
+        assert_eq!(
+            open_faces(&kb.to_bytes(), &share, "site", "bob", "a"),
+            Err(FacesError::OtherKey)
+        );
+        let relabelled = SealedFaces {
+            to: BASE64.encode(kb.public_key().as_bytes()),
+            ..share.clone()
+        };
+        assert_eq!(
+            open_faces(&kb.to_bytes(), &relabelled, "site", "bob", "a"),
+            Err(FacesError::Open)
+        );
+        // Moved to another user's record, or another kiosk's slot: bound inside.
+        assert!(matches!(
+            open_faces(&ka.to_bytes(), &share, "site", "alice", "a"),
+            Err(FacesError::Misbound(_))
+        ));
+        assert!(matches!(
+            open_faces(&ka.to_bytes(), &share, "site", "bob", "b"),
+            Err(FacesError::Misbound(_))
+        ));
+        // Altered in transit.
+        let mut bytes = BASE64.decode(share.sealed.as_bytes()).unwrap();
+        bytes[40] ^= 1;
+        let altered = SealedFaces {
+            sealed: BASE64.encode(&bytes),
+            ..share.clone()
+        };
+        assert_eq!(
+            open_faces(&ka.to_bytes(), &altered, "site", "bob", "a"),
+            Err(FacesError::Open)
+        );
+        // Too many templates, or one that is not 128 finite values.
+        let big = seal_faces(ka.public_key().as_bytes(), &faces("a", MAX_TEMPLATES + 1)).unwrap();
+        assert!(matches!(
+            open_faces(&ka.to_bytes(), &big, "site", "bob", "a"),
+            Err(FacesError::Malformed(_))
+        ));
+        let mut bad = faces("a", 1);
+        bad.templates[0].embedding = BASE64.encode(&[0u8; 100]);
+        let bad = seal_faces(ka.public_key().as_bytes(), &bad).unwrap();
+        assert!(matches!(
+            open_faces(&ka.to_bytes(), &bad, "site", "bob", "a"),
+            Err(FacesError::Malformed(_))
+        ));
+        // Nothing of the template in its Debug form.
+        assert!(!format!("{:?}", faces("a", 1)).contains("AACAPw"));
+    }
+
+    #[test]
+    fn a_record_with_two_shares_for_one_kiosk_is_refused() {
+        let ka = SigningKey::from_bytes(&[1; 32]);
+        let admins = [admin("ada", &ka, Clearance::Admin)];
+        let share = SealedFaces {
+            kiosk: "a".into(),
+            to: "x".into(),
+            sealed: "y".into(),
+        };
+        let mut r = bob(5);
+        r.faces = Some(vec![share.clone()]);
+        let topic = user_topic("site", "bob");
+        assert!(open(&sign(&ka, "ada", &r), &topic, "site", &admins, 65536).is_ok());
+        r.faces = Some(vec![share.clone(), share]);
+        assert_eq!(
+            open(&sign(&ka, "ada", &r), &topic, "site", &admins, 65536)
+                .unwrap_err()
+                .kind,
+            Refusal::Invalid
+        );
     }
 
     #[test]

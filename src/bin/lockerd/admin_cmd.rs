@@ -35,6 +35,7 @@ pub fn admin(ctx: &Ctx, cmd: Cmd, json: bool) -> anyhow::Result<ExitCode> {
                 vision,
                 events,
                 clock: std::sync::Arc::new(lockerd::access::driver::WallClock),
+                fleet: None,
             },
         )
         .await?;

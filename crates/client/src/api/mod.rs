@@ -259,6 +259,14 @@ pub enum Request {
         record: crate::fleet::Record,
         key: String,
     },
+    /// USER's face templates sealed to each of KIOSKS' card keys (empty: every kiosk of
+    /// the fleet with a card), with their role and enabled, for `lockerctl fleet
+    /// publish` to sign: nothing biometric leaves this kiosk in clear (admin).
+    FleetExport {
+        user: String,
+        #[serde(default)]
+        kiosks: Vec<String>,
+    },
 }
 
 fn default_user_role() -> UserRole {
@@ -296,6 +304,7 @@ impl Request {
             Request::Verify => "verify",
             Request::KeypadEntry { .. } => "keypad_entry",
             Request::FleetApply { .. } => "fleet_apply",
+            Request::FleetExport { .. } => "fleet_export",
         }
     }
 }
@@ -326,7 +335,8 @@ pub fn required_role(r: &Request) -> Clearance {
         | Request::LockoutReset
         | Request::AuditQuery { .. }
         | Request::AuditVerify
-        | Request::FleetApply { .. } => Clearance::Admin,
+        | Request::FleetApply { .. }
+        | Request::FleetExport { .. } => Clearance::Admin,
     }
 }
 
@@ -370,6 +380,16 @@ pub fn check_bounds(r: &Request) -> Result<(), ApiError> {
             chars("the PIN", pin.as_deref().unwrap_or_default(), MAX_KEYS)
         }
         Request::KeypadEntry { keys } => chars("the keypad entry", keys, MAX_KEYS),
+        Request::FleetExport { user, kiosks } => {
+            chars("the user name", user, MAX_NAME_CHARS)?;
+            if kiosks.len() > crate::fleet::MAX_KIOSKS {
+                return too_long("the kiosk list", kiosks.len(), crate::fleet::MAX_KIOSKS, "kiosks");
+            }
+            match kiosks.iter().find(|k| !crate::fleet::valid_name(k)) {
+                Some(k) => Err(ApiError::InvalidArgument(format!("kiosk id {k:?}"))),
+                None => Ok(()),
+            }
+        }
         Request::Enroll { user, source, .. } => {
             chars("the user name", user, MAX_NAME_CHARS)?;
             if let EnrollSource::Files(files) = source {
@@ -467,6 +487,40 @@ pub struct Status {
     pub users: u32,
     /// True while the daemon runs (false for `lockerd admin` on the store).
     pub running: bool,
+    /// The fleet's user directory here ([`FleetState`]); `off` outside a fleet.
+    #[serde(default)]
+    pub fleet: FleetState,
+}
+
+/// Whether fleet users may open by face here: `synced` (the directory is current),
+/// `syncing` (just connected, applying what changed: not yet), `offline` (the broker is
+/// gone, within `[fleet] offline_after_s` of the last sync: still), `cut_off` (longer,
+/// or never synced since the start: not; keypad codes and local users still work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetState {
+    #[default]
+    Off,
+    Syncing,
+    Synced,
+    Offline,
+    CutOff,
+}
+
+impl FleetState {
+    /// Fleet users may open by face.
+    pub fn grants(self) -> bool {
+        matches!(self, FleetState::Synced | FleetState::Offline)
+    }
+}
+
+/// A user's face templates sealed for the fleet's kiosks (`Request::FleetExport`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetFaces {
+    pub user: String,
+    pub role: UserRole,
+    pub enabled: bool,
+    pub faces: Vec<crate::fleet::SealedFaces>,
 }
 
 /// A user as listed (no templates, no secrets).
@@ -588,6 +642,7 @@ pub enum Response {
     Audit { rows: Vec<AuditItem> },
     AuditCheck(AuditCheck),
     Seen { seen: Option<Seen> },
+    FleetFaces(FleetFaces),
 }
 
 impl Response {
@@ -605,6 +660,7 @@ impl Response {
             Response::Audit { .. } => "audit",
             Response::AuditCheck(_) => "audit_check",
             Response::Seen { .. } => "seen",
+            Response::FleetFaces(_) => "fleet_faces",
         }
     }
 }

@@ -127,8 +127,10 @@ enum Top {
 /// retained through the broker (`--url`, and `--ca-file` etc. for TLS).
 #[derive(Subcommand, Debug)]
 enum Fleet {
-    /// Publish USER's record: role and enabled, and where they may open. Its version is
-    /// this machine's clock (ms): a newer record replaces it everywhere.
+    /// Publish USER's record: role, enabled, where they may open, and their face
+    /// templates, sealed by the kiosk where they are enrolled (this machine's lockerd,
+    /// or `--from KIOSK` through the broker) to each kiosk where they may open. Its
+    /// version is this machine's clock (ms): a newer record replaces it everywhere.
     Publish {
         user: String,
         /// The admin key file (or give it as `--remote`).
@@ -137,9 +139,9 @@ enum Fleet {
         /// The fleet's id (`[fleet] id` on the kiosks).
         #[arg(long)]
         fleet: String,
-        /// user, admin or banned.
-        #[arg(long, default_value = "user")]
-        role: String,
+        /// user, admin or banned (default: as the kiosk holds the user; else user).
+        #[arg(long)]
+        role: Option<String>,
         /// Publish the user disabled (kept, but their face and codes do not open).
         #[arg(long)]
         disabled: bool,
@@ -149,6 +151,14 @@ enum Fleet {
         /// Every kiosk of the fleet (the default, said out loud).
         #[arg(long)]
         all: bool,
+        /// Read the user and seal their faces at this kiosk, through the broker (a
+        /// signed `fleet_export` with the same key), not at this machine's lockerd.
+        #[arg(long, value_name = "KIOSK", conflicts_with = "no_faces")]
+        from: Option<String>,
+        /// Say nothing of faces: every kiosk keeps the templates it holds (a ban or a
+        /// role change from a machine with no kiosk).
+        #[arg(long)]
+        no_faces: bool,
     },
     /// Every kiosk of the fleet from the cards the broker holds: online, lock, door,
     /// users, the directory version applied, the audit head, when last seen.
@@ -211,42 +221,83 @@ async fn fleet(
         }
         return Ok(0);
     }
-    let (key, record) = match f {
+    let key = match &f {
+        Fleet::Publish { key, .. } | Fleet::Revoke { key, .. } => key.clone(),
+        Fleet::Status { .. } => None,
+    };
+    let key = key
+        .or_else(|| broker.remote.clone())
+        .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
+    let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
+    let record = match f {
         Fleet::Publish {
             user,
-            key,
             fleet,
             role,
             disabled,
             kiosks,
-            all: _,
+            from,
+            no_faces,
+            ..
         } => {
-            let role = lockerd_client::types::Role::parse(&role)
-                .ok_or_else(|| fail(2, format!("--role {role:?}: user, admin or banned")))?;
-            let record = Record {
-                fleet,
-                user,
-                version: lockerd_client::types::now_ms(),
-                role,
-                enabled: !disabled,
-                kiosks,
-                removed: false,
+            let role = role
+                .map(|r| {
+                    lockerd_client::types::Role::parse(&r)
+                        .ok_or_else(|| fail(2, format!("--role {r:?}: user, admin or banned")))
+                })
+                .transpose()?;
+            let exported = if no_faces {
+                None
+            } else {
+                let backend = match from {
+                    Some(kiosk) => ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
+                        mqtt: lockerd_client::mqtt::config::MqttConfig {
+                            kiosk_id: kiosk,
+                            ..broker.mqtt_broker()?
+                        },
+                        keys: AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?,
+                        wait_s: broker.wait,
+                    })),
+                    None => ctl::Backend::connect_bus().await?,
+                };
+                let req = lockerd_client::api::Request::FleetExport {
+                    user: user.clone(),
+                    kiosks: kiosks.clone(),
+                };
+                match backend.call(req).await? {
+                    lockerd_client::api::Response::FleetFaces(f) => Some(f),
+                    other => {
+                        return Err(fail(
+                            10,
+                            format!("unexpected reply {} to fleet_export", other.kind()),
+                        ))
+                    }
+                }
             };
-            (key, record)
-        }
-        Fleet::Status { .. } => return Ok(0),
-        Fleet::Revoke { user, key, fleet } => (
-            key,
             Record {
                 fleet,
                 user,
                 version: lockerd_client::types::now_ms(),
-                role: lockerd_client::types::Role::User,
-                enabled: false,
-                kiosks: Vec::new(),
-                removed: true,
-            },
-        ),
+                role: role
+                    .or(exported.as_ref().map(|e| e.role))
+                    .unwrap_or(lockerd_client::types::Role::User),
+                enabled: !disabled && exported.as_ref().is_none_or(|e| e.enabled),
+                kiosks,
+                removed: false,
+                faces: exported.map(|e| e.faces),
+            }
+        }
+        Fleet::Status { .. } => return Ok(0),
+        Fleet::Revoke { user, fleet, .. } => Record {
+            fleet,
+            user,
+            version: lockerd_client::types::now_ms(),
+            role: lockerd_client::types::Role::User,
+            enabled: false,
+            kiosks: Vec::new(),
+            removed: true,
+            faces: None,
+        },
     };
     for (what, v) in [
         ("the fleet id", &record.fleet),
@@ -262,20 +313,27 @@ async fn fleet(
             ));
         }
     }
-    let key = key
-        .or_else(|| broker.remote.clone())
-        .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
-    let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
     let mut cfg = broker.mqtt_broker()?;
     cfg.kiosk_id = format!("fleet-{}", record.fleet);
     remote::publish_record(&cfg, &keys, &record, broker.wait)
         .await
         .map_err(|e| fail(8, e.to_string()))?;
+    let shares: Vec<&str> = record
+        .faces
+        .iter()
+        .flatten()
+        .map(|s| s.kiosk.as_str())
+        .collect();
     let line = if json {
-        serde_json::to_string(&record).unwrap_or_default()
+        // The record as signed, its sealed shares named but not printed.
+        let mut v = serde_json::to_value(&record).unwrap_or_default();
+        if record.faces.is_some() {
+            v["faces"] = serde_json::json!(shares);
+        }
+        v.to_string()
     } else {
         format!(
-            "{} {} version {} in fleet {}",
+            "{} {} version {} in fleet {}{}",
             if record.removed {
                 "revoked"
             } else {
@@ -283,7 +341,12 @@ async fn fleet(
             },
             record.user,
             record.version,
-            record.fleet
+            record.fleet,
+            match &record.faces {
+                None => String::new(),
+                Some(_) if shares.is_empty() => "; no faces".into(),
+                Some(_) => format!("; faces sealed for {}", shares.join(", ")),
+            }
         )
     };
     let _ = writeln!(out, "{line}");
