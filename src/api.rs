@@ -224,9 +224,18 @@ mod fleet_tests {
             last_synced_ms: last,
         };
         let s = |l, now| fleet_state(l, now, 60_000);
-        assert_eq!(s(at(FleetState::Synced, Some(0)), 1_000_000), FleetState::Synced);
-        assert_eq!(s(at(FleetState::Offline, Some(0)), 59_999), FleetState::Offline);
-        assert_eq!(s(at(FleetState::Offline, Some(0)), 60_000), FleetState::CutOff);
+        assert_eq!(
+            s(at(FleetState::Synced, Some(0)), 1_000_000),
+            FleetState::Synced
+        );
+        assert_eq!(
+            s(at(FleetState::Offline, Some(0)), 59_999),
+            FleetState::Offline
+        );
+        assert_eq!(
+            s(at(FleetState::Offline, Some(0)), 60_000),
+            FleetState::CutOff
+        );
         // Away since the start: nothing says the directory is current.
         assert_eq!(s(at(FleetState::Offline, None), 1), FleetState::CutOff);
         assert_eq!(s(FleetLink::default(), 1), FleetState::Syncing);

@@ -243,20 +243,24 @@ async fn run_open(
     }
     // In a fleet: the gate of fleet users' faces and the kiosks' keys, kept by the
     // fleet task (started below, once the API is up), read by the controller and the API.
-    let fleet_watch = config.fleet.as_ref().filter(|_| config.mqtt.enabled).map(|f| {
-        let (link, link_rx) = watch::channel(crate::api::FleetLink::default());
-        let (keys, keys_rx) = watch::channel(crate::service::KioskKeys::new());
-        let gate = crate::api::FleetGate {
-            link: link_rx,
-            offline_after_ms: f.offline_after_s.saturating_mul(1000) as i64,
-        };
-        let backend = crate::service::FleetBackend {
-            id: f.id.clone(),
-            gate,
-            keys: keys_rx,
-        };
-        (crate::mqtt::fleet::FleetWatch { link, keys }, backend)
-    });
+    let fleet_watch = config
+        .fleet
+        .as_ref()
+        .filter(|_| config.mqtt.enabled)
+        .map(|f| {
+            let (link, link_rx) = watch::channel(crate::api::FleetLink::default());
+            let (keys, keys_rx) = watch::channel(crate::service::KioskKeys::new());
+            let gate = crate::api::FleetGate {
+                link: link_rx,
+                offline_after_ms: f.offline_after_s.saturating_mul(1000) as i64,
+            };
+            let backend = crate::service::FleetBackend {
+                id: f.id.clone(),
+                gate,
+                keys: keys_rx,
+            };
+            (crate::mqtt::fleet::FleetWatch { link, keys }, backend)
+        });
     let (fleet_watch, fleet_backend) = match fleet_watch {
         Some((w, b)) => (Some(w), Some(b)),
         None => (None, None),
@@ -264,8 +268,16 @@ async fn run_open(
 
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let gate = fleet_backend.as_ref().map(|b| b.gate.clone());
-    let (controller, stop_ctl) =
-        start_controller(&config, &store, devices, in_rx, ev_tx.clone(), state_tx, gate).await?;
+    let (controller, stop_ctl) = start_controller(
+        &config,
+        &store,
+        devices,
+        in_rx,
+        ev_tx.clone(),
+        state_tx,
+        gate,
+    )
+    .await?;
 
     // Keypad and door polling on a Pi.
     let stop_inputs = Arc::new(AtomicBool::new(false));

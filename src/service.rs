@@ -527,9 +527,7 @@ impl Service {
             Request::AuditQuery { since_ms, limit } => self.audit_query(since_ms, limit).await,
             Request::AuditVerify => self.audit_verify().await,
             Request::FleetApply { record, key } => self.fleet_apply(caller, record, key).await,
-            Request::FleetExport { user, kiosks } => {
-                self.fleet_export(caller, user, kiosks).await
-            }
+            Request::FleetExport { user, kiosks } => self.fleet_export(caller, user, kiosks).await,
         }
     }
 }

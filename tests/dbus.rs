@@ -448,7 +448,10 @@ fn the_interface_xml_in_the_repo_is_what_the_daemon_introspects() {
     let status = call("Status");
     // busctl writes a structure as its signature without the parentheses, then the fields.
     assert!(status.starts_with("ssssxssubs "), "{status}");
-    assert!(status.contains(r#""locked" "unknown" 0"#) && status.ends_with("true \"off\"\n"), "{status}");
+    assert!(
+        status.contains(r#""locked" "unknown" 0"#) && status.ends_with("true \"off\"\n"),
+        "{status}"
+    );
     let lockout = call("LockoutShow");
     assert!(lockout.starts_with("uuxb 0 0 0 false"), "{lockout}");
     let users = call("ListUsers");

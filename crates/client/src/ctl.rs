@@ -422,7 +422,12 @@ impl Backend {
             }
             Request::FleetExport { user, kiosks } => {
                 let kiosks: Vec<&str> = kiosks.iter().map(String::as_str).collect();
-                Response::FleetFaces(p.fleet_export(&user, &kiosks).await.map_err(e)?.try_into()?)
+                Response::FleetFaces(
+                    p.fleet_export(&user, &kiosks)
+                        .await
+                        .map_err(e)?
+                        .try_into()?,
+                )
             }
         })
     }
@@ -657,7 +662,10 @@ pub fn print_response(
             if s.fleet != crate::api::FleetState::Off {
                 w(
                     out,
-                    &format!("fleet:   {}", crate::api::snake_name(&s.fleet).replace('_', " ")),
+                    &format!(
+                        "fleet:   {}",
+                        crate::api::snake_name(&s.fleet).replace('_', " ")
+                    ),
                 )?;
             }
             if !s.running {

@@ -92,7 +92,11 @@ pub struct FaceTemplate {
 
 impl std::fmt::Debug for FaceTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FaceTemplate({}, {:?}, <redacted>)", self.model, self.source)
+        write!(
+            f,
+            "FaceTemplate({}, {:?}, <redacted>)",
+            self.model, self.source
+        )
     }
 }
 
@@ -160,7 +164,12 @@ pub fn open_faces(
     let plain = sk.unseal(&boxed).map_err(|_| FacesError::Open)?;
     let faces: Faces =
         serde_json::from_slice(&plain).map_err(|e| FacesError::Malformed(e.to_string()))?;
-    if (faces.fleet.as_str(), faces.user.as_str(), faces.kiosk.as_str()) != (fleet, user, kiosk) {
+    if (
+        faces.fleet.as_str(),
+        faces.user.as_str(),
+        faces.kiosk.as_str(),
+    ) != (fleet, user, kiosk)
+    {
         return Err(FacesError::Misbound(format!(
             "fleet {:?}, user {:?}, kiosk {:?}",
             faces.fleet, faces.user, faces.kiosk
@@ -172,10 +181,14 @@ pub fn open_faces(
             faces.templates.len()
         )));
     }
-    if faces.templates.iter().any(|t| {
-        t.embedding().is_none() || t.source.len() > 256 || !t.quality.is_finite()
-    }) {
-        return Err(FacesError::Malformed("a template is not 128 finite values".into()));
+    if faces
+        .templates
+        .iter()
+        .any(|t| t.embedding().is_none() || t.source.len() > 256 || !t.quality.is_finite())
+    {
+        return Err(FacesError::Malformed(
+            "a template is not 128 finite values".into(),
+        ));
     }
     Ok(faces)
 }

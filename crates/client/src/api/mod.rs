@@ -383,7 +383,12 @@ pub fn check_bounds(r: &Request) -> Result<(), ApiError> {
         Request::FleetExport { user, kiosks } => {
             chars("the user name", user, MAX_NAME_CHARS)?;
             if kiosks.len() > crate::fleet::MAX_KIOSKS {
-                return too_long("the kiosk list", kiosks.len(), crate::fleet::MAX_KIOSKS, "kiosks");
+                return too_long(
+                    "the kiosk list",
+                    kiosks.len(),
+                    crate::fleet::MAX_KIOSKS,
+                    "kiosks",
+                );
             }
             match kiosks.iter().find(|k| !crate::fleet::valid_name(k)) {
                 Some(k) => Err(ApiError::InvalidArgument(format!("kiosk id {k:?}"))),
