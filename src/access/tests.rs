@@ -60,6 +60,11 @@ struct Rig {
 
 impl Rig {
     fn start(db: Db, cfg: AccessConfig) -> Rig {
+        Rig::start_gated(db, cfg, None)
+    }
+
+    /// In a fleet, with this gate of fleet users' faces.
+    fn start_gated(db: Db, cfg: AccessConfig, gate: Option<crate::api::FleetGate>) -> Rig {
         let (devices, kit) = sim::devices();
         let fail = Arc::new(AtomicBool::new(false));
         let store = Flaky {
@@ -68,7 +73,8 @@ impl Rig {
         };
         let clock = TokioClock::starting_at(BASE_MS);
         let now = BASE_MS + clock.start.elapsed().as_millis() as i64;
-        let (ctl, _) = Controller::new(cfg, store, devices, now).unwrap();
+        let (mut ctl, _) = Controller::new(cfg, store, devices, now).unwrap();
+        ctl.set_fleet_gate(gate);
         let (tx, inputs) = mpsc::channel(64);
         let etx = crate::api::event::EventBus::new(1024);
         let rx = etx.subscribe();
@@ -604,6 +610,72 @@ async fn faces_grant_deny_alert_and_rate_limit() {
     rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
         .await;
     assert!(rig.kinds().contains(&EventKind::Unlock));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_users_face_opens_only_while_the_directory_is_current() {
+    use crate::api::{FleetGate, FleetLink, FleetState};
+    let (_d, p) = temp();
+    let mut db = open_db(&p);
+    let alice = db.add_user("alice", Role::User).unwrap();
+    let bob = db.add_user("bob", Role::User).unwrap();
+    db.fleet_set_version("bob", 5, "ada", true).unwrap();
+    let at = |link, last| FleetLink {
+        link,
+        last_synced_ms: last,
+    };
+    let (link, rx) = tokio::sync::watch::channel(at(FleetState::Synced, Some(BASE_MS)));
+    let gate = FleetGate {
+        link: rx,
+        offline_after_ms: 60_000,
+    };
+    let mut rig = Rig::start_gated(db, AccessConfig::default(), Some(gate));
+    let deny_reason = |ev: &[Timed]| {
+        ev.iter()
+            .find(|e| e.event.event == EventKind::Deny)
+            .and_then(|e| e.event.reason.clone())
+    };
+    for (state, last, fleet_user_opens, reason) in [
+        (FleetState::Synced, Some(BASE_MS), true, None),
+        // Offline within the grace: still current enough.
+        (FleetState::Offline, Some(BASE_MS), true, None),
+        // Longer than the grace, or never synced since the start: cut off.
+        (
+            FleetState::Offline,
+            Some(BASE_MS - 61_000),
+            false,
+            Some("fleet_cut_off"),
+        ),
+        (FleetState::Offline, None, false, Some("fleet_cut_off")),
+        // Just reconnected, applying what changed: not yet.
+        (
+            FleetState::Syncing,
+            Some(BASE_MS),
+            false,
+            Some("fleet_syncing"),
+        ),
+    ] {
+        link.send(at(state, last)).unwrap();
+        rig.send(attempt(true, Verdict::Match, Some((&bob, Role::User))))
+            .await;
+        let ev = rig.drain();
+        let opened = ev.iter().any(|e| e.event.event == EventKind::Unlock);
+        assert_eq!(opened, fleet_user_opens, "{state:?} {last:?}");
+        assert_eq!(deny_reason(&ev).as_deref(), reason, "{state:?} {last:?}");
+        if !opened {
+            assert!(rig.lock.is_locked());
+            assert_eq!(rig.display.0.lock().unwrap().0, "Fleet offline");
+        }
+        // A local user opens whatever the fleet's state.
+        advance(Duration::from_secs(6)).await;
+        rig.drain();
+        rig.send(attempt(true, Verdict::Match, Some((&alice, Role::User))))
+            .await;
+        assert!(rig.kinds().contains(&EventKind::Unlock), "{state:?}");
+        advance(Duration::from_secs(6)).await;
+        rig.drain();
+    }
     rig.stop().await;
 }
 

@@ -201,6 +201,8 @@ pub async fn spawn(
                     if !marker.is_empty() && p.payload.as_ref() == marker.as_bytes() {
                         watch.set(FleetState::Synced);
                         log::info!("fleet {fleet_id}: directory in sync");
+                        let c = card(&kiosk, &seal, &api, &store).await;
+                        publish_card(&client, &card_topic, &c).await;
                     }
                     continue;
                 }
@@ -237,8 +239,12 @@ pub async fn spawn(
                     match api.call(&caller, request).await {
                         Ok(_) => {
                             log::info!("fleet {fleet_id}: {user} version {version} applied");
-                            let c = card(&kiosk, &seal, &api, &store).await;
-                            publish_card(&client, &card_topic, &c).await;
+                            // Live changes show on the card at once; a sync's many
+                            // records, once, when it is done.
+                            if watch.link.borrow().link == FleetState::Synced {
+                                let c = card(&kiosk, &seal, &api, &store).await;
+                                publish_card(&client, &card_topic, &c).await;
+                            }
                         }
                         // Refused (a stale version) and audited by the API already.
                         Err(e) => log::info!("fleet {fleet_id}: {user}: {e}"),
