@@ -222,6 +222,11 @@ pub struct Service {
     /// Held through a gallery reload (read, build, hand over), so an older snapshot can
     /// never replace a newer one.
     gallery_reload: tokio::sync::Mutex<()>,
+    /// Reloads asked for, and the last one a loaded gallery includes: changes that come
+    /// while a reload runs share the next one (a fleet sync of 1,000 records rebuilds
+    /// the gallery a few times, not 1,000), and each caller still waits for its own.
+    gallery_wanted: AtomicU64,
+    gallery_loaded: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -247,6 +252,8 @@ impl Service {
             refusals: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
             gallery_reload: tokio::sync::Mutex::new(()),
+            gallery_wanted: AtomicU64::new(0),
+            gallery_loaded: AtomicU64::new(0),
         });
         svc.refresh_status();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
@@ -474,19 +481,30 @@ impl Service {
     }
 
     async fn push_gallery(&self) {
-        if let Some(v) = &self.b.vision {
-            let _one_at_a_time = self.gallery_reload.lock().await;
-            let users = match self.b.store.call(|db| gallery_users(db)).await {
-                Ok(u) => u,
-                Err(e) => {
-                    log::error!("cannot reload the gallery: {e}");
-                    return;
-                }
-            };
-            match tokio::task::spawn_blocking(move || Gallery::new(users)).await {
-                Ok(g) => v.set_gallery(g),
-                Err(e) => log::error!("cannot rebuild the gallery: {e}"),
+        let Some(v) = &self.b.vision else {
+            return;
+        };
+        // Everything committed before this line is in any reload that starts after it.
+        let mine = self.gallery_wanted.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.gallery_reload.lock().await;
+        if self.gallery_loaded.load(Ordering::SeqCst) >= mine {
+            // A reload that began after this change (while we waited) has it.
+            return;
+        }
+        let target = self.gallery_wanted.load(Ordering::SeqCst);
+        let users = match self.b.store.call(|db| gallery_users(db)).await {
+            Ok(u) => u,
+            Err(e) => {
+                log::error!("cannot reload the gallery: {e}");
+                return;
             }
+        };
+        match tokio::task::spawn_blocking(move || Gallery::new(users)).await {
+            Ok(g) => {
+                v.set_gallery(g);
+                self.gallery_loaded.fetch_max(target, Ordering::SeqCst);
+            }
+            Err(e) => log::error!("cannot rebuild the gallery: {e}"),
         }
     }
 

@@ -503,3 +503,64 @@ async fn faces_reach_only_the_kiosks_that_may_open_and_a_stale_directory_opens_f
     }
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_that_syncs_a_large_directory_still_applies_the_next_change() {
+    // 600 retained records: a sync long enough that the card and its queue were once
+    // the connection's undoing (the sync's last card waited on a full queue that only
+    // its own task drained, and nothing was applied after it).
+    let broker = Broker::start_with("max_queued_messages 100000\n");
+    let keys = tempfile::tempdir().unwrap();
+    let ada_file: PathBuf = keys.path().join("ada.key");
+    let ada = AdminKeys::generate("ada");
+    ada.save(&ada_file).unwrap();
+    let mut o = MqttOptions::new("fleet-filler", "127.0.0.1", broker.port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (c, mut ev) = AsyncClient::new(o, 1024);
+    let n = 600;
+    let version = lockerd::types::now_ms();
+    let filler = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < n {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = ev.poll().await {
+                acked += 1;
+            }
+        }
+    });
+    for i in 0..n {
+        let r = Record {
+            fleet: "site".into(),
+            user: format!("u{i:04}"),
+            version: version + i as i64,
+            role: Role::User,
+            enabled: true,
+            kiosks: vec![],
+            removed: false,
+            faces: None,
+        };
+        c.publish(
+            user_topic("site", &r.user),
+            QoS::AtLeastOnce,
+            true,
+            ada.sign_record(&r),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), filler)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut k = kiosk(broker.port, "k1", &ada.admin_table(Clearance::Admin));
+    let o = fleet(
+        broker.port,
+        &ada_file,
+        &["publish", "u0000", "--role", "banned"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    until(&k, "u0000", |u| u.is_some_and(|u| u["role"] == "banned"));
+    let listed: serde_json::Value =
+        serde_json::from_str(&ctl(&k.bus, &["--json", "users", "list"])).unwrap();
+    assert_eq!(listed["users"].as_array().unwrap().len(), n as usize);
+    k.stop();
+}

@@ -94,26 +94,39 @@ impl FleetWatch {
 /// This kiosk's card now.
 async fn card(kiosk: &str, seal: &str, api: &ApiHandle, store: &Store) -> fleet::KioskCard {
     let st = api.status().borrow().clone();
-    let (directory_version, audit_head) = store
-        .call(|db| Ok((db.fleet_head()?, db.audit_head()?.map_or(0, |h| h.0))))
+    // From the store, not the status (refreshed each second): the card says what was
+    // applied when it was written.
+    let (directory_version, audit_head, users) = store
+        .call(|db| {
+            Ok((
+                db.fleet_head()?,
+                db.audit_head()?.map_or(0, |h| h.0),
+                db.list_users()?.len() as u32,
+            ))
+        })
         .await
-        .unwrap_or((0, 0));
+        .unwrap_or((0, 0, st.users));
     fleet::KioskCard {
         kiosk: kiosk.to_string(),
         online: true,
         seal_key: seal.to_string(),
         lock: crate::api::snake_name(&st.lock),
         door: crate::api::snake_name(&st.door),
-        users: st.users,
+        users,
         directory_version,
         audit_head,
         at_ms: crate::types::now_ms(),
     }
 }
 
-async fn publish_card(c: &AsyncClient, topic: &str, card: &fleet::KioskCard) {
+/// Queue the card without waiting: the task that calls this is the one that polls the
+/// connection, so waiting on a full queue would wait forever. A card that does not fit
+/// now is sent by the card task within a minute.
+fn publish_card(c: &AsyncClient, topic: &str, card: &fleet::KioskCard) {
     let body = serde_json::to_vec(card).unwrap_or_default();
-    let _ = c.publish(topic, QoS::AtLeastOnce, true, body).await;
+    if c.try_publish(topic, QoS::AtLeastOnce, true, body).is_err() {
+        log::debug!("fleet card not queued now (the connection is busy)");
+    }
 }
 
 /// Connect and apply the fleet's records until aborted; `watch` tells the gate and
@@ -137,7 +150,7 @@ pub async fn spawn(
             .await
             .map_err(|e| MqttError::Admins(format!("the fleet key: {e}")))?,
     );
-    let (client, mut eventloop) = conn.client(format!("{}-fleet", conn.client_id), 64);
+    let (client, mut eventloop) = conn.client(format!("{}-fleet", conn.client_id), 256);
     let card_topic = fleet::kiosk_topic(fleet_id, &cfg.kiosk_id);
     let mut will = card(&cfg.kiosk_id, &seal, &api, &store).await;
     will.online = false;
@@ -162,11 +175,21 @@ pub async fn spawn(
         cfg.kiosk_id.clone(),
         seal.clone(),
     );
+    let link2 = watch.link.subscribe();
     let cards = tokio::spawn(async move {
         let mut status = api2.status();
         loop {
             let _ = tokio::time::timeout(Duration::from_secs(60), status.changed()).await;
-            publish_card(&c2, &t2, &card(&kiosk2, &seal2, &api2, &store2).await).await;
+            // At most one card a second; none while a sync applies many records (the
+            // sync's end publishes one).
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if link2.borrow().link == FleetState::Syncing {
+                continue;
+            }
+            let c = card(&kiosk2, &seal2, &api2, &store2).await;
+            let body = serde_json::to_vec(&c).unwrap_or_default();
+            // This task does not poll the connection: it may wait for room.
+            let _ = c2.publish(&t2, QoS::AtLeastOnce, true, body).await;
         }
     });
     let kiosk = cfg.kiosk_id.clone();
@@ -176,24 +199,31 @@ pub async fn spawn(
         let (mut window, mut refusals) = (Instant::now(), 0u32);
         // The marker this connection waits for (a new one on each connection).
         let mut marker = String::new();
+        let mut marker_queued = false;
         loop {
+            if !marker_queued && !marker.is_empty() {
+                marker_queued = client
+                    .try_publish(sync.clone(), QoS::AtLeastOnce, false, marker.clone())
+                    .is_ok();
+            }
             let p = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff.connected();
                     watch.set(FleetState::Syncing);
                     for f in [&filter, &cards_filter, &sync] {
-                        let _ = client.subscribe(f.clone(), QoS::AtLeastOnce).await;
+                        if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                            log::warn!("fleet {fleet_id}: cannot subscribe to {f}: {e}");
+                        }
                     }
                     marker = hex::encode(rand::random::<[u8; 8]>());
-                    let _ = client
-                        .publish(sync.clone(), QoS::AtLeastOnce, false, marker.clone())
-                        .await;
+                    marker_queued = client
+                        .try_publish(sync.clone(), QoS::AtLeastOnce, false, marker.clone())
+                        .is_ok();
                     publish_card(
                         &client,
                         &card_topic,
                         &card(&kiosk, &seal, &api, &store).await,
-                    )
-                    .await;
+                    );
                     log::info!("fleet {fleet_id}: connected; applying {filter}");
                     continue;
                 }
@@ -202,7 +232,7 @@ pub async fn spawn(
                         watch.set(FleetState::Synced);
                         log::info!("fleet {fleet_id}: directory in sync");
                         let c = card(&kiosk, &seal, &api, &store).await;
-                        publish_card(&client, &card_topic, &c).await;
+                        publish_card(&client, &card_topic, &c);
                     }
                     continue;
                 }
@@ -215,6 +245,7 @@ pub async fn spawn(
                 Err(e) => {
                     watch.set(FleetState::Offline);
                     marker.clear();
+                    marker_queued = false;
                     backoff.failed(format!("fleet {fleet_id}: {e}")).await;
                     continue;
                 }
@@ -243,7 +274,7 @@ pub async fn spawn(
                             // records, once, when it is done.
                             if watch.link.borrow().link == FleetState::Synced {
                                 let c = card(&kiosk, &seal, &api, &store).await;
-                                publish_card(&client, &card_topic, &c).await;
+                                publish_card(&client, &card_topic, &c);
                             }
                         }
                         // Refused (a stale version) and audited by the API already.

@@ -63,7 +63,7 @@ enum Applied {
 
 impl Service {
     pub(super) async fn fleet_apply(
-        &self,
+        self: &Arc<Self>,
         caller: &Caller,
         record: Record,
         key: String,
@@ -154,7 +154,11 @@ impl Service {
                 }
                 self.changed.notify_one();
                 self.publish_staged(event);
-                self.push_gallery().await;
+                // Not awaited: the next record is applied meanwhile, and the records
+                // that come during a reload share the next one. The store has the
+                // change already, and a grant reads the user's role and enabled there.
+                let svc = self.clone();
+                tokio::spawn(async move { svc.push_gallery().await });
                 Ok(match info {
                     Some(user) => Response::User { user },
                     None => Response::Done {

@@ -44,10 +44,52 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         templates: usize,
     },
+    /// Publish a synthetic user directory to a fleet's broker (signed, templates sealed
+    /// to each kiosk's card key) for `scripts/bench-fleet.sh` (transport, not matching).
+    FleetRecords {
+        /// The broker (mqtt://127.0.0.1:PORT).
+        #[arg(long)]
+        url: String,
+        /// An admin key file (`lockerctl remote keygen`).
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        fleet: String,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 5)]
+        templates: usize,
+        /// Seal to these kiosks, comma-separated (default: every kiosk with a card).
+        #[arg(long, value_delimiter = ',')]
+        kiosks: Vec<String>,
+    },
 }
 
 pub fn bench(ctx: &Ctx, cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        BenchCmd::FleetRecords {
+            url,
+            key,
+            fleet,
+            users,
+            templates,
+            kiosks,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let r = rt.block_on(crate::fleet_bench::publish(crate::fleet_bench::Directory {
+                url: &url,
+                key: &key,
+                fleet: &fleet,
+                users,
+                templates,
+                kiosks: &kiosks,
+            }))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Gallery { users, templates } => {
             let r = bench_gallery(ctx, users, templates);
             println!("{}", serde_json::to_string(&r)?);

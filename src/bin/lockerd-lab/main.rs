@@ -8,6 +8,7 @@
 mod bench_cmd;
 #[path = "../lockerd/ctx.rs"]
 mod ctx;
+mod fleet_bench;
 mod sim_cmd;
 mod vision_cmd;
 
