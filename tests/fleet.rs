@@ -403,6 +403,29 @@ async fn faces_reach_only_the_kiosks_that_may_open_and_a_stale_directory_opens_f
     until(&b, "alice", |u| u.is_some_and(|u| u["templates"] == held));
     // A applied its own record: the same templates, opened from its own share.
     until(&a, "alice", |u| u.is_some_and(|u| u["templates"] == held));
+    // The same from an admin far away: A seals them on a signed `fleet_export`.
+    let o = fleet_cmd(
+        broker.port,
+        &ada_file,
+        &["publish", "alice", "--kiosks", "k1,k2"],
+    )
+    .args(["--from", "k1"])
+    .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["faces"], serde_json::json!(["k1", "k2"]), "{r}");
+    let v = r["version"].as_i64().unwrap();
+    let t0 = Instant::now();
+    while cards(broker.port)["k2"]["directory_version"].as_i64() < Some(v) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{}",
+            cards(broker.port)
+        );
+    }
+    assert_eq!(templates(&b, "alice"), Some(held));
     // bob for every kiosk: each holds his templates, D over the bridge.
     let r = fleet_at(&a, broker.port, &ada_file, &["publish", "bob"]);
     assert_eq!(
