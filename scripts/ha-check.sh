@@ -9,7 +9,7 @@
 # states, registries through templates, services, logbook and log) and from mosquitto's
 # log. Exits 0 when all held; prints FAIL and exits 1 at the first that did not.
 #
-#   relay lock, allow_unlock off: the device and its 8 entities, lock locked, door unknown
+#   relay lock, allow_unlock off: the device and its 9 entities (the fleet directory synced), lock locked, door unknown
 #     (no door sensor), camera unavailable (no camera here), every lockerd topic
 #     subscribed at QoS 1, a refused unlock shown in HA (last access, logbook)
 #   allow_unlock on: lock without a code, a malformed code refused by HA, a one-time code
@@ -80,6 +80,11 @@ for line in open(src):
         ("[lock]", "key_file"): '"%s"' % key,
         ("[lock]", "report_timeout_s"): "4",
     }.get((section, k))
+    # In a fleet (alone in it): HA shows the fleet directory's state.
+    if s == "# [fleet]":
+        line, section = "[fleet]\n", "[fleet]"
+    elif section == "[fleet]" and s.startswith('# id = '):
+        line = 'id = "site"\n'
     lines.append("%s = %s\n" % (k, want) if want is not None else line)
 open(dst, "w").writelines(lines)
 PY
@@ -135,8 +140,9 @@ in_root /opt/ha/bin/hass -c "$HA_CONFIG" >"$W/hass.out" 2>&1 & PIDS+=($!)
 ha setup "$MQ"
 
 LOCK=lock.lockerd_k1_lock
-ha device 8 120
+ha device 9 120
 ha state "$LOCK" locked 30
+ha state sensor.lockerd_k1_fleet_directory synced 30
 ha state binary_sensor.lockerd_k1_door unknown 30
 ha state sensor.lockerd_k1_camera unavailable 30
 ha state binary_sensor.lockerd_k1_keypad_lockout off 30
@@ -176,7 +182,7 @@ stop_daemon
 "$LAB" --config "$W/lockerd.toml" lock-sim --heartbeat-s 1 --state "$W/lock-sim.state" \
     </dev/null >"$W/lock-sim.log" 2>&1 & SIM=$!; PIDS+=("$SIM")
 start_daemon esp32 false true
-ha device 8 60
+ha device 9 60
 ha state "$LOCK" locked 30
 kill -STOP "$SIM"
 say "lock simulator silent (SIGSTOP)"
