@@ -343,7 +343,10 @@ async fn run_open(
     // The fleet's user directory, on a connection of its own (when `[fleet]` is set).
     let fleet = match (&config.fleet, fleet_watch) {
         (Some(f), Some(w)) => {
-            match crate::mqtt::fleet::spawn(&config.mqtt, f, api.clone(), store.clone(), w).await {
+            let (id, max) = (f.id.as_str(), f.max_record_bytes);
+            match crate::mqtt::fleet::spawn(&config.mqtt, id, max, api.clone(), store.clone(), w)
+                .await
+            {
                 Ok(task) => Some(task),
                 Err(e) => {
                     log::error!("fleet {} not started: {e}", f.id);

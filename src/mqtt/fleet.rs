@@ -23,7 +23,6 @@
 use super::bridge::{audit, Backoff, Connection, MqttError};
 use super::config::MqttConfig;
 use crate::api::{Caller, FleetLink, FleetState, Request, Via};
-use crate::config::FleetConfig;
 use crate::service::{ApiHandle, KioskKeys};
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use data_encoding::BASE64;
@@ -129,19 +128,19 @@ fn publish_card(c: &AsyncClient, topic: &str, card: &fleet::KioskCard) {
     }
 }
 
-/// Connect and apply the fleet's records until aborted; `watch` tells the gate and
-/// the card keys.
+/// Connect and apply the fleet's records (at most `max_record_bytes` each) until aborted;
+/// `watch` tells the gate and the card keys.
 pub async fn spawn(
     cfg: &MqttConfig,
-    fleet_cfg: &FleetConfig,
+    fleet_id: &str,
+    max_record_bytes: u64,
     api: ApiHandle,
     store: Store,
     watch: FleetWatch,
 ) -> Result<JoinHandle<()>, MqttError> {
-    let fleet_id = fleet_cfg.id.as_str();
-    let max = fleet_cfg.max_record_bytes as usize;
+    let max = max_record_bytes as usize;
     let conn = Connection::new(&MqttConfig {
-        max_payload_bytes: fleet_cfg.max_record_bytes,
+        max_payload_bytes: max_record_bytes,
         ..cfg.clone()
     })?;
     let admins = cfg.admins().map_err(MqttError::Admins)?;
