@@ -90,6 +90,9 @@ pub struct FleetConfig {
     /// The largest user record taken (bytes): face shares make a record grow by about
     /// 4 KB per kiosk for five templates.
     pub max_record_bytes: u64,
+    /// The groups this kiosk is in: a record naming `@group` keeps its user at every
+    /// kiosk of that group.
+    pub groups: Vec<String>,
 }
 
 impl Default for FleetConfig {
@@ -98,6 +101,7 @@ impl Default for FleetConfig {
             id: String::new(),
             offline_after_s: 600,
             max_record_bytes: 256 * 1024,
+            groups: Vec::new(),
         }
     }
 }
@@ -157,6 +161,11 @@ impl Config {
             access: self.access.clone(),
             duplicate_threshold: self.vision.strict_threshold,
             kiosk_id: self.mqtt.kiosk_id.clone(),
+            fleet_groups: self
+                .fleet
+                .as_ref()
+                .map(|f| f.groups.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -304,6 +313,14 @@ impl Config {
                 "a fleet shares its users through the broker: set [mqtt] enabled = true",
             )?;
             v.range("fleet.offline_after_s", f.offline_after_s, 1, 7 * 86_400)?;
+            for g in &f.groups {
+                v.check(
+                    "fleet.groups",
+                    g,
+                    lockerd_client::fleet::valid_name(g),
+                    "names of 1-64 characters of a-z, A-Z, 0-9, '-', '_', '.'",
+                )?;
+            }
             v.range(
                 "fleet.max_record_bytes",
                 f.max_record_bytes,

@@ -343,8 +343,12 @@ async fn run_open(
     // The fleet's user directory, on a connection of its own (when `[fleet]` is set).
     let fleet = match (&config.fleet, fleet_watch) {
         (Some(f), Some(w)) => {
-            let (id, max) = (f.id.as_str(), f.max_record_bytes);
-            match crate::mqtt::fleet::spawn(&config.mqtt, id, max, api.clone(), store.clone(), w)
+            let settings = crate::mqtt::fleet::FleetSettings {
+                id: f.id.clone(),
+                max_record_bytes: f.max_record_bytes,
+                groups: f.groups.clone(),
+            };
+            match crate::mqtt::fleet::spawn(&config.mqtt, settings, api.clone(), store.clone(), w)
                 .await
             {
                 Ok(task) => Some(task),

@@ -52,7 +52,7 @@ mod enroll;
 mod fleet;
 mod users;
 
-pub use fleet::{seal_secret, FleetBackend, KioskKeys};
+pub use fleet::{seal_secret, FleetBackend, KioskKey, KioskKeys};
 
 /// Requests handled at the same time; more wait in the channel.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -205,8 +205,9 @@ pub struct Settings {
     pub access: AccessConfig,
     /// `vision.strict_threshold`: a new face this close to another user's is refused.
     pub duplicate_threshold: f32,
-    /// `mqtt.kiosk_id`: which fleet records keep a user here.
+    /// `mqtt.kiosk_id` and `fleet.groups`: which fleet records keep a user here.
     pub kiosk_id: String,
+    pub fleet_groups: Vec<String>,
 }
 
 pub struct Service {

@@ -213,6 +213,25 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
     assert!(o.status.success(), "{}", stderr(&o));
     until(&a, "carol", |u| u.is_some());
     assert!(user(&b, "carol").is_none());
+    // k2 joins the group "lobby"; dave for @lobby: k2 holds him, k1 never does.
+    b.stop();
+    b.edit("# groups", r#"groups = ["lobby"]"#.into());
+    b.start();
+    assert_eq!(
+        cards(broker.port)["k2"]["groups"],
+        serde_json::json!(["lobby"])
+    );
+    let o = fleet(
+        broker.port,
+        &ada_file,
+        &["publish", "dave", "--kiosks", "@lobby"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    until(&b, "dave", |u| u.is_some());
+    let o = fleet(broker.port, &ada_file, &["publish", "erin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    until(&a, "erin", |u| u.is_some());
+    assert!(user(&a, "dave").is_none());
 
     // bob banned through the fleet: both kiosks within 2 s.
     let t0 = Instant::now();

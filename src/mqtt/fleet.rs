@@ -23,7 +23,7 @@
 use super::bridge::{audit, Backoff, Connection, MqttError};
 use super::config::MqttConfig;
 use crate::api::{Caller, FleetLink, FleetState, Request, Via};
-use crate::service::{ApiHandle, KioskKeys};
+use crate::service::{ApiHandle, KioskKey, KioskKeys};
 use crate::store::{AuditEntry, Method, Outcome, Store};
 use data_encoding::BASE64;
 use lockerd_client::fleet;
@@ -82,16 +82,40 @@ impl FleetWatch {
         let key = serde_json::from_slice::<fleet::KioskCard>(payload)
             .ok()
             .filter(|c| c.kiosk == kiosk)
-            .and_then(|c| lockerd_client::mqtt::envelope::key32(&c.seal_key));
+            .and_then(|c| {
+                let key = lockerd_client::mqtt::envelope::key32(&c.seal_key)?;
+                let groups = c.groups.into_iter().filter(|g| fleet::valid_name(g));
+                Some(KioskKey {
+                    key,
+                    groups: groups.collect(),
+                })
+            });
         self.keys.send_if_modified(|m| match key {
-            Some(k) => m.insert(kiosk.to_string(), k) != Some(k),
+            Some(k) => m.insert(kiosk.to_string(), k.clone()) != Some(k),
             None => m.remove(kiosk).is_some(),
         });
     }
 }
 
+/// Who this kiosk is on its card.
+struct Me {
+    kiosk: String,
+    /// Its X25519 public key, base64.
+    seal: String,
+    groups: Vec<String>,
+}
+
+/// What the fleet task needs of `[fleet]`.
+pub struct FleetSettings {
+    pub id: String,
+    /// The largest record taken (bytes).
+    pub max_record_bytes: u64,
+    /// This kiosk's groups (on its card).
+    pub groups: Vec<String>,
+}
+
 /// This kiosk's card now.
-async fn card(kiosk: &str, seal: &str, api: &ApiHandle, store: &Store) -> fleet::KioskCard {
+async fn card(me: &Me, api: &ApiHandle, store: &Store) -> fleet::KioskCard {
     let st = api.status().borrow().clone();
     // From the store, not the status (refreshed each second): the card says what was
     // applied when it was written.
@@ -106,9 +130,10 @@ async fn card(kiosk: &str, seal: &str, api: &ApiHandle, store: &Store) -> fleet:
         .await
         .unwrap_or((0, 0, st.users));
     fleet::KioskCard {
-        kiosk: kiosk.to_string(),
+        kiosk: me.kiosk.clone(),
         online: true,
-        seal_key: seal.to_string(),
+        seal_key: me.seal.clone(),
+        groups: me.groups.clone(),
         lock: crate::api::snake_name(&st.lock),
         door: crate::api::snake_name(&st.door),
         users,
@@ -128,19 +153,19 @@ fn publish_card(c: &AsyncClient, topic: &str, card: &fleet::KioskCard) {
     }
 }
 
-/// Connect and apply the fleet's records (at most `max_record_bytes` each) until aborted;
-/// `watch` tells the gate and the card keys.
+/// Connect and apply the fleet's records until aborted; `watch` tells the gate and the
+/// card keys.
 pub async fn spawn(
     cfg: &MqttConfig,
-    fleet_id: &str,
-    max_record_bytes: u64,
+    settings: FleetSettings,
     api: ApiHandle,
     store: Store,
     watch: FleetWatch,
 ) -> Result<JoinHandle<()>, MqttError> {
-    let max = max_record_bytes as usize;
+    let fleet_id = settings.id.as_str();
+    let max = settings.max_record_bytes as usize;
     let conn = Connection::new(&MqttConfig {
-        max_payload_bytes: max_record_bytes,
+        max_payload_bytes: settings.max_record_bytes,
         ..cfg.clone()
     })?;
     let admins = cfg.admins().map_err(MqttError::Admins)?;
@@ -151,7 +176,12 @@ pub async fn spawn(
     );
     let (client, mut eventloop) = conn.client(format!("{}-fleet", conn.client_id), 256);
     let card_topic = fleet::kiosk_topic(fleet_id, &cfg.kiosk_id);
-    let mut will = card(&cfg.kiosk_id, &seal, &api, &store).await;
+    let me = std::sync::Arc::new(Me {
+        kiosk: cfg.kiosk_id.clone(),
+        seal,
+        groups: settings.groups.clone(),
+    });
+    let mut will = card(&me, &api, &store).await;
     will.online = false;
     eventloop.mqtt_options.set_last_will(LastWill::new(
         card_topic.clone(),
@@ -166,13 +196,12 @@ pub async fn spawn(
     let sync = sync_topic(fleet_id, &cfg.kiosk_id);
     let fleet_id = fleet_id.to_string();
     // The card again whenever the status changes, and every minute.
-    let (c2, t2, api2, store2, kiosk2, seal2) = (
+    let (c2, t2, api2, store2, me2) = (
         client.clone(),
         card_topic.clone(),
         api.clone(),
         store.clone(),
-        cfg.kiosk_id.clone(),
-        seal.clone(),
+        me.clone(),
     );
     let link2 = watch.link.subscribe();
     let cards = tokio::spawn(async move {
@@ -185,13 +214,12 @@ pub async fn spawn(
             if link2.borrow().link == FleetState::Syncing {
                 continue;
             }
-            let c = card(&kiosk2, &seal2, &api2, &store2).await;
+            let c = card(&me2, &api2, &store2).await;
             let body = serde_json::to_vec(&c).unwrap_or_default();
             // This task does not poll the connection: it may wait for room.
             let _ = c2.publish(&t2, QoS::AtLeastOnce, true, body).await;
         }
     });
-    let kiosk = cfg.kiosk_id.clone();
     Ok(tokio::spawn(async move {
         let _cards = AbortOnDrop(cards);
         let mut backoff = Backoff::default();
@@ -218,11 +246,7 @@ pub async fn spawn(
                     marker_queued = client
                         .try_publish(sync.clone(), QoS::AtLeastOnce, false, marker.clone())
                         .is_ok();
-                    publish_card(
-                        &client,
-                        &card_topic,
-                        &card(&kiosk, &seal, &api, &store).await,
-                    );
+                    publish_card(&client, &card_topic, &card(&me, &api, &store).await);
                     log::info!("fleet {fleet_id}: connected; applying {filter}");
                     continue;
                 }
@@ -230,7 +254,7 @@ pub async fn spawn(
                     if !marker.is_empty() && p.payload.as_ref() == marker.as_bytes() {
                         watch.set(FleetState::Synced);
                         log::info!("fleet {fleet_id}: directory in sync");
-                        let c = card(&kiosk, &seal, &api, &store).await;
+                        let c = card(&me, &api, &store).await;
                         publish_card(&client, &card_topic, &c);
                     }
                     continue;
@@ -272,7 +296,7 @@ pub async fn spawn(
                             // Live changes show on the card at once; a sync's many
                             // records, once, when it is done.
                             if watch.link.borrow().link == FleetState::Synced {
-                                let c = card(&kiosk, &seal, &api, &store).await;
+                                let c = card(&me, &api, &store).await;
                                 publish_card(&client, &card_topic, &c);
                             }
                         }

@@ -13,8 +13,35 @@ use data_encoding::BASE64;
 use lockerd_client::fleet::{self as fl, Record};
 use std::collections::BTreeMap;
 
-/// The X25519 public keys of the fleet's kiosks, from their retained cards.
-pub type KioskKeys = BTreeMap<String, [u8; 32]>;
+/// What a kiosk's retained card says that exports need: its X25519 public key and its
+/// groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KioskKey {
+    pub key: [u8; 32],
+    pub groups: Vec<String>,
+}
+
+/// The fleet's kiosks by id, from their retained cards.
+pub type KioskKeys = BTreeMap<String, KioskKey>;
+
+/// The kiosks (and their keys) that `targets` (kiosk ids and `@group`s; none: every
+/// kiosk) name among `cards`, each once. A kiosk id with no card is an error: its
+/// share could not be sealed.
+fn resolve(targets: &[String], cards: &KioskKeys) -> Result<Vec<(String, [u8; 32])>, String> {
+    if targets.is_empty() {
+        return Ok(cards.iter().map(|(k, c)| (k.clone(), c.key)).collect());
+    }
+    for t in targets.iter().filter(|t| !t.starts_with('@')) {
+        if !cards.contains_key(t) {
+            return Err(format!("kiosk {t:?} has no card on the broker"));
+        }
+    }
+    Ok(cards
+        .iter()
+        .filter(|(k, c)| targets.iter().any(|t| fl::names(t, k, &c.groups)))
+        .map(|(k, c)| (k.clone(), c.key))
+        .collect())
+}
 
 /// What the service knows of the fleet: the gate of fleet users' faces, the kiosks'
 /// keys (both kept by the fleet task) and the fleet's id.
@@ -68,7 +95,7 @@ impl Service {
         record: Record,
         key: String,
     ) -> Result<Response, ApiError> {
-        let keep = record.applies_to(&self.cfg.kiosk_id);
+        let keep = record.applies_to(&self.cfg.kiosk_id, &self.cfg.fleet_groups);
         let (event, pending) = self.stage(
             Event::new(EventKind::UserChanged)
                 .user(Some(record.user.clone()))
@@ -220,22 +247,9 @@ impl Service {
                 "this kiosk is in no fleet ([fleet] in lockerd.toml)".into(),
             ));
         };
-        let keys = fleet.keys.borrow().clone();
-        let targets: Vec<(String, [u8; 32])> = if kiosks.is_empty() {
-            keys.into_iter().collect()
-        } else {
-            let mut t = Vec::with_capacity(kiosks.len());
-            for k in kiosks {
-                let key = keys.get(&k).copied().ok_or_else(|| {
-                    ApiError::InvalidArgument(format!(
-                        "kiosk {k:?} has no card on the broker (never connected to fleet {})",
-                        fleet.id
-                    ))
-                })?;
-                t.push((k, key));
-            }
-            t
-        };
+        let targets = resolve(&kiosks, &fleet.keys.borrow()).map_err(|e| {
+            ApiError::InvalidArgument(format!("{e} (never connected to fleet {})", fleet.id))
+        })?;
         let by = caller.id.clone();
         let (fleet_id, name) = (fleet.id.clone(), user.clone());
         let (u, faces) = self
@@ -278,5 +292,37 @@ impl Service {
             enabled: u.enabled,
             faces,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_go_to_the_kiosks_and_groups_named_each_once() {
+        let card = |n: u8, groups: &[&str]| KioskKey {
+            key: [n; 32],
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        let cards: KioskKeys = [
+            ("k1".to_string(), card(1, &["lobby"])),
+            ("k2".to_string(), card(2, &["lobby", "floor1"])),
+            ("k3".to_string(), card(3, &[])),
+        ]
+        .into_iter()
+        .collect();
+        let ids = |t: &[&str]| {
+            let t: Vec<String> = t.iter().map(|s| s.to_string()).collect();
+            resolve(&t, &cards).map(|v| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>())
+        };
+        assert_eq!(ids(&[]).unwrap(), ["k1", "k2", "k3"]);
+        assert_eq!(ids(&["@lobby"]).unwrap(), ["k1", "k2"]);
+        assert_eq!(ids(&["@floor1", "k2", "k3"]).unwrap(), ["k2", "k3"]);
+        assert_eq!(ids(&["@nobody"]).unwrap(), Vec::<String>::new());
+        assert!(ids(&["k9"]).unwrap_err().contains("k9"));
+        // Each kiosk's share is sealed to its own key.
+        let t = resolve(&["k3".to_string()], &cards).unwrap();
+        assert_eq!(t, vec![("k3".to_string(), [3; 32])]);
     }
 }

@@ -42,7 +42,8 @@ pub struct Record {
     pub version: i64,
     pub role: Role,
     pub enabled: bool,
-    /// The kiosks where the user may open; empty = every kiosk of the fleet.
+    /// Where the user may open: kiosk ids, and groups as `@group` (a kiosk's `[fleet]
+    /// groups`); empty = every kiosk of the fleet.
     #[serde(default)]
     pub kiosks: Vec<String>,
     /// A tombstone: the user is removed from every kiosk.
@@ -194,10 +195,25 @@ pub fn open_faces(
 }
 
 impl Record {
-    /// Whether `kiosk` keeps this user (a tombstone keeps them nowhere).
-    pub fn applies_to(&self, kiosk: &str) -> bool {
-        !self.removed && (self.kiosks.is_empty() || self.kiosks.iter().any(|k| k == kiosk))
+    /// Whether `kiosk`, a member of `groups`, keeps this user (a tombstone keeps them
+    /// nowhere).
+    pub fn applies_to(&self, kiosk: &str, groups: &[String]) -> bool {
+        !self.removed
+            && (self.kiosks.is_empty() || self.kiosks.iter().any(|k| names(k, kiosk, groups)))
     }
+}
+
+/// Whether the target `t` (a kiosk id, or `@group`) names `kiosk`, a member of `groups`.
+pub fn names(t: &str, kiosk: &str, groups: &[String]) -> bool {
+    match t.strip_prefix('@') {
+        Some(g) => groups.iter().any(|m| m == g),
+        None => t == kiosk,
+    }
+}
+
+/// A kiosk id, or `@` and a group name.
+pub fn valid_target(t: &str) -> bool {
+    valid_name(t.strip_prefix('@').unwrap_or(t))
 }
 
 /// The retained topic of `user`'s record in `fleet`.
@@ -231,6 +247,9 @@ pub struct KioskCard {
     /// The audit log's last sequence number.
     #[serde(default)]
     pub audit_head: i64,
+    /// The groups this kiosk is in (`[fleet] groups`): records may name them as `@group`.
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// When this card was written (ms since the epoch): the last time the kiosk was seen
     /// online, or, offline, when its connection began.
     pub at_ms: i64,
@@ -317,7 +336,7 @@ pub fn open(
     if record.version <= 0
         || record.kiosks.len() > MAX_KIOSKS
         || shares.len() > MAX_KIOSKS
-        || record.kiosks.iter().any(|k| !valid_name(k))
+        || record.kiosks.iter().any(|k| !valid_target(k))
         || shares
             .iter()
             .any(|s| !valid_name(&s.kiosk) || !seen.insert(s.kiosk.as_str()))
@@ -524,18 +543,33 @@ mod tests {
 
     #[test]
     fn where_a_record_applies() {
+        let none: &[String] = &[];
         let r = bob(1);
-        assert!(r.applies_to("a") && r.applies_to("b") && !r.applies_to("c"));
+        assert!(r.applies_to("a", none) && r.applies_to("b", none) && !r.applies_to("c", none));
         let all = Record {
             kiosks: vec![],
             ..bob(1)
         };
-        assert!(all.applies_to("c"));
+        assert!(all.applies_to("c", none));
         let gone = Record {
             removed: true,
             ..all
         };
-        assert!(!gone.applies_to("a"));
+        assert!(!gone.applies_to("a", none));
+        // Groups: `@lobby` names every kiosk in that group, and only those.
+        let lobby = Record {
+            kiosks: vec!["@lobby".into(), "z".into()],
+            ..bob(1)
+        };
+        let groups = ["lobby".to_string(), "floor1".to_string()];
+        assert!(lobby.applies_to("c", &groups) && lobby.applies_to("z", none));
+        assert!(!lobby.applies_to("c", &groups[1..]) && !lobby.applies_to("lobby", none));
+        assert!(
+            valid_target("@lobby")
+                && valid_target("k1")
+                && !valid_target("@")
+                && !valid_target("@a/b")
+        );
         assert!(valid_name("k-1.a_b") && !valid_name("a/b") && !valid_name("+") && !valid_name(""));
     }
 }

@@ -390,8 +390,10 @@ pub fn check_bounds(r: &Request) -> Result<(), ApiError> {
                     "kiosks",
                 );
             }
-            match kiosks.iter().find(|k| !crate::fleet::valid_name(k)) {
-                Some(k) => Err(ApiError::InvalidArgument(format!("kiosk id {k:?}"))),
+            match kiosks.iter().find(|k| !crate::fleet::valid_target(k)) {
+                Some(k) => Err(ApiError::InvalidArgument(format!(
+                    "kiosk id or @group {k:?}"
+                ))),
                 None => Ok(()),
             }
         }

@@ -145,7 +145,8 @@ enum Fleet {
         /// Publish the user disabled (kept, but their face and codes do not open).
         #[arg(long)]
         disabled: bool,
-        /// The kiosks where the user may open, comma-separated (default: every kiosk).
+        /// Where the user may open, comma-separated kiosk ids and `@group`s (a kiosk's
+        /// `[fleet] groups`; default: every kiosk).
         #[arg(long, value_delimiter = ',', conflicts_with = "all")]
         kiosks: Vec<String>,
         /// Every kiosk of the fleet (the default, said out loud).
@@ -304,9 +305,14 @@ async fn fleet(
         ("the user name", &record.user),
     ]
     .into_iter()
-    .chain(record.kiosks.iter().map(|k| ("a kiosk id", k)))
+    .chain(record.kiosks.iter().map(|k| ("a kiosk id or @group", k)))
     {
-        if !valid_name(v) {
+        let v_name = if what.starts_with("a kiosk") {
+            v.strip_prefix('@').unwrap_or(v)
+        } else {
+            v.as_str()
+        };
+        if !valid_name(v_name) {
             return Err(fail(
                 2,
                 format!("{what} {v:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.'"),
