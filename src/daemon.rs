@@ -268,6 +268,18 @@ async fn run_open(
 
     let (state_tx, state_rx) = watch::channel(Snapshot::default());
     let gate = fleet_backend.as_ref().map(|b| b.gate.clone());
+    // A change of the fleet link wakes the controller (its idle screen says when the
+    // fleet is cut off; the time it turns so is one of its deadlines).
+    let fleet_ticks = gate.clone().map(|g| {
+        let (mut link, tx) = (g.link, in_tx.clone());
+        tokio::spawn(async move {
+            while link.changed().await.is_ok() {
+                if tx.send(Input::Tick).await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
     let (controller, stop_ctl) = start_controller(
         &config,
         &store,
@@ -386,6 +398,9 @@ async fn run_open(
     }
     if let Some(f) = fleet {
         f.abort();
+    }
+    if let Some(t) = fleet_ticks {
+        t.abort();
     }
     if let Some(m) = mqtt {
         m.stop().await;

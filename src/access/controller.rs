@@ -164,6 +164,8 @@ pub struct Controller<S: DbAccess> {
     outbox: Option<usize>,
     /// In a fleet: whether its users may open by face now ([`crate::api::FleetGate`]).
     fleet: Option<crate::api::FleetGate>,
+    /// The idle screen says the fleet is cut off.
+    fleet_shown: bool,
 }
 
 /// A step back of the wall clock larger than this is a jump (not jitter).
@@ -222,6 +224,7 @@ impl<S: DbAccess> Controller<S> {
             last_now: now_ms,
             outbox: None,
             fleet: None,
+            fleet_shown: false,
         };
         c.clamp_lockout(now_ms);
         c.show_idle(now_ms);
@@ -301,7 +304,21 @@ impl<S: DbAccess> Controller<S> {
         }
         d.extend(self.signal_off_at);
         d.extend(self.idle_at);
+        // The moment an offline fleet link turns cut off (the idle screen says so).
+        if let Some(g) = &self.fleet {
+            let l = *g.link.borrow();
+            if let (crate::api::FleetState::Offline, Some(t)) = (l.link, l.last_synced_ms) {
+                d.push(t + g.offline_after_ms);
+            }
+        }
         d.into_iter().min()
+    }
+
+    /// Whether fleet users' faces are refused here now.
+    fn fleet_cut_off(&self, now: i64) -> bool {
+        self.fleet
+            .as_ref()
+            .is_some_and(|g| g.state(now) == crate::api::FleetState::CutOff)
     }
 
     pub fn handle(&mut self, now: i64, input: Input) -> Vec<Event> {
@@ -474,9 +491,12 @@ impl<S: DbAccess> Controller<S> {
             )
         } else if self.unlocked_until.is_some() {
             self.dev.display.show("Door unlocked", "")
+        } else if self.fleet_cut_off(now) {
+            self.dev.display.show("Fleet offline", "Codes still work")
         } else {
             self.dev.display.show("Look and blink", "or type a code")
         };
+        self.fleet_shown = self.fleet_cut_off(now);
         if let Err(e) = r {
             log::warn!("display: {e}");
         }
@@ -1189,6 +1209,15 @@ impl<S: DbAccess> Controller<S> {
             self.signal(now, Signal::Off);
         }
         if self.idle_at.is_some_and(|t| now >= t) {
+            self.show_idle(now);
+        }
+        // The fleet was cut off, or is back: the idle screen follows (not over a message,
+        // an entry or an open door).
+        if self.fleet_cut_off(now) != self.fleet_shown
+            && self.idle_at.is_none()
+            && self.entry.is_empty()
+            && self.unlocked_until.is_none()
+        {
             self.show_idle(now);
         }
     }

@@ -676,6 +676,17 @@ async fn a_fleet_users_face_opens_only_while_the_directory_is_current() {
         advance(Duration::from_secs(6)).await;
         rig.drain();
     }
+    // The idle screen says when the fleet is cut off, and stops saying it when it is back.
+    let shown = |rig: &Rig| rig.display.0.lock().unwrap().clone();
+    link.send(at(FleetState::Offline, None)).unwrap();
+    rig.send(Input::Tick).await;
+    assert_eq!(
+        shown(&rig),
+        ("Fleet offline".to_string(), "Codes still work".to_string())
+    );
+    link.send(at(FleetState::Synced, Some(BASE_MS))).unwrap();
+    rig.send(Input::Tick).await;
+    assert_eq!(shown(&rig).0, "Look and blink");
     rig.stop().await;
 }
 
