@@ -820,3 +820,63 @@ fn lockerctl_remote_runs_the_local_commands_through_the_broker() {
     assert!(stderr(&o).contains("--url"), "{}", stderr(&o));
     daemon.stop();
 }
+
+/// The broker away while the kiosk makes more messages for Home Assistant than the
+/// connection's request queue holds (50 unlocks and locks: 200 publishes waiting); the
+/// broker back, the kiosk still serves signed commands. (Its poll loop once waited on
+/// that full queue to re-subscribe, and so never polled again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_busy_while_the_broker_was_away_serves_commands_when_it_is_back() {
+    let mut broker = Broker::start();
+    let bus = TestBus::start();
+    let d = tempfile::tempdir().unwrap();
+    let (db, key) = new_store(d.path(), "mqtt reconnect test key 0123456789");
+    let ada = lockerd_client::mqtt::remote::AdminKeys::generate("ada");
+    let ada_file = d.path().join("ada.key");
+    ada.save(&ada_file).unwrap();
+    let edits = vec![
+        ("enabled = false", "enabled = true".to_string()),
+        (
+            "url = ",
+            format!("url = \"mqtt://127.0.0.1:{}\"", broker.port),
+        ),
+        ("kiosk_id", "kiosk_id = \"k1\"".into()),
+        (
+            "# [[mqtt.admins]]",
+            ada.admin_table(lockerd::api::Clearance::Admin),
+        ),
+    ];
+    let daemon = Daemon::start_in(&bus, &db, &key, &edits, d.path(), &[]);
+    daemon.wait_log("mqtt: connected", Duration::from_secs(20));
+    broker.stop();
+    for _ in 0..50 {
+        ctl(&bus, &["unlock"]);
+        ctl(&bus, &["lock"]);
+    }
+    broker.restart();
+    // Back and subscribed again: it says it is online once its subscription is made.
+    let watcher = Client::connect(broker.port).await;
+    let t0 = Instant::now();
+    while !watcher
+        .raw("lockerd/k1/availability")
+        .iter()
+        .any(|p| p == b"online")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not back online: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = Command::new(lockerctl_bin())
+        .arg("--remote")
+        .arg(&ada_file)
+        .args(["--url", &format!("mqtt://127.0.0.1:{}", broker.port)])
+        .args(["--kiosk", "k1", "--wait", "30", "--json", "status"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), daemon.log());
+    assert!(stdout(&o).contains("\"lock\":\"locked\""), "{}", stdout(&o));
+    daemon.stop();
+}

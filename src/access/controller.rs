@@ -482,6 +482,7 @@ impl<S: DbAccess> Controller<S> {
 
     fn show_idle(&mut self, now: i64) {
         self.idle_at = None;
+        self.fleet_shown = self.fleet_cut_off(now);
         let r = if self.dev.lock.health().is_none() {
             self.dev.display.show("Lock offline", "Please wait")
         } else if self.policy.is_locked(&self.lockout, now) {
@@ -491,12 +492,11 @@ impl<S: DbAccess> Controller<S> {
             )
         } else if self.unlocked_until.is_some() {
             self.dev.display.show("Door unlocked", "")
-        } else if self.fleet_cut_off(now) {
+        } else if self.fleet_shown {
             self.dev.display.show("Fleet offline", "Codes still work")
         } else {
             self.dev.display.show("Look and blink", "or type a code")
         };
-        self.fleet_shown = self.fleet_cut_off(now);
         if let Err(e) = r {
             log::warn!("display: {e}");
         }

@@ -162,7 +162,12 @@ pub fn spawn(
                     connected_tx.send_replace(true);
                     log::info!("mqtt: connected; serving {}", t1.cmd());
                     let state = ha::state(&status1.borrow());
-                    on_connect(&c1, &t1, state, ha_cfg.discovery, &discovery).await;
+                    // Not awaited here: this loop is what drains the client's request
+                    // queue, which may be full of what waited while the broker was
+                    // away; waiting on it here would wait forever.
+                    let (c, t, d, on) =
+                        (c1.clone(), t1.clone(), discovery.clone(), ha_cfg.discovery);
+                    tokio::spawn(async move { on_connect(&c, &t, state, on, &d).await });
                     None
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == t1.cmd() => {

@@ -431,10 +431,23 @@ impl Db {
     }
 
     pub fn templates(&self) -> Result<Vec<Template>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, user_id, embedding, quality, source, created_ms, model FROM face_templates ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+        self.query_templates("", [])
+    }
+
+    /// Every template of one user, with its model, oldest first.
+    pub fn templates_of(&self, user_id: UserId) -> Result<Vec<Template>, StoreError> {
+        self.query_templates("WHERE user_id = ?1", [user_id])
+    }
+
+    fn query_templates<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<Template>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id, user_id, embedding, quality, source, created_ms, model FROM face_templates {filter} ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -533,15 +546,6 @@ impl Db {
             .unwrap_or(false))
     }
 
-    /// Every template of one user, with its model, oldest first.
-    pub fn templates_of(&self, user_id: UserId) -> Result<Vec<Template>, StoreError> {
-        Ok(self
-            .templates()?
-            .into_iter()
-            .filter(|t| t.user_id == user_id)
-            .collect())
-    }
-
     /// Replace every template of one user with `items` (model, embedding, quality,
     /// source), in one transaction.
     pub fn replace_templates(
@@ -552,8 +556,19 @@ impl Db {
         self.atomically(|db| {
             db.conn
                 .execute("DELETE FROM face_templates WHERE user_id = ?1", [user_id])?;
-            for (model, e, q, src) in items {
-                db.add_templates_of(user_id, *model, &[(e.clone(), *q, src.clone())])?;
+            let mut models: Vec<EmbeddingModel> = Vec::new();
+            for (m, ..) in items {
+                if !models.contains(m) {
+                    models.push(*m);
+                }
+            }
+            for model in models {
+                let of_model: Vec<_> = items
+                    .iter()
+                    .filter(|i| i.0 == model)
+                    .map(|(_, e, q, src)| (e.clone(), *q, src.clone()))
+                    .collect();
+                db.add_templates_of(user_id, model, &of_model)?;
             }
             Ok(())
         })
