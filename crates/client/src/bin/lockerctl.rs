@@ -177,56 +177,37 @@ enum Fleet {
     },
 }
 
+fn fail(code: u8, message: String) -> ctl::CtlError {
+    ctl::CtlError { code, message }
+}
+
+/// `lockerctl fleet ...`: status reads the cards; publish and revoke sign a record with
+/// the admin key and publish it.
 async fn fleet(
     f: Fleet,
     broker: &Broker,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<u8, ctl::CtlError> {
-    use lockerd_client::fleet::{valid_name, Record};
+    use lockerd_client::fleet::Record;
     use lockerd_client::mqtt::remote::{self, AdminKeys};
-    let fail = |code: u8, message: String| ctl::CtlError { code, message };
-    if let Fleet::Status { fleet } = &f {
-        let cards = remote::fleet_cards(&broker.mqtt_broker()?, fleet, broker.wait)
-            .await
-            .map_err(|e| fail(8, e.to_string()))?;
-        if json {
-            let _ = writeln!(out, "{}", serde_json::json!({ "kiosks": cards }));
-            return Ok(0);
-        }
-        let _ = writeln!(
-            out,
-            "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  last seen",
-            "kiosk", "online", "lock", "door", "users", "directory", "audit"
-        );
-        for c in &cards {
-            let _ = writeln!(
-                out,
-                "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  {}",
-                ctl::printable(&c.kiosk),
-                if c.online { "online" } else { "OFFLINE" },
-                ctl::printable(&c.lock),
-                ctl::printable(&c.door),
-                c.users,
-                c.directory_version,
-                c.audit_head,
-                lockerd_client::timefmt::iso_utc(c.at_ms)
-            );
-        }
-        if cards.is_empty() {
-            let _ = writeln!(
-                out,
-                "(no kiosk of fleet {} has a card on this broker)",
-                ctl::printable(fleet)
-            );
-        }
-        return Ok(0);
-    }
-    let key = match &f {
-        Fleet::Publish { key, .. } | Fleet::Revoke { key, .. } => key.clone(),
-        Fleet::Status { .. } => None,
+    let (user, fleet, kiosks, key) = match &f {
+        Fleet::Status { fleet } => return fleet_status(fleet, broker, json, out).await,
+        Fleet::Publish {
+            user,
+            fleet,
+            kiosks,
+            key,
+            ..
+        } => (user, fleet, kiosks.as_slice(), key),
+        Fleet::Revoke {
+            user, fleet, key, ..
+        } => (user, fleet, &[][..], key),
     };
+    // Checked before anything is asked of a kiosk or the broker.
+    check_names(fleet, user, kiosks)?;
     let key = key
+        .clone()
         .or_else(|| broker.remote.clone())
         .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
     let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
@@ -250,30 +231,7 @@ async fn fleet(
             let exported = if no_faces {
                 None
             } else {
-                let backend = match from {
-                    Some(kiosk) => ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
-                        mqtt: lockerd_client::mqtt::config::MqttConfig {
-                            kiosk_id: kiosk,
-                            ..broker.mqtt_broker()?
-                        },
-                        keys: AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?,
-                        wait_s: broker.wait,
-                    })),
-                    None => ctl::Backend::connect_bus().await?,
-                };
-                let req = lockerd_client::api::Request::FleetExport {
-                    user: user.clone(),
-                    kiosks: kiosks.clone(),
-                };
-                match backend.call(req).await? {
-                    lockerd_client::api::Response::FleetFaces(f) => Some(f),
-                    other => {
-                        return Err(fail(
-                            10,
-                            format!("unexpected reply {} to fleet_export", other.kind()),
-                        ))
-                    }
-                }
+                Some(export_faces(&user, &kiosks, from, broker, &key).await?)
             };
             Record {
                 fleet,
@@ -300,25 +258,6 @@ async fn fleet(
             faces: None,
         },
     };
-    for (what, v) in [
-        ("the fleet id", &record.fleet),
-        ("the user name", &record.user),
-    ]
-    .into_iter()
-    .chain(record.kiosks.iter().map(|k| ("a kiosk id or @group", k)))
-    {
-        let v_name = if what.starts_with("a kiosk") {
-            v.strip_prefix('@').unwrap_or(v)
-        } else {
-            v.as_str()
-        };
-        if !valid_name(v_name) {
-            return Err(fail(
-                2,
-                format!("{what} {v:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.'"),
-            ));
-        }
-    }
     let mut cfg = broker.mqtt_broker()?;
     cfg.kiosk_id = format!("fleet-{}", record.fleet);
     remote::publish_record(&cfg, &keys, &record, broker.wait)
@@ -359,6 +298,105 @@ async fn fleet(
     Ok(0)
 }
 
+/// The fleet id, user name and targets (kiosk ids or `@group`s) can stand in topics.
+fn check_names(fleet: &str, user: &str, kiosks: &[String]) -> Result<(), ctl::CtlError> {
+    let names = [("the fleet id", fleet), ("the user name", user)];
+    let targets = kiosks.iter().map(|k| ("a kiosk id or @group", k.as_str()));
+    for (what, v) in names.into_iter().chain(targets) {
+        let ok = if what.starts_with("a kiosk") {
+            lockerd_client::fleet::valid_target(v)
+        } else {
+            lockerd_client::fleet::valid_name(v)
+        };
+        if !ok {
+            return Err(fail(
+                2,
+                format!("{what} {v:?}: 1-64 of a-z, A-Z, 0-9, '-', '_', '.'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// USER's faces sealed for `kiosks` by the kiosk on this machine's bus, or by `from`
+/// through the broker (a signed `fleet_export` with the key file `key`).
+async fn export_faces(
+    user: &str,
+    kiosks: &[String],
+    from: Option<String>,
+    broker: &Broker,
+    key: &std::path::Path,
+) -> Result<lockerd_client::api::FleetFaces, ctl::CtlError> {
+    use lockerd_client::api::{Request, Response};
+    let backend = match from {
+        Some(kiosk) => ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
+            mqtt: lockerd_client::mqtt::config::MqttConfig {
+                kiosk_id: kiosk,
+                ..broker.mqtt_broker()?
+            },
+            keys: lockerd_client::mqtt::remote::AdminKeys::load(key)
+                .map_err(|e| fail(2, e.to_string()))?,
+            wait_s: broker.wait,
+        })),
+        None => ctl::Backend::connect_bus().await?,
+    };
+    let req = Request::FleetExport {
+        user: user.to_string(),
+        kiosks: kiosks.to_vec(),
+    };
+    match backend.call(req).await? {
+        Response::FleetFaces(f) => Ok(f),
+        other => Err(fail(
+            10,
+            format!("unexpected reply {} to fleet_export", other.kind()),
+        )),
+    }
+}
+
+/// `lockerctl fleet status`: every kiosk's card the broker holds.
+async fn fleet_status(
+    fleet: &str,
+    broker: &Broker,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, ctl::CtlError> {
+    let cards =
+        lockerd_client::mqtt::remote::fleet_cards(&broker.mqtt_broker()?, fleet, broker.wait)
+            .await
+            .map_err(|e| fail(8, e.to_string()))?;
+    if json {
+        let _ = writeln!(out, "{}", serde_json::json!({ "kiosks": cards }));
+        return Ok(0);
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  last seen",
+        "kiosk", "online", "lock", "door", "users", "directory", "audit"
+    );
+    for c in &cards {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<8} {:<11} {:<8} {:>5} {:>14} {:>8}  {}",
+            ctl::printable(&c.kiosk),
+            if c.online { "online" } else { "OFFLINE" },
+            ctl::printable(&c.lock),
+            ctl::printable(&c.door),
+            c.users,
+            c.directory_version,
+            c.audit_head,
+            lockerd_client::timefmt::iso_utc(c.at_ms)
+        );
+    }
+    if cards.is_empty() {
+        let _ = writeln!(
+            out,
+            "(no kiosk of fleet {} has a card on this broker)",
+            ctl::printable(fleet)
+        );
+    }
+    Ok(0)
+}
+
 #[derive(Subcommand, Debug)]
 enum Remote {
     /// Make an admin key file (owner-only) and print the `[[mqtt.admins]]` table for
@@ -390,7 +428,6 @@ enum Remote {
 
 async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, ctl::CtlError> {
     use lockerd_client::mqtt::remote::{self, AdminKeys};
-    let fail = |code: u8, message: String| ctl::CtlError { code, message };
     match r {
         Remote::Keygen {
             id,
