@@ -18,6 +18,46 @@ fn models() -> Models {
     Models::load(&models_dir()).expect("models (run scripts/setup.sh)")
 }
 
+/// SFace loaded split (OpenCV runs the convolutions with their BatchNormalizations folded
+/// in, Rust the fully connected head from its int8 blocks: `crates/vision/src/onnx.rs`)
+/// gives the embedding the whole network gives, on a photo of each LFW person.
+#[test]
+fn sface_loaded_split_gives_the_embedding_of_the_whole_network() {
+    let Some(data) = shared_data() else { return };
+    let models = models();
+    assert!(
+        models.sface().split(),
+        "the head is computed from its int8 blocks"
+    );
+    let whole = lockerd::vision::sface::Sface::load_whole(&models_dir()).unwrap();
+    assert!(!whole.split());
+    let mut people: Vec<_> = std::fs::read_dir(data.join("faces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    people.sort();
+    let (mut n, mut worst) = (0, 0f32);
+    for dir in &people {
+        let bytes = std::fs::read(dir.join("1.jpg")).unwrap();
+        let frame = lockerd::vision::source::decode_image(&bytes, "photo").unwrap();
+        let Some(face) = lockerd::vision::pipeline::still_face(&models, &frame).unwrap() else {
+            continue;
+        };
+        let split = models.encode(&frame, &face.shape).unwrap().unwrap();
+        let one = whole.embed(&frame, &face.shape.points).unwrap().unwrap();
+        worst = worst.max(split.distance(&one));
+        n += 1;
+    }
+    println!("{n} faces, largest distance between the two loads {worst:e}");
+    assert!(
+        n >= people.len() - 2,
+        "{n} of {} photos had a face",
+        people.len()
+    );
+    // Distances that decide are 0.3 to 1.4 apart; float rounding is 1e-6.
+    assert!(worst < 1e-4, "{worst}");
+}
+
 /// Walk-ups that dlib's embedding granted as someone else once their own person was
 /// removed from the gallery (issue 24).
 const STRANGERS: [&str; 4] = ["000008M_FBN", "000008M_FTN", "000012M_UNN", "000016F_UNN"];

@@ -26,6 +26,7 @@ pub mod hog;
 pub mod iris;
 pub mod matcher;
 pub mod models;
+pub mod onnx;
 pub mod pad;
 pub mod pipeline;
 pub mod quality;

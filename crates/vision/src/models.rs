@@ -225,9 +225,9 @@ impl Models {
         if dir != configured {
             log::info!("face models from {}", dir.display());
         }
-        // SFace first and alone: OpenCV's ONNX import holds the 38 MB of weights about
-        // three times over while it builds the network (peak about 60 MiB above what stays
-        // resident); nothing else loading at the same time keeps the process peak down.
+        // SFace first and alone: reading and splitting its 38.7 MB file ([`super::onnx`])
+        // is the largest transient of the load; nothing else loading at the same time
+        // keeps the process peak down.
         let sface = Sface::load(&dir)?;
         trim();
         let lp = dir.join(LANDMARKS_5);
@@ -351,6 +351,11 @@ impl Models {
     /// of the face whose landmarks are `shape`, aligned on `frame`.
     pub fn encode(&self, frame: &Frame, shape: &Shape) -> Result<Option<Embedding>, VisionError> {
         self.sface.embed(frame, &shape.points)
+    }
+
+    /// The match embedding's network.
+    pub fn sface(&self) -> &super::sface::Sface {
+        &self.sface
     }
 
     /// dlib's ResNet embedding (the model before SFace) of the face whose landmarks were
