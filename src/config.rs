@@ -442,6 +442,7 @@ impl Config {
         v.range("vision.detect_width", vi.detect_width, 160, 1920)?;
         v.range("vision.roi_check_every", vi.roi_check_every, 1, 30)?;
         v.range("vision.full_detect_every", vi.full_detect_every, 1, 300)?;
+        v.range("vision.idle_detect_every", vi.idle_detect_every, 1, 15)?;
         v.range("vision.min_face_px", vi.min_face_px, 40.0, 1000.0)?;
         v.range("vision.max_yaw", vi.max_yaw, 0.05, 1.0)?;
         v.range("vision.min_sharpness", vi.min_sharpness, 0.0, 10_000.0)?;

@@ -649,6 +649,7 @@ pub struct ReplayReport {
     pub frame_cpu_ms: Summary,
     pub frame_wall_ms: Summary,
     pub full_detects: u64,
+    pub idle_skipped: u64,
     pub roi_detects: u64,
     /// Frames whose eye measurement was the previous one reused (unchanged eye crops).
     pub iris_reused: u64,
@@ -836,6 +837,7 @@ pub fn replay(
         frame_cpu_ms: summarize(&st.frame_cpu_ms),
         frame_wall_ms: summarize(&st.frame_wall_ms),
         full_detects: st.full_detects,
+        idle_skipped: st.idle_skipped,
         roi_detects: st.roi_detects,
         iris_reused: st.iris_reused,
         wall_s: t0.elapsed().as_secs_f64(),

@@ -58,6 +58,43 @@ fn sface_loaded_split_gives_the_embedding_of_the_whole_network() {
     assert!(worst < 1e-4, "{worst}");
 }
 
+/// With nobody in view the whole frame is searched every `idle_detect_every` frames, not
+/// every frame; a face that appears is then found at most that many frames later.
+#[test]
+fn with_nobody_in_view_the_frame_is_searched_every_other_frame() {
+    use lockerd::vision::frame::Frame;
+    use lockerd::vision::matcher::Gallery;
+    use lockerd::vision::pipeline::{FaceEvent, Pipeline};
+    use std::time::Duration;
+    let Some(data) = shared_data() else { return };
+    let bytes = std::fs::read(data.join("faces/Angelina_Jolie/1.jpg")).unwrap();
+    let face = lockerd::vision::source::decode_image(&bytes, "photo").unwrap();
+    let (w, h) = (face.width, face.height);
+    let at = |i: u64, f: &Frame| {
+        Frame::from_rgb(f.rgb.to_vec(), w, h, i, Duration::from_millis(67 * i)).unwrap()
+    };
+    let grey = Frame::from_rgb(vec![128; (w * h * 3) as usize], w, h, 0, Duration::ZERO).unwrap();
+    // Three empty frames, then the face from frame 3 on.
+    let frames: Vec<Frame> = (0..6)
+        .map(|i| at(i, if i < 3 { &grey } else { &face }))
+        .collect();
+    for (every, skipped, started) in [(1u32, 0u64, 3u64), (2, 2, 4)] {
+        let mut cfg = Config::default().vision;
+        cfg.idle_detect_every = every;
+        let mut p = Pipeline::new(models(), Gallery::new(Vec::new()), cfg.pipeline());
+        let mut first = None;
+        for f in &frames {
+            for e in p.process(f).unwrap() {
+                if let FaceEvent::TrackStarted { frame, .. } = e {
+                    first.get_or_insert(frame);
+                }
+            }
+        }
+        assert_eq!(p.stats.idle_skipped, skipped, "every {every}");
+        assert_eq!(first, Some(started), "every {every}");
+    }
+}
+
 /// Walk-ups that dlib's embedding granted as someone else once their own person was
 /// removed from the gallery (issue 24).
 const STRANGERS: [&str; 4] = ["000008M_FBN", "000008M_FTN", "000012M_UNN", "000016F_UNN"];

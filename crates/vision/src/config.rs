@@ -47,6 +47,7 @@ pub struct VisionConfig {
     pub detect_width: u32,
     pub roi_check_every: u32,
     pub full_detect_every: u32,
+    pub idle_detect_every: u32,
     pub min_face_px: f32,
     pub max_yaw: f32,
     pub min_sharpness: f32,
@@ -89,6 +90,7 @@ impl Default for VisionConfig {
             detect_width: 320,
             roi_check_every: 5,
             full_detect_every: 30,
+            idle_detect_every: 2,
             min_face_px: 80.0,
             max_yaw: 0.4,
             min_sharpness: 15.0,
@@ -142,6 +144,7 @@ impl VisionConfig {
             detect_width: self.detect_width,
             roi_check_every: self.roi_check_every,
             full_detect_every: self.full_detect_every,
+            idle_detect_every: self.idle_detect_every,
             gates: self.gates(),
             policy: self.policy(),
             legacy_policy: self

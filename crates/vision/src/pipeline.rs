@@ -2,7 +2,9 @@
 //! good frames, match, and say when a track has made an attempt.
 //!
 //! Detection: HOG on the whole frame (downscaled to `detect_width`) when there is no
-//! track and every `full_detect_every` frames; between those, HOG only in a region around
+//! track (after a frame where it found nobody, only every `idle_detect_every` frames: a
+//! kiosk with nobody in front of it does not search every frame) and every
+//! `full_detect_every` frames; between those, HOG only in a region around
 //! the tracked face (scaled so the face is about 130 px wide) every `roi_check_every`
 //! frames, and on the whole frame when that close look misses; on the other frames the
 //! face box follows the previous frame's landmarks. Two misses in a row end the track.
@@ -45,6 +47,9 @@ pub struct PipelineConfig {
     pub detect_width: u32,
     pub roi_check_every: u32,
     pub full_detect_every: u32,
+    /// With no track, after a frame where HOG found nobody, the whole frame is searched
+    /// again this many frames later (1: every frame).
+    pub idle_detect_every: u32,
     pub gates: QualityGates,
     pub policy: MatchPolicy,
     /// The rule for users who have only dlib templates (enrolled before SFace); None:
@@ -160,6 +165,8 @@ pub struct Stats {
     pub frame_wall_ms: Vec<f64>,
     pub frame_cpu_ms: Vec<f64>,
     pub full_detects: u64,
+    /// Frames with no track that were not searched (see `idle_detect_every`).
+    pub idle_skipped: u64,
     pub roi_detects: u64,
     pub pad_scored: u64,
 }
@@ -300,6 +307,8 @@ pub struct Pipeline {
     gallery: Gallery,
     cfg: PipelineConfig,
     track: Option<Track>,
+    /// Frames still to pass before the next search for a face (no track).
+    idle_wait: u32,
     next_track: u64,
     picker: Picker,
     pub stats: Stats,
@@ -334,6 +343,7 @@ impl Pipeline {
             picker: Picker::new(cfg.challenge.seed),
             cfg,
             track: None,
+            idle_wait: 0,
             next_track: 1,
             stats: Stats::recording(),
             trace: None,
@@ -475,9 +485,17 @@ impl Pipeline {
     fn process_inner(&mut self, frame: &Frame, ev: &mut Vec<FaceEvent>) -> Result<(), VisionError> {
         let (mut t, mut fresh) = match self.track.take() {
             Some(t) => (t, false),
+            None if self.idle_wait > 0 => {
+                self.idle_wait -= 1;
+                self.stats.idle_skipped += 1;
+                return Ok(());
+            }
             None => {
                 let faces = self.detect(frame, None, self.full_scale(frame))?;
                 let Some(b) = Self::pick(&faces, None) else {
+                    // Nobody: a walk-up is found at most this many frames later; a track
+                    // that ends is searched for again on the very next frame.
+                    self.idle_wait = self.cfg.idle_detect_every.saturating_sub(1);
                     return Ok(());
                 };
                 (self.new_track(b, frame.index, ev), true)
