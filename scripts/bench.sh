@@ -25,9 +25,14 @@ for p in "${PEOPLE[@]}"; do
     mkdir -p "$OUT/gallery/$p"
     ffmpeg -v error -y -ss 1.0 -i "$ZJU/${p}_FNN.mp4" -frames:v 1 "$OUT/gallery/$p/enroll.jpg"
 done
-# Clips: a 320x240 kiosk clip as recorded, and the same clip at the product's 640x480.
+# Clips: a 320x240 kiosk clip as recorded, the same clip at the product's 640x480, and the
+# other sizes in the data as recorded: a 368x656 phone selfie and a 960x540 webcam (people
+# not in the gallery: strangers to both programs).
 cp "$ZJU/000001M_FTN.mp4" "$OUT/clip_320x240.mp4"
 ffmpeg -v error -y -i "$ZJU/000001M_FTN.mp4" -vf scale=640:480:flags=lanczos -c:v libx264 -crf 18 "$OUT/clip_640x480.mp4"
+cp "$LOCKERD_DATA/blink/replay_and_live/tranvanluyt_live_selfie.mp4" "$OUT/clip_368x656.mp4"
+cp "$LOCKERD_DATA/blink/replay_and_live/zubair_live_webcam.mp4" "$OUT/clip_960x540.mp4"
+CLIPS=(clip_320x240 clip_640x480 clip_368x656 clip_960x540)
 
 # Peer gallery, and lockerd's store with the same photos.
 "$PY" "$PEER_DIR/peer.py" enroll --gallery "$OUT/gallery" --out "$OUT/gallery.npz" > "$OUT/raw/peer_enroll.json"
@@ -40,21 +45,21 @@ for p in "${PEOPLE[@]}"; do
 done
 
 for r in $(seq "$ROUNDS"); do
-    for clip in clip_320x240 clip_640x480; do
+    for clip in "${CLIPS[@]}"; do
         "$PY" "$PEER_DIR/peer.py" run --gallery "$OUT/gallery.npz" --clip "$OUT/$clip.mp4" > "$OUT/raw/peer_${clip}_$r.json"
         "$LAB_BIN" --models "$LOCKERD_MODELS" --db "$DB" --key-file "$KEY" replay "$OUT/$clip.mp4" --json 2>/dev/null > "$OUT/raw/lockerd_${clip}_$r.json"
     done
 done
 
-python3 - "$OUT" "$ROUNDS" <<'PYEOF'
+python3 - "$OUT" "$ROUNDS" "${CLIPS[@]}" <<'PYEOF'
 import json, statistics, sys, os
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, clips = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def load(prog, clip):
     return [json.load(open(os.path.join(out, "raw", f"{prog}_{clip}_{r}.json"))) for r in range(1, rounds + 1)]
 med = lambda xs: statistics.median(xs)
 rows = []
 summary = {}
-for clip in ["clip_320x240", "clip_640x480"]:
+for clip in clips:
     P, L = load("peer", clip), load("lockerd", clip)
     peer = {
         "frame CPU ms p50": med([p["cpu_ms"]["frame"]["p50"] for p in P]),
@@ -76,7 +81,7 @@ for clip in ["clip_320x240", "clip_640x480"]:
         # lockerd decodes files in an ffmpeg child (crates/vision/src/video.rs); the peer in-process.
         "peak RSS MiB, plus the decoder child": med([l["peak_rss_mib"] + (l["decoder_peak_rss_mib"] or 0) for l in L]),
     }
-    print(f"\n### {clip} (000001M_FTN, {rounds} rounds, medians)")
+    print(f"\n### {clip} ({rounds} rounds, medians)")
     print(f"| metric | peer | lockerd | peer / lockerd |")
     print(f"|---|---|---|---|")
     for k in peer:
