@@ -83,7 +83,7 @@ impl Db {
                 let (mut merged, mut first_ever) = (0i64, None::<i64>);
                 {
                     let mut st = db.conn().prepare(
-                        "SELECT seq, body FROM outbox WHERE alert = 1 AND body LIKE '%\"outbox_dropped\"%'",
+                        "SELECT seq, body FROM outbox WHERE overflow = 1",
                     )?;
                     let earlier = st
                         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
@@ -128,7 +128,7 @@ impl Db {
                     "detail": {"outbox_dropped": total, "first_seq": first, "last_seq": last},
                 });
                 db.conn().execute(
-                    "INSERT INTO outbox (at_ms, alert, body) VALUES (?1, 1, ?2)",
+                    "INSERT INTO outbox (at_ms, alert, overflow, body) VALUES (?1, 1, 1, ?2)",
                     params![at_ms, body.to_string()],
                 )?;
                 log::warn!(
@@ -270,5 +270,28 @@ mod tests {
             500,
             "{alerts:?}"
         );
+    }
+
+    /// The "outbox full" alert is a marked row: another alert that merely has the same
+    /// words in it is neither merged into it nor deleted.
+    #[test]
+    fn an_alert_that_only_looks_like_the_outbox_full_alert_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = db(d.path());
+        for i in 0..20 {
+            db.outbox_push(&[ev(i)], 20).unwrap();
+        }
+        let lookalike = r#"{"at_ms":20,"event":"alert","detail":{"outbox_dropped":1000}}"#;
+        let seq = db.outbox_push(&[(20, true, lookalike.into())], 20).unwrap()[0];
+        let rows = db.outbox_after(0, 1000).unwrap();
+        assert!(rows.iter().any(|r| r.seq == seq), "kept: {rows:?}");
+        let full: Vec<serde_json::Value> = rows
+            .iter()
+            .filter(|r| r.alert && r.seq != seq)
+            .map(|r| serde_json::from_str(&r.payload()).unwrap())
+            .collect();
+        assert_eq!(full.len(), 1, "{full:?}");
+        let dropped = full[0]["detail"]["outbox_dropped"].as_i64().unwrap();
+        assert!(dropped < 20, "not merged with the look-alike: {dropped}");
     }
 }

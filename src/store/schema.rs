@@ -130,6 +130,13 @@ const MIGRATIONS: &[&str] = &[
         CHECK (kept IN (0, 1));
     UPDATE fleet_records SET kept = (user IN (SELECT name FROM users));
     "#,
+    // v9: which outbox row is the "outbox full" alert (one waits at a time, merged with
+    // the next), marked, not found by its text. Rows written before are marked once here.
+    r#"
+    ALTER TABLE outbox ADD COLUMN overflow INTEGER NOT NULL DEFAULT 0
+        CHECK (overflow IN (0, 1));
+    UPDATE outbox SET overflow = 1 WHERE alert = 1 AND body LIKE '%"outbox_dropped"%';
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -168,4 +175,39 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError>
         log::info!("store schema migrated to version {}", i + 1);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// v9 marks the "outbox full" alerts already waiting, and nothing else.
+    #[test]
+    fn v9_marks_the_waiting_outbox_full_alert() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 8).unwrap();
+        for (alert, body) in [
+            (
+                1,
+                r#"{"event":"alert","detail":{"outbox_dropped":5,"first_seq":1}}"#,
+            ),
+            (1, r#"{"event":"alert","alert":{"kind":"fault"}}"#),
+            (0, r#"{"event":"unlock"}"#),
+        ] {
+            conn.execute(
+                "INSERT INTO outbox (at_ms, alert, body) VALUES (0, ?1, ?2)",
+                rusqlite::params![alert, body],
+            )
+            .unwrap();
+        }
+        assert_eq!(migrate(&mut conn).unwrap(), 8);
+        let marked: Vec<i64> = conn
+            .prepare("SELECT overflow FROM outbox ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(marked, [1, 0, 0]);
+    }
 }
