@@ -136,20 +136,33 @@ impl Y4mHeader {
         let (y_plane, rest) = planes.split_at(w * h);
         let (u_plane, v_plane) = rest.split_at(cw * ch);
         let k = Coef::of(self.full_range);
-        let mut out = Vec::with_capacity(w * h * 3);
+        // Written in place into a buffer of the final size (no per-pixel capacity check).
+        let mut out = vec![0u8; w * h * 3];
         let Some((sx, sy)) = self.chroma.shifts() else {
-            for &y in y_plane {
-                out.extend_from_slice(&k.rgb(i32::from(y), 0, 0));
+            for (&y, px) in y_plane.iter().zip(out.chunks_exact_mut(3)) {
+                px.copy_from_slice(&k.rgb(i32::from(y), 0, 0));
             }
             return out;
         };
-        for (row, ys) in y_plane.chunks_exact(w.max(1)).enumerate() {
+        // The chroma terms of each column, worked out once per chroma row (shared by the
+        // 2 luma rows of 4:2:0), so a pixel costs one multiply and three clamps.
+        let mut terms = vec![[0i32; 3]; w];
+        let mut terms_of = usize::MAX;
+        let rows = y_plane
+            .chunks_exact(w.max(1))
+            .zip(out.chunks_exact_mut((w * 3).max(1)));
+        for (row, (ys, orow)) in rows.enumerate() {
             let c0 = (row >> sy) * cw;
-            let (us, vs) = (&u_plane[c0..c0 + cw], &v_plane[c0..c0 + cw]);
-            for (col, &y) in ys.iter().enumerate() {
-                let ci = col >> sx;
-                let (d, e) = (i32::from(us[ci]) - 128, i32::from(vs[ci]) - 128);
-                out.extend_from_slice(&k.rgb(i32::from(y), d, e));
+            if c0 != terms_of {
+                let (us, vs) = (&u_plane[c0..c0 + cw], &v_plane[c0..c0 + cw]);
+                for (col, t) in terms.iter_mut().enumerate() {
+                    let ci = col >> sx;
+                    *t = k.chroma(i32::from(us[ci]) - 128, i32::from(vs[ci]) - 128);
+                }
+                terms_of = c0;
+            }
+            for ((&y, t), px) in ys.iter().zip(&terms).zip(orow.chunks_exact_mut(3)) {
+                px.copy_from_slice(&k.with_chroma(i32::from(y), *t));
             }
         }
         out
@@ -192,13 +205,20 @@ impl Coef {
 
     #[inline]
     fn rgb(self, y: i32, d: i32, e: i32) -> [u8; 3] {
+        self.with_chroma(y, self.chroma(d, e))
+    }
+
+    /// What U - 128 = `d` and V - 128 = `e` add to red, take from green, add to blue.
+    #[inline]
+    fn chroma(self, d: i32, e: i32) -> [i32; 3] {
+        [self.rv * e, self.gu * d + self.gv * e, self.bu * d]
+    }
+
+    #[inline]
+    fn with_chroma(self, y: i32, t: [i32; 3]) -> [u8; 3] {
         let clamp = |v: i32| ((v + 128) >> 8).clamp(0, 255) as u8;
         let c = self.y_mul * (y - self.y_off);
-        [
-            clamp(c + self.rv * e),
-            clamp(c - self.gu * d - self.gv * e),
-            clamp(c + self.bu * d),
-        ]
+        [clamp(c + t[0]), clamp(c - t[1]), clamp(c + t[2])]
     }
 }
 
