@@ -266,17 +266,22 @@ impl<'a> Tensor<'a> {
         Ok((name, t))
     }
 
+    /// The number of values; 0 for dims that make no sense (negative, overflowing).
     fn len(&self) -> usize {
-        self.dims.iter().map(|&d| d.max(0) as usize).product()
+        self.dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+            .unwrap_or(0)
     }
 
     /// The values, when this is a float tensor of `want` values.
     fn floats(&self, name: &str, want: usize) -> Result<Vec<f32>> {
         match self.data {
-            Some(b) if self.float && self.len() == want && b.len() == want * 4 => Ok(b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()),
+            Some(b) if self.float && self.len() == want && Some(b.len()) == want.checked_mul(4) => {
+                Ok(b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect())
+            }
             _ => shape(format!("{name} is not {want} float values")),
         }
     }
@@ -609,11 +614,16 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
         return shape("the Gemm's weights are not a constant");
     };
     let (out, input) = match w.dims[..] {
-        [o, i] if o > 0 && i > 0 => (o as usize, i as usize),
+        [o, i] if o > 0 && i > 0 && w.len() > 0 => (o as usize, i as usize),
         _ => return shape("the Gemm's weights are not a matrix"),
     };
     let raw = match w.data {
-        Some(r) if w.float && r.len() == out * input * 4 => r,
+        Some(r)
+            if w.float
+                && Some(r.len()) == out.checked_mul(input).and_then(|n| n.checked_mul(4)) =>
+        {
+            r
+        }
         _ => return shape("the Gemm's weights are not raw float data"),
     };
     let bias = match inits.get(b_name) {
@@ -664,10 +674,13 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
             continue;
         };
         let oc = oc as usize;
+        if cw.len() == 0 {
+            continue;
+        }
         let Ok((scale, shift)) = bn_affine(n, &inits, oc) else {
             continue;
         };
-        if !matches!(cw.data, Some(b) if cw.float && b.len() == cw.len() * 4 && cw.len() % oc == 0)
+        if !matches!(cw.data, Some(b) if cw.float && Some(b.len()) == cw.len().checked_mul(4) && cw.len() % oc == 0)
         {
             continue;
         }
@@ -854,6 +867,185 @@ mod tests {
         // A constant block.
         assert!(recover_block(&[0.5; BLOCK]).is_some());
         assert!(recover_block(&[f32::NAN; BLOCK]).is_none());
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Val)]) -> Vec<u8> {
+        let mut n = Vec::new();
+        for i in inputs {
+            put_bytes(&mut n, field::NODE_INPUT, i.as_bytes());
+        }
+        for o in outputs {
+            put_bytes(&mut n, field::NODE_OUTPUT, o.as_bytes());
+        }
+        put_bytes(&mut n, field::NODE_OP_TYPE, op.as_bytes());
+        for (name, v) in attrs {
+            let mut a = Vec::new();
+            put_bytes(&mut a, field::ATTR_NAME, name.as_bytes());
+            match v {
+                Val::Fixed32(f) => {
+                    put_varint(&mut a, u64::from(field::ATTR_F) << 3 | 5);
+                    a.extend_from_slice(&f.to_le_bytes());
+                }
+                Val::Varint(i) => put_int(&mut a, field::ATTR_I, *i as i64),
+                _ => unreachable!(),
+            }
+            put_bytes(&mut n, field::NODE_ATTRIBUTE, &a);
+        }
+        n
+    }
+
+    /// x -> Conv (2 channels, 1x1, no bias) -> BatchNormalization -> Flatten ->
+    /// Gemm (3 x 128, int8 blocks) -> BatchNormalization -> y, as ONNX bytes.
+    fn small_model() -> (Vec<u8>, Vec<f32>) {
+        let mut g = Vec::new();
+        let eps = |e: f32| ("epsilon", Val::Fixed32(e.to_bits()));
+        for n in [
+            node("Conv", &["x", "w1"], &["c1"], &[]),
+            node(
+                "BatchNormalization",
+                &["c1", "g1", "b1", "m1", "v1"],
+                &["n1"],
+                &[eps(1e-3)],
+            ),
+            node("Flatten", &["n1"], &["f"], &[]),
+            node(
+                "Gemm",
+                &["f", "wg", "bg"],
+                &["h"],
+                &[("transB", Val::Varint(1))],
+            ),
+            node(
+                "BatchNormalization",
+                &["h", "g2", "b2", "m2", "v2"],
+                &["y"],
+                &[eps(2e-5)],
+            ),
+        ] {
+            put_bytes(&mut g, field::GRAPH_NODE, &n);
+        }
+        let q: Vec<i8> = (0..3 * 128)
+            .map(|i| ((i * 53 + 11) % 256) as u8 as i8)
+            .collect();
+        let mut wg = Vec::new();
+        for (b, chunk) in q.chunks(BLOCK).enumerate() {
+            wg.extend(dequantized(chunk, (b as i8) * 7, 0.002 / (b + 1) as f32));
+        }
+        for (name, dims, v) in [
+            ("w1", vec![2i64, 1, 1, 1], vec![0.5f32, -2.0]),
+            ("g1", vec![2], vec![1.5, 0.5]),
+            ("b1", vec![2], vec![0.1, -0.2]),
+            ("m1", vec![2], vec![0.3, 0.0]),
+            ("v1", vec![2], vec![4.0, 1.0]),
+            ("wg", vec![3, 128], wg.clone()),
+            ("bg", vec![3], vec![0.0, 1.0, 2.0]),
+            ("g2", vec![3], vec![1.0; 3]),
+            ("b2", vec![3], vec![0.0; 3]),
+            ("m2", vec![3], vec![0.0; 3]),
+            ("v2", vec![3], vec![1.0; 3]),
+        ] {
+            put_bytes(
+                &mut g,
+                field::GRAPH_INITIALIZER,
+                &encode_tensor(name, &dims, &v),
+            );
+        }
+        let mut out = Vec::new();
+        put_bytes(&mut out, field::VALUE_INFO_NAME, b"y");
+        put_bytes(&mut g, field::GRAPH_OUTPUT, &out);
+        let mut m = Vec::new();
+        put_int(&mut m, 1, 6);
+        put_bytes(&mut m, field::MODEL_GRAPH, &g);
+        (m, wg)
+    }
+
+    #[test]
+    fn the_split_takes_the_head_out_and_folds_the_batch_norm_into_the_conv() {
+        let (model, wg) = small_model();
+        let split = split_sface(&model).unwrap();
+        assert_eq!(split.folded, 1);
+        assert!(split.head.quantized());
+        assert_eq!((split.head.input_len(), split.head.output_len()), (128, 3));
+        // The head computes the Gemm (the final normalization is the identity here).
+        let x: Vec<f32> = (0..128).map(|i| i as f32 / 128.0).collect();
+        let y = split.head.apply(&x).unwrap();
+        let want: f32 = wg[..128].iter().zip(&x).map(|(w, x)| w * x).sum();
+        assert!((y[0] - want).abs() < 1e-4, "{} vs {want}", y[0]);
+        // The body: Conv (now writing the normalization's output, with a bias) and Flatten.
+        let top = fields(&split.body).unwrap();
+        assert_eq!(top[0].1, Val::Varint(6), "the model's other fields kept");
+        let Some((_, Val::Bytes(g), _)) = top.iter().find(|f| f.0 == field::MODEL_GRAPH) else {
+            panic!("no graph");
+        };
+        let mut ops = Vec::new();
+        let mut inits = HashMap::new();
+        let mut outputs = Vec::new();
+        for (f, v, _) in fields(g).unwrap() {
+            match (f, v) {
+                (field::GRAPH_NODE, Val::Bytes(b)) => {
+                    let n = Node::parse(b).unwrap();
+                    ops.push((n.op.to_owned(), n.inputs.len(), n.outputs.clone().join(",")));
+                }
+                (field::GRAPH_INITIALIZER, Val::Bytes(b)) => {
+                    let (name, t) = Tensor::parse(b).unwrap();
+                    let n = t.len();
+                    inits.insert(name.to_owned(), t.floats(name, n).unwrap());
+                }
+                (field::GRAPH_OUTPUT, Val::Bytes(b)) => outputs.push(b.to_vec()),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            ops,
+            [
+                ("Conv".into(), 3, "n1".into()),
+                ("Flatten".into(), 1, "f".into())
+            ]
+        );
+        let mut names: Vec<&String> = inits.keys().collect();
+        names.sort();
+        assert_eq!(names, ["w1", "w1_bn_folded_bias"]);
+        // scale = gamma / sqrt(var + eps), shift = beta - scale * mean.
+        let s = [1.5 / (4.0f32 + 1e-3).sqrt(), 0.5 / (1.0f32 + 1e-3).sqrt()];
+        assert_eq!(inits["w1"], [0.5 * s[0], -2.0 * s[1]]);
+        assert_eq!(
+            inits["w1_bn_folded_bias"],
+            [0.1 - s[0] * 0.3, -0.2 - s[1] * 0.0]
+        );
+        assert_eq!(outputs.len(), 1);
+        assert!(fields(&outputs[0]).unwrap()[0].1 == Val::Bytes(b"f"));
+    }
+
+    #[test]
+    fn a_damaged_model_is_an_error_never_a_panic() {
+        let (model, _) = small_model();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let mut m = model.clone();
+            match next() % 3 {
+                0 => m.truncate((next() as usize) % m.len()),
+                1 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() as usize) % m.len();
+                        m[i] ^= 1 << (next() % 8);
+                    }
+                }
+                _ => {
+                    let i = (next() as usize) % m.len();
+                    m[i] = 0xff;
+                }
+            }
+            if split_sface(&m).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 1000, "most damage is noticed: {refused} of 3000");
     }
 
     #[test]
