@@ -311,6 +311,32 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
         assert_eq!(user(k, "bob").unwrap()["role"], "banned", "unchanged");
     }
 
+    // The fleet's audit, gathered through the broker: both kiosks' rows (each refused
+    // forgery among them), one list in time order.
+    let gathered = |want_ok: bool| {
+        let o = fleet_cmd(broker.port, &ada_file, &["audit", "--limit", "1000"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.success(), want_ok, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let rows = v["rows"].as_array().unwrap().clone();
+        let ts: Vec<i64> = rows
+            .iter()
+            .map(|r| r["row"]["ts_ms"].as_i64().unwrap())
+            .collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "in time order: {ts:?}");
+        (rows, v["unanswered"].clone())
+    };
+    let (rows, unanswered) = gathered(true);
+    assert_eq!(unanswered, serde_json::json!([]));
+    for k in ["k1", "k2"] {
+        let refused = rows
+            .iter()
+            .filter(|r| r["kiosk"] == k && r["row"].to_string().contains("fleet_record_refused"))
+            .count();
+        assert!(refused >= 4, "{k}: {refused} refusals in {rows:?}");
+    }
+
     // k2 stopped; bob unbanned and then revoked meanwhile; k2 back: the retained
     // tombstone removes him before anything else (and carol, never k2's, stays away).
     b.stop();
@@ -322,6 +348,10 @@ async fn records_reach_every_kiosk_bans_apply_at_once_and_forgeries_change_nothi
             cards(broker.port)
         );
     }
+    // The gathered audit names the kiosk it could not ask, and says so in its exit code.
+    let (rows, unanswered) = gathered(false);
+    assert!(rows.iter().all(|r| r["kiosk"] == "k1") && !rows.is_empty());
+    assert_eq!(unanswered[0]["kiosk"], "k2", "{unanswered}");
     let key_k2 = cards(broker.port)["k2"]["seal_key"].clone();
     for args in [["publish", "bob"], ["revoke", "bob"]] {
         let o = fleet(broker.port, &ada_file, &args);

@@ -167,6 +167,22 @@ enum Fleet {
         #[arg(long)]
         fleet: String,
     },
+    /// Every online kiosk's audit log, merged by time: each is asked (a signed audit
+    /// query through the broker, with the admin key) for its newest LIMIT rows since
+    /// SINCE, printed oldest first with the kiosk's id. Kiosks offline or not answering
+    /// are named, and the exit code is then 8.
+    Audit {
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
+        #[arg(long)]
+        fleet: String,
+        /// Only rows since: 10m, 2h, 1d, or 2026-01-31T12:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        /// Rows asked of each kiosk.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        limit: u32,
+    },
     /// Publish USER's tombstone: removed from every kiosk of the fleet.
     Revoke {
         user: String,
@@ -193,6 +209,28 @@ async fn fleet(
     use lockerd_client::mqtt::remote::{self, AdminKeys};
     let (user, fleet, kiosks, key) = match &f {
         Fleet::Status { fleet } => return fleet_status(fleet, broker, json, out).await,
+        Fleet::Audit {
+            key,
+            fleet,
+            since,
+            limit,
+        } => {
+            let key = key
+                .clone()
+                .or_else(|| broker.remote.clone())
+                .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
+            let now = lockerd_client::types::now_ms();
+            let since_ms = match since {
+                Some(s) => lockerd_client::timefmt::parse_since(s, now).ok_or_else(|| {
+                    fail(
+                        2,
+                        format!("--since {s:?}: use 10m, 2h, 1d or 2026-01-31T12:00:00Z"),
+                    )
+                })?,
+                None => 0,
+            };
+            return fleet_audit(fleet, &key, since_ms, *limit, broker, json, out).await;
+        }
         Fleet::Publish {
             user,
             fleet,
@@ -246,7 +284,7 @@ async fn fleet(
                 faces: exported.map(|e| e.faces),
             }
         }
-        Fleet::Status { .. } => return Ok(0),
+        Fleet::Status { .. } | Fleet::Audit { .. } => return Ok(0),
         Fleet::Revoke { user, fleet, .. } => Record {
             fleet,
             user,
@@ -351,6 +389,85 @@ async fn export_faces(
             format!("unexpected reply {} to fleet_export", other.kind()),
         )),
     }
+}
+
+/// `lockerctl fleet audit`: each online kiosk's newest rows, merged by time.
+async fn fleet_audit(
+    fleet: &str,
+    key: &std::path::Path,
+    since_ms: i64,
+    limit: u32,
+    broker: &Broker,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<u8, ctl::CtlError> {
+    use lockerd_client::api::{Request, Response};
+    let mqtt = broker.mqtt_broker()?;
+    let cards = lockerd_client::mqtt::remote::fleet_cards(&mqtt, fleet, broker.wait)
+        .await
+        .map_err(|e| fail(8, e.to_string()))?;
+    let load =
+        || lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| fail(2, e.to_string()));
+    load()?;
+    let mut rows = Vec::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for c in &cards {
+        if !c.online {
+            missing.push((c.kiosk.clone(), "offline (not asked)".into()));
+            continue;
+        }
+        let backend = ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
+            mqtt: lockerd_client::mqtt::config::MqttConfig {
+                kiosk_id: c.kiosk.clone(),
+                ..mqtt.clone()
+            },
+            keys: load()?,
+            wait_s: broker.wait,
+        }));
+        match backend.call(Request::AuditQuery { since_ms, limit }).await {
+            Ok(Response::Audit { rows: got }) => {
+                rows.extend(got.into_iter().map(|r| (c.kiosk.clone(), r)));
+            }
+            Ok(other) => missing.push((c.kiosk.clone(), format!("replied {}", other.kind()))),
+            Err(e) => missing.push((c.kiosk.clone(), ctl::CtlError::from(e).message)),
+        }
+    }
+    rows.sort_by(|a, b| (a.1.ts_ms, &a.0, a.1.seq).cmp(&(b.1.ts_ms, &b.0, b.1.seq)));
+    if json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(k, r)| serde_json::json!({ "kiosk": k, "row": r }))
+            .collect();
+        let missing: Vec<_> = missing
+            .iter()
+            .map(|(k, why)| serde_json::json!({ "kiosk": k, "error": why }))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "rows": rows, "unanswered": missing })
+        );
+    } else {
+        for (k, r) in &rows {
+            let _ = writeln!(out, "{:<16} {}", ctl::printable(k), ctl::audit_line(r));
+        }
+        for (k, why) in &missing {
+            let _ = writeln!(
+                out,
+                "{:<16} no rows: {}",
+                ctl::printable(k),
+                ctl::printable(why)
+            );
+        }
+        if cards.is_empty() {
+            let _ = writeln!(
+                out,
+                "(no kiosk of fleet {} has a card on this broker)",
+                ctl::printable(fleet)
+            );
+        }
+    }
+    Ok(if missing.is_empty() { 0 } else { 8 })
 }
 
 /// `lockerctl fleet status`: every kiosk's card the broker holds.
