@@ -480,15 +480,7 @@ pub async fn run(
             limit,
             follow,
         }) => {
-            let now = crate::types::now_ms();
-            let since_ms = match since {
-                Some(s) => crate::timefmt::parse_since(s, now).ok_or_else(|| {
-                    invalid(format!(
-                        "--since {s:?}: use 10m, 2h, 1d or 2026-01-31T12:00:00Z"
-                    ))
-                })?,
-                None => 0,
-            };
+            let since_ms = since_ms(since.as_deref())?;
             return audit_list(backend, since_ms, *limit, *follow, json, out).await;
         }
         Cmd::Audit(AuditCmd::Verify) => Request::AuditVerify,
@@ -775,6 +767,18 @@ pub fn print_response(
         )?,
     }
     Ok(())
+}
+
+/// `--since` (10m, 2h, 1d or an ISO time) as ms since the epoch; none: from the start.
+pub fn since_ms(since: Option<&str>) -> Result<i64, CtlError> {
+    match since {
+        Some(s) => crate::timefmt::parse_since(s, crate::types::now_ms()).ok_or_else(|| {
+            invalid(format!(
+                "--since {s:?}: use 10m, 2h, 1d or 2026-01-31T12:00:00Z"
+            ))
+        }),
+        None => Ok(0),
+    }
 }
 
 pub fn audit_line(r: &AuditItem) -> String {

@@ -557,6 +557,8 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
     let gfields = fields(graph)?;
     let mut nodes = Vec::new();
     let mut inits: HashMap<&str, Tensor> = HashMap::new();
+    // The initializers' names in the graph's order (the body is written in that order).
+    let mut init_names = Vec::new();
     let mut outputs = Vec::new();
     for (f, v, _) in &gfields {
         match (*f, *v) {
@@ -564,6 +566,7 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
             (field::GRAPH_INITIALIZER, Val::Bytes(b)) => {
                 let (name, t) = Tensor::parse(b)?;
                 inits.insert(name, t);
+                init_names.push(name);
             }
             (field::GRAPH_OUTPUT, Val::Bytes(b)) => {
                 for (vf, vv, _) in fields(b)? {
@@ -737,6 +740,7 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
     let mark = body.len();
     body.resize(mark + ROOM, 0);
     let mut node_k = 0;
+    let mut init_names = init_names.into_iter();
     for (f, v, raw) in &gfields {
         match (*f, *v) {
             (field::GRAPH_NODE, Val::Bytes(_)) => {
@@ -750,15 +754,22 @@ pub fn split_sface(model: &[u8]) -> Result<Split> {
                     None => body.extend_from_slice(raw),
                 }
             }
-            (field::GRAPH_INITIALIZER, Val::Bytes(b)) => {
-                let (name, t) = Tensor::parse(b)?;
+            (field::GRAPH_INITIALIZER, Val::Bytes(_)) => {
+                let Some(name) = init_names.next() else {
+                    continue;
+                };
                 if !used.contains(name) {
                     continue;
                 }
-                match (rescaled.get(name), t.data) {
-                    (Some(scale), Some(data)) => {
-                        put_scaled_tensor(&mut body, name, &t.dims, data, scale)
-                    }
+                match (rescaled.get(name), inits.get(name)) {
+                    (
+                        Some(scale),
+                        Some(Tensor {
+                            data: Some(data),
+                            dims,
+                            ..
+                        }),
+                    ) => put_scaled_tensor(&mut body, name, dims, data, scale),
                     _ => body.extend_from_slice(raw),
                 }
             }

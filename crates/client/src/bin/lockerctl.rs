@@ -69,6 +69,35 @@ impl Broker {
         })
     }
 
+    /// The admin key file: `--key`, else `--remote`.
+    fn admin_key(
+        &self,
+        key: Option<std::path::PathBuf>,
+    ) -> Result<std::path::PathBuf, ctl::CtlError> {
+        key.or_else(|| self.remote.clone())
+            .ok_or_else(|| ctl::CtlError {
+                code: 2,
+                message: "--key (or --remote) names the admin key file".into(),
+            })
+    }
+
+    /// Kiosk `kiosk` through this broker, signed with the admin key file `key`.
+    fn remote_to(&self, kiosk: &str, key: &std::path::Path) -> Result<Backend, ctl::CtlError> {
+        Ok(Backend::Remote(Box::new(ctl::RemoteTarget {
+            mqtt: lockerd_client::mqtt::config::MqttConfig {
+                kiosk_id: kiosk.to_string(),
+                ..self.mqtt_broker()?
+            },
+            keys: lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| {
+                ctl::CtlError {
+                    code: 2,
+                    message: e.to_string(),
+                }
+            })?,
+            wait_s: self.wait,
+        })))
+    }
+
     /// The broker alone (no kiosk named: the fleet's topics).
     fn mqtt_broker(&self) -> Result<lockerd_client::mqtt::config::MqttConfig, ctl::CtlError> {
         let need = |v: &Option<String>, flag: &str| {
@@ -92,16 +121,7 @@ impl Broker {
         let Some(key) = &self.remote else {
             return Ok(Backend::connect_bus().await?);
         };
-        let keys =
-            lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| ctl::CtlError {
-                code: 2,
-                message: e.to_string(),
-            })?;
-        Ok(Backend::Remote(Box::new(ctl::RemoteTarget {
-            mqtt: self.mqtt()?,
-            keys,
-            wait_s: self.wait,
-        })))
+        self.remote_to(&self.mqtt()?.kiosk_id, key)
     }
 }
 
@@ -215,20 +235,8 @@ async fn fleet(
             since,
             limit,
         } => {
-            let key = key
-                .clone()
-                .or_else(|| broker.remote.clone())
-                .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
-            let now = lockerd_client::types::now_ms();
-            let since_ms = match since {
-                Some(s) => lockerd_client::timefmt::parse_since(s, now).ok_or_else(|| {
-                    fail(
-                        2,
-                        format!("--since {s:?}: use 10m, 2h, 1d or 2026-01-31T12:00:00Z"),
-                    )
-                })?,
-                None => 0,
-            };
+            let key = broker.admin_key(key.clone())?;
+            let since_ms = ctl::since_ms(since.as_deref())?;
             return fleet_audit(fleet, &key, since_ms, *limit, broker, json, out).await;
         }
         Fleet::Publish {
@@ -244,10 +252,7 @@ async fn fleet(
     };
     // Checked before anything is asked of a kiosk or the broker.
     check_names(fleet, user, kiosks)?;
-    let key = key
-        .clone()
-        .or_else(|| broker.remote.clone())
-        .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
+    let key = broker.admin_key(key.clone())?;
     let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
     let record = match f {
         Fleet::Publish {
@@ -367,15 +372,7 @@ async fn export_faces(
 ) -> Result<lockerd_client::api::FleetFaces, ctl::CtlError> {
     use lockerd_client::api::{Request, Response};
     let backend = match from {
-        Some(kiosk) => ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
-            mqtt: lockerd_client::mqtt::config::MqttConfig {
-                kiosk_id: kiosk,
-                ..broker.mqtt_broker()?
-            },
-            keys: lockerd_client::mqtt::remote::AdminKeys::load(key)
-                .map_err(|e| fail(2, e.to_string()))?,
-            wait_s: broker.wait,
-        })),
+        Some(kiosk) => broker.remote_to(&kiosk, key)?,
         None => ctl::Backend::connect_bus().await?,
     };
     let req = Request::FleetExport {
@@ -402,13 +399,12 @@ async fn fleet_audit(
     out: &mut dyn Write,
 ) -> Result<u8, ctl::CtlError> {
     use lockerd_client::api::{Request, Response};
-    let mqtt = broker.mqtt_broker()?;
-    let cards = lockerd_client::mqtt::remote::fleet_cards(&mqtt, fleet, broker.wait)
-        .await
-        .map_err(|e| fail(8, e.to_string()))?;
-    let load =
-        || lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| fail(2, e.to_string()));
-    load()?;
+    let cards =
+        lockerd_client::mqtt::remote::fleet_cards(&broker.mqtt_broker()?, fleet, broker.wait)
+            .await
+            .map_err(|e| fail(8, e.to_string()))?;
+    // A key file that does not load is the caller's error, before any kiosk is asked.
+    lockerd_client::mqtt::remote::AdminKeys::load(key).map_err(|e| fail(2, e.to_string()))?;
     let mut rows = Vec::new();
     let mut missing: Vec<(String, String)> = Vec::new();
     for c in &cards {
@@ -416,14 +412,7 @@ async fn fleet_audit(
             missing.push((c.kiosk.clone(), "offline (not asked)".into()));
             continue;
         }
-        let backend = ctl::Backend::Remote(Box::new(ctl::RemoteTarget {
-            mqtt: lockerd_client::mqtt::config::MqttConfig {
-                kiosk_id: c.kiosk.clone(),
-                ..mqtt.clone()
-            },
-            keys: load()?,
-            wait_s: broker.wait,
-        }));
+        let backend = broker.remote_to(&c.kiosk, key)?;
         match backend.call(Request::AuditQuery { since_ms, limit }).await {
             Ok(Response::Audit { rows: got }) => {
                 rows.extend(got.into_iter().map(|r| (c.kiosk.clone(), r)));
@@ -564,9 +553,7 @@ async fn remote(r: Remote, broker: &Broker, out: &mut dyn Write) -> Result<u8, c
             Ok(0)
         }
         Remote::Send { key, cmd, args } => {
-            let key = key
-                .or_else(|| broker.remote.clone())
-                .ok_or_else(|| fail(2, "--key (or --remote) names the admin key file".into()))?;
+            let key = broker.admin_key(key)?;
             let keys = AdminKeys::load(&key).map_err(|e| fail(2, e.to_string()))?;
             let args: serde_json::Value = serde_json::from_str(&args)
                 .map_err(|e| fail(2, format!("ARGS must be a JSON object: {e}")))?;
